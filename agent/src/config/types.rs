@@ -1,0 +1,412 @@
+//! The configuration schema: what a gateway's TOML file may say, with defaults.
+//!
+//! Fields that a cross-reference error may point at are `Spanned`, so that `validate` can
+//! report `FILE:LINE:COLUMN` for them. Everything else gets its location from the TOML
+//! deserializer when it fails to parse.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use toml::Spanned;
+
+pub const DEFAULT_PATH: &str = "/etc/crosslink/crosslink.toml";
+pub const DEFAULT_SOCKET: &str = "/run/crosslink/control.sock";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub control: Control,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<Site>,
+    #[serde(default, rename = "line")]
+    pub lines: Vec<Line>,
+    #[serde(default, rename = "tunnel")]
+    pub tunnels: Vec<Tunnel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub name: String,
+    pub asn: Spanned<u32>,
+    pub router_id: Ipv4Addr,
+    /// Local prefixes announced to the line routers.
+    #[serde(default)]
+    pub announce: Vec<Spanned<Prefix>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Group allowed to open the socket besides root.
+    #[serde(default = "default_group")]
+    pub group: String,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_socket(),
+            group: default_group(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// How long every signal of a line must stay up before traffic returns to it.
+    #[serde(default = "secs::<30>")]
+    pub hold_down: Dur,
+    /// Fraction of probes lost over `loss_window` above which a path counts as degraded.
+    #[serde(default = "default_loss_threshold")]
+    pub loss_threshold: Spanned<f64>,
+    #[serde(default = "secs::<10>")]
+    pub loss_window: Dur,
+    /// How long a drained line keeps carrying our traffic after the far side was told.
+    #[serde(default = "secs::<30>")]
+    pub drain_delay: Dur,
+    #[serde(default)]
+    pub damping: Damping,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            hold_down: secs::<30>(),
+            loss_threshold: default_loss_threshold(),
+            loss_window: secs::<10>(),
+            drain_delay: secs::<30>(),
+            damping: Damping::default(),
+        }
+    }
+}
+
+/// RFC 2439 style flap damping; the defaults are the classic router defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Damping {
+    #[serde(default = "default_penalty")]
+    pub penalty: u32,
+    #[serde(default = "secs::<900>")]
+    pub half_life: Dur,
+    #[serde(default = "default_suppress")]
+    pub suppress: Spanned<u32>,
+    #[serde(default = "default_reuse")]
+    pub reuse: Spanned<u32>,
+    #[serde(default = "secs::<3600>")]
+    pub max_suppress: Dur,
+}
+
+impl Default for Damping {
+    fn default() -> Self {
+        Damping {
+            penalty: default_penalty(),
+            half_life: secs::<900>(),
+            suppress: default_suppress(),
+            reuse: default_reuse(),
+            max_suppress: secs::<3600>(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub name: Spanned<String>,
+    /// Always routed towards the site, whether or not a line router announces them.
+    pub prefixes: Vec<Spanned<Prefix>>,
+    /// Bounds for what may be learned over BGP for this site; the prefixes when omitted.
+    #[serde(default)]
+    pub aggregates: Vec<Spanned<Prefix>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub name: Spanned<String>,
+    pub site: Spanned<String>,
+    pub interface: Spanned<String>,
+    /// BGP neighbour addresses of the line router on this line (one session each).
+    pub neighbors: Spanned<Vec<IpAddr>>,
+    pub peer_asn: Spanned<u32>,
+    #[serde(default)]
+    pub md5_key_file: Option<Spanned<PathBuf>>,
+    /// Lower wins; lines of equal priority share the traffic.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    #[serde(default = "secs::<90>")]
+    pub hold_time: Dur,
+    /// GTSM (RFC 5082) for a directly connected router.
+    #[serde(default)]
+    pub ttl_security: bool,
+    #[serde(default = "default_max_prefixes")]
+    pub max_prefixes: u32,
+    #[serde(default)]
+    pub max_prefix_action: MaxPrefixAction,
+    #[serde(default)]
+    pub bfd: Bfd,
+    /// The remote gateway's address, probed end to end across this line.
+    #[serde(default)]
+    pub probe_target: Option<IpAddr>,
+    #[serde(default)]
+    pub export: Export,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxPrefixAction {
+    Warn,
+    #[default]
+    Teardown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bfd {
+    #[serde(default = "default_bfd_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: Spanned<u8>,
+}
+
+impl Default for Bfd {
+    fn default() -> Self {
+        Bfd {
+            interval: default_bfd_interval(),
+            multiplier: default_multiplier(),
+        }
+    }
+}
+
+/// How our local prefixes are announced on a line, so the far side prefers the primary.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    #[serde(default)]
+    pub med: Option<u32>,
+    #[serde(default = "unspanned")]
+    pub prepend: Spanned<u8>,
+    #[serde(default)]
+    pub communities: Vec<Community>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tunnel {
+    pub name: Spanned<String>,
+    pub site: Spanned<String>,
+    /// The TUN interface crosslink creates; must be unique on the host.
+    pub interface: Spanned<String>,
+    /// The local internet uplink the encrypted packets leave by.
+    pub uplink: String,
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    pub private_key_file: Spanned<PathBuf>,
+    #[serde(default)]
+    pub preshared_key_file: Option<Spanned<PathBuf>>,
+    pub peer_public_key: Spanned<String>,
+    /// Candidates for the remote gateway's address, tried in order.
+    pub endpoints: Spanned<Vec<SocketAddr>>,
+    /// Share of failover traffic relative to the site's other tunnels.
+    #[serde(default = "default_weight")]
+    pub weight: Spanned<u16>,
+    #[serde(default = "secs::<5>")]
+    pub persistent_keepalive: Dur,
+    #[serde(default)]
+    pub mtu: Option<Spanned<u16>>,
+    /// Addresses on the tunnel interface, e.g. a /31 shared with the remote gateway.
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    #[serde(default)]
+    pub probe_target: Option<IpAddr>,
+}
+
+/// An IP prefix with no host bits set: `198.18.1.5/24` is refused, not silently truncated,
+/// because the operator almost certainly meant something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix(pub IpNet);
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let net: IpNet = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP prefix (expected e.g. 198.18.0.0/24)"))?;
+        if net.trunc() != net {
+            return Err(format!(
+                "`{s}` has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Prefix(net))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A duration written the human way: `"10ms"`, `"30s"`, `"15m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write e.g. \"100ms\" or \"30s\""
+            ))
+        })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Export {
+            med: None,
+            prepend: unspanned(),
+            communities: Vec::new(),
+        }
+    }
+}
+
+/// A BGP community: standard `ASN:VALUE` (RFC 1997) or large `ASN:A:B` (RFC 8092).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Community {
+    Standard(u16, u16),
+    Large(u32, u32, u32),
+}
+
+impl FromStr for Community {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a community (expected 65001:100 or 65001:1:2)");
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            [a, v] => Ok(Community::Standard(
+                a.parse().map_err(|_| bad())?,
+                v.parse().map_err(|_| bad())?,
+            )),
+            [a, b, c] => Ok(Community::Large(
+                a.parse().map_err(|_| bad())?,
+                b.parse().map_err(|_| bad())?,
+                c.parse().map_err(|_| bad())?,
+            )),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Community::Standard(a, v) => write!(f, "{a}:{v}"),
+            Community::Large(a, b, c) => write!(f, "{a}:{b}:{c}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A default value has no place in the file; errors about it point at the file's start.
+fn unspanned<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_group() -> String {
+    "crosslink".to_owned()
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9474))
+}
+fn secs<const N: u64>() -> Dur {
+    Dur(Duration::from_secs(N))
+}
+fn default_loss_threshold() -> Spanned<f64> {
+    Spanned::new(0..0, 0.05)
+}
+fn default_penalty() -> u32 {
+    1000
+}
+fn default_suppress() -> Spanned<u32> {
+    Spanned::new(0..0, 2000)
+}
+fn default_reuse() -> Spanned<u32> {
+    Spanned::new(0..0, 750)
+}
+fn default_priority() -> u32 {
+    100
+}
+fn default_max_prefixes() -> u32 {
+    1000
+}
+fn default_bfd_interval() -> Dur {
+    Dur(Duration::from_millis(100))
+}
+fn default_multiplier() -> Spanned<u8> {
+    Spanned::new(0..0, 3)
+}
+fn default_listen_port() -> u16 {
+    51820
+}
+fn default_weight() -> Spanned<u16> {
+    Spanned::new(0..0, 1)
+}

@@ -1,0 +1,5 @@
+//! The control socket between the CLI and the running agent.
+
+pub mod client;
+pub mod proto;
+pub mod server;

@@ -1,0 +1,170 @@
+//! The control socket protocol: one JSON object per line each way. A request names a
+//! `command`; the reply is `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
+//! The `status` result is the documented schema behind `crosslink status --json`.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the status document.
+pub const STATUS_SCHEMA: u32 = 1;
+/// Longest request line the agent reads; anything longer is refused, not buffered.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    Events,
+    Failover { path: String },
+    Restore { path: String },
+    Drain { path: String },
+    Undrain { path: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn ok(result: impl Serialize) -> Reply {
+        match serde_json::to_value(result) {
+            Ok(v) => Reply {
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Reply::err(format!("internal error encoding the reply: {e}")),
+        }
+    }
+
+    pub fn err(msg: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            result: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub schema: u32,
+    pub version: String,
+    pub gateway: GatewayStatus,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub config_file: String,
+    pub sites: Vec<SiteStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    pub name: String,
+    pub asn: u32,
+    pub router_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteStatus {
+    pub name: String,
+    pub prefixes: Vec<String>,
+    /// The path carrying the site's traffic, when the agent knows it.
+    pub active_path: Option<String>,
+    pub active_reason: String,
+    pub paths: Vec<PathStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    Line,
+    Tunnel,
+}
+
+/// Health of a path or of one signal. `Unknown` means no source of evidence is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    Unknown,
+    Up,
+    Down,
+    /// The interface does not exist on this host.
+    Absent,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Absent => "absent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathStatus {
+    pub name: String,
+    pub kind: PathKind,
+    pub interface: String,
+    /// Lines: lower wins. Tunnels: share of failover traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    pub state: Health,
+    pub reason: String,
+    pub signals: Vec<SignalStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignalStatus {
+    /// `carrier`, `bfd`, `bgp`, `e2e-bfd`, `handshake`.
+    pub name: String,
+    pub state: Health,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Event {
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_command() {
+        let r: Request = serde_json::from_str(r#"{"command":"drain","path":"line1"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Drain {
+                path: "line1".into()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"command":"status"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn replies_carry_either_result_or_error() {
+        let ok = serde_json::to_string(&Reply::ok(3)).unwrap();
+        assert_eq!(ok, r#"{"ok":true,"result":3}"#);
+        let err = serde_json::to_string(&Reply::err("no")).unwrap();
+        assert_eq!(err, r#"{"ok":false,"error":"no"}"#);
+    }
+}

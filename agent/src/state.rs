@@ -1,0 +1,236 @@
+//! What the agent knows, as the control socket shows it: the configured paths with the
+//! evidence that really exists for them, and the bounded log of transitions.
+//!
+//! Only the interface carrier is observed so far; every other signal is reported as
+//! `unknown` until its source (BGP, BFD, tunnels) runs, so status never claims a health
+//! that nobody measured.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use crate::config::{Config, PathRef};
+use crate::control::proto::{
+    Event, GatewayStatus, Health, PathKind, PathStatus, SignalStatus, SiteStatus, Status,
+    STATUS_SCHEMA,
+};
+
+/// Events kept in memory; older ones are dropped first.
+pub const EVENT_LOG_CAPACITY: usize = 1024;
+
+pub struct AgentState {
+    config: Config,
+    config_file: PathBuf,
+    started: Instant,
+    started_at: SystemTime,
+    events: VecDeque<Event>,
+    /// Where interface state is read; `/sys/class/net` except in tests.
+    sysfs_net: PathBuf,
+}
+
+impl AgentState {
+    pub fn new(config: Config, config_file: &Path) -> AgentState {
+        AgentState {
+            config,
+            config_file: config_file.to_path_buf(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            events: VecDeque::with_capacity(64),
+            sysfs_net: PathBuf::from("/sys/class/net"),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn record(&mut self, kind: &str, path: Option<&str>, message: impl Into<String>) {
+        if self.events.len() == EVENT_LOG_CAPACITY {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            kind: kind.to_owned(),
+            path: path.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.iter().cloned().collect()
+    }
+
+    pub fn status(&self) -> Status {
+        let cfg = &self.config;
+        Status {
+            schema: STATUS_SCHEMA,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            gateway: GatewayStatus {
+                name: cfg.gateway.name.clone(),
+                asn: *cfg.gateway.asn.get_ref(),
+                router_id: cfg.gateway.router_id.to_string(),
+            },
+            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            config_file: self.config_file.display().to_string(),
+            sites: cfg
+                .sites
+                .iter()
+                .map(|s| self.site_status(s.name.get_ref()))
+                .collect(),
+        }
+    }
+
+    fn site_status(&self, site: &str) -> SiteStatus {
+        let cfg = &self.config;
+        let prefixes = cfg
+            .sites
+            .iter()
+            .find(|s| s.name.get_ref() == site)
+            .map(|s| s.prefixes.iter().map(|p| p.get_ref().to_string()).collect())
+            .unwrap_or_default();
+        SiteStatus {
+            name: site.to_owned(),
+            prefixes,
+            active_path: None,
+            active_reason: "route programming is not running in this build; the kernel's routes are not managed".into(),
+            paths: cfg.paths_of(site).map(|p| self.path_status(p)).collect(),
+        }
+    }
+
+    fn path_status(&self, path: PathRef<'_>) -> PathStatus {
+        let (kind, iface, priority, weight, others): (_, &str, _, _, &[&str]) = match path {
+            PathRef::Line(l) => (
+                PathKind::Line,
+                l.interface.get_ref(),
+                Some(l.priority),
+                None,
+                &["bfd", "bgp", "e2e-bfd"],
+            ),
+            PathRef::Tunnel(t) => (
+                PathKind::Tunnel,
+                t.interface.get_ref(),
+                None,
+                Some(*t.weight.get_ref()),
+                &["handshake", "e2e-bfd"],
+            ),
+        };
+        let carrier = self.carrier(iface);
+        let mut signals = vec![SignalStatus {
+            name: "carrier".into(),
+            state: carrier,
+        }];
+        signals.extend(others.iter().map(|s| SignalStatus {
+            name: (*s).into(),
+            state: Health::Unknown,
+        }));
+        // Carrier alone can prove a path down, never up.
+        let (state, reason) = match carrier {
+            Health::Down => (Health::Down, format!("interface {iface} has no carrier")),
+            Health::Absent => (Health::Down, format!("interface {iface} does not exist")),
+            _ => (Health::Unknown, "only the carrier is observed in this build; BFD, BGP and tunnel signals are not running".to_owned()),
+        };
+        PathStatus {
+            name: path.name().to_owned(),
+            kind,
+            interface: iface.to_owned(),
+            priority,
+            weight,
+            state,
+            reason,
+            signals,
+        }
+    }
+
+    /// Reads `carrier` from sysfs: it is what the kernel itself uses for the link state, and
+    /// cheap enough for an on-demand status.
+    fn carrier(&self, iface: &str) -> Health {
+        let dir = self.sysfs_net.join(iface);
+        if !dir.exists() {
+            return Health::Absent;
+        }
+        // Reading `carrier` of an interface that is administratively down fails with EINVAL.
+        match std::fs::read_to_string(dir.join("carrier")) {
+            Ok(s) if s.trim() == "1" => Health::Up,
+            Ok(_) => Health::Down,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Health::Down,
+            Err(_) => Health::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_sysfs(dir: &Path) -> AgentState {
+        let src = r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "eth-up"
+            neighbors = ["192.0.2.2"]
+            peer_asn = 65101
+            [[line]]
+            name = "l2"
+            site = "b"
+            interface = "eth-nocarrier"
+            neighbors = ["192.0.2.6"]
+            peer_asn = 65102
+            [[line]]
+            name = "l3"
+            site = "b"
+            interface = "eth-gone"
+            neighbors = ["192.0.2.10"]
+            peer_asn = 65102
+        "#;
+        let cfg = crate::config::parse(src, Path::new("t.toml"), dir).unwrap();
+        let mut st = AgentState::new(cfg, Path::new("t.toml"));
+        st.sysfs_net = dir.to_path_buf();
+        st
+    }
+
+    #[test]
+    fn status_reports_only_measured_health() {
+        let dir = tempfile::tempdir().unwrap();
+        for (iface, carrier) in [("eth-up", "1\n"), ("eth-nocarrier", "0\n")] {
+            std::fs::create_dir(dir.path().join(iface)).unwrap();
+            std::fs::write(dir.path().join(iface).join("carrier"), carrier).unwrap();
+        }
+        let st = state_with_sysfs(dir.path());
+        let status = st.status();
+        let paths = &status.sites[0].paths;
+        assert_eq!(status.sites[0].active_path, None);
+        assert_eq!(
+            paths[0].state,
+            Health::Unknown,
+            "carrier up proves nothing about BGP/BFD"
+        );
+        assert_eq!(paths[0].signals[0].state, Health::Up);
+        assert!(paths[0].signals[1..]
+            .iter()
+            .all(|s| s.state == Health::Unknown));
+        assert_eq!(paths[1].state, Health::Down);
+        assert_eq!(paths[2].signals[0].state, Health::Absent);
+        assert_eq!(paths[2].state, Health::Down);
+    }
+
+    #[test]
+    fn event_log_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = state_with_sysfs(dir.path());
+        for i in 0..EVENT_LOG_CAPACITY + 5 {
+            st.record("test", None, format!("event {i}"));
+        }
+        let ev = st.events();
+        assert_eq!(ev.len(), EVENT_LOG_CAPACITY);
+        assert_eq!(ev[0].message, "event 5");
+    }
+}
