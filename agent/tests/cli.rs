@@ -1,0 +1,189 @@
+//! The `crosslink` binary as an operator uses it: check-config on the shipped example and on a
+//! broken file, and a running agent answering status, events and refused commands.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crosslink");
+const EXAMPLE: &str = include_str!("../../examples/crosslink.toml");
+const WG_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+
+/// The example config in a temp dir, with its key files (mode 0600) and a private socket.
+fn example_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("keys")).unwrap();
+    for (name, content) in [
+        ("line1.md5", "s3cret"),
+        ("inet1.key", WG_KEY),
+        ("inet2.key", WG_KEY),
+    ] {
+        let p = dir.path().join("keys").join(name);
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let sock = dir.path().join("run/control.sock");
+    let cfg = EXAMPLE.replace("/run/crosslink/control.sock", sock.to_str().unwrap());
+    let file = dir.path().join("crosslink.toml");
+    fs::write(&file, cfg).unwrap();
+    (dir, file)
+}
+
+fn crosslink(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// Kills the agent even when an assertion fails.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(config: &Path) -> Agent {
+    let child = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--log-format",
+            "text",
+            "run",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Agent(child);
+    let sock = config.parent().unwrap().join("run/control.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "agent did not create its control socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let (_dir, file) = example_dir();
+    let out = crosslink(&["check-config", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("ok (gateway gwa, 1 site(s), 2 line(s), 2 tunnel(s))"));
+}
+
+#[test]
+fn check_config_rejects_a_broken_file_with_its_location() {
+    let (dir, _) = example_dir();
+    let file = dir.path().join("broken.toml");
+    fs::write(
+        &file,
+        EXAMPLE.replace("peer_asn = 65102", "peer_asn = \"65102\""),
+    )
+    .unwrap();
+    let out = crosslink(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = EXAMPLE
+        .lines()
+        .position(|l| l.starts_with("peer_asn = 65102"))
+        .unwrap()
+        + 1;
+    let want = format!("{}:{line}:12: invalid type", file.display());
+    assert!(err.starts_with(&want), "want `{want}`, got: {err}");
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn version_is_printed() {
+    let out = crosslink(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("crosslink {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn running_agent_answers_status_and_events_and_refuses_what_it_cannot_do() {
+    let (dir, file) = example_dir();
+    let cfg = file.to_str().unwrap();
+    let _agent = start_agent(&file);
+    let sock = dir.path().join("run/control.sock");
+    assert_eq!(
+        fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+
+    let out = crosslink(&["--config", cfg, "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["schema"], 1);
+    assert_eq!(status["gateway"]["name"], "gwa");
+    let paths = status["sites"][0]["paths"].as_array().unwrap();
+    let names: Vec<&str> = paths.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["line1", "line2", "inet1", "inet2"]);
+    // This test host has none of the example's interfaces: the carrier says so, and no
+    // path is claimed up.
+    for p in paths {
+        assert_eq!(p["signals"][0]["name"], "carrier");
+        assert_eq!(p["signals"][0]["state"], "absent", "{p}");
+        assert_ne!(p["state"], "up", "{p}");
+    }
+    assert!(status["sites"][0]["active_path"].is_null());
+
+    let table = crosslink(&["--config", cfg, "status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("site cloud-b"), "{table}");
+    assert!(table.contains("carrier=absent"), "{table}");
+
+    let out = crosslink(&["--config", cfg, "failover", "line1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not program routes yet"));
+    let out = crosslink(&["--config", cfg, "drain", "nosuchline"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no line or tunnel named `nosuchline`"));
+
+    let out = crosslink(&["--config", cfg, "events", "--json"]);
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["agent-started", "operator-refused"]);
+}
+
+#[test]
+fn agent_refuses_to_start_on_a_bad_config() {
+    let (dir, _) = example_dir();
+    let file = dir.path().join("bad.toml");
+    fs::write(&file, EXAMPLE.replace("[gateway]", "[gatway]")).unwrap();
+    let out = crosslink(&["--config", file.to_str().unwrap(), "run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `gatway`"));
+}
+
+#[test]
+fn cli_without_agent_says_how_to_fix_it() {
+    let (_dir, file) = example_dir();
+    let out = crosslink(&["--config", file.to_str().unwrap(), "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `crosslink run` active"));
+}

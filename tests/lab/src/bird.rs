@@ -1,0 +1,201 @@
+//! BIRD 2 configurations for the line routers and for the `bird` baseline gateways, and a
+//! small `birdc` client.
+//!
+//! Every BIRD has its own config, control socket and log under the lab's directory. One BGP
+//! session per neighbour address and family, as cloud dedicated-line services set them up,
+//! each with single-hop BFD.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::netns;
+use crate::topology::{Line, Node, Side};
+
+/// BFD timers the lab runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct BfdTimers {
+    pub interval: Duration,
+    pub multiplier: u8,
+}
+
+impl Default for BfdTimers {
+    fn default() -> Self {
+        BfdTimers {
+            interval: Duration::from_millis(100),
+            multiplier: 3,
+        }
+    }
+}
+
+/// Timers that let a healed line come back in seconds: BIRD's defaults wait a minute or more
+/// after an error before reconnecting.
+const BGP_TIMERS: &str = "\
+    hold time 9;
+    keepalive time 3;
+    connect delay time 1;
+    connect retry time 2;
+    error wait time 1, 5;
+    error forget time 10;
+";
+
+fn header(out: &mut String, router_id: &str, log: &Path, bfd: BfdTimers, bfd_ifaces: &str) {
+    let ms = bfd.interval.as_millis().max(1);
+    let _ = write!(
+        out,
+        "log \"{log}\" all;
+timeformat protocol iso short;
+router id {router_id};
+protocol device {{ scan time 10; }}
+protocol kernel kernel4 {{ ipv4 {{ export where source = RTS_BGP; }}; }}
+protocol kernel kernel6 {{ ipv6 {{ export where source = RTS_BGP; }}; }}
+protocol bfd {{
+  interface \"{bfd_ifaces}\" {{ interval {ms} ms; multiplier {mult}; }};
+}}
+",
+        log = log.display(),
+        mult = bfd.multiplier,
+    );
+}
+
+fn session(
+    out: &mut String,
+    name: &str,
+    local: (String, u32),
+    peer: (String, u32),
+    v6: bool,
+    import: &str,
+    export: &str,
+) {
+    let fam = if v6 { "ipv6" } else { "ipv4" };
+    let _ = write!(
+        out,
+        "protocol bgp {name} {{
+  local {} as {};
+  neighbor {} as {};
+  direct;
+  bfd on;
+{BGP_TIMERS}  {fam} {{ import {import}; export {export}; }};
+}}
+",
+        local.0, local.1, peer.0, peer.1
+    );
+}
+
+/// Line router `lrN`: transit between the two gateways, BGP with both, routes into its kernel.
+pub fn line_router_config(line: Line, log: &Path, bfd: BfdTimers) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        &line.addr(Side::A, true, false).to_string(),
+        log,
+        bfd,
+        "gw*",
+    );
+    for side in [Side::A, Side::B] {
+        for v6 in [false, true] {
+            let name = format!("{}_{}", side.gateway().name(), if v6 { "v6" } else { "v4" });
+            let local = (line.addr(side, true, v6).to_string(), line.asn());
+            let peer = (line.addr(side, false, v6).to_string(), side.asn());
+            session(&mut out, &name, local, peer, v6, "all", "all");
+        }
+    }
+    out
+}
+
+/// Baseline gateway: BIRD with BGP+BFD to both line routers, preferring line 1 (line 2's
+/// routes get a lower LOCAL_PREF), announcing its lan.
+pub fn gateway_config(side: Side, log: &Path, bfd: BfdTimers) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        &Line(1).addr(side, false, false).to_string(),
+        log,
+        bfd,
+        "line*",
+    );
+    out.push_str("protocol direct { ipv4; ipv6; interface \"lan\"; }\n");
+    for line in Line::ALL {
+        for v6 in [false, true] {
+            let name = format!("line{}_{}", line.0, if v6 { "v6" } else { "v4" });
+            let local = (line.addr(side, false, v6).to_string(), side.asn());
+            let peer = (line.addr(side, true, v6).to_string(), line.asn());
+            let import = if line.0 == 1 {
+                "all".to_owned()
+            } else {
+                "filter { bgp_local_pref = 90; accept; }".to_owned()
+            };
+            session(
+                &mut out,
+                &name,
+                local,
+                peer,
+                v6,
+                &import,
+                "where source = RTS_DEVICE",
+            );
+        }
+    }
+    out
+}
+
+/// `birdc` against the BIRD of `node`, whose control socket is `sock`.
+pub fn birdc(node: Node, sock: &Path, cmd: &str) -> Result<String> {
+    let mut args = vec!["birdc", "-s", sock.to_str().unwrap_or_default()];
+    args.extend(cmd.split_whitespace());
+    netns::exec(&node.ns(), &args)
+}
+
+/// Protocol name -> (state, info) from `show protocols`.
+pub fn protocols(output: &str) -> Vec<(String, String, String)> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // name proto table state since... info
+            if f.len() >= 4
+                && (f[1] == "BGP"
+                    || f[1] == "BFD"
+                    || f[1] == "Kernel"
+                    || f[1] == "Device"
+                    || f[1] == "Direct")
+            {
+                let info = f.get(5..).map(|r| r.join(" ")).unwrap_or_default();
+                Some((f[0].to_owned(), f[3].to_owned(), info))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_show_protocols() {
+        let out = "BIRD 2.0.12 ready.
+Name       Proto      Table      State  Since         Info
+device1    Device     ---        up     19:40:01.123
+line1_v4   BGP        ---        up     19:40:02.456  Established
+line2_v6   BGP        ---        start  19:40:02.456  Connect       Socket: Connection refused
+";
+        let p = protocols(out);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[1], ("line1_v4".into(), "up".into(), "Established".into()));
+        assert_eq!(p[2].1, "start");
+        assert!(p[2].2.starts_with("Connect"));
+    }
+
+    #[test]
+    fn gateway_prefers_line1() {
+        let cfg = gateway_config(Side::A, Path::new("/tmp/x.log"), BfdTimers::default());
+        assert!(cfg.contains("neighbor 198.19.11.2 as 65101"));
+        assert!(cfg.contains("neighbor 2001:db8:21::2 as 65102"));
+        assert_eq!(cfg.matches("bgp_local_pref = 90").count(), 2);
+        assert!(cfg.contains("interval 100 ms; multiplier 3"));
+    }
+}

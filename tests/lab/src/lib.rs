@@ -1,0 +1,324 @@
+//! The crosslink lab: two clouds in network namespaces (see `topology` for the picture and
+//! the addressing plan), with BIRD 2 as the dedicated-line routers and either crosslink or a
+//! BIRD baseline on the gateways. Integration tests, benchmarks and the demo all build it here.
+//!
+//! One lab runs per machine at a time (a lock file serialises them). Everything the lab
+//! creates is removed when the `Lab` is dropped, also while a test panics; a lab left behind
+//! by a killed run is removed by the next `Lab::up`, and its daemons die with their parent.
+
+pub mod bird;
+pub mod fault;
+pub mod netns;
+pub mod process;
+pub mod topology;
+pub mod traffic;
+
+mod setup;
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+
+pub use bird::BfdTimers;
+pub use fault::Cut;
+use process::Proc;
+pub use topology::{Line, Node, Side, Uplink};
+pub use traffic::{ProbeReport, TrafficProbe};
+
+const LOCK_FILE: &str = "/run/crosslink-lab.lock";
+/// How long `Lab::up` waits for another lab on this machine to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// What runs on the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayMode {
+    /// The agent under test.
+    Crosslink,
+    /// The baseline an engineer would build instead: BIRD 2 with BGP and BFD to both lines.
+    Bird,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub mode: GatewayMode,
+    pub bfd: BfdTimers,
+    /// The `crosslink` binary; found next to the running executable when not given.
+    pub crosslink_bin: Option<PathBuf>,
+}
+
+impl LabOptions {
+    pub fn new(mode: GatewayMode) -> LabOptions {
+        LabOptions {
+            mode,
+            bfd: BfdTimers::default(),
+            crosslink_bin: None,
+        }
+    }
+}
+
+pub struct Lab {
+    opts: LabOptions,
+    dir: PathBuf,
+    procs: Vec<Proc>,
+    namespaces: Vec<String>,
+    // Dropped last: the next lab may start only once this one is gone.
+    _lock: Flock<File>,
+}
+
+impl Lab {
+    /// Builds the whole topology and starts its daemons. Returns once the namespaces,
+    /// links and daemons exist; use `wait_for` helpers for sessions to come up.
+    pub fn up(opts: LabOptions) -> Result<Lab> {
+        preflight()?;
+        let lock = acquire_lock()?;
+        remove_stale()?;
+        let dir = std::env::temp_dir().join(format!("crosslink-lab-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut lab = Lab {
+            opts,
+            dir,
+            procs: Vec::new(),
+            namespaces: Vec::new(),
+            _lock: lock,
+        };
+        // On error the partly built lab is dropped here, which tears it down.
+        setup::topology(&mut lab)?;
+        setup::daemons(&mut lab)?;
+        Ok(lab)
+    }
+
+    pub fn mode(&self) -> GatewayMode {
+        self.opts.mode
+    }
+
+    pub fn bfd(&self) -> BfdTimers {
+        self.opts.bfd
+    }
+
+    /// Where configs, sockets and logs of this lab live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs a command in `node`'s namespace and returns its stdout.
+    pub fn exec(&self, node: Node, args: &[&str]) -> Result<String> {
+        netns::exec(&node.ns(), args)
+    }
+
+    pub fn bird_socket(&self, node: Node) -> PathBuf {
+        self.dir.join(format!("{node}.bird.ctl"))
+    }
+
+    pub fn birdc(&self, node: Node, cmd: &str) -> Result<String> {
+        bird::birdc(node, &self.bird_socket(node), cmd)
+    }
+
+    /// `(name, state, info)` of each BIRD protocol on `node`.
+    pub fn bird_protocols(&self, node: Node) -> Result<Vec<(String, String, String)>> {
+        Ok(bird::protocols(&self.birdc(node, "show protocols")?))
+    }
+
+    /// The route `node` uses towards `dest`, as `ip route get` prints it.
+    pub fn route_get(&self, node: Node, dest: IpAddr) -> Result<String> {
+        self.exec(node, &["ip", "route", "get", &dest.to_string()])
+    }
+
+    /// The line `node` routes `dest` over right now, if any.
+    pub fn line_towards(&self, node: Node, dest: IpAddr) -> Result<Option<Line>> {
+        let route = self.route_get(node, dest)?;
+        Ok(Line::ALL
+            .into_iter()
+            .find(|l| route.contains(&format!("dev {} ", l.ifname()))))
+    }
+
+    /// Packets received so far on `iface` of `node` (kernel counters, all protocols).
+    pub fn rx_packets(&self, node: Node, iface: &str) -> Result<u64> {
+        let path = format!("/sys/class/net/{iface}/statistics/rx_packets");
+        Ok(self.exec(node, &["cat", &path])?.trim().parse()?)
+    }
+
+    /// Runs the crosslink CLI in a gateway's namespace against that gateway's agent.
+    pub fn crosslink(&self, gateway: Node, args: &[&str]) -> Result<String> {
+        let bin = self.crosslink_bin()?;
+        let cfg = self.crosslink_config(gateway);
+        let mut full = vec![
+            bin.to_str().unwrap_or_default(),
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+        ];
+        full.extend_from_slice(args);
+        self.exec(gateway, &full)
+    }
+
+    pub fn crosslink_config(&self, gateway: Node) -> PathBuf {
+        self.dir.join(format!("{gateway}.crosslink.toml"))
+    }
+
+    pub fn crosslink_bin(&self) -> Result<PathBuf> {
+        if let Some(b) = &self.opts.crosslink_bin {
+            return Ok(b.clone());
+        }
+        if let Some(b) = std::env::var_os("CROSSLINK_BIN") {
+            return Ok(PathBuf::from(b));
+        }
+        // Test binaries live in target/<profile>/deps, the lab binary in target/<profile>.
+        let exe = std::env::current_exe()?;
+        for dir in exe.ancestors().skip(1).take(2) {
+            let cand = dir.join("crosslink");
+            if cand.is_file() {
+                return Ok(cand);
+            }
+        }
+        bail!("crosslink binary not found next to {}; build it (cargo build -p crosslink) or set CROSSLINK_BIN", exe.display())
+    }
+
+    /// Injects a fault on `line` at `side`'s gateway.
+    pub fn cut(&self, side: Side, line: Line, how: Cut) -> Result<()> {
+        fault::apply(&side.gateway().ns(), &line.ifname(), how)
+    }
+
+    /// Removes every fault from `line` at `side`'s gateway.
+    pub fn heal(&self, side: Side, line: Line) -> Result<()> {
+        fault::heal(&side.gateway().ns(), &line.ifname())
+    }
+
+    /// Starts the traffic probe from `from`'s host to the other side's host.
+    pub fn probe(&self, from: Side, v6: bool, rate: u32) -> Result<TrafficProbe> {
+        let to = from.other();
+        TrafficProbe::start(&from.host().ns(), &to.host().ns(), to.host_addr(v6), rate)
+    }
+
+    /// Polls `check` every 50 ms until it returns true, failing after `timeout` with the
+    /// last error or state seen.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        let mut last = String::from("never checked");
+        while start.elapsed() < timeout {
+            match check() {
+                Ok(true) => return Ok(start.elapsed()),
+                Ok(false) => last = "condition false".into(),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("timed out after {timeout:?} waiting for {what} ({last})")
+    }
+
+    /// Waits until every BGP and BFD protocol of the BIRDs in the lab is up.
+    pub fn wait_bird_established(&self, timeout: Duration) -> Result<Duration> {
+        let nodes: Vec<Node> = self.bird_nodes();
+        self.wait_for("all BIRD protocols up", timeout, || {
+            for &n in &nodes {
+                let protos = self.bird_protocols(n)?;
+                if let Some((name, state, info)) = protos.iter().find(|(_, state, _)| state != "up")
+                {
+                    bail!("{n}: {name} is {state} {info}");
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn bird_nodes(&self) -> Vec<Node> {
+        match self.opts.mode {
+            GatewayMode::Bird => vec![Node::Lr1, Node::Lr2, Node::Gwa, Node::Gwb],
+            GatewayMode::Crosslink => vec![Node::Lr1, Node::Lr2],
+        }
+    }
+
+    /// The last lines of every daemon's log, for post-mortems.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            let text = std::fs::read_to_string(p.log()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- {} ({})\n", p.name(), p.log().display()));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The supervised daemon called `name` (e.g. `bird-lr1`, `crosslink-gwa`).
+    pub fn process(&mut self, name: &str) -> Option<&mut Proc> {
+        self.procs.iter_mut().find(|p| p.name() == name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            eprintln!(
+                "lab torn down during a panic; daemon logs:\n{}",
+                self.log_tails(30)
+            );
+        }
+        self.procs.clear();
+        for ns in self.namespaces.drain(..).rev() {
+            netns::destroy(&ns);
+        }
+        if panicking {
+            eprintln!("lab files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn preflight() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the lab needs root (it creates network namespaces); run the tests as root, e.g. sudo -E cargo test");
+    }
+    for tool in ["ip", "nft", "bird", "birdc", "sysctl"] {
+        if netns::run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+            bail!("`{tool}` is missing: install the lab's packages (see .ci/run: iproute2 nftables bird2 procps)");
+        }
+    }
+    Ok(())
+}
+
+fn acquire_lock() -> Result<Flock<File>> {
+    let start = Instant::now();
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < LOCK_WAIT => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err((_, e)) => bail!(
+                "cannot lock {LOCK_FILE} ({e}): another lab has been running for {LOCK_WAIT:?}"
+            ),
+        }
+    }
+}
+
+/// Holding the lock, any lab namespace still present belongs to a run that died.
+fn remove_stale() -> Result<()> {
+    for ns in netns::list()? {
+        if ns.starts_with(topology::NS_PREFIX) {
+            eprintln!("removing stale lab namespace {ns}");
+            netns::destroy(&ns);
+        }
+    }
+    Ok(())
+}

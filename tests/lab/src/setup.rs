@@ -1,0 +1,279 @@
+//! Builds the topology (namespaces, veth links, addresses, static routes) and starts the
+//! daemons of a `Lab`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+
+use crate::bird;
+use crate::netns;
+use crate::process::Proc;
+use crate::topology::{cidr, network, Line, Node, Side, Uplink, ALL_NODES};
+use crate::{GatewayMode, Lab};
+
+/// Namespace-wide settings. DAD off so addresses work at once; IPv6 addresses kept when a
+/// link goes down, so a healed link needs no re-addressing (as on a real router).
+const COMMON_SYSCTLS: &[&str] = &[
+    "net.ipv6.conf.all.accept_dad=0",
+    "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv6.conf.all.keep_addr_on_down=1",
+    "net.ipv6.conf.default.keep_addr_on_down=1",
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+];
+const ROUTER_SYSCTLS: &[&str] = &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"];
+/// Gateways hash flows on L4 ports so ECMP over tunnels spreads them.
+const GATEWAY_SYSCTLS: &[&str] = &[
+    "net.ipv4.fib_multipath_hash_policy=1",
+    "net.ipv6.fib_multipath_hash_policy=1",
+];
+
+pub fn topology(lab: &mut Lab) -> Result<()> {
+    for node in ALL_NODES {
+        let ns = node.ns();
+        netns::add(&ns)?;
+        lab.namespaces.push(ns.clone());
+        let mut args = vec!["sysctl", "-q", "-w"];
+        args.extend_from_slice(COMMON_SYSCTLS);
+        if !matches!(node, Node::Ha | Node::Hb) {
+            args.extend_from_slice(ROUTER_SYSCTLS);
+        }
+        if matches!(node, Node::Gwa | Node::Gwb) {
+            args.extend_from_slice(GATEWAY_SYSCTLS);
+        }
+        netns::exec(&ns, &args)?;
+        netns::exec(&ns, &["ip", "link", "set", "dev", "lo", "up"])?;
+    }
+    for side in [Side::A, Side::B] {
+        let gw = side.gateway();
+        let host = side.host();
+        link(gw, "lan", host, "eth0")?;
+        for v6 in [false, true] {
+            address(gw, "lan", side.gateway_lan_addr(v6))?;
+            address(host, "eth0", side.host_addr(v6))?;
+            let via = side.gateway_lan_addr(v6).to_string();
+            netns::exec(
+                &host.ns(),
+                &[
+                    "ip",
+                    route_family(v6),
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &via,
+                ],
+            )?;
+        }
+        for line in Line::ALL {
+            link(gw, &line.ifname(), line.router(), gw.name())?;
+            for v6 in [false, true] {
+                address(gw, &line.ifname(), line.addr(side, false, v6))?;
+                address(line.router(), gw.name(), line.addr(side, true, v6))?;
+            }
+        }
+        for up in Uplink::ALL {
+            link(gw, &up.ifname(), Node::Inet, &up.inet_ifname(side))?;
+            for v6 in [false, true] {
+                address(gw, &up.ifname(), up.addr(side, false, v6))?;
+                address(Node::Inet, &up.inet_ifname(side), up.addr(side, true, v6))?;
+                // The other gateway's uplink K is reached over our uplink K.
+                let far = network(up.addr(side.other(), false, v6));
+                let via = up.addr(side, true, v6).to_string();
+                netns::exec(
+                    &gw.ns(),
+                    &["ip", route_family(v6), "route", "add", &far, "via", &via],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn route_family(v6: bool) -> &'static str {
+    if v6 {
+        "-6"
+    } else {
+        "-4"
+    }
+}
+
+/// A veth pair between two namespaces, both ends up.
+fn link(a: Node, a_if: &str, b: Node, b_if: &str) -> Result<()> {
+    netns::exec(
+        &a.ns(),
+        &[
+            "ip",
+            "link",
+            "add",
+            "name",
+            a_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            &b.ns(),
+        ],
+    )
+    .with_context(|| format!("linking {a}:{a_if} to {b}:{b_if}"))?;
+    netns::exec(&a.ns(), &["ip", "link", "set", "dev", a_if, "up"])?;
+    netns::exec(&b.ns(), &["ip", "link", "set", "dev", b_if, "up"])?;
+    Ok(())
+}
+
+fn address(node: Node, iface: &str, addr: IpAddr) -> Result<()> {
+    let c = cidr(addr);
+    let mut args = vec!["ip", "addr", "add", c.as_str(), "dev", iface];
+    if addr.is_ipv6() {
+        args.push("nodad");
+    }
+    netns::exec(&node.ns(), &args).map(drop)
+}
+
+pub fn daemons(lab: &mut Lab) -> Result<()> {
+    let bfd = lab.opts.bfd;
+    for line in Line::ALL {
+        let node = line.router();
+        let log = lab.dir.join(format!("{node}.bird.log"));
+        start_bird(lab, node, &bird::line_router_config(line, &log, bfd))?;
+    }
+    for side in [Side::A, Side::B] {
+        let gw = side.gateway();
+        match lab.opts.mode {
+            GatewayMode::Bird => {
+                let log = lab.dir.join(format!("{gw}.bird.log"));
+                start_bird(lab, gw, &bird::gateway_config(side, &log, bfd))?;
+            }
+            GatewayMode::Crosslink => start_crosslink(lab, side)?,
+        }
+    }
+    Ok(())
+}
+
+fn start_bird(lab: &mut Lab, node: Node, config: &str) -> Result<()> {
+    let conf = lab.dir.join(format!("{node}.bird.conf"));
+    std::fs::write(&conf, config)?;
+    let sock = lab.bird_socket(node);
+    let pid = lab.dir.join(format!("{node}.bird.pid"));
+    let out = lab.dir.join(format!("{node}.bird.out"));
+    let args = [
+        "bird",
+        "-f",
+        "-c",
+        conf.to_str().unwrap_or_default(),
+        "-s",
+        sock.to_str().unwrap_or_default(),
+        "-P",
+        pid.to_str().unwrap_or_default(),
+    ];
+    // `bird -p` parses the config and exits: a config error is reported here, plainly.
+    netns::exec(
+        &node.ns(),
+        &["bird", "-p", "-c", conf.to_str().unwrap_or_default()],
+    )
+    .with_context(|| format!("BIRD config for {node}"))?;
+    lab.procs.push(Proc::spawn(
+        &format!("bird-{node}"),
+        &node.ns(),
+        &args,
+        &out,
+    )?);
+    lab.wait_for(
+        &format!("BIRD control socket of {node}"),
+        std::time::Duration::from_secs(10),
+        || Ok(sock.exists()),
+    )?;
+    Ok(())
+}
+
+/// The agent's config for one gateway of the lab: the other cloud is its site, reached over
+/// both lines.
+pub fn crosslink_config(lab: &Lab, side: Side) -> String {
+    let other = side.other();
+    let gw = side.gateway();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "[gateway]
+name = \"{gw}\"
+asn = {asn}
+router_id = \"{rid}\"
+announce = [\"{a4}\", \"{a6}\"]
+
+[control]
+socket = \"{sock}\"
+
+[[site]]
+name = \"cloud-{site}\"
+prefixes = [\"{p4}\", \"{p6}\"]
+",
+        asn = side.asn(),
+        rid = Line(1).addr(side, false, false),
+        a4 = network(side.host_addr(false)),
+        a6 = network(side.host_addr(true)),
+        sock = lab.dir.join(format!("{gw}.crosslink.sock")).display(),
+        site = other.gateway().name().trim_start_matches("gw"),
+        p4 = network(other.host_addr(false)),
+        p6 = network(other.host_addr(true)),
+    );
+    for line in Line::ALL {
+        let _ = write!(
+            out,
+            "
+[[line]]
+name = \"{ifname}\"
+site = \"cloud-{site}\"
+interface = \"{ifname}\"
+neighbors = [\"{n4}\", \"{n6}\"]
+peer_asn = {peer_asn}
+priority = {prio}
+probe_target = \"{target}\"
+[line.bfd]
+interval = \"{ms}ms\"
+multiplier = {mult}
+",
+            ifname = line.ifname(),
+            site = other.gateway().name().trim_start_matches("gw"),
+            n4 = line.addr(side, true, false),
+            n6 = line.addr(side, true, true),
+            peer_asn = line.asn(),
+            prio = u32::from(line.0) * 10,
+            target = line.addr(other, false, false),
+            ms = lab.opts.bfd.interval.as_millis().max(1),
+            mult = lab.opts.bfd.multiplier,
+        );
+    }
+    out
+}
+
+fn start_crosslink(lab: &mut Lab, side: Side) -> Result<()> {
+    let gw = side.gateway();
+    let conf = lab.crosslink_config(gw);
+    std::fs::write(&conf, crosslink_config(lab, side))?;
+    let bin = lab.crosslink_bin()?;
+    let log = lab.dir.join(format!("{gw}.crosslink.log"));
+    let args = [
+        bin.to_str().unwrap_or_default(),
+        "--config",
+        conf.to_str().unwrap_or_default(),
+        "--log-format",
+        "text",
+        "run",
+    ];
+    lab.procs.push(Proc::spawn(
+        &format!("crosslink-{gw}"),
+        &gw.ns(),
+        &args,
+        &log,
+    )?);
+    let sock = lab.dir.join(format!("{gw}.crosslink.sock"));
+    lab.wait_for(
+        &format!("crosslink control socket of {gw}"),
+        std::time::Duration::from_secs(10),
+        || Ok(sock.exists()),
+    )?;
+    Ok(())
+}
