@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the lab and the tests need. Idempotent; needs root.
+set -euo pipefail
+
+packages=(
+  bird2       # BGP + BFD on the line routers and the baseline gateways
+  iproute2    # ip netns, veth, routes, nexthop objects
+  nftables    # fault injection: silent drops and random loss
+  procps      # sysctl inside the namespaces
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${missing[*]}; run this as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
