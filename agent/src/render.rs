@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crosslink::control::proto::{Event, Status};
+use crosslink::control::proto::{Event, PathKind, PathStatus, Status};
 
 pub fn status(s: &Status) -> String {
     let mut out = String::new();
@@ -20,34 +20,40 @@ pub fn status(s: &Status) -> String {
         );
         let active = site.active_path.as_deref().unwrap_or("-");
         let _ = writeln!(out, "  active: {active} ({})", site.active_reason);
+        let rows: Vec<(String, &PathStatus)> = site.paths.iter().map(|p| (signals(p), p)).collect();
+        let w = rows.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(7);
         let _ = writeln!(
             out,
-            "  {:<12} {:<7} {:<10} {:<8} {:<40} REASON",
+            "  {:<12} {:<7} {:<10} {:<8} {:<w$} REASON",
             "PATH", "KIND", "IFACE", "STATE", "SIGNALS"
         );
-        for p in &site.paths {
+        for (signals, p) in rows {
             let kind = match p.kind {
-                crosslink::control::proto::PathKind::Line => "line",
-                crosslink::control::proto::PathKind::Tunnel => "tunnel",
+                PathKind::Line => "line",
+                PathKind::Tunnel => "tunnel",
             };
-            let signals: Vec<String> = p
-                .signals
-                .iter()
-                .map(|g| format!("{}={}", g.name, g.state.as_str()))
-                .collect();
             let _ = writeln!(
                 out,
-                "  {:<12} {:<7} {:<10} {:<8} {:<40} {}",
+                "  {:<12} {:<7} {:<10} {:<8} {:<w$} {}",
                 p.name,
                 kind,
                 p.interface,
                 p.state.as_str(),
-                signals.join(" "),
+                signals,
                 p.reason
             );
         }
     }
     out
+}
+
+fn signals(p: &PathStatus) -> String {
+    let all: Vec<String> = p
+        .signals
+        .iter()
+        .map(|g| format!("{}={}", g.name, g.state.as_str()))
+        .collect();
+    all.join(" ")
 }
 
 pub fn events(events: &[Event]) -> String {

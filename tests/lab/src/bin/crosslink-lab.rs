@@ -133,7 +133,6 @@ fn demo(opts: LabOptions, cut: Cut) -> Result<()> {
         }
     ));
     let lab = Lab::up(opts)?;
-    let established = lab.wait_bird_established(Duration::from_secs(60));
     let hb = Side::B.host_addr(false);
     if mode == GatewayMode::Crosslink {
         // The agent does not speak BGP or program routes yet: show what it observes.
@@ -147,7 +146,7 @@ fn demo(opts: LabOptions, cut: Cut) -> Result<()> {
         println!("\ncrosslink does not route traffic yet (BGP, BFD and route switching are later issues); run `--mode bird` for the traffic demo.");
         return Ok(());
     }
-    established?;
+    lab.wait_bird_established(Duration::from_secs(60))?;
     step("BGP and BFD on gwa");
     print!("{}", lab.birdc(Node::Gwa, "show protocols")?);
     print!("{}", lab.birdc(Node::Gwa, "show bfd sessions")?);
