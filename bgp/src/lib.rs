@@ -3,4 +3,5 @@
 //! `wire` is the sans-IO codec. The session FSM, the Adj-RIB-In with its import filter and
 //! the tokio session driver build on it.
 
+pub mod fsm;
 pub mod wire;
