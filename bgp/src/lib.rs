@@ -4,4 +4,5 @@
 //! the tokio session driver build on it.
 
 pub mod fsm;
+pub mod rib;
 pub mod wire;

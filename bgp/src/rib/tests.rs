@@ -1,0 +1,236 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::wire::{Message, MpReach, MpUnreach};
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn policy(max: u32) -> ImportPolicy {
+    ImportPolicy {
+        aggregates: vec![net("198.18.2.0/23"), net("2001:db8:b::/48")],
+        max_prefixes: max,
+        action: MaxPrefixAction::Teardown,
+        local_asn: 65001,
+        peer_asn: 65101,
+    }
+}
+
+fn announce(prefixes: &[&str], path: Vec<u32>) -> Update {
+    Update {
+        attrs: PathAttrs {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence(path)),
+            next_hop: Some(Ipv4Addr::new(198, 19, 11, 2)),
+            local_pref: Some(500),
+            ..PathAttrs::default()
+        },
+        nlri: prefixes.iter().map(|p| net(p)).collect(),
+        ..Update::default()
+    }
+}
+
+#[test]
+fn accepts_inside_the_aggregates_only() {
+    let mut rib = AdjRibIn::new(policy(100));
+    let d = rib.apply(
+        &announce(
+            &[
+                "198.18.2.0/24",
+                "198.18.3.128/25",
+                "10.0.0.0/8",
+                "198.18.0.0/15",
+            ],
+            vec![65101, 65002],
+        ),
+        true,
+    );
+    assert_eq!(d.added.len(), 2);
+    assert_eq!(
+        d.rejected.len(),
+        2,
+        "a leak and a covering aggregate are refused: {d:?}"
+    );
+    assert_eq!(rib.len(), 2);
+    assert_eq!(rib.rejected_total(), 2);
+    let (ra, stale) = rib.get(&net("198.18.2.0/24")).unwrap();
+    assert_eq!(ra.attrs.local_pref, None, "LOCAL_PREF from eBGP is ignored");
+    assert!(!stale);
+}
+
+#[test]
+fn routes_share_interned_attributes() {
+    let mut rib = AdjRibIn::new(policy(100_000));
+    let prefixes: Vec<String> = (0..=255).map(|i| format!("198.18.2.{i}/32")).collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    rib.apply(&announce(&refs, vec![65101]), true);
+    assert_eq!((rib.len(), rib.attr_sets()), (256, 1));
+    // The same attributes again is no change; withdrawing all frees the set.
+    let d = rib.apply(&announce(&refs[..10], vec![65101]), true);
+    assert!(d.added.is_empty());
+    let wd = Update {
+        withdrawn: refs.iter().map(|p| net(p)).collect(),
+        ..Update::default()
+    };
+    assert_eq!(rib.apply(&wd, true).withdrawn.len(), 256);
+    assert_eq!((rib.len(), rib.attr_sets()), (0, 0));
+}
+
+#[test]
+fn changed_attributes_are_reported_and_old_sets_dropped() {
+    let mut rib = AdjRibIn::new(policy(100));
+    rib.apply(&announce(&["198.18.2.0/24"], vec![65101]), true);
+    let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65101, 65002]), true);
+    assert_eq!(
+        d.added,
+        vec![(net("198.18.2.0/24"), "198.19.11.2".parse().unwrap())]
+    );
+    assert_eq!(rib.attr_sets(), 1);
+}
+
+#[test]
+fn treat_as_withdraw_removes_what_was_there() {
+    let mut rib = AdjRibIn::new(policy(100));
+    rib.apply(&announce(&["198.18.2.0/24"], vec![65101]), true);
+    let mut bad = announce(&["198.18.2.0/24"], vec![65101]);
+    bad.treat_as_withdraw = Some("invalid ORIGIN");
+    let d = rib.apply(&bad, true);
+    assert_eq!(d.withdrawn, vec![net("198.18.2.0/24")]);
+    assert_eq!(d.rejected, vec![(net("198.18.2.0/24"), "invalid ORIGIN")]);
+    assert!(rib.is_empty());
+}
+
+#[test]
+fn paths_we_must_not_use() {
+    let mut rib = AdjRibIn::new(policy(100));
+    let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65999, 65101]), true);
+    assert!(d.rejected[0].1.contains("neighbour's ASN"));
+    let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65101, 65001]), true);
+    assert!(d.rejected[0].1.contains("loop"));
+    assert!(rib.is_empty());
+}
+
+#[test]
+fn max_prefix_is_flagged_with_the_rfc4486_notification() {
+    let mut rib = AdjRibIn::new(policy(2));
+    let d = rib.apply(
+        &announce(&["198.18.2.0/24", "198.18.3.0/24"], vec![65101]),
+        true,
+    );
+    assert_eq!(d.over_limit, None);
+    let d = rib.apply(&announce(&["198.18.2.0/25"], vec![65101]), true);
+    assert_eq!(d.over_limit, Some(2));
+    let n = rib.max_prefix_notification(Family::Ipv4);
+    assert_eq!(
+        (n.code, n.subcode, n.data),
+        (6, 1, vec![0, 1, 1, 0, 0, 0, 2])
+    );
+}
+
+#[test]
+fn ipv6_routes_use_the_global_next_hop() {
+    let mut rib = AdjRibIn::new(policy(100));
+    let u = Update {
+        attrs: announce(&[], vec![65101]).attrs,
+        mp_reach: Some(MpReach {
+            family: Family::Ipv6,
+            next_hops: vec![
+                "2001:db8:11::2".parse().unwrap(),
+                "fe80::1".parse().unwrap(),
+            ],
+            nlri: vec![net("2001:db8:b::/64")],
+        }),
+        ..Update::default()
+    };
+    let d = rib.apply(&u, true);
+    assert_eq!(
+        d.added,
+        vec![(net("2001:db8:b::/64"), "2001:db8:11::2".parse().unwrap())]
+    );
+    let wd = Update {
+        mp_unreach: Some(MpUnreach {
+            family: Family::Ipv6,
+            withdrawn: vec![net("2001:db8:b::/64")],
+        }),
+        ..Update::default()
+    };
+    assert_eq!(rib.apply(&wd, true).withdrawn.len(), 1);
+}
+
+#[test]
+fn stale_routes_are_swept_per_family_or_refreshed() {
+    let mut rib = AdjRibIn::new(policy(100));
+    rib.apply(
+        &announce(&["198.18.2.0/24", "198.18.3.0/24"], vec![65101]),
+        true,
+    );
+    rib.mark_stale();
+    assert!(rib.get(&net("198.18.2.0/24")).unwrap().1);
+    // Re-announced after the restart: fresh again, reported as a change.
+    let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65101]), true);
+    assert_eq!(d.added.len(), 1);
+    assert!(rib.sweep_stale(Some(Family::Ipv6)).is_empty());
+    assert_eq!(
+        rib.sweep_stale(Some(Family::Ipv4)),
+        vec![net("198.18.3.0/24")]
+    );
+    assert_eq!(rib.len(), 1);
+}
+
+#[test]
+fn export_builds_announcements_with_the_line_policy() {
+    let ex = ExportPolicy {
+        local_asn: 65001,
+        prefixes: vec![net("198.18.1.0/24"), net("2001:db8:a::/64")],
+        med: Some(100),
+        prepend: 2,
+        communities: vec![(65001 << 16) | 200],
+        large_communities: vec![],
+        withdrawn: false,
+    };
+    let ctx = Ctx::default();
+    let ups = ex.announcements(
+        &[Family::Ipv4, Family::Ipv6],
+        Some("198.19.21.1".parse().unwrap()),
+        &["2001:db8:21::1".parse().unwrap()],
+        &ctx,
+    );
+    assert_eq!(ups.len(), 2);
+    assert_eq!(
+        ups[0].attrs.as_path,
+        Some(AsPath::sequence(vec![65001, 65001, 65001]))
+    );
+    assert_eq!(ups[0].nlri, vec![net("198.18.1.0/24")]);
+    assert_eq!(
+        ups[1].mp_reach.as_ref().unwrap().nlri,
+        vec![net("2001:db8:a::/64")]
+    );
+    for u in &ups {
+        Message::Update(Box::new(u.clone())).to_bytes(&ctx).unwrap();
+    }
+    // Without an IPv6 next hop, IPv6 is not announced; withdrawn announces nothing.
+    assert_eq!(
+        ex.announcements(
+            &[Family::Ipv4, Family::Ipv6],
+            Some("198.19.21.1".parse().unwrap()),
+            &[],
+            &ctx
+        )
+        .len(),
+        1
+    );
+    let drained = ExportPolicy {
+        withdrawn: true,
+        ..ex.clone()
+    };
+    assert!(drained
+        .announcements(
+            &[Family::Ipv4],
+            Some("198.19.21.1".parse().unwrap()),
+            &[],
+            &ctx
+        )
+        .is_empty());
+    assert_eq!(ex.withdrawals(&[Family::Ipv4, Family::Ipv6]).len(), 2);
+}
