@@ -172,9 +172,7 @@ impl AdjRibIn {
     /// RFC 4271 §6.3 and §9.1.2: paths we may not use. Returns the reason.
     fn path_check(&self, u: &Update, ebgp: bool) -> Option<&'static str> {
         let path = u.attrs.as_path.as_ref()?;
-        if u.announced().next().is_none() {
-            return None;
-        }
+        u.announced().next()?;
         if ebgp && path.first_asn() != Some(self.policy.peer_asn) {
             return Some("AS_PATH does not start with the neighbour's ASN");
         }
