@@ -3,6 +3,7 @@
 //! `wire` is the sans-IO codec. The session FSM, the Adj-RIB-In with its import filter and
 //! the tokio session driver build on it.
 
+pub mod driver;
 pub mod fsm;
 pub mod rib;
 pub mod wire;

@@ -1,0 +1,220 @@
+//! Two crosslink BGP speakers on loopback: session, routes both ways, export changes,
+//! administrative stop. (Interop with BIRD runs in the lab tests.)
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bgp::driver::{self, Event, Listener, NeighborConfig, Peer, SocketOptions};
+use bgp::fsm::{SessionConfig, State};
+use bgp::rib::{ExportPolicy, ImportPolicy, MaxPrefixAction};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn neighbor(
+    local: IpAddr,
+    peer: IpAddr,
+    port: u16,
+    local_asn: u32,
+    peer_asn: u32,
+    export: &[&str],
+    passive: bool,
+) -> NeighborConfig {
+    let id = match local {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let mut session = SessionConfig::new(local_asn, id, peer_asn);
+    session.passive = passive;
+    session.hold_time = 3;
+    session.families = vec![bgp::wire::Family::Ipv4];
+    NeighborConfig {
+        peer,
+        port,
+        socket: SocketOptions {
+            local: Some(local),
+            ..SocketOptions::default()
+        },
+        session,
+        import: ImportPolicy {
+            aggregates: vec![net("198.18.0.0/15")],
+            max_prefixes: 100,
+            action: MaxPrefixAction::Teardown,
+            local_asn,
+            peer_asn,
+        },
+        export: ExportPolicy {
+            local_asn,
+            prefixes: export.iter().map(|p| net(p)).collect(),
+            med: None,
+            prepend: 0,
+            communities: vec![],
+            large_communities: vec![],
+            withdrawn: false,
+        },
+    }
+}
+
+async fn next_event(
+    rx: &mut mpsc::Receiver<Event>,
+    what: &str,
+    mut want: impl FnMut(&Event) -> bool,
+) -> Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("channel open");
+        if want(&ev) {
+            return ev;
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_speakers_exchange_routes() {
+    let (btx, mut brx) = mpsc::channel(64);
+    let b_cfg = neighbor(B, A, 0, 65002, 65001, &["198.18.2.0/24"], true);
+    let b = driver::spawn(b_cfg, btx);
+    let peers = HashMap::from([(
+        A,
+        Peer {
+            handle: b.clone(),
+            md5_key: None,
+            gtsm: false,
+        },
+    )]);
+    let listener = Listener::bind(&[SocketAddr::new(B, 0)], peers).unwrap();
+    let port = listener.local_addrs()[0].port();
+
+    let (atx, mut arx) = mpsc::channel(64);
+    let a = driver::spawn(
+        neighbor(
+            A,
+            B,
+            port,
+            65001,
+            65002,
+            &["198.18.1.0/24", "10.9.0.0/16"],
+            false,
+        ),
+        atx,
+    );
+
+    next_event(&mut arx, "A up", |e| matches!(e, Event::Up { .. })).await;
+    let Event::Routes { delta, .. } = next_event(&mut brx, "routes at B", |e| {
+        matches!(e, Event::Routes { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.added, vec![(net("198.18.1.0/24"), A)]);
+    assert_eq!(
+        delta.rejected.len(),
+        1,
+        "10.9.0.0/16 is outside B's aggregates"
+    );
+    let Event::Routes { delta, .. } = next_event(&mut arx, "routes at A", |e| {
+        matches!(e, Event::Routes { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.added, vec![(net("198.18.2.0/24"), B)]);
+
+    let st = a.status().await.unwrap();
+    assert_eq!(st.state, State::Established);
+    assert_eq!((st.prefixes_received, st.prefixes_advertised), (1, 2));
+
+    // Draining B: its announcement is withdrawn at A.
+    let mut drained = neighbor(B, A, 0, 65002, 65001, &["198.18.2.0/24"], true).export;
+    drained.withdrawn = true;
+    b.set_export(drained).await;
+    let Event::Routes { delta, .. } = next_event(&mut arx, "withdrawal at A", |e| {
+        matches!(e, Event::Routes { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.withdrawn, vec![net("198.18.2.0/24")]);
+
+    a.stop().await;
+    let Event::Down { reason, .. } =
+        next_event(&mut brx, "B down", |e| matches!(e, Event::Down { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("Administrative Shutdown"), "{reason}");
+    let Event::Routes { delta, .. } = next_event(&mut brx, "B drops A's routes", |e| {
+        matches!(e, Event::Routes { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.withdrawn, vec![net("198.18.1.0/24")]);
+}
+
+#[tokio::test]
+async fn wrong_peer_asn_never_establishes() {
+    let (btx, mut brx) = mpsc::channel(64);
+    // B expects AS 65009; A says 65001.
+    let b = driver::spawn(neighbor(B, A, 0, 65002, 65009, &[], true), btx);
+    let listener = Listener::bind(
+        &[SocketAddr::new(B, 0)],
+        HashMap::from([(
+            A,
+            Peer {
+                handle: b.clone(),
+                md5_key: None,
+                gtsm: false,
+            },
+        )]),
+    )
+    .unwrap();
+    let (atx, mut arx) = mpsc::channel(64);
+    let a = driver::spawn(
+        neighbor(
+            A,
+            B,
+            listener.local_addrs()[0].port(),
+            65001,
+            65002,
+            &[],
+            false,
+        ),
+        atx,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = a.status().await.unwrap();
+    assert_ne!(st.state, State::Established);
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Bad Peer AS"),
+        "{st:?}"
+    );
+    assert!(b
+        .status()
+        .await
+        .unwrap()
+        .last_error
+        .unwrap()
+        .contains("65001"));
+    assert!(
+        arx.try_recv().is_err() && brx.try_recv().is_err(),
+        "no Up event either side"
+    );
+}
