@@ -2,6 +2,7 @@
 //! protocol crates together. The binary in `main.rs` is a thin CLI over this library so that
 //! tests can run the agent in-process and stop it through its shutdown future.
 
+pub mod bgp;
 pub mod config;
 pub mod control;
 pub mod logging;
@@ -14,6 +15,31 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::control::server::ControlSocket;
 use crate::state::AgentState;
+
+/// SIGHUP: re-reads the config file and applies what can change without a restart (our
+/// announcements and the lines' export attributes). A broken file changes nothing.
+async fn reload(config_file: &Path, sessions: &mut bgp::Sessions, state: &Mutex<AgentState>) {
+    match config::load(config_file) {
+        Err(errs) => {
+            tracing::error!("reload refused, config unchanged:\n{errs}");
+            lock(state).record("reload-refused", None, errs.to_string());
+        }
+        Ok(cfg) => {
+            let changed = sessions.reload_exports(&cfg, state).await;
+            let msg = format!(
+                "config reloaded: announcements updated on {} line(s) {:?}; other settings apply at the next restart",
+                changed.len(),
+                changed
+            );
+            tracing::info!("{msg}");
+            lock(state).record("reload", None, msg);
+        }
+    }
+}
+
+fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Runs the agent until `shutdown` completes. On return, the control socket is removed;
 /// nothing else the agent owns on the host is torn down (routes stay, see DESIGN.md).
@@ -40,7 +66,18 @@ pub async fn run(
         .record("agent-started", None, summary);
 
     let server = tokio::spawn(socket.serve(state.clone()));
-    shutdown.await;
+    let cfg = lock(&state).config().clone();
+    // Held until shutdown; the sessions' sockets close when the runtime ends, without a
+    // NOTIFICATION, so a restarting agent looks like a transport failure to the routers.
+    let mut sessions = bgp::start(&cfg, state.clone())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => reload(config_file, &mut sessions, &state).await,
+        }
+    }
     tracing::info!("shutting down; kernel state is left in place");
     server.abort();
     let _ = server.await;

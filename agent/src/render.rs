@@ -20,6 +20,11 @@ pub fn status(s: &Status) -> String {
         );
         let active = site.active_path.as_deref().unwrap_or("-");
         let _ = writeln!(out, "  active: {active} ({})", site.active_reason);
+        let _ = writeln!(
+            out,
+            "  learned over BGP: {} prefixes",
+            site.learned_prefixes
+        );
         let rows: Vec<(String, &PathStatus)> = site.paths.iter().map(|p| (signals(p), p)).collect();
         let w = rows.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(7);
         let _ = writeln!(
@@ -42,6 +47,24 @@ pub fn status(s: &Status) -> String {
                 signals,
                 p.reason
             );
+            for b in &p.bgp {
+                let up = b
+                    .established_seconds
+                    .map_or(String::new(), |s| format!(" for {s}s"));
+                let err = b
+                    .last_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("  last error: {e}"));
+                let _ = writeln!(
+                    out,
+                    "      bgp {} {}{up}  received {} rejected {} advertised {}{err}",
+                    b.neighbor,
+                    b.state,
+                    b.prefixes_received,
+                    b.prefixes_rejected,
+                    b.prefixes_advertised
+                );
+            }
         }
     }
     out

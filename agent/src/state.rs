@@ -1,14 +1,16 @@
 //! What the agent knows, as the control socket shows it: the configured paths with the
 //! evidence that really exists for them, and the bounded log of transitions.
 //!
-//! Only the interface carrier is observed so far; every other signal is reported as
-//! `unknown` until its source (BGP, BFD, tunnels) runs, so status never claims a health
-//! that nobody measured.
+//! Observed so far: the interface carrier and the BGP sessions. BFD and tunnel signals are
+//! reported as `unknown` until their sources run, so status never claims a health that
+//! nobody measured.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use crate::bgp::NeighborState;
 use crate::config::{Config, PathRef};
 use crate::control::proto::{
     Event, GatewayStatus, Health, PathKind, PathStatus, SignalStatus, SiteStatus, Status,
@@ -26,6 +28,8 @@ pub struct AgentState {
     events: VecDeque<Event>,
     /// Where interface state is read; `/sys/class/net` except in tests.
     sysfs_net: PathBuf,
+    /// BGP sessions by neighbour address.
+    pub(crate) bgp: BTreeMap<IpAddr, NeighborState>,
 }
 
 impl AgentState {
@@ -37,6 +41,7 @@ impl AgentState {
             started_at: SystemTime::now(),
             events: VecDeque::with_capacity(64),
             sysfs_net: PathBuf::from("/sys/class/net"),
+            bgp: BTreeMap::new(),
         }
     }
 
@@ -94,18 +99,36 @@ impl AgentState {
             prefixes,
             active_path: None,
             active_reason: "route programming is not running in this build; the kernel's routes are not managed".into(),
+            learned_prefixes: self.learned_prefixes(site),
             paths: cfg.paths_of(site).map(|p| self.path_status(p)).collect(),
         }
     }
 
+    fn learned_prefixes(&self, site: &str) -> usize {
+        let mut all: Vec<&ipnet::IpNet> = self
+            .bgp
+            .values()
+            .filter(|n| {
+                self.config
+                    .lines
+                    .iter()
+                    .any(|l| l.name.get_ref() == &n.line && l.site.get_ref() == site)
+            })
+            .flat_map(|n| n.learned.keys())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    }
+
     fn path_status(&self, path: PathRef<'_>) -> PathStatus {
-        let (kind, iface, priority, weight, others): (_, &str, _, _, &[&str]) = match path {
+        let (kind, iface, priority, weight, unobserved): (_, &str, _, _, &[&str]) = match path {
             PathRef::Line(l) => (
                 PathKind::Line,
                 l.interface.get_ref(),
                 Some(l.priority),
                 None,
-                &["bfd", "bgp", "e2e-bfd"],
+                &["bfd", "e2e-bfd"],
             ),
             PathRef::Tunnel(t) => (
                 PathKind::Tunnel,
@@ -116,19 +139,50 @@ impl AgentState {
             ),
         };
         let carrier = self.carrier(iface);
+        let bgp: Vec<&NeighborState> = self
+            .bgp
+            .values()
+            .filter(|n| n.line == path.name())
+            .collect();
         let mut signals = vec![SignalStatus {
             name: "carrier".into(),
             state: carrier,
         }];
-        signals.extend(others.iter().map(|s| SignalStatus {
+        let bgp_health = bgp_health(&bgp);
+        if kind == PathKind::Line {
+            signals.push(SignalStatus {
+                name: "bgp".into(),
+                state: bgp_health,
+            });
+        }
+        signals.extend(unobserved.iter().map(|s| SignalStatus {
             name: (*s).into(),
             state: Health::Unknown,
         }));
-        // Carrier alone can prove a path down, never up.
-        let (state, reason) = match carrier {
-            Health::Down => (Health::Down, format!("interface {iface} has no carrier")),
-            Health::Absent => (Health::Down, format!("interface {iface} does not exist")),
-            _ => (Health::Unknown, "only the carrier is observed in this build; BFD, BGP and tunnel signals are not running".to_owned()),
+        let (state, reason) = match (carrier, bgp_health) {
+            (Health::Down, _) => (Health::Down, format!("interface {iface} has no carrier")),
+            (Health::Absent, _) => (Health::Down, format!("interface {iface} does not exist")),
+            (_, Health::Down) => {
+                let n = bgp
+                    .iter()
+                    .find(|n| n.state != bgp::fsm::State::Established)
+                    .copied();
+                let why = n
+                    .and_then(|n| n.last_error.as_deref())
+                    .unwrap_or("not established yet");
+                let who = n.map_or(String::new(), |n| {
+                    format!(" with {} is {}", n.peer, n.state_name())
+                });
+                (Health::Down, format!("BGP session{who}: {why}"))
+            }
+            (Health::Up, Health::Up) => (
+                Health::Up,
+                "carrier and every BGP session up (BFD is not running in this build)".into(),
+            ),
+            _ => (
+                Health::Unknown,
+                "BFD and tunnel signals are not running in this build".into(),
+            ),
         };
         PathStatus {
             name: path.name().to_owned(),
@@ -139,6 +193,7 @@ impl AgentState {
             state,
             reason,
             signals,
+            bgp: bgp.iter().map(|n| n.status()).collect(),
         }
     }
 
@@ -156,6 +211,20 @@ impl AgentState {
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Health::Down,
             Err(_) => Health::Unknown,
         }
+    }
+}
+
+/// A line's BGP signal: up when every session is Established, down when one is not.
+fn bgp_health(sessions: &[&NeighborState]) -> Health {
+    if sessions.is_empty() || sessions.iter().all(|n| !n.reported) {
+        Health::Unknown
+    } else if sessions
+        .iter()
+        .all(|n| n.state == bgp::fsm::State::Established)
+    {
+        Health::Up
+    } else {
+        Health::Down
     }
 }
 

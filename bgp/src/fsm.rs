@@ -353,14 +353,16 @@ impl Session {
         });
     }
 
-    fn on_connect_failed(&mut self, now: Instant) {
+    /// RFC 4271 §8.2.2, Connect state, event 18: go to Active and keep the ConnectRetry
+    /// timer running. A refused connection is not a protocol error: backing off here would
+    /// only make us refuse the peer's own connection when it comes back.
+    fn on_connect_failed(&mut self, _now: Instant) {
         if !self.connecting {
             return;
         }
         self.connecting = false;
-        self.out.push(Output::StopTimer(Timer::ConnectRetry));
-        if self.conns.is_empty() {
-            self.fail("connection to the peer failed".into(), now);
+        if self.conns.is_empty() && self.last_error.is_none() {
+            self.last_error = Some("cannot connect to the peer".into());
         }
     }
 

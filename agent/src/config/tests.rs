@@ -248,6 +248,11 @@ fn range_errors_are_reported() {
             "neighbors = []",
             "no BGP neighbour",
         ),
+        (
+            "neighbors = [\"198.19.21.2\", \"2001:db8:21::2\"]",
+            "neighbors = [\"198.19.11.2\"]",
+            "also a neighbour of line `line1`",
+        ),
     ] {
         let e = one_error(&replace(from, to));
         assert!(e.message.contains(says), "{to}: {e}");

@@ -17,7 +17,7 @@ use toml::Spanned;
 pub const DEFAULT_PATH: &str = "/etc/crosslink/crosslink.toml";
 pub const DEFAULT_SOCKET: &str = "/run/crosslink/control.sock";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub gateway: Gateway,
@@ -35,7 +35,7 @@ pub struct Config {
     pub tunnels: Vec<Tunnel>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     pub name: String,
@@ -46,7 +46,7 @@ pub struct Gateway {
     pub announce: Vec<Spanned<Prefix>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     #[serde(default = "default_socket")]
@@ -65,7 +65,7 @@ impl Default for Control {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     #[serde(default = "default_metrics_listen")]
@@ -80,7 +80,7 @@ impl Default for Metrics {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// How long every signal of a line must stay up before traffic returns to it.
@@ -111,7 +111,7 @@ impl Default for Policy {
 }
 
 /// RFC 2439 style flap damping; the defaults are the classic router defaults.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Damping {
     #[serde(default = "default_penalty")]
@@ -138,7 +138,7 @@ impl Default for Damping {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
     pub name: Spanned<String>,
@@ -149,7 +149,7 @@ pub struct Site {
     pub aggregates: Vec<Spanned<Prefix>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
     pub name: Spanned<String>,
@@ -189,7 +189,7 @@ pub enum MaxPrefixAction {
     Teardown,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bfd {
     #[serde(default = "default_bfd_interval")]
@@ -208,7 +208,7 @@ impl Default for Bfd {
 }
 
 /// How our local prefixes are announced on a line, so the far side prefers the primary.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Export {
     #[serde(default)]
@@ -219,7 +219,7 @@ pub struct Export {
     pub communities: Vec<Community>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tunnel {
     pub name: Spanned<String>,

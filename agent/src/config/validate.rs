@@ -290,7 +290,17 @@ fn overlaps(a: IpNet, b: IpNet) -> bool {
 }
 
 fn check_lines(c: &mut Checker<'_>, cfg: &Config) {
+    let mut seen: HashMap<std::net::IpAddr, &str> = HashMap::new();
     for line in &cfg.lines {
+        for n in line.neighbors.get_ref() {
+            if let Some(other) = seen.insert(*n, line.name.get_ref()) {
+                c.err(
+                    line.neighbors.span(),
+                    format!("neighbour {n} is also a neighbour of line `{other}`"),
+                    "each BGP neighbour address belongs to one line",
+                );
+            }
+        }
         if line.neighbors.get_ref().is_empty() {
             c.err(line.neighbors.span(), format!("line `{}` has no BGP neighbour", line.name.get_ref()), "list the line router's address(es), e.g. neighbors = [\"198.19.11.2\", \"2001:db8:11::2\"]");
         }

@@ -76,6 +76,8 @@ pub struct SiteStatus {
     /// The path carrying the site's traffic, when the agent knows it.
     pub active_path: Option<String>,
     pub active_reason: String,
+    /// Distinct prefixes learned over BGP on the site's lines.
+    pub learned_prefixes: usize,
     pub paths: Vec<PathStatus>,
 }
 
@@ -121,6 +123,23 @@ pub struct PathStatus {
     pub state: Health,
     pub reason: String,
     pub signals: Vec<SignalStatus>,
+    /// Lines: one BGP session per neighbour address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bgp: Vec<BgpStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BgpStatus {
+    pub neighbor: String,
+    /// RFC 4271 state name, or `unknown` before the session reported.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established_seconds: Option<u64>,
+    pub prefixes_received: usize,
+    pub prefixes_rejected: u64,
+    pub prefixes_advertised: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

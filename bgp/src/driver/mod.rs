@@ -73,7 +73,8 @@ enum Command {
     Stop(oneshot::Sender<()>),
 }
 
-/// Controls one neighbour's session task; dropping every handle stops the session.
+/// Controls one neighbour's session task; dropping every handle ends the task and closes
+/// its connections without a NOTIFICATION (use `stop` for an orderly Cease).
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
@@ -192,10 +193,9 @@ impl Task {
                         return;
                     }
                     Some(cmd) => self.command(cmd).await,
-                    None => {
-                        self.input(Input::Stop).await;
-                        return;
-                    }
+                    // Every handle is gone (the agent is exiting): close without a
+                    // NOTIFICATION, which a graceful-restart peer treats as a restart.
+                    None => return,
                 },
                 Some((id, ev)) = conn_rx.recv() => self.conn_event(id, ev).await,
                 Some(res) = connect_rx.recv() => self.connected(res).await,

@@ -249,9 +249,14 @@ fn failures_back_off_exponentially_up_to_the_cap() {
     let mut h = Harness::new(cfg);
     h.run(Input::Start);
     let mut waits = Vec::new();
-    for _ in 0..7 {
-        let out = h.run(Input::TcpConnectFailed);
+    for i in 0..7 {
+        let conn = ConnId(10 + i);
+        h.run(Input::TcpConnected(conn));
+        // The peer answers with a NOTIFICATION every time: a protocol failure.
+        let n = Notification::new(err::OPEN, err::OPEN_BAD_PEER_AS);
+        let out = h.run(Input::Received(conn, Message::Notification(n)));
         let until = armed(&out, Timer::IdleHold).expect("idle hold armed");
+        assert_eq!(h.s.state(), State::Idle);
         waits.push(until.duration_since(h.now).as_secs());
         h.now = until;
         let out = h.run(Input::TimerExpired(Timer::IdleHold));
@@ -261,11 +266,35 @@ fn failures_back_off_exponentially_up_to_the_cap() {
 }
 
 #[test]
+fn a_refused_connection_waits_in_active_for_the_peer() {
+    let mut h = Harness::default();
+    h.run(Input::Start);
+    let out = h.run(Input::TcpConnectFailed);
+    assert!(
+        armed(&out, Timer::IdleHold).is_none(),
+        "no backoff for a refused connect"
+    );
+    assert_eq!(h.s.state(), State::Active);
+    assert_eq!(h.s.last_error(), Some("cannot connect to the peer"));
+    // The peer's own connection is welcome meanwhile.
+    let out = h.run(Input::TcpAccepted(C2));
+    assert!(matches!(out[0], Output::Send(C2, Message::Open(_))));
+    // And the ConnectRetry timer tries again.
+    let mut h = Harness::default();
+    h.run(Input::Start);
+    h.run(Input::TcpConnectFailed);
+    h.advance(5.0);
+    let out = h.run(Input::TimerExpired(Timer::ConnectRetry));
+    assert!(out.contains(&Output::Connect));
+}
+
+#[test]
 fn a_session_that_stayed_up_starts_the_backoff_over() {
     let mut h = Harness::default();
     h.run(Input::Start);
-    for _ in 0..3 {
-        h.run(Input::TcpConnectFailed);
+    for i in 0..3 {
+        h.run(Input::TcpConnected(ConnId(10 + i)));
+        h.run(Input::TcpClosed(ConnId(10 + i)));
         h.advance(10.0);
         h.run(Input::TimerExpired(Timer::IdleHold));
     }

@@ -18,6 +18,7 @@ mod setup;
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -42,12 +43,19 @@ pub enum GatewayMode {
     Bird,
 }
 
-#[derive(Debug, Clone)]
+/// Rewrites a generated config before it is written: `(node, text) -> text`.
+pub type ConfigHook = Arc<dyn Fn(Node, String) -> String + Send + Sync>;
+
+#[derive(Clone)]
 pub struct LabOptions {
     pub mode: GatewayMode,
     pub bfd: BfdTimers,
     /// The `crosslink` binary; found next to the running executable when not given.
     pub crosslink_bin: Option<PathBuf>,
+    /// Applied to every BIRD config (line routers and baseline gateways).
+    pub bird_hook: Option<ConfigHook>,
+    /// Applied to the crosslink configs of the gateways.
+    pub crosslink_hook: Option<ConfigHook>,
 }
 
 impl LabOptions {
@@ -56,7 +64,25 @@ impl LabOptions {
             mode,
             bfd: BfdTimers::default(),
             crosslink_bin: None,
+            bird_hook: None,
+            crosslink_hook: None,
         }
+    }
+
+    pub fn bird_hook(
+        mut self,
+        f: impl Fn(Node, String) -> String + Send + Sync + 'static,
+    ) -> LabOptions {
+        self.bird_hook = Some(Arc::new(f));
+        self
+    }
+
+    pub fn crosslink_hook(
+        mut self,
+        f: impl Fn(Node, String) -> String + Send + Sync + 'static,
+    ) -> LabOptions {
+        self.crosslink_hook = Some(Arc::new(f));
+        self
     }
 }
 
@@ -249,6 +275,33 @@ impl Lab {
             }
         }
         out
+    }
+
+    /// Kills `node`'s BIRD (SIGKILL, as a crash) and starts it again with the same config.
+    pub fn restart_bird(&mut self, node: Node) -> Result<()> {
+        let name = format!("bird-{node}");
+        self.procs.retain(|p| p.name() != name);
+        let _ = std::fs::remove_file(self.bird_socket(node));
+        setup::start_bird_again(self, node)
+    }
+
+    /// Sends `sig` to the crosslink agent on `gateway`.
+    pub fn signal_crosslink(&mut self, gateway: Node, sig: nix::sys::signal::Signal) -> Result<()> {
+        self.process(&format!("crosslink-{gateway}"))
+            .context("no crosslink on that gateway")?
+            .signal(sig)
+    }
+
+    /// Rewrites the crosslink config of `gateway` (then signal SIGHUP to apply it).
+    pub fn rewrite_crosslink_config(
+        &self,
+        gateway: Node,
+        f: impl FnOnce(String) -> String,
+    ) -> Result<()> {
+        let path = self.crosslink_config(gateway);
+        let text = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, f(text))?;
+        Ok(())
     }
 
     /// The supervised daemon called `name` (e.g. `bird-lr1`, `crosslink-gwa`).

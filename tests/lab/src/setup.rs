@@ -155,7 +155,17 @@ pub fn daemons(lab: &mut Lab) -> Result<()> {
 
 fn start_bird(lab: &mut Lab, node: Node, config: &str) -> Result<()> {
     let conf = lab.dir.join(format!("{node}.bird.conf"));
+    let config = match &lab.opts.bird_hook {
+        Some(hook) => hook(node, config.to_owned()),
+        None => config.to_owned(),
+    };
     std::fs::write(&conf, config)?;
+    start_bird_again(lab, node)
+}
+
+/// Starts `node`'s BIRD with the config already written for it.
+pub fn start_bird_again(lab: &mut Lab, node: Node) -> Result<()> {
+    let conf = lab.dir.join(format!("{node}.bird.conf"));
     let sock = lab.bird_socket(node);
     let pid = lab.dir.join(format!("{node}.bird.pid"));
     let out = lab.dir.join(format!("{node}.bird.out"));
@@ -230,6 +240,7 @@ interface = \"{ifname}\"
 neighbors = [\"{n4}\", \"{n6}\"]
 peer_asn = {peer_asn}
 priority = {prio}
+hold_time = \"3s\"
 probe_target = \"{target}\"
 [line.bfd]
 interval = \"{ms}ms\"
@@ -252,7 +263,12 @@ multiplier = {mult}
 fn start_crosslink(lab: &mut Lab, side: Side) -> Result<()> {
     let gw = side.gateway();
     let conf = lab.crosslink_config(gw);
-    std::fs::write(&conf, crosslink_config(lab, side))?;
+    let text = crosslink_config(lab, side);
+    let text = match &lab.opts.crosslink_hook {
+        Some(hook) => hook(gw, text),
+        None => text,
+    };
+    std::fs::write(&conf, text)?;
     let bin = lab.crosslink_bin()?;
     let log = lab.dir.join(format!("{gw}.crosslink.log"));
     let args = [

@@ -1,0 +1,328 @@
+//! The agent's BGP: one session per line neighbour, built from the config, and the agent's
+//! view of each (state, learned routes, counters) as `status` shows it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bgp::driver::{self, Event, Handle, Listener, NeighborConfig, Peer, SocketOptions, BGP_PORT};
+use bgp::fsm::{SessionConfig, State};
+use bgp::rib::{ExportPolicy, ImportPolicy, MaxPrefixAction};
+use bgp::wire::Family;
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+use crate::config::{self, Community, Config, Line};
+use crate::control::proto::BgpStatus;
+use crate::state::AgentState;
+
+/// What the agent knows of one BGP session.
+#[derive(Debug, Clone)]
+pub struct NeighborState {
+    pub line: String,
+    pub peer: IpAddr,
+    /// False until the session first reported: its state is then unknown, not Idle.
+    pub reported: bool,
+    pub state: State,
+    pub established_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub rejected: u64,
+    pub advertised: usize,
+    /// Routes learned from this neighbour: prefix -> next hop.
+    pub learned: HashMap<IpNet, IpAddr>,
+}
+
+impl NeighborState {
+    fn new(line: &str, peer: IpAddr) -> NeighborState {
+        NeighborState {
+            line: line.to_owned(),
+            peer,
+            reported: false,
+            state: State::Idle,
+            established_at: None,
+            last_error: None,
+            rejected: 0,
+            advertised: 0,
+            learned: HashMap::new(),
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        if self.reported {
+            self.state.as_str()
+        } else {
+            "unknown"
+        }
+    }
+
+    pub fn status(&self) -> BgpStatus {
+        BgpStatus {
+            neighbor: self.peer.to_string(),
+            state: self.state_name().to_owned(),
+            established_seconds: self.established_at.map(|t| t.elapsed().as_secs()),
+            prefixes_received: self.learned.len(),
+            prefixes_rejected: self.rejected,
+            prefixes_advertised: self.advertised,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// The running sessions. Dropping this ends them without a NOTIFICATION (see
+/// `driver::Handle`).
+pub struct Sessions {
+    handles: Vec<(IpAddr, Handle)>,
+    /// Line name -> its export policy as currently announced.
+    exports: HashMap<String, ExportPolicy>,
+    _listener: Option<Listener>,
+}
+
+fn community_values(cs: &[Community]) -> (Vec<u32>, Vec<[u32; 3]>) {
+    let mut std = Vec::new();
+    let mut large = Vec::new();
+    for c in cs {
+        match *c {
+            Community::Standard(a, v) => std.push((u32::from(a) << 16) | u32::from(v)),
+            Community::Large(a, b, c) => large.push([a, b, c]),
+        }
+    }
+    (std, large)
+}
+
+/// The export policy of a line: our announcements with the line's attributes.
+pub fn export_policy(cfg: &Config, line: &Line, withdrawn: bool) -> ExportPolicy {
+    let (communities, large_communities) = community_values(&line.export.communities);
+    ExportPolicy {
+        local_asn: *cfg.gateway.asn.get_ref(),
+        prefixes: cfg.gateway.announce.iter().map(|p| p.get_ref().0).collect(),
+        med: line.export.med,
+        prepend: *line.export.prepend.get_ref(),
+        communities,
+        large_communities,
+        withdrawn,
+    }
+}
+
+fn neighbor_config(cfg: &Config, line: &Line, peer: IpAddr) -> anyhow::Result<NeighborConfig> {
+    let site = cfg
+        .sites
+        .iter()
+        .find(|s| s.name.get_ref() == line.site.get_ref())
+        .context("line names an unknown site")?;
+    let bounds = if site.aggregates.is_empty() {
+        &site.prefixes
+    } else {
+        &site.aggregates
+    };
+    let md5_key = match &line.md5_key_file {
+        Some(f) => {
+            let key = std::fs::read_to_string(f.get_ref())
+                .with_context(|| format!("reading {}", f.get_ref().display()))?;
+            Some(key.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
+        }
+        None => None,
+    };
+    let local_asn = *cfg.gateway.asn.get_ref();
+    let peer_asn = *line.peer_asn.get_ref();
+    let mut session = SessionConfig::new(local_asn, cfg.gateway.router_id, peer_asn);
+    session.hold_time = u16::try_from(line.hold_time.0.as_secs()).unwrap_or(u16::MAX);
+    session.families = vec![Family::Ipv4, Family::Ipv6];
+    Ok(NeighborConfig {
+        peer,
+        port: BGP_PORT,
+        socket: SocketOptions {
+            local: None,
+            interface: Some(line.interface.get_ref().clone()),
+            md5_key,
+            gtsm: line.ttl_security,
+        },
+        session,
+        import: ImportPolicy {
+            aggregates: bounds.iter().map(|p| p.get_ref().0).collect(),
+            max_prefixes: line.max_prefixes,
+            action: match line.max_prefix_action {
+                config::MaxPrefixAction::Warn => MaxPrefixAction::Warn,
+                config::MaxPrefixAction::Teardown => MaxPrefixAction::Teardown,
+            },
+            local_asn,
+            peer_asn,
+        },
+        export: export_policy(cfg, line, false),
+    })
+}
+
+/// Starts a session per line neighbour and the passive listener, and the task that folds
+/// their events into the agent state.
+pub fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sessions> {
+    let (tx, rx) = mpsc::channel(1024);
+    let mut handles = Vec::new();
+    let mut peers = HashMap::new();
+    let mut lines = BTreeMap::new();
+    let mut exports = HashMap::new();
+    for line in &cfg.lines {
+        exports.insert(line.name.get_ref().clone(), export_policy(cfg, line, false));
+        for &peer in line.neighbors.get_ref() {
+            let ncfg = neighbor_config(cfg, line, peer)?;
+            let md5_key = ncfg.socket.md5_key.clone();
+            let h = driver::spawn(ncfg, tx.clone());
+            peers.insert(
+                peer,
+                Peer {
+                    handle: h.clone(),
+                    md5_key,
+                    gtsm: line.ttl_security,
+                },
+            );
+            handles.push((peer, h));
+            lines.insert(peer, NeighborState::new(line.name.get_ref(), peer));
+        }
+    }
+    lock(&state).bgp = lines;
+    // Active connects work without it; a port held by another daemon costs only the
+    // passive side, so it is a warning, not a failure.
+    let addrs = [
+        SocketAddr::from(([0, 0, 0, 0], BGP_PORT)),
+        SocketAddr::from(([0u16; 8], BGP_PORT)),
+    ];
+    let listener = if peers.is_empty() {
+        None
+    } else {
+        match Listener::bind(&addrs, peers) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen on port 179; BGP sessions will only connect actively");
+                None
+            }
+        }
+    };
+    tokio::spawn(fold_events(rx, state.clone()));
+    tokio::spawn(poll_counters(handles.clone(), state));
+    Ok(Sessions {
+        handles,
+        exports,
+        _listener: listener,
+    })
+}
+
+impl Sessions {
+    pub fn handles(&self) -> &[(IpAddr, Handle)] {
+        &self.handles
+    }
+
+    /// Applies the export side of a new config (our announcements and each line's
+    /// attributes) to the lines it changed; sessions of other lines are not touched.
+    /// Returns the names of the lines re-announced.
+    pub async fn reload_exports(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+        let mut changed = Vec::new();
+        for line in &cfg.lines {
+            let name = line.name.get_ref();
+            let new = export_policy(cfg, line, false);
+            let Some(old) = self.exports.get_mut(name) else {
+                continue;
+            };
+            if *old == new {
+                continue;
+            }
+            *old = new.clone();
+            let peers: Vec<IpAddr> = lock(state)
+                .bgp
+                .values()
+                .filter(|n| &n.line == name)
+                .map(|n| n.peer)
+                .collect();
+            for (peer, h) in &self.handles {
+                if peers.contains(peer) {
+                    h.set_export(new.clone()).await;
+                }
+            }
+            changed.push(name.clone());
+        }
+        changed
+    }
+}
+
+fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn fold_events(mut rx: mpsc::Receiver<Event>, state: Arc<Mutex<AgentState>>) {
+    while let Some(ev) = rx.recv().await {
+        let mut st = lock(&state);
+        apply(&mut st, ev);
+    }
+}
+
+/// Applies one session event to the agent state and the event log.
+pub fn apply(st: &mut AgentState, ev: Event) {
+    let (peer, record) = match ev {
+        Event::Up { peer, negotiated } => {
+            let Some(n) = st.bgp.get_mut(&peer) else {
+                return;
+            };
+            n.reported = true;
+            n.state = State::Established;
+            n.established_at = Some(Instant::now());
+            n.last_error = None;
+            let msg = format!(
+                "BGP session with {peer} (AS{}) established: hold {} s, families {:?}",
+                negotiated.peer_asn, negotiated.hold_time, negotiated.families
+            );
+            (peer, Some(("bgp-up", msg)))
+        }
+        Event::Down { peer, reason } => {
+            let Some(n) = st.bgp.get_mut(&peer) else {
+                return;
+            };
+            n.reported = true;
+            n.state = State::Idle;
+            n.established_at = None;
+            n.last_error = Some(reason.clone());
+            (
+                peer,
+                Some((
+                    "bgp-down",
+                    format!("BGP session with {peer} down: {reason}"),
+                )),
+            )
+        }
+        Event::Routes { peer, delta } => {
+            let Some(n) = st.bgp.get_mut(&peer) else {
+                return;
+            };
+            for p in &delta.withdrawn {
+                n.learned.remove(p);
+            }
+            n.learned.extend(delta.added.iter().copied());
+            n.rejected += delta.rejected.len() as u64;
+            (peer, None)
+        }
+    };
+    if let Some((kind, msg)) = record {
+        let line = st.bgp.get(&peer).map(|n| n.line.clone());
+        st.record(kind, line.as_deref(), msg);
+    }
+}
+
+/// Session state and counters the events do not carry (state while connecting, what we
+/// advertise), refreshed every second.
+async fn poll_counters(handles: Vec<(IpAddr, Handle)>, state: Arc<Mutex<AgentState>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for (peer, h) in &handles {
+            let Some(s) = h.status().await else { continue };
+            let mut st = lock(&state);
+            if let Some(n) = st.bgp.get_mut(peer) {
+                n.reported = true;
+                n.state = s.state;
+                n.advertised = s.prefixes_advertised;
+                n.rejected = s.prefixes_rejected;
+                if s.last_error.is_some() {
+                    n.last_error = s.last_error;
+                }
+            }
+        }
+    }
+}
