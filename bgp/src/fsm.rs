@@ -8,8 +8,9 @@
 //! Two TCP connections can exist at once (ours and the peer's); each runs its own OPEN
 //! exchange and collisions are resolved by BGP Identifier (§6.8). The session's RFC state is
 //! the most advanced state among them. After a failure the session waits an idle hold time
-//! that doubles with each failure in a row (up to a cap) before it reconnects, so a broken
-//! or flapping peer is not hammered.
+//! that doubles with each failure in a row (up to a cap) before it connects again, so a
+//! broken or flapping peer is not hammered; the peer's own connections are accepted
+//! meanwhile.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -330,7 +331,9 @@ impl Session {
             self.out.push(Output::StopTimer(Timer::ConnectRetry));
         }
         let duplicate = self.conns.iter().any(|c| c.outbound == outbound);
-        if !self.started || self.idle_until.is_some() || self.established().is_some() || duplicate {
+        // The idle hold only paces our own attempts: a peer that connects to us is ready,
+        // and refusing it would stretch an outage to our backoff time.
+        if !self.started || self.established().is_some() || duplicate {
             // RFC 4271 §6.8: a connection arriving while one is Established is refused.
             let n = Notification::new(err::CEASE, err::CEASE_CONNECTION_REJECTED);
             self.out.push(Output::Send(id, Message::Notification(n)));
@@ -400,7 +403,12 @@ impl Session {
     }
 
     fn on_idle_hold_expired(&mut self, now: Instant) {
-        if self.started && self.idle_until.is_some_and(|t| t <= now) {
+        if !self.started || self.idle_until.is_none_or(|t| t > now) {
+            return;
+        }
+        self.idle_until = None;
+        // A connection the peer opened meanwhile is in progress: no need for ours.
+        if self.conns.is_empty() {
             self.begin_connecting(now);
         }
     }
@@ -591,6 +599,9 @@ impl Session {
             self.close_conn(o, Some(Notification::new(err::CEASE, err::CEASE_COLLISION)));
         }
         self.stop_connecting();
+        if self.idle_until.take().is_some() {
+            self.out.push(Output::StopTimer(Timer::IdleHold));
+        }
         self.established_at = Some(now);
         self.last_error = None;
         if let Some(n) = neg {

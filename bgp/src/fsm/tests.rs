@@ -538,3 +538,32 @@ fn zero_hold_time_means_no_keepalives() {
     assert!(armed(&out, Timer::Keepalive(C1)).is_none());
     assert!(out.contains(&Output::StopTimer(Timer::Hold(C1))));
 }
+
+#[test]
+fn the_peer_may_connect_during_our_idle_hold() {
+    let mut h = Harness::default();
+    h.run(Input::Start);
+    h.run(Input::TcpConnected(C1));
+    let out = h.run(Input::Received(
+        C1,
+        Message::Notification(Notification::new(err::CEASE, err::CEASE_ADMIN_RESET)),
+    ));
+    assert!(armed(&out, Timer::IdleHold).is_some());
+    assert_eq!(h.s.state(), State::Idle);
+    let out = h.run(Input::TcpAccepted(C2));
+    assert!(
+        matches!(out[0], Output::Send(C2, Message::Open(_))),
+        "{out:?}"
+    );
+    h.run(Input::Received(
+        C2,
+        Message::Open(peer_open(65101, 90, PEER_ID_HIGH)),
+    ));
+    h.run(Input::Received(C2, Message::Keepalive));
+    assert_eq!(h.s.state(), State::Established);
+    // The idle hold timer firing later does not disturb the session.
+    h.advance(1.0);
+    assert!(!h
+        .run(Input::TimerExpired(Timer::IdleHold))
+        .contains(&Output::Connect));
+}

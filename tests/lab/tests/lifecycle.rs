@@ -112,11 +112,19 @@ fn crosslink_mode_reports_carrier_changes_of_the_lines() {
     // A blackhole keeps the carrier; the BGP hold timer (3 s in the lab) is what notices.
     lab.cut(Side::A, Line(1), lab::Cut::Blackhole).unwrap();
     assert_eq!(carrier(&status(), "line1"), "up");
-    lab.wait_for("BGP on line1 to notice the blackhole", Duration::from_secs(10), || {
-        let s = status();
-        let line1 = &s["sites"][0]["paths"][0];
-        Ok(line1["state"] == "down" && line1["reason"].as_str().unwrap_or_default().contains("hold timer expired"))
-    })
+    lab.wait_for(
+        "BGP on line1 to notice the blackhole",
+        Duration::from_secs(10),
+        || {
+            let s = status();
+            let line1 = &s["sites"][0]["paths"][0];
+            Ok(line1["state"] == "down"
+                && line1["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("hold timer expired"))
+        },
+    )
     .unwrap();
     assert_eq!(carrier(&status(), "line1"), "up");
 }
