@@ -12,8 +12,7 @@ use lab::{netns, Cut, GatewayMode, Lab, LabOptions, Line, Node, Side};
 use serde_json::Value;
 
 fn crosslink_lab(opts: LabOptions) -> Lab {
-    let lab = Lab::up(opts).expect("lab up");
-    lab
+    Lab::up(opts).expect("lab up")
 }
 
 fn status(lab: &Lab, gw: Node) -> Value {
