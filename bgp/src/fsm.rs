@@ -372,12 +372,12 @@ impl Session {
     fn on_tcp_closed(&mut self, id: ConnId, now: Instant) {
         let Some(conn) = self.remove(id) else { return };
         self.out.push(Output::Close(id));
-        let reason = "connection closed by the peer or the network";
-        if conn.state == ConnState::Established {
-            self.session_down(reason, conn.negotiated.as_ref(), true, now);
-        } else if self.conns.is_empty() && !self.connecting {
-            self.fail(reason.into(), now);
-        }
+        self.conn_lost(
+            conn,
+            "connection closed by the peer or the network",
+            true,
+            now,
+        );
     }
 
     fn on_timer(&mut self, t: Timer, now: Instant) {
@@ -418,12 +418,7 @@ impl Session {
         else {
             return;
         };
-        let reason = "hold timer expired";
-        if conn.state == ConnState::Established {
-            self.session_down(reason, conn.negotiated.as_ref(), true, now);
-        } else if self.conns.is_empty() {
-            self.fail(reason.into(), now);
-        }
+        self.conn_lost(conn, "hold timer expired", true, now);
     }
 
     fn on_keepalive_timer(&mut self, id: ConnId, now: Instant) {
@@ -481,13 +476,8 @@ impl Session {
     fn on_notification(&mut self, id: ConnId, n: Notification, now: Instant) {
         let Some(conn) = self.remove(id) else { return };
         self.out.push(Output::Close(id));
-        let reason = format!("peer sent NOTIFICATION {n}");
-        if conn.state == ConnState::Established {
-            // A NOTIFICATION is a deliberate reset: graceful restart does not apply.
-            self.session_down(&reason, conn.negotiated.as_ref(), false, now);
-        } else if self.conns.is_empty() {
-            self.fail(reason, now);
-        }
+        // A NOTIFICATION is a deliberate reset: graceful restart does not apply.
+        self.conn_lost(conn, &format!("peer sent NOTIFICATION {n}"), false, now);
     }
 
     fn on_decode_error(&mut self, id: ConnId, e: DecodeError, now: Instant) {
@@ -636,12 +626,18 @@ impl Session {
 
     /// Sends `n` on connection `id`, closes it, and accounts the failure.
     fn fail_conn(&mut self, id: ConnId, n: Notification, reason: &str, now: Instant) {
-        let Some(conn) = self.close_conn(id, Some(n)) else {
-            return;
-        };
+        if let Some(conn) = self.close_conn(id, Some(n)) {
+            self.conn_lost(conn, reason, false, now);
+        }
+    }
+
+    /// A connection is gone. The reason is kept even when another connection carries on,
+    /// so the operator sees why (say) the peer's OPEN was refused.
+    fn conn_lost(&mut self, conn: Conn, reason: &str, graceful: bool, now: Instant) {
+        self.last_error = Some(reason.to_owned());
         if conn.state == ConnState::Established {
-            self.session_down(reason, conn.negotiated.as_ref(), false, now);
-        } else if self.conns.is_empty() {
+            self.session_down(reason, conn.negotiated.as_ref(), graceful, now);
+        } else if self.conns.is_empty() && !self.connecting {
             self.fail(reason.to_owned(), now);
         }
     }

@@ -520,12 +520,10 @@ fn max_prefix_and_aggregates() {
             ));
             cfg
         })
-        .crosslink_hook(|gw, cfg| {
-            if gw == Node::Gwa {
-                line_option(cfg, "line1", "max_prefixes = 10")
-            } else {
-                cfg
-            }
+        .crosslink_hook(|gw, cfg| match gw {
+            Node::Gwa => line_option(cfg, "line1", "max_prefixes = 10"),
+            // And a gateway configured with the wrong ASN for lr1.
+            _ => cfg.replace("peer_asn = 65101", "peer_asn = 65199"),
         });
     let lab = crosslink_lab(opts);
     let lr1 = a(Side::A, Line(1), true, false);
@@ -567,5 +565,33 @@ fn max_prefix_and_aggregates() {
     assert_eq!(
         n["prefixes_received"], 1,
         "only gwb's 198.18.2.0/24 is inside the site: {n}"
+    );
+
+    // gwb expected AS 65199 on line 1: BIRD is told so with OPEN Message Error / Bad Peer AS.
+    lab.wait_for("BIRD to see Bad Peer AS", Duration::from_secs(20), || {
+        Ok(lab
+            .birdc(Node::Lr1, "show protocols all gwb_v4")?
+            .contains("Bad peer AS"))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}",
+            lab.birdc(Node::Lr1, "show protocols all gwb_v4")
+                .unwrap_or_default()
+        )
+    });
+    wait_neighbor(
+        &lab,
+        Node::Gwb,
+        &a(Side::B, Line(1), true, false),
+        "the refusal explained",
+        Duration::from_secs(5),
+        |n| {
+            !established(n)
+                && n["last_error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("65101")
+        },
     );
 }
