@@ -319,6 +319,33 @@ fn md5_and_gtsm() {
     }
     let lr1 = lab.birdc(Node::Lr1, "show protocols gwa_v4").unwrap();
     assert!(!lr1.contains("Established"), "{lr1}");
+
+    // The GTSM session's router moves two hops away: its packets now arrive with TTL 253
+    // (rewritten on gwb's ingress), are dropped, and the hold timer ends the session.
+    let ttl = "table netdev hops {\n chain in { type filter hook ingress device \"line1\" priority -400; policy accept; ip ttl set 253; ip6 hoplimit set 253; }\n}\n";
+    netns::exec_with_input(&Node::Gwb.ns(), &["nft", "-f", "-"], ttl).unwrap();
+    for v6 in [false, true] {
+        wait_neighbor(
+            &lab,
+            Node::Gwb,
+            &a(Side::B, Line(1), true, v6),
+            "GTSM drops a peer behind extra hops",
+            Duration::from_secs(10),
+            |n| {
+                !established(n)
+                    && n["last_error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("hold timer expired")
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let s = status(&lab, Node::Gwb);
+    assert!(
+        !established(&neighbor(&s, &a(Side::B, Line(1), true, false))),
+        "and it does not come back: {s}"
+    );
 }
 
 /// A BGP speaker we control completely, in lr2's namespace, talking to gwa's agent from
