@@ -2,4 +2,5 @@
 //! that run single-hop sessions with the line routers and multi-hop end-to-end sessions
 //! with the remote gateway.
 
+pub mod session;
 pub mod wire;

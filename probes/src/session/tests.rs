@@ -1,0 +1,431 @@
+//! Two sessions on a simulated wire, in virtual time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    A,
+    B,
+}
+
+struct Sim {
+    now: Instant,
+    a: Session,
+    b: Session,
+    timers: HashMap<(Side, Timer), Instant>,
+    wire: Vec<(Instant, Side, Vec<u8>)>,
+    delay: Duration,
+    /// Packets towards this side are dropped.
+    cut: Option<Side>,
+    /// Every other packet towards A is dropped.
+    halve_to_a: bool,
+    to_a: u64,
+    log: Vec<(Instant, Side, Output)>,
+    sent: Vec<(Instant, Side, Packet)>,
+}
+
+fn cfg(disc: u32, ms: u32, mult: u8) -> SessionConfig {
+    SessionConfig {
+        local_disc: disc,
+        desired_min_tx: ms * MS,
+        required_min_rx: ms * MS,
+        detect_mult: mult,
+        auth: None,
+    }
+}
+
+impl Sim {
+    fn new(a: SessionConfig, b: SessionConfig) -> Sim {
+        let now = Instant::now();
+        let mut sim = Sim {
+            now,
+            a: Session::new(a, now),
+            b: Session::new(b, now),
+            timers: HashMap::new(),
+            wire: Vec::new(),
+            delay: MS,
+            cut: None,
+            halve_to_a: false,
+            to_a: 0,
+            log: Vec::new(),
+            sent: Vec::new(),
+        };
+        // Session::new armed the first transmission; collect it.
+        let first_a = std::mem::take(&mut sim.a.out);
+        let first_b = std::mem::take(&mut sim.b.out);
+        sim.apply(Side::A, first_a);
+        sim.apply(Side::B, first_b);
+        sim
+    }
+
+    fn session(&mut self, side: Side) -> &mut Session {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    fn input(&mut self, side: Side, input: Input) {
+        let now = self.now;
+        let out = self.session(side).process(input, now);
+        self.apply(side, out);
+    }
+
+    fn apply(&mut self, side: Side, out: Vec<Output>) {
+        for o in out {
+            match &o {
+                Output::Send(bytes) => {
+                    self.sent
+                        .push((self.now, side, Packet::decode(bytes).unwrap()));
+                    let to = if side == Side::A { Side::B } else { Side::A };
+                    if to == Side::A {
+                        self.to_a += 1;
+                    }
+                    let halved = to == Side::A && self.halve_to_a && self.to_a % 2 == 0;
+                    if self.cut != Some(to) && !halved {
+                        self.wire.push((self.now + self.delay, to, bytes.clone()));
+                    }
+                }
+                Output::ArmTimer(t, at) => {
+                    self.timers.insert((side, *t), *at);
+                }
+                Output::StopTimer(t) => {
+                    self.timers.remove(&(side, *t));
+                }
+                _ => {}
+            }
+            self.log.push((self.now, side, o));
+        }
+    }
+
+    /// Runs every event up to and including `until`.
+    fn run_until(&mut self, until: Instant) {
+        for _ in 0..1_000_000 {
+            let next_wire = self
+                .wire
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| w.0)
+                .map(|(i, w)| (w.0, i));
+            let next_timer = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, at)| (*at, *k));
+            let take_wire = match (next_wire, next_timer) {
+                (Some((tw, _)), Some((tt, _))) => tw <= tt,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_wire {
+                let (at, i) = next_wire.unwrap();
+                if at > until {
+                    break;
+                }
+                let (_, to, bytes) = self.wire.remove(i);
+                self.now = at;
+                self.input(to, Input::Received(bytes));
+            } else {
+                let (at, (side, t)) = next_timer.unwrap();
+                if at > until {
+                    break;
+                }
+                self.timers.remove(&(side, t));
+                self.now = at;
+                self.input(side, Input::TimerExpired(t));
+            }
+        }
+        self.now = until;
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn changes(&self, side: Side) -> Vec<(State, State, Diag)> {
+        self.log
+            .iter()
+            .filter(|(_, s, _)| *s == side)
+            .filter_map(|(_, _, o)| match o {
+                Output::StateChange { from, to, diag } => Some((*from, *to, *diag)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn last_change_at(&self, side: Side, to: State) -> Option<Instant> {
+        self.log.iter().rev().find_map(|(t, s, o)| match o {
+            Output::StateChange { to: st, .. } if *s == side && *st == to => Some(*t),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn three_way_handshake_then_fast_timers() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!((sim.a.state(), sim.b.state()), (State::Up, State::Up));
+    // Down -> Init -> Up, or Down -> Up for the side that hears Init first (§6.8.6).
+    let path: Vec<State> = sim.changes(Side::A).iter().map(|c| c.1).collect();
+    assert!(
+        path == [State::Init, State::Up] || path == [State::Up],
+        "{path:?}"
+    );
+    let path: Vec<State> = sim.changes(Side::B).iter().map(|c| c.1).collect();
+    assert!(
+        path == [State::Init, State::Up] || path == [State::Up],
+        "{path:?}"
+    );
+    assert_eq!(sim.a.remote_disc(), 2);
+    // The Poll Sequence after Up moved both to 10 ms.
+    assert_eq!(sim.a.tx_interval(), 10 * MS);
+    assert_eq!(sim.a.detection_time(), 30 * MS);
+    // While Down, transmission ran at the 1 s slow-start rate (less jitter).
+    let first = sim
+        .log
+        .iter()
+        .find_map(|(t, s, o)| match o {
+            Output::ArmTimer(Timer::Transmit, at) if *s == Side::A => Some(*at - *t),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        first >= Duration::from_millis(750) && first <= Duration::from_secs(1),
+        "{first:?}"
+    );
+}
+
+#[test]
+fn jitter_stays_within_75_to_100_percent() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    let start = sim.sent.len();
+    sim.run_for(Duration::from_secs(2));
+    let gaps: Vec<Duration> = {
+        let t: Vec<Instant> = sim.sent[start..]
+            .iter()
+            .filter(|(_, s, p)| *s == Side::A && !p.fin && !p.poll)
+            .map(|(t, _, _)| *t)
+            .collect();
+        t.windows(2).map(|w| w[1] - w[0]).collect()
+    };
+    assert!(gaps.len() > 150, "{}", gaps.len());
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_micros(7500) && *g <= 10 * MS),
+        "{:?}",
+        gaps.iter().max()
+    );
+    // With a multiplier of 1, at most 90%.
+    let mut sim = Sim::new(cfg(1, 10, 1), cfg(2, 10, 1));
+    sim.run_for(Duration::from_secs(3));
+    let start = sim.sent.len();
+    sim.run_for(Duration::from_secs(1));
+    let t: Vec<Instant> = sim.sent[start..]
+        .iter()
+        .filter(|(_, s, p)| *s == Side::A && !p.fin && !p.poll)
+        .map(|(t, _, _)| *t)
+        .collect();
+    assert!(
+        t.windows(2).all(|w| w[1] - w[0] <= 9 * MS),
+        "mult 1 keeps a 10% margin"
+    );
+}
+
+#[test]
+fn down_is_declared_exactly_at_detection_time() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    sim.cut = Some(Side::A);
+    let cut_at = sim.now;
+    sim.run_for(Duration::from_millis(200));
+    let last_rx = sim
+        .log
+        .iter()
+        .filter(|(t, s, o)| *s == Side::B && matches!(o, Output::Send(_)) && *t <= cut_at)
+        .map(|(t, _, _)| *t)
+        .max()
+        .unwrap();
+    let down = sim
+        .last_change_at(Side::A, State::Down)
+        .expect("A went down");
+    // The last packet that made it arrived `delay` after it was sent.
+    assert_eq!(down, last_rx + sim.delay + 30 * MS);
+    assert_eq!(
+        sim.changes(Side::A).last().unwrap().2,
+        Diag::ControlDetectionTimeExpired
+    );
+    assert_eq!(sim.a.remote_disc(), 0, "the peer is forgotten");
+    // B, still hearing... nothing from A? A keeps sending: B stays Up until A's Down reaches it.
+    assert_eq!(sim.b.state(), State::Down, "A's Down packet tells B");
+    assert_eq!(
+        sim.changes(Side::B).last().unwrap().2,
+        Diag::NeighborSignaledSessionDown
+    );
+}
+
+#[test]
+fn a_stale_detect_timer_does_not_bring_the_session_down() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    sim.input(Side::A, Input::TimerExpired(Timer::Detect));
+    assert_eq!(sim.a.state(), State::Up);
+}
+
+#[test]
+fn renegotiation_waits_for_the_final() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    sim.delay = 5 * MS;
+    sim.input(
+        Side::A,
+        Input::SetIntervals {
+            desired_min_tx: 50 * MS,
+            required_min_rx: 50 * MS,
+        },
+    );
+    // Slower transmission must not start before the Final arrives.
+    assert_eq!(sim.a.tx_interval(), 10 * MS);
+    let polled = sim
+        .sent
+        .iter()
+        .rev()
+        .find(|(_, s, _)| *s == Side::A)
+        .unwrap()
+        .2;
+    assert!(polled.poll && polled.desired_min_tx_us == 50_000);
+    sim.run_for(20 * MS);
+    assert_eq!(sim.a.tx_interval(), 50 * MS);
+    assert_eq!(
+        sim.b.detection_time(),
+        150 * MS,
+        "B watches A at its new, slower rate"
+    );
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        (sim.a.state(), sim.b.state()),
+        (State::Up, State::Up),
+        "no false Down through the change"
+    );
+}
+
+#[test]
+fn remote_admin_down_is_honoured() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    sim.input(Side::B, Input::AdminDown);
+    sim.run_for(5 * MS);
+    assert_eq!(sim.a.state(), State::Down);
+    assert_eq!(
+        sim.changes(Side::A).last().unwrap(),
+        &(State::Up, State::Down, Diag::NeighborSignaledSessionDown)
+    );
+    // Stays down while the peer is AdminDown; comes back when it is enabled again.
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.a.state(), State::Down);
+    sim.input(Side::B, Input::AdminUp);
+    sim.run_for(Duration::from_secs(4));
+    assert_eq!((sim.a.state(), sim.b.state()), (State::Up, State::Up));
+}
+
+fn with_auth(mut c: SessionConfig, kind: AuthType, key: &[u8]) -> SessionConfig {
+    c.auth = Some(AuthConfig {
+        kind,
+        key_id: 1,
+        key: key.to_vec(),
+    });
+    c
+}
+
+#[test]
+fn authentication_with_matching_keys_comes_up_and_a_wrong_key_never_does() {
+    for kind in [AuthType::KeyedSha1, AuthType::MeticulousKeyedSha1] {
+        let mut sim = Sim::new(
+            with_auth(cfg(1, 10, 3), kind, b"k1"),
+            with_auth(cfg(2, 10, 3), kind, b"k1"),
+        );
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(sim.a.state(), State::Up, "{kind:?}");
+
+        let mut sim = Sim::new(
+            with_auth(cfg(1, 10, 3), kind, b"k1"),
+            with_auth(cfg(2, 10, 3), kind, b"k2"),
+        );
+        sim.run_for(Duration::from_secs(5));
+        assert_eq!(
+            (sim.a.state(), sim.b.state()),
+            (State::Down, State::Down),
+            "{kind:?}"
+        );
+        assert!(sim
+            .log
+            .iter()
+            .any(|(_, _, o)| *o == Output::Discarded(Discard::AuthFailed)));
+    }
+    let mut sim = Sim::new(
+        with_auth(cfg(1, 10, 3), AuthType::KeyedSha1, b"k"),
+        cfg(2, 10, 3),
+    );
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.a.state(), State::Down);
+    assert!(sim
+        .log
+        .iter()
+        .any(|(_, s, o)| *s == Side::A && *o == Output::Discarded(Discard::AuthMissing)));
+    assert!(sim
+        .log
+        .iter()
+        .any(|(_, s, o)| *s == Side::B && *o == Output::Discarded(Discard::AuthUnexpected)));
+}
+
+#[test]
+fn meticulous_sequence_numbers_reject_replays() {
+    let mut sim = Sim::new(
+        with_auth(cfg(1, 10, 3), AuthType::MeticulousKeyedSha1, b"k"),
+        with_auth(cfg(2, 10, 3), AuthType::MeticulousKeyedSha1, b"k"),
+    );
+    sim.run_for(Duration::from_secs(3));
+    // Replay the packet B sent a while ago to A.
+    let old = sim.log.iter().find_map(|(_, s, o)| match o {
+        Output::Send(b) if *s == Side::B => Some(b.clone()),
+        _ => None,
+    });
+    let out = sim.a.process(Input::Received(old.unwrap()), sim.now);
+    assert!(
+        out.contains(&Output::Discarded(Discard::AuthSequence)),
+        "{out:?}"
+    );
+    assert_eq!(sim.a.state(), State::Up);
+}
+
+#[test]
+fn round_trip_time_from_poll_and_final() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.delay = Duration::from_micros(700);
+    sim.run_for(Duration::from_secs(3));
+    sim.input(Side::A, Input::MeasureRtt);
+    sim.run_for(5 * MS);
+    assert_eq!(sim.a.stats().last_rtt, Some(Duration::from_micros(1400)));
+}
+
+#[test]
+fn loss_over_a_window() {
+    let mut sim = Sim::new(cfg(1, 10, 5), cfg(2, 10, 5));
+    sim.run_for(Duration::from_secs(3));
+    let now = sim.now;
+    assert!(sim.a.loss(Duration::from_secs(1), now).unwrap() < 0.05);
+    // Drop every other packet towards A for two seconds.
+    sim.halve_to_a = true;
+    sim.run_for(Duration::from_secs(2));
+    let loss = sim.a.loss(Duration::from_secs(1), sim.now).unwrap();
+    assert!((0.35..0.65).contains(&loss), "about half lost: {loss}");
+    assert_eq!(sim.a.state(), State::Up, "multiplier 5 rides it out");
+}
