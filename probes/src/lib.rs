@@ -2,5 +2,6 @@
 //! that run single-hop sessions with the line routers and multi-hop end-to-end sessions
 //! with the remote gateway.
 
+pub mod driver;
 pub mod session;
 pub mod wire;

@@ -155,6 +155,11 @@ impl Session {
         s
     }
 
+    /// Outputs produced outside `process`: the first transmit timer `new` arms.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

@@ -1,0 +1,551 @@
+//! The BFD driver: every session of the process runs on one dedicated OS thread, outside
+//! any async runtime, so that a BGP table being ingested, a burst of route changes or a
+//! slow netlink call can never delay a packet. The thread sleeps in `ppoll(2)` with a
+//! nanosecond timeout on its sockets and a wake-up eventfd, with a timer slack of 1 µs.
+//!
+//! Commands arrive on a channel (and a write to the eventfd); state changes leave on a
+//! tokio channel; status is answered on a oneshot.
+
+pub mod net;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use crate::session::{AuthConfig, Input, Output, Session, SessionConfig, Timer};
+use crate::wire::{Diag, State};
+
+/// What to run: one session towards one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// For events and status (e.g. the line's name).
+    pub name: String,
+    pub peer: IpAddr,
+    /// The peer's port; 3784 single-hop, 4784 multi-hop unless a test says otherwise.
+    pub peer_port: u16,
+    pub local: Option<IpAddr>,
+    /// Single-hop sessions are bound to their line's interface.
+    pub interface: Option<String>,
+    pub multihop: bool,
+    pub desired_min_tx: Duration,
+    pub required_min_rx: Duration,
+    pub detect_mult: u8,
+    pub auth: Option<AuthConfig>,
+}
+
+impl SessionSpec {
+    pub fn single_hop(
+        name: &str,
+        peer: IpAddr,
+        interface: &str,
+        interval: Duration,
+        mult: u8,
+    ) -> SessionSpec {
+        SessionSpec {
+            name: name.to_owned(),
+            peer,
+            peer_port: net::SINGLE_HOP_PORT,
+            local: None,
+            interface: Some(interface.to_owned()),
+            multihop: false,
+            desired_min_tx: interval,
+            required_min_rx: interval,
+            detect_mult: mult,
+            auth: None,
+        }
+    }
+
+    pub fn multi_hop(
+        name: &str,
+        peer: IpAddr,
+        local: Option<IpAddr>,
+        interval: Duration,
+        mult: u8,
+    ) -> SessionSpec {
+        SessionSpec {
+            name: name.to_owned(),
+            peer,
+            peer_port: net::MULTI_HOP_PORT,
+            local,
+            interface: None,
+            multihop: true,
+            desired_min_tx: interval,
+            required_min_rx: interval,
+            detect_mult: mult,
+            auth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverOptions {
+    pub single_hop_port: u16,
+    pub multi_hop_port: u16,
+    pub bind_v4: Ipv4Addr,
+    /// `None`: no IPv6 receive sockets (hosts without IPv6).
+    pub bind_v6: Option<Ipv6Addr>,
+    /// How often an Up session samples its round-trip time with a Poll Sequence.
+    pub rtt_every: Duration,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            single_hop_port: net::SINGLE_HOP_PORT,
+            multi_hop_port: net::MULTI_HOP_PORT,
+            bind_v4: Ipv4Addr::UNSPECIFIED,
+            bind_v6: Some(Ipv6Addr::UNSPECIFIED),
+            rtt_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Identifies a session: its local discriminator.
+pub type SessionId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: SessionId,
+    pub name: String,
+    pub peer: IpAddr,
+    pub from: State,
+    pub to: State,
+    pub diag: Diag,
+    pub remote_diag: Option<Diag>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionStatus {
+    pub id: SessionId,
+    pub name: String,
+    pub peer: IpAddr,
+    pub multihop: bool,
+    pub state: State,
+    pub remote_state: Option<State>,
+    pub local_diag: Diag,
+    pub remote_diag: Option<Diag>,
+    pub detection_time: Duration,
+    pub tx_interval: Duration,
+    pub rtt: Option<Duration>,
+    pub loss: Option<f64>,
+    pub up_for: Option<Duration>,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    pub discarded: u64,
+    /// 99th percentile of the gaps between periodic transmissions (last 4,096).
+    pub tx_gap_p99: Option<Duration>,
+}
+
+enum Cmd {
+    Add(SessionSpec, oneshot::Sender<io::Result<SessionId>>),
+    Remove(SessionId),
+    Admin(SessionId, bool),
+    SetIntervals(SessionId, Duration, Duration),
+    Status(Duration, oneshot::Sender<Vec<SessionStatus>>),
+    Shutdown,
+}
+
+/// Handle to the BFD thread; dropping it stops the thread.
+pub struct Bfd {
+    cmds: mpsc::Sender<Cmd>,
+    wake: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Bfd {
+    /// Binds the receive sockets and starts the thread.
+    pub fn start(opts: DriverOptions, events: tmpsc::UnboundedSender<Event>) -> io::Result<Bfd> {
+        let mut rx = vec![
+            (
+                net::rx_socket(IpAddr::V4(opts.bind_v4), opts.single_hop_port)?,
+                false,
+            ),
+            (
+                net::rx_socket(IpAddr::V4(opts.bind_v4), opts.multi_hop_port)?,
+                true,
+            ),
+        ];
+        if let Some(v6) = opts.bind_v6 {
+            rx.push((net::rx_socket(IpAddr::V6(v6), opts.single_hop_port)?, false));
+            rx.push((net::rx_socket(IpAddr::V6(v6), opts.multi_hop_port)?, true));
+        }
+        let wake = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        let (tx, cmds) = mpsc::channel();
+        let w = wake.clone();
+        let thread = std::thread::Builder::new()
+            .name("bfd".into())
+            .spawn(move || {
+                // Wake-ups exactly on time: the default slack is 50 µs.
+                let _ = nix::sys::prctl::set_timerslack(1_000);
+                Engine {
+                    opts,
+                    rx,
+                    sessions: HashMap::new(),
+                    events,
+                    next_disc: initial_disc(),
+                }
+                .run(&cmds, &w);
+            })?;
+        Ok(Bfd {
+            cmds: tx,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, c: Cmd) {
+        if self.cmds.send(c).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    pub async fn add(&self, spec: SessionSpec) -> io::Result<SessionId> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Add(spec, tx));
+        rx.await.map_err(|_| io::Error::other("BFD thread gone"))?
+    }
+
+    pub fn remove(&self, id: SessionId) {
+        self.send(Cmd::Remove(id));
+    }
+
+    /// AdminDown (`false`) tells the peer the session is administratively down.
+    pub fn set_admin_up(&self, id: SessionId, up: bool) {
+        self.send(Cmd::Admin(id, up));
+    }
+
+    pub fn set_intervals(
+        &self,
+        id: SessionId,
+        desired_min_tx: Duration,
+        required_min_rx: Duration,
+    ) {
+        self.send(Cmd::SetIntervals(id, desired_min_tx, required_min_rx));
+    }
+
+    /// Every session's status, with loss measured over `loss_window`.
+    pub async fn status(&self, loss_window: Duration) -> Vec<SessionStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Status(loss_window, tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+impl Drop for Bfd {
+    fn drop(&mut self) {
+        self.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn initial_disc() -> u32 {
+    // Distinct across restarts, so a peer never mistakes a new session for the old one.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.subsec_nanos() ^ std::process::id().rotate_left(16)) | 1
+}
+
+struct Entry {
+    spec: SessionSpec,
+    session: Session,
+    sock: UdpSocket,
+    dest: SocketAddr,
+    ifindex: Option<u32>,
+    tx_at: Option<Instant>,
+    detect_at: Option<Instant>,
+    next_rtt: Instant,
+    last_periodic_tx: Option<Instant>,
+    tx_gaps: VecDeque<Duration>,
+}
+
+struct Engine {
+    opts: DriverOptions,
+    rx: Vec<(UdpSocket, bool)>,
+    sessions: HashMap<SessionId, Entry>,
+    events: tmpsc::UnboundedSender<Event>,
+    next_disc: u32,
+}
+
+impl Engine {
+    fn run(mut self, cmds: &mpsc::Receiver<Cmd>, wake: &EventFd) {
+        let mut buf = [0u8; 2048];
+        loop {
+            let now = Instant::now();
+            let next = self
+                .sessions
+                .values()
+                .flat_map(|e| [e.tx_at, e.detect_at, Some(e.next_rtt)])
+                .flatten()
+                .min();
+            let timeout = next.map(|t| TimeSpec::from(t.saturating_duration_since(now)));
+            let mut ready = vec![false; self.rx.len() + 1];
+            {
+                let mut fds: Vec<PollFd<'_>> =
+                    std::iter::once(PollFd::new(wake.as_fd(), PollFlags::POLLIN))
+                        .chain(
+                            self.rx
+                                .iter()
+                                .map(|(s, _)| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
+                        )
+                        .collect();
+                if ppoll(&mut fds, timeout, None).is_ok() {
+                    for (i, fd) in fds.iter().enumerate() {
+                        ready[i] = fd
+                            .revents()
+                            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR));
+                    }
+                }
+            }
+            if ready[0] {
+                let _ = wake.read();
+                while let Ok(c) = cmds.try_recv() {
+                    if !self.command(c) {
+                        return;
+                    }
+                }
+            }
+            for i in 0..self.rx.len() {
+                if ready[i + 1] {
+                    self.drain(i, &mut buf);
+                }
+            }
+            self.fire_timers(Instant::now());
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn command(&mut self, c: Cmd) -> bool {
+        let now = Instant::now();
+        match c {
+            Cmd::Add(spec, reply) => {
+                let _ = reply.send(self.add(spec, now));
+            }
+            Cmd::Remove(id) => {
+                if let Some(mut e) = self.sessions.remove(&id) {
+                    // Tell the peer, so it does not count this as a failure.
+                    let out = e.session.process(Input::AdminDown, now);
+                    for o in out {
+                        if let Output::Send(b) = o {
+                            let _ = e.sock.send_to(&b, e.dest);
+                        }
+                    }
+                }
+            }
+            Cmd::Admin(id, up) => {
+                self.input(id, if up { Input::AdminUp } else { Input::AdminDown }, now)
+            }
+            Cmd::SetIntervals(id, tx, rx) => self.input(
+                id,
+                Input::SetIntervals {
+                    desired_min_tx: tx,
+                    required_min_rx: rx,
+                },
+                now,
+            ),
+            Cmd::Status(window, reply) => {
+                let _ = reply.send(self.status(window, now));
+            }
+            Cmd::Shutdown => return false,
+        }
+        true
+    }
+
+    fn add(&mut self, spec: SessionSpec, now: Instant) -> io::Result<SessionId> {
+        let id = self.next_disc;
+        self.next_disc = self.next_disc.wrapping_add(1).max(1);
+        let sock = net::tx_socket(spec.peer, spec.local, spec.interface.as_deref(), id)?;
+        let cfg = SessionConfig {
+            local_disc: id,
+            desired_min_tx: spec.desired_min_tx,
+            required_min_rx: spec.required_min_rx,
+            detect_mult: spec.detect_mult,
+            auth: spec.auth.clone(),
+        };
+        let mut session = Session::new(cfg, now);
+        let first = session.take_outputs();
+        let entry = Entry {
+            dest: SocketAddr::new(spec.peer, spec.peer_port),
+            ifindex: spec.interface.as_deref().and_then(net::ifindex),
+            spec,
+            session,
+            sock,
+            tx_at: None,
+            detect_at: None,
+            next_rtt: now + self.opts.rtt_every,
+            last_periodic_tx: None,
+            tx_gaps: VecDeque::with_capacity(4096),
+        };
+        self.sessions.insert(id, entry);
+        self.apply(id, first, now);
+        Ok(id)
+    }
+
+    fn input(&mut self, id: SessionId, input: Input, now: Instant) {
+        let Some(e) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let out = e.session.process(input, now);
+        self.apply(id, out, now);
+    }
+
+    fn apply(&mut self, id: SessionId, out: Vec<Output>, _now: Instant) {
+        let Some(e) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        for o in out {
+            match o {
+                Output::Send(bytes) => {
+                    // A full socket buffer or an unreachable peer loses this packet, which
+                    // is what BFD is there to notice.
+                    let _ = e.sock.send_to(&bytes, e.dest);
+                }
+                Output::ArmTimer(Timer::Transmit, at) => e.tx_at = Some(at),
+                Output::ArmTimer(Timer::Detect, at) => e.detect_at = Some(at),
+                Output::StopTimer(Timer::Transmit) => e.tx_at = None,
+                Output::StopTimer(Timer::Detect) => e.detect_at = None,
+                Output::StateChange { from, to, diag } => {
+                    // Transmit gaps are measured at one rate: start over on each change.
+                    e.tx_gaps.clear();
+                    e.last_periodic_tx = None;
+                    let _ = self.events.send(Event {
+                        id,
+                        name: e.spec.name.clone(),
+                        peer: e.spec.peer,
+                        from,
+                        to,
+                        diag,
+                        remote_diag: e.session.stats().remote_diag,
+                    });
+                }
+                Output::Discarded(_) | Output::Rtt(_) => {}
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let Some(e) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if e.tx_at.is_some_and(|t| t <= now) {
+                e.tx_at = None;
+                if let Some(prev) = e.last_periodic_tx.replace(now) {
+                    if e.tx_gaps.len() == 4096 {
+                        e.tx_gaps.pop_front();
+                    }
+                    e.tx_gaps.push_back(now - prev);
+                }
+                self.input(id, Input::TimerExpired(Timer::Transmit), now);
+            }
+            let Some(e) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if e.detect_at.is_some_and(|t| t <= now) {
+                e.detect_at = None;
+                self.input(id, Input::TimerExpired(Timer::Detect), now);
+            }
+            let Some(e) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if e.next_rtt <= now {
+                e.next_rtt = now + self.opts.rtt_every;
+                if e.session.state() == State::Up {
+                    self.input(id, Input::MeasureRtt, now);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize, buf: &mut [u8]) {
+        // Bounded: a flood cannot keep the thread from its timers.
+        for _ in 0..256 {
+            let d = match net::recv(&self.rx[i].0, buf) {
+                Ok(Some(d)) => d,
+                Ok(None) | Err(_) => return,
+            };
+            let multihop = self.rx[i].1;
+            // RFC 5881 §5: single-hop packets must arrive with TTL 255 (GTSM).
+            if !multihop && d.ttl != Some(255) {
+                continue;
+            }
+            let pkt = &buf[..d.len];
+            let Some(id) = self.demux(pkt, d.from.ip(), d.ifindex, multihop) else {
+                continue;
+            };
+            self.input(id, Input::Received(pkt.to_vec()), Instant::now());
+        }
+    }
+
+    /// RFC 5880 §6.8.6: by Your Discriminator; while it is zero, by source and interface.
+    fn demux(
+        &self,
+        pkt: &[u8],
+        from: IpAddr,
+        ifindex: Option<u32>,
+        multihop: bool,
+    ) -> Option<SessionId> {
+        let your = u32::from_be_bytes(pkt.get(8..12)?.try_into().ok()?);
+        if your != 0 {
+            return self.sessions.contains_key(&your).then_some(your);
+        }
+        self.sessions
+            .iter()
+            .find(|(_, e)| {
+                e.spec.peer == from
+                    && e.spec.multihop == multihop
+                    && (multihop || e.ifindex.is_none() || e.ifindex == ifindex)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    fn status(&mut self, window: Duration, now: Instant) -> Vec<SessionStatus> {
+        let mut v: Vec<SessionStatus> = self
+            .sessions
+            .iter_mut()
+            .map(|(id, e)| {
+                let stats = e.session.stats().clone();
+                let mut gaps: Vec<Duration> = e.tx_gaps.iter().copied().collect();
+                gaps.sort_unstable();
+                SessionStatus {
+                    id: *id,
+                    name: e.spec.name.clone(),
+                    peer: e.spec.peer,
+                    multihop: e.spec.multihop,
+                    state: e.session.state(),
+                    remote_state: stats.remote_state,
+                    local_diag: e.session.local_diag(),
+                    remote_diag: stats.remote_diag,
+                    detection_time: e.session.detection_time(),
+                    tx_interval: e.session.tx_interval(),
+                    rtt: stats.last_rtt,
+                    loss: e.session.loss(window, now),
+                    up_for: stats.up_since.map(|t| now.saturating_duration_since(t)),
+                    tx_packets: stats.tx_packets,
+                    rx_packets: stats.rx_packets,
+                    discarded: stats.discarded,
+                    tx_gap_p99: (!gaps.is_empty())
+                        .then(|| gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)]),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer.cmp(&b.peer)));
+        v
+    }
+}
