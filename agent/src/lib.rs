@@ -2,6 +2,7 @@
 //! protocol crates together. The binary in `main.rs` is a thin CLI over this library so that
 //! tests can run the agent in-process and stop it through its shutdown future.
 
+pub mod bfd;
 pub mod bgp;
 pub mod config;
 pub mod control;
@@ -70,6 +71,15 @@ pub async fn run(
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers.
     let mut sessions = bgp::start(&cfg, state.clone())?;
+    // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
+    // runs, and status shows BFD as unknown.
+    let _bfd = match bfd::start(&cfg, state.clone()).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(error = %e, "BFD could not start");
+            None
+        }
+    };
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::pin!(shutdown);
     loop {

@@ -47,6 +47,24 @@ pub fn status(s: &Status) -> String {
                 signals,
                 p.reason
             );
+            for b in &p.bfd {
+                let rtt = b
+                    .rtt_ms
+                    .map_or(String::new(), |r| format!(" rtt {r:.2} ms"));
+                let loss = b
+                    .loss
+                    .map_or(String::new(), |l| format!(" loss {:.1}%", l * 100.0));
+                let diag = b
+                    .local_diag
+                    .as_deref()
+                    .filter(|d| *d != "no diagnostic")
+                    .map_or(String::new(), |d| format!(" ({d})"));
+                let _ = writeln!(
+                    out,
+                    "      bfd {} {} {}{diag}{rtt}{loss}",
+                    b.kind, b.neighbor, b.state
+                );
+            }
             for b in &p.bgp {
                 let up = b
                     .established_seconds

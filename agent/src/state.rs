@@ -1,8 +1,8 @@
 //! What the agent knows, as the control socket shows it: the configured paths with the
 //! evidence that really exists for them, and the bounded log of transitions.
 //!
-//! Observed so far: the interface carrier and the BGP sessions. BFD and tunnel signals are
-//! reported as `unknown` until their sources run, so status never claims a health that
+//! Observed so far: the interface carrier, BGP and BFD sessions. Tunnel signals are
+//! reported as `unknown` until their source runs, so status never claims a health that
 //! nobody measured.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use crate::bfd::BfdView;
 use crate::bgp::NeighborState;
 use crate::config::{Config, PathRef};
 use crate::control::proto::{
@@ -30,6 +31,8 @@ pub struct AgentState {
     sysfs_net: PathBuf,
     /// BGP sessions by neighbour address.
     pub(crate) bgp: BTreeMap<IpAddr, NeighborState>,
+    /// BFD sessions by (line, peer, end-to-end).
+    pub(crate) bfd: BTreeMap<(String, IpAddr, bool), BfdView>,
 }
 
 impl AgentState {
@@ -42,6 +45,7 @@ impl AgentState {
             events: VecDeque::with_capacity(64),
             sysfs_net: PathBuf::from("/sys/class/net"),
             bgp: BTreeMap::new(),
+            bfd: BTreeMap::new(),
         }
     }
 
@@ -122,78 +126,78 @@ impl AgentState {
     }
 
     fn path_status(&self, path: PathRef<'_>) -> PathStatus {
-        let (kind, iface, priority, weight, unobserved): (_, &str, _, _, &[&str]) = match path {
+        let name = path.name();
+        let (kind, iface, priority, weight) = match path {
             PathRef::Line(l) => (
                 PathKind::Line,
-                l.interface.get_ref(),
+                l.interface.get_ref().as_str(),
                 Some(l.priority),
                 None,
-                &["bfd", "e2e-bfd"],
             ),
             PathRef::Tunnel(t) => (
                 PathKind::Tunnel,
-                t.interface.get_ref(),
+                t.interface.get_ref().as_str(),
                 None,
                 Some(*t.weight.get_ref()),
-                &["handshake", "e2e-bfd"],
             ),
         };
+        let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
+        let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
+        // Each signal with, when it is down, the reason.
+        let mut signals: Vec<(&str, Health, Option<String>)> = Vec::new();
         let carrier = self.carrier(iface);
-        let bgp: Vec<&NeighborState> = self
-            .bgp
-            .values()
-            .filter(|n| n.line == path.name())
-            .collect();
-        let mut signals = vec![SignalStatus {
-            name: "carrier".into(),
-            state: carrier,
-        }];
-        let bgp_health = bgp_health(&bgp);
-        if kind == PathKind::Line {
-            signals.push(SignalStatus {
-                name: "bgp".into(),
-                state: bgp_health,
-            });
-        }
-        signals.extend(unobserved.iter().map(|s| SignalStatus {
-            name: (*s).into(),
-            state: Health::Unknown,
-        }));
-        let (state, reason) = match (carrier, bgp_health) {
-            (Health::Down, _) => (Health::Down, format!("interface {iface} has no carrier")),
-            (Health::Absent, _) => (Health::Down, format!("interface {iface} does not exist")),
-            (_, Health::Down) => {
-                let n = bgp
-                    .iter()
-                    .find(|n| n.state != bgp::fsm::State::Established)
-                    .copied();
-                let why = n
-                    .and_then(|n| n.last_error.as_deref())
-                    .unwrap_or("not established yet");
-                let who = n.map_or(String::new(), |n| {
-                    format!(" with {} is {}", n.peer, n.state_name())
-                });
-                (Health::Down, format!("BGP session{who}: {why}"))
+        let carrier_why = match carrier {
+            Health::Down => Some(format!("interface {iface} has no carrier")),
+            Health::Absent => Some(format!("interface {iface} does not exist")),
+            _ => None,
+        };
+        signals.push(("carrier", carrier, carrier_why));
+        match kind {
+            PathKind::Line => {
+                signals.push(bfd_signal("bfd", bfd.iter().filter(|v| !v.end_to_end)));
+                signals.push(bgp_signal(&bgp));
+                if bfd.iter().any(|v| v.end_to_end) {
+                    signals.push(bfd_signal("e2e-bfd", bfd.iter().filter(|v| v.end_to_end)));
+                }
             }
-            (Health::Up, Health::Up) => (
-                Health::Up,
-                "carrier and every BGP session up (BFD is not running in this build)".into(),
-            ),
-            _ => (
+            PathKind::Tunnel => {
+                signals.push(("handshake", Health::Unknown, None));
+                signals.push(("e2e-bfd", Health::Unknown, None));
+            }
+        }
+        let down = signals
+            .iter()
+            .find(|(_, h, _)| matches!(h, Health::Down | Health::Absent));
+        let unknown: Vec<&str> = signals
+            .iter()
+            .filter(|(_, h, _)| *h == Health::Unknown)
+            .map(|(n, _, _)| *n)
+            .collect();
+        let (state, reason) = match down {
+            Some((_, _, why)) => (Health::Down, why.clone().unwrap_or_default()),
+            None if unknown.is_empty() => (Health::Up, "every signal is up".to_owned()),
+            None => (
                 Health::Unknown,
-                "BFD and tunnel signals are not running in this build".into(),
+                format!("not observed: {}", unknown.join(", ")),
             ),
         };
         PathStatus {
-            name: path.name().to_owned(),
+            name: name.to_owned(),
             kind,
             interface: iface.to_owned(),
             priority,
             weight,
             state,
             reason,
-            signals,
+            signals: signals
+                .iter()
+                .map(|(n, h, _)| SignalStatus {
+                    name: (*n).into(),
+                    state: *h,
+                })
+                .collect(),
             bgp: bgp.iter().map(|n| n.status()).collect(),
+            bfd: bfd.iter().map(|v| v.to_status()).collect(),
         }
     }
 
@@ -215,16 +219,62 @@ impl AgentState {
 }
 
 /// A line's BGP signal: up when every session is Established, down when one is not.
-fn bgp_health(sessions: &[&NeighborState]) -> Health {
+fn bgp_signal(sessions: &[&NeighborState]) -> (&'static str, Health, Option<String>) {
     if sessions.is_empty() || sessions.iter().all(|n| !n.reported) {
-        Health::Unknown
-    } else if sessions
+        return ("bgp", Health::Unknown, None);
+    }
+    match sessions
         .iter()
-        .all(|n| n.state == bgp::fsm::State::Established)
+        .find(|n| n.state != bgp::fsm::State::Established)
     {
-        Health::Up
-    } else {
-        Health::Down
+        None => ("bgp", Health::Up, None),
+        Some(n) => {
+            let why = n.last_error.as_deref().unwrap_or("not established yet");
+            (
+                "bgp",
+                Health::Down,
+                Some(format!(
+                    "BGP session with {} is {}: {why}",
+                    n.peer,
+                    n.state_name()
+                )),
+            )
+        }
+    }
+}
+
+/// A BFD signal: up when every session is Up, down when one that runs is not.
+fn bfd_signal<'a>(
+    name: &'static str,
+    sessions: impl Iterator<Item = &'a &'a BfdView>,
+) -> (&'static str, Health, Option<String>) {
+    let sessions: Vec<&BfdView> = sessions.copied().collect();
+    if sessions.is_empty() || sessions.iter().all(|v| v.state.is_none()) {
+        return (name, Health::Unknown, None);
+    }
+    match sessions
+        .iter()
+        .find(|v| v.state != Some(probes::wire::State::Up))
+    {
+        None => (name, Health::Up, None),
+        Some(v) => {
+            let state = v.state.map_or("not started", |s| s.as_str());
+            let diag = v
+                .local_diag
+                .filter(|d| *d != probes::wire::Diag::None)
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            let what = if v.end_to_end {
+                "end-to-end BFD"
+            } else {
+                "BFD"
+            };
+            (
+                name,
+                Health::Down,
+                Some(format!("{what} with {} is {state}{diag}", v.peer)),
+            )
+        }
     }
 }
 

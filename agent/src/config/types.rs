@@ -196,6 +196,9 @@ pub struct Bfd {
     pub interval: Dur,
     #[serde(default = "default_multiplier")]
     pub multiplier: Spanned<u8>,
+    /// RFC 5880 §6.7 authentication of the sessions with the line router.
+    #[serde(default)]
+    pub auth: Option<BfdAuth>,
 }
 
 impl Default for Bfd {
@@ -203,8 +206,31 @@ impl Default for Bfd {
         Bfd {
             interval: default_bfd_interval(),
             multiplier: default_multiplier(),
+            auth: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdAuth {
+    #[serde(rename = "type")]
+    pub kind: BfdAuthType,
+    #[serde(default = "default_key_id")]
+    pub key_id: u8,
+    /// The shared secret (1 to 20 bytes), mode 0600.
+    pub key_file: Spanned<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BfdAuthType {
+    KeyedSha1,
+    MeticulousKeyedSha1,
+}
+
+fn default_key_id() -> u8 {
+    1
 }
 
 /// How our local prefixes are announced on a line, so the far side prefers the primary.

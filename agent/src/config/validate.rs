@@ -436,6 +436,23 @@ fn resolve_key_files(c: &mut Checker<'_>, cfg: &mut Config) {
             }
         }
     }
+    for line in &mut cfg.lines {
+        if let Some(auth) = line.bfd.auth.as_mut() {
+            if let Some(key) = check_key_file(c, &mut auth.key_file) {
+                let len = key.trim_end_matches(['\n', '\r']).len();
+                if len == 0 || len > 20 {
+                    c.err(
+                        auth.key_file.span(),
+                        format!(
+                            "BFD key in {} has {len} bytes",
+                            auth.key_file.get_ref().display()
+                        ),
+                        "RFC 5880 SHA1 keys have 1 to 20 bytes",
+                    );
+                }
+            }
+        }
+    }
     for t in &mut cfg.tunnels {
         if let Some(key) = check_key_file(c, &mut t.private_key_file) {
             if decode_wg_key(key.trim()).is_none() {

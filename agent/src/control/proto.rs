@@ -126,6 +126,31 @@ pub struct PathStatus {
     /// Lines: one BGP session per neighbour address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bgp: Vec<BgpStatus>,
+    /// Single-hop sessions with the line router, and the end-to-end session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bfd: Vec<BfdStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BfdStatus {
+    pub neighbor: String,
+    /// `single-hop` (with the line router) or `end-to-end` (with the remote gateway).
+    pub kind: String,
+    /// RFC 5880 state, or `unknown` when the session could not start.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_diag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_diag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Fraction of the peer's packets lost over the policy's loss window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

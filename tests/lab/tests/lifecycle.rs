@@ -109,11 +109,11 @@ fn crosslink_mode_reports_carrier_changes_of_the_lines() {
         Ok(carrier(&status(), "line1") == "up")
     })
     .unwrap();
-    // A blackhole keeps the carrier; the BGP hold timer (3 s in the lab) is what notices.
+    // A blackhole keeps the carrier; BFD (100 ms x 3 in the lab) is what notices.
     lab.cut(Side::A, Line(1), lab::Cut::Blackhole).unwrap();
     assert_eq!(carrier(&status(), "line1"), "up");
     lab.wait_for(
-        "BGP on line1 to notice the blackhole",
+        "BFD on line1 to notice the blackhole",
         Duration::from_secs(10),
         || {
             let s = status();
@@ -122,7 +122,7 @@ fn crosslink_mode_reports_carrier_changes_of_the_lines() {
                 && line1["reason"]
                     .as_str()
                     .unwrap_or_default()
-                    .contains("hold timer expired"))
+                    .contains("BFD with"))
         },
     )
     .unwrap();
