@@ -73,6 +73,28 @@ pub fn topology(lab: &mut Lab) -> Result<()> {
                 address(line.router(), gw.name(), line.addr(side, true, v6))?;
             }
         }
+        // The far gateway's end of each line is reached across that line, for the
+        // end-to-end BFD sessions (the line router forwards between its two segments).
+        for line in Line::ALL {
+            for v6 in [false, true] {
+                let far = network(line.addr(side.other(), false, v6));
+                let via = line.addr(side, true, v6).to_string();
+                netns::exec(
+                    &gw.ns(),
+                    &[
+                        "ip",
+                        route_family(v6),
+                        "route",
+                        "add",
+                        &far,
+                        "via",
+                        &via,
+                        "dev",
+                        &line.ifname(),
+                    ],
+                )?;
+            }
+        }
         for up in Uplink::ALL {
             link(gw, &up.ifname(), Node::Inet, &up.inet_ifname(side))?;
             for v6 in [false, true] {
