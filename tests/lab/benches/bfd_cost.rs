@@ -1,0 +1,220 @@
+//! Benchmark: what 16 BFD sessions at 10 ms x 3 cost. Two crosslink BFD drivers, in gwa and
+//! gwb, run 16 multi-hop sessions between 16 address pairs on the internet uplinks for N
+//! seconds (default 60). Prints each side's BFD thread CPU% (of one core) and the p99 gap
+//! between periodic transmissions, and counts false Down events.
+//!
+//! `cargo bench -p crosslink-lab --bench bfd_cost [-- SECONDS]` (root). Prints figures only.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lab::{netns, GatewayMode, Lab, LabOptions, Node};
+use probes::driver::{Bfd, DriverOptions, SessionSpec, SessionStatus};
+use probes::wire::State;
+
+const SESSIONS: u8 = 16;
+
+/// CPU time (user + system) of every thread named `bfd` in this process, by thread id.
+fn bfd_threads_cpu() -> Vec<(u32, Duration)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "bfd" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the command name in parentheses; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let tid = t.file_name().to_string_lossy().parse().unwrap_or(0);
+        out.push((tid, Duration::from_secs_f64(ticks / tick)));
+    }
+    out
+}
+
+struct Side {
+    node: Node,
+    local_net: [u8; 3],
+    peer_net: [u8; 3],
+    port: u16,
+    peer_port: u16,
+}
+
+/// Runs one side's driver for `run` once every session is Up; returns the final status
+/// and the number of Up -> Down transitions seen after that.
+fn side(
+    s: Side,
+    run: Duration,
+    ready: mpsc::Sender<()>,
+    go: mpsc::Receiver<()>,
+) -> (Vec<SessionStatus>, usize) {
+    netns::enter(&s.node.ns()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
+        let opts = DriverOptions {
+            single_hop_port: s.port,
+            multi_hop_port: s.port + 1,
+            bind_v6: None,
+            ..DriverOptions::default()
+        };
+        let bfd = Bfd::start(opts, etx).unwrap();
+        for i in 0..SESSIONS {
+            let [a, b, c] = s.local_net;
+            let local = IpAddr::V4(Ipv4Addr::new(a, b, c, 11 + i));
+            let [a, b, c] = s.peer_net;
+            let peer = IpAddr::V4(Ipv4Addr::new(a, b, c, 11 + i));
+            let mut spec = SessionSpec::multi_hop(
+                &format!("s{i}"),
+                peer,
+                Some(local),
+                Duration::from_millis(10),
+                3,
+            );
+            spec.peer_port = s.peer_port + 1;
+            bfd.add(spec).await.unwrap();
+        }
+        let mut up = 0;
+        while up < SESSIONS {
+            match tokio::time::timeout(Duration::from_secs(30), erx.recv()).await {
+                Ok(Some(e)) if e.to == State::Up => up += 1,
+                Ok(Some(_)) => {}
+                _ => panic!("sessions did not come up"),
+            }
+        }
+        ready.send(()).unwrap();
+        tokio::task::spawn_blocking(move || go.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let start = Instant::now();
+        let mut downs = 0;
+        while let Some(left) = run.checked_sub(start.elapsed()) {
+            if let Ok(Some(e)) = tokio::time::timeout(left, erx.recv()).await {
+                if e.from == State::Up {
+                    downs += 1;
+                }
+            }
+        }
+        (bfd.status(Duration::from_secs(10)).await, downs)
+    })
+}
+
+fn main() {
+    let secs: u64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(60);
+    let run = Duration::from_secs(secs);
+    let lab = Lab::up(LabOptions::new(GatewayMode::Bird)).expect("lab up");
+    for i in 0..SESSIONS {
+        lab.exec(
+            Node::Gwa,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.101.{}/24", 11 + i),
+                "dev",
+                "up1",
+            ],
+        )
+        .unwrap();
+        lab.exec(
+            Node::Gwb,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.201.{}/24", 11 + i),
+                "dev",
+                "up1",
+            ],
+        )
+        .unwrap();
+    }
+    let (rtx, rrx) = mpsc::channel();
+    let (gotx_a, gorx_a) = mpsc::channel();
+    let (gotx_b, gorx_b) = mpsc::channel();
+    let a = {
+        let r = rtx.clone();
+        std::thread::spawn(move || {
+            side(
+                Side {
+                    node: Node::Gwa,
+                    local_net: [198, 18, 101],
+                    peer_net: [198, 18, 201],
+                    port: 14784,
+                    peer_port: 24784,
+                },
+                run,
+                r,
+                gorx_a,
+            )
+        })
+    };
+    let b = std::thread::spawn(move || {
+        side(
+            Side {
+                node: Node::Gwb,
+                local_net: [198, 18, 201],
+                peer_net: [198, 18, 101],
+                port: 24784,
+                peer_port: 14784,
+            },
+            run,
+            rtx,
+            gorx_b,
+        )
+    });
+    rrx.recv().unwrap();
+    rrx.recv().unwrap();
+    let before = bfd_threads_cpu();
+    let t0 = Instant::now();
+    gotx_a.send(()).unwrap();
+    gotx_b.send(()).unwrap();
+    // Sample while the drivers still run (they stop at the end of `run`).
+    std::thread::sleep(run.saturating_sub(Duration::from_millis(300)));
+    let after = bfd_threads_cpu();
+    let wall = t0.elapsed();
+    let (sa, downs_a) = a.join().unwrap();
+    let (sb, downs_b) = b.join().unwrap();
+    println!("{SESSIONS} multi-hop sessions at 10 ms x 3 between gwa and gwb, {secs} s");
+    for (tid, cpu) in &after {
+        let was = before
+            .iter()
+            .find(|(t, _)| t == tid)
+            .map_or(Duration::ZERO, |(_, c)| *c);
+        println!(
+            "  BFD thread {tid}: {:.2}% of one core",
+            (*cpu - was).as_secs_f64() / wall.as_secs_f64() * 100.0
+        );
+    }
+    for (name, st, downs) in [("gwa", &sa, downs_a), ("gwb", &sb, downs_b)] {
+        let mut p99: Vec<f64> = st
+            .iter()
+            .filter_map(|s| s.tx_gap_p99)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        p99.sort_by(f64::total_cmp);
+        let up = st.iter().filter(|s| s.state == State::Up).count();
+        println!(
+            "  {name}: {up}/{SESSIONS} Up at the end, {downs} false Down events, p99 transmit gap median {:.2} ms, worst {:.2} ms",
+            p99[p99.len() / 2],
+            p99[p99.len() - 1]
+        );
+    }
+    drop(lab);
+}
