@@ -324,12 +324,7 @@ impl ExportPolicy {
         let mut out = Vec::new();
         let attrs = self.attrs(next_hop_v4);
         for &f in families {
-            let prefixes: Vec<IpNet> = self
-                .prefixes
-                .iter()
-                .copied()
-                .filter(|p| Family::of(p) == f)
-                .collect();
+            let prefixes = self.prefixes_of(f);
             if prefixes.is_empty() {
                 continue;
             }
@@ -346,16 +341,19 @@ impl ExportPolicy {
         out
     }
 
+    fn prefixes_of(&self, f: Family) -> Vec<IpNet> {
+        self.prefixes
+            .iter()
+            .copied()
+            .filter(|p| Family::of(p) == f)
+            .collect()
+    }
+
     /// UPDATEs withdrawing every prefix this policy announced.
     pub fn withdrawals(&self, families: &[Family]) -> Vec<Update> {
         let mut out = Vec::new();
         for &f in families {
-            let prefixes: Vec<IpNet> = self
-                .prefixes
-                .iter()
-                .copied()
-                .filter(|p| Family::of(p) == f)
-                .collect();
+            let prefixes = self.prefixes_of(f);
             if !prefixes.is_empty() {
                 out.extend(Update::withdraw_prefixes(f, &prefixes));
             }
