@@ -41,7 +41,6 @@ fn bfd_threads_cpu() -> Vec<(u32, Duration)> {
 }
 
 struct Side {
-    node: Node,
     local_net: [u8; 3],
     peer_net: [u8; 3],
     port: u16,
@@ -49,14 +48,14 @@ struct Side {
 }
 
 /// Runs one side's driver for `run` once every session is Up; returns the final status
-/// and the number of Up -> Down transitions seen after that.
+/// and the number of Up -> Down transitions seen after that. Call it inside the side's
+/// namespace.
 fn side(
     s: Side,
     run: Duration,
     ready: mpsc::Sender<()>,
     go: mpsc::Receiver<()>,
 ) -> (Vec<SessionStatus>, usize) {
-    netns::enter(&s.node.ns()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,37 +147,39 @@ fn main() {
     let (rtx, rrx) = mpsc::channel();
     let (gotx_a, gorx_a) = mpsc::channel();
     let (gotx_b, gorx_b) = mpsc::channel();
-    let a = {
-        let r = rtx.clone();
-        std::thread::spawn(move || {
+    let start = |node: Node, local_net, peer_net, port, peer_port, ready, go| {
+        netns::spawn_in(&node.ns(), move || {
             side(
                 Side {
-                    node: Node::Gwa,
-                    local_net: [198, 18, 101],
-                    peer_net: [198, 18, 201],
-                    port: 14784,
-                    peer_port: 24784,
+                    local_net,
+                    peer_net,
+                    port,
+                    peer_port,
                 },
                 run,
-                r,
-                gorx_a,
+                ready,
+                go,
             )
         })
     };
-    let b = std::thread::spawn(move || {
-        side(
-            Side {
-                node: Node::Gwb,
-                local_net: [198, 18, 201],
-                peer_net: [198, 18, 101],
-                port: 24784,
-                peer_port: 14784,
-            },
-            run,
-            rtx,
-            gorx_b,
-        )
-    });
+    let a = start(
+        Node::Gwa,
+        [198, 18, 101],
+        [198, 18, 201],
+        14784,
+        24784,
+        rtx.clone(),
+        gorx_a,
+    );
+    let b = start(
+        Node::Gwb,
+        [198, 18, 201],
+        [198, 18, 101],
+        24784,
+        14784,
+        rtx,
+        gorx_b,
+    );
     rrx.recv().unwrap();
     rrx.recv().unwrap();
     let before = bfd_threads_cpu();

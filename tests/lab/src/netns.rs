@@ -97,3 +97,16 @@ pub fn enter(ns: &str) -> Result<()> {
     setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns into {ns}"))?;
     Ok(())
 }
+
+/// Runs `f` on a new thread that first enters `ns`, so every socket `f` opens (and every
+/// thread it starts) lives in that namespace.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        enter(&ns).unwrap_or_else(|e| panic!("entering {ns}: {e:#}"));
+        f()
+    })
+}

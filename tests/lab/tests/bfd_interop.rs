@@ -253,8 +253,7 @@ fn authentication_matching_and_wrong_keys() {
 /// A BFD driver running inside `node`'s namespace on a thread of its own.
 fn driver_in(node: Node, spec: SessionSpec, port: u16) -> std::sync::mpsc::Receiver<Event> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        netns::enter(&node.ns()).unwrap();
+    netns::spawn_in(&node.ns(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -54,6 +54,11 @@ fn established(n: &Value) -> bool {
     n["state"] == "Established"
 }
 
+/// Not established, and the last error says why.
+fn failed_with(n: &Value, text: &str) -> bool {
+    !established(n) && n["last_error"].as_str().unwrap_or_default().contains(text)
+}
+
 fn bird_route(lab: &Lab, node: Node, prefix: &str) -> String {
     lab.birdc(node, &format!("show route {prefix} all"))
         .unwrap_or_default()
@@ -194,13 +199,7 @@ fn bird_restart_and_silent_drop_are_detected() {
         &lr1_v4,
         "hold timer expiry",
         Duration::from_secs(10),
-        |n| {
-            !established(n)
-                && n["last_error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("hold timer expired")
-        },
+        |n| failed_with(n, "hold timer expired"),
     );
     let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
     assert!(
@@ -331,13 +330,7 @@ fn md5_and_gtsm() {
             &a(Side::B, Line(1), true, v6),
             "GTSM drops a peer behind extra hops",
             Duration::from_secs(10),
-            |n| {
-                !established(n)
-                    && n["last_error"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("hold timer expired")
-            },
+            |n| failed_with(n, "hold timer expired"),
         );
     }
     std::thread::sleep(Duration::from_secs(4));
@@ -359,8 +352,7 @@ impl RawPeer {
     fn connect(lab: &Lab) -> RawPeer {
         let to = SocketAddr::new(Line(2).addr(Side::A, false, false), 179);
         let ns = Node::Lr2.ns();
-        let stream = std::thread::spawn(move || {
-            netns::enter(&ns).unwrap();
+        let stream = netns::spawn_in(&ns, move || {
             TcpStream::connect_timeout(&to, Duration::from_secs(5))
         })
         .join()
@@ -560,12 +552,7 @@ fn max_prefix_and_aggregates() {
         &lr1,
         "max-prefix teardown",
         Duration::from_secs(60),
-        |n| {
-            n["last_error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("Maximum Number of Prefixes")
-        },
+        |n| failed_with(n, "Maximum Number of Prefixes"),
     );
     lab.wait_for("BIRD to see the Cease", Duration::from_secs(10), || {
         let p = lab.birdc(Node::Lr1, "show protocols all gwa_v4")?;
@@ -613,12 +600,6 @@ fn max_prefix_and_aggregates() {
         &a(Side::B, Line(1), true, false),
         "the refusal explained",
         Duration::from_secs(5),
-        |n| {
-            !established(n)
-                && n["last_error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("65101")
-        },
+        |n| failed_with(n, "65101"),
     );
 }
