@@ -16,6 +16,10 @@ use crate::wire::{verify_sha1, Auth, AuthType, DecodeError, Diag, Packet, State}
 const SLOW_TX: Duration = Duration::from_secs(1);
 /// Receive times kept for the loss estimate, at most.
 const RX_HISTORY: usize = 8192;
+/// §6.8.7: the shortest a jittered transmit interval may be, as a fraction of it.
+const MIN_JITTER: f64 = 0.75;
+/// A transmit timer may fire up to this fraction of the interval before its jittered time.
+const TX_WINDOW_DIVISOR: u32 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -42,8 +46,13 @@ pub enum Timer {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// A packet that arrived for this session, as received (raw, for the auth digest).
-    Received(Vec<u8>),
+    /// A packet for this session, as received (raw, for the auth digest), and when it
+    /// arrived: a driver that reads its sockets late still times silence and round trips
+    /// from the arrival.
+    Received {
+        packet: Vec<u8>,
+        arrived: Instant,
+    },
     TimerExpired(Timer),
     /// Take the session administratively down (it tells the peer: AdminDown, diag 7).
     AdminDown,
@@ -57,10 +66,25 @@ pub enum Input {
     MeasureRtt,
 }
 
+/// When an armed timer is to fire: at `at`, or anywhere from `earliest` on. The window lets
+/// a driver serve several sessions in one wake-up, which is most of what BFD costs; only
+/// transmit timers have one, and it stays within the jitter range §6.8.7 allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub earliest: Instant,
+    pub at: Instant,
+}
+
+impl Due {
+    pub fn exactly(at: Instant) -> Due {
+        Due { earliest: at, at }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Send(Vec<u8>),
-    ArmTimer(Timer, Instant),
+    ArmTimer(Timer, Due),
     StopTimer(Timer),
     StateChange {
         from: State,
@@ -228,7 +252,7 @@ impl Session {
 
     pub fn process(&mut self, input: Input, now: Instant) -> Vec<Output> {
         match input {
-            Input::Received(raw) => self.on_packet(&raw, now),
+            Input::Received { packet, arrived } => self.on_packet(&packet, arrived.min(now), now),
             Input::TimerExpired(Timer::Transmit) => self.on_tx_timer(now),
             Input::TimerExpired(Timer::Detect) => self.on_detect_timer(now),
             Input::AdminDown => self.on_admin_down(now),
@@ -252,13 +276,19 @@ impl Session {
         let r = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
         // §6.8.7: reduce by 0-25%, and by at least 10% when the multiplier is 1.
         let max = if self.cfg.detect_mult == 1 { 0.90 } else { 1.0 };
-        0.75 + r * (max - 0.75)
+        MIN_JITTER + r * (max - MIN_JITTER)
     }
 
     fn schedule_tx(&mut self, now: Instant) {
-        let at = now + self.tx_interval().mul_f64(self.next_jitter());
+        let interval = self.tx_interval();
+        let at = now + interval.mul_f64(self.next_jitter());
+        // Firing early keeps the jittered interval random and inside 75-100%. Even a timer
+        // always served at the start of its window only shortens the mean interval from
+        // 87.5% to about 78%.
+        let earliest = (at - interval / TX_WINDOW_DIVISOR).max(now + interval.mul_f64(MIN_JITTER));
         self.next_tx = Some(at);
-        self.out.push(Output::ArmTimer(Timer::Transmit, at));
+        self.out
+            .push(Output::ArmTimer(Timer::Transmit, Due { earliest, at }));
     }
 
     /// After the transmit interval shrank: a timer armed for the old, slower rate would
@@ -320,7 +350,7 @@ impl Session {
         self.out.push(Output::Discarded(why));
     }
 
-    fn on_packet(&mut self, raw: &[u8], now: Instant) {
+    fn on_packet(&mut self, raw: &[u8], arrived: Instant, now: Instant) {
         let p = match Packet::decode(raw) {
             Ok(p) => p,
             Err(e) => return self.discard(Discard::Malformed(e)),
@@ -332,11 +362,11 @@ impl Session {
             return self.discard(why);
         }
         self.stats.rx_packets += 1;
-        self.last_rx = Some(now);
+        self.last_rx = Some(arrived);
         if self.rx_times.len() == RX_HISTORY {
             self.rx_times.pop_front();
         }
-        self.rx_times.push_back(now);
+        self.rx_times.push_back(arrived);
         self.remote_disc = p.my_disc;
         self.remote_state = p.state;
         self.remote_min_rx = Duration::from_micros(u64::from(p.required_min_rx_us));
@@ -346,12 +376,12 @@ impl Session {
         self.stats.remote_diag = Some(p.diag);
         self.stats.remote_state = Some(p.state);
         if p.fin && self.poll.is_some() {
-            self.end_poll(now);
+            self.end_poll(arrived);
         }
         if self.state == State::AdminDown {
             return;
         }
-        self.arm_detect(now);
+        self.arm_detect(arrived);
         self.transition_on(p.state, now);
         if p.poll {
             // §6.8.6: answer a Poll with a Final at once, not at the next transmit time.
@@ -387,8 +417,10 @@ impl Session {
     }
 
     fn arm_detect(&mut self, now: Instant) {
-        self.out
-            .push(Output::ArmTimer(Timer::Detect, now + self.detection_time()));
+        self.out.push(Output::ArmTimer(
+            Timer::Detect,
+            Due::exactly(now + self.detection_time()),
+        ));
     }
 
     /// The state table of §6.8.6.
@@ -507,12 +539,12 @@ impl Session {
         self.reschedule_if_late(now);
     }
 
-    fn end_poll(&mut self, now: Instant) {
+    fn end_poll(&mut self, arrived: Instant) {
         let started = self.poll.take();
         self.tx_in_use = self.desired_tx;
         self.rx_in_use = self.required_rx;
         if let Some(t) = started {
-            let rtt = now.saturating_duration_since(t);
+            let rtt = arrived.saturating_duration_since(t);
             self.stats.last_rtt = Some(rtt);
             self.out.push(Output::Rtt(rtt));
         }

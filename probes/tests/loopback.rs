@@ -15,6 +15,7 @@ fn opts(addr: Ipv4Addr, base: u16) -> DriverOptions {
         bind_v4: addr,
         bind_v6: None,
         rtt_every: Duration::from_millis(200),
+        ..DriverOptions::default()
     }
 }
 

@@ -3,6 +3,15 @@
 //! slow netlink call can never delay a packet. The thread sleeps in `ppoll(2)` with a
 //! nanosecond timeout on its sockets and a wake-up eventfd, with a timer slack of 1 µs.
 //!
+//! Wake-ups are what BFD costs (a context switch each, expensive in a VM), so the thread
+//! takes as few as it can without losing precision: transmit timers fire anywhere in their
+//! jitter window (see `session::Due`), serving every session due in one wake-up; and when a
+//! timer is due within `max_read_delay` the sockets are left until then and read in one
+//! batch. Packets carry their kernel receive time, so a late read skews neither detection
+//! nor round-trip times measured here. It does delay our answer to a peer's Poll by up to
+//! `max_read_delay`, which a peer timing its Poll Sequences (another crosslink) sees as
+//! round-trip time.
+//!
 //! Commands arrive on a channel (and a write to the eventfd); state changes leave on a
 //! tokio channel; status is answered on a oneshot.
 
@@ -22,7 +31,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::session::{AuthConfig, Input, Output, Session, SessionConfig, Timer};
+use crate::session::{AuthConfig, Due, Input, Output, Session, SessionConfig, Timer};
 use crate::wire::{Diag, State};
 
 /// What to run: one session towards one peer.
@@ -96,6 +105,9 @@ pub struct DriverOptions {
     pub bind_v6: Option<Ipv6Addr>,
     /// How often an Up session samples its round-trip time with a Poll Sequence.
     pub rtt_every: Duration,
+    /// How long a received packet may wait for a wake-up the thread takes anyway; also
+    /// capped at an eighth of the fastest session's transmit interval. Zero: read at once.
+    pub max_read_delay: Duration,
 }
 
 impl Default for DriverOptions {
@@ -106,6 +118,7 @@ impl Default for DriverOptions {
             bind_v4: Ipv4Addr::UNSPECIFIED,
             bind_v6: Some(Ipv6Addr::UNSPECIFIED),
             rtt_every: Duration::from_secs(1),
+            max_read_delay: Duration::from_millis(1),
         }
     }
 }
@@ -267,11 +280,90 @@ struct Entry {
     sock: UdpSocket,
     dest: SocketAddr,
     ifindex: Option<u32>,
-    tx_at: Option<Instant>,
-    detect_at: Option<Instant>,
-    next_rtt: Instant,
+    tx: Option<Due>,
+    detect: Option<Due>,
+    rtt: Due,
     last_periodic_tx: Option<Instant>,
     tx_gaps: VecDeque<Duration>,
+}
+
+impl Entry {
+    fn apply(&mut self, id: SessionId, out: Vec<Output>, events: &tmpsc::UnboundedSender<Event>) {
+        for o in out {
+            match o {
+                Output::Send(bytes) => {
+                    // A full socket buffer or an unreachable peer loses this packet, which
+                    // is what BFD is there to notice.
+                    let _ = self.sock.send_to(&bytes, self.dest);
+                }
+                Output::ArmTimer(Timer::Transmit, due) => self.tx = Some(due),
+                Output::ArmTimer(Timer::Detect, due) => self.detect = Some(due),
+                Output::StopTimer(Timer::Transmit) => self.tx = None,
+                Output::StopTimer(Timer::Detect) => self.detect = None,
+                Output::StateChange { from, to, diag } => {
+                    // Transmit gaps are measured at one rate: start over on each change.
+                    self.tx_gaps.clear();
+                    self.last_periodic_tx = None;
+                    let _ = events.send(Event {
+                        id,
+                        name: self.spec.name.clone(),
+                        peer: self.spec.peer,
+                        from,
+                        to,
+                        diag,
+                        remote_diag: self.session.stats().remote_diag,
+                    });
+                }
+                Output::Discarded(_) | Output::Rtt(_) => {}
+            }
+        }
+    }
+
+    fn note_periodic_tx(&mut self, now: Instant) {
+        if let Some(prev) = self.last_periodic_tx.replace(now) {
+            if self.tx_gaps.len() == 4096 {
+                self.tx_gaps.pop_front();
+            }
+            self.tx_gaps.push_back(now - prev);
+        }
+    }
+}
+
+/// Turns kernel receive times (wall clock) into `Instant`s.
+struct Clock {
+    mono: Instant,
+    real: Duration,
+}
+
+impl Clock {
+    /// A receive time further back than this is not believed: the wall clock was stepped.
+    /// Reading such a packet as new can delay a Down; reading it as old could fake one.
+    const MAX_AGE: Duration = Duration::from_millis(100);
+
+    fn now() -> Clock {
+        Clock {
+            mono: Instant::now(),
+            real: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn arrival(&self, stamp: Option<Duration>) -> Instant {
+        stamp
+            .map(|s| self.real.saturating_sub(s))
+            .filter(|age| *age <= Self::MAX_AGE)
+            .and_then(|age| self.mono.checked_sub(age))
+            .unwrap_or(self.mono)
+    }
+}
+
+/// Round-trip samples need no precision: their timer rides along with a transmission.
+fn rtt_due(now: Instant, every: Duration) -> Due {
+    Due {
+        earliest: now + every - every / 4,
+        at: now + every,
+    }
 }
 
 struct Engine {
@@ -285,16 +377,19 @@ struct Engine {
 impl Engine {
     fn run(mut self, cmds: &mpsc::Receiver<Cmd>, wake: &EventFd) {
         let mut buf = [0u8; 2048];
+        let mut ready = vec![false; self.rx.len() + 1];
         loop {
             let now = Instant::now();
             let next = self
                 .sessions
                 .values()
-                .flat_map(|e| [e.tx_at, e.detect_at, Some(e.next_rtt)])
+                .flat_map(|e| [e.tx, e.detect, Some(e.rtt)])
                 .flatten()
+                .map(|d| d.at)
                 .min();
             let timeout = next.map(|t| TimeSpec::from(t.saturating_duration_since(now)));
-            let mut ready = vec![false; self.rx.len() + 1];
+            let batch = next.is_some_and(|t| t <= now + self.read_delay());
+            ready.fill(false);
             {
                 let mut fds: Vec<PollFd<'_>> =
                     std::iter::once(PollFd::new(wake.as_fd(), PollFlags::POLLIN))
@@ -304,9 +399,16 @@ impl Engine {
                                 .map(|(s, _)| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
                         )
                         .collect();
-                if ppoll(&mut fds, timeout, None).is_ok() {
-                    for (i, fd) in fds.iter().enumerate() {
-                        ready[i] = fd
+                let watched = if batch { 1 } else { fds.len() };
+                let mut polled = ppoll(&mut fds[..watched], timeout, None).is_ok();
+                if batch {
+                    // Whatever arrived while we slept, in one call.
+                    polled &=
+                        ppoll(&mut fds[1..], Some(TimeSpec::from(Duration::ZERO)), None).is_ok();
+                }
+                if polled {
+                    for (r, fd) in ready.iter_mut().zip(&fds) {
+                        *r = fd
                             .revents()
                             .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR));
                     }
@@ -320,13 +422,24 @@ impl Engine {
                     }
                 }
             }
+            let clock = Clock::now();
             for i in 0..self.rx.len() {
                 if ready[i + 1] {
-                    self.drain(i, &mut buf);
+                    self.drain(i, &mut buf, &clock);
                 }
             }
             self.fire_timers(Instant::now());
         }
+    }
+
+    fn read_delay(&self) -> Duration {
+        let fastest = self
+            .sessions
+            .values()
+            .map(|e| e.session.tx_interval())
+            .min()
+            .unwrap_or(Duration::MAX);
+        self.opts.max_read_delay.min(fastest / 8)
     }
 
     /// Returns false on shutdown.
@@ -385,9 +498,9 @@ impl Engine {
             spec,
             session,
             sock,
-            tx_at: None,
-            detect_at: None,
-            next_rtt: now + self.opts.rtt_every,
+            tx: None,
+            detect: None,
+            rtt: rtt_due(now, self.opts.rtt_every),
             last_periodic_tx: None,
             tx_gaps: VecDeque::with_capacity(4096),
         };
@@ -405,75 +518,39 @@ impl Engine {
     }
 
     fn apply(&mut self, id: SessionId, out: Vec<Output>, _now: Instant) {
-        let Some(e) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        for o in out {
-            match o {
-                Output::Send(bytes) => {
-                    // A full socket buffer or an unreachable peer loses this packet, which
-                    // is what BFD is there to notice.
-                    let _ = e.sock.send_to(&bytes, e.dest);
-                }
-                Output::ArmTimer(Timer::Transmit, at) => e.tx_at = Some(at),
-                Output::ArmTimer(Timer::Detect, at) => e.detect_at = Some(at),
-                Output::StopTimer(Timer::Transmit) => e.tx_at = None,
-                Output::StopTimer(Timer::Detect) => e.detect_at = None,
-                Output::StateChange { from, to, diag } => {
-                    // Transmit gaps are measured at one rate: start over on each change.
-                    e.tx_gaps.clear();
-                    e.last_periodic_tx = None;
-                    let _ = self.events.send(Event {
-                        id,
-                        name: e.spec.name.clone(),
-                        peer: e.spec.peer,
-                        from,
-                        to,
-                        diag,
-                        remote_diag: e.session.stats().remote_diag,
-                    });
-                }
-                Output::Discarded(_) | Output::Rtt(_) => {}
-            }
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.apply(id, out, &self.events);
         }
     }
 
+    /// Serves every timer whose window has opened, so sessions due close together share
+    /// one wake-up.
     fn fire_timers(&mut self, now: Instant) {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            let Some(e) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            if e.tx_at.is_some_and(|t| t <= now) {
-                e.tx_at = None;
-                if let Some(prev) = e.last_periodic_tx.replace(now) {
-                    if e.tx_gaps.len() == 4096 {
-                        e.tx_gaps.pop_front();
-                    }
-                    e.tx_gaps.push_back(now - prev);
-                }
-                self.input(id, Input::TimerExpired(Timer::Transmit), now);
+        let rtt_every = self.opts.rtt_every;
+        for (id, e) in self.sessions.iter_mut() {
+            let opened = |d: Option<Due>| d.is_some_and(|d| d.earliest <= now);
+            if opened(e.tx) {
+                e.tx = None;
+                e.note_periodic_tx(now);
+                let out = e.session.process(Input::TimerExpired(Timer::Transmit), now);
+                e.apply(*id, out, &self.events);
             }
-            let Some(e) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            if e.detect_at.is_some_and(|t| t <= now) {
-                e.detect_at = None;
-                self.input(id, Input::TimerExpired(Timer::Detect), now);
+            if opened(e.detect) {
+                e.detect = None;
+                let out = e.session.process(Input::TimerExpired(Timer::Detect), now);
+                e.apply(*id, out, &self.events);
             }
-            let Some(e) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            if e.next_rtt <= now {
-                e.next_rtt = now + self.opts.rtt_every;
+            if opened(Some(e.rtt)) {
+                e.rtt = rtt_due(now, rtt_every);
                 if e.session.state() == State::Up {
-                    self.input(id, Input::MeasureRtt, now);
+                    let out = e.session.process(Input::MeasureRtt, now);
+                    e.apply(*id, out, &self.events);
                 }
             }
         }
     }
 
-    fn drain(&mut self, i: usize, buf: &mut [u8]) {
+    fn drain(&mut self, i: usize, buf: &mut [u8], clock: &Clock) {
         // Bounded: a flood cannot keep the thread from its timers.
         for _ in 0..256 {
             let d = match net::recv(&self.rx[i].0, buf) {
@@ -489,7 +566,11 @@ impl Engine {
             let Some(id) = self.demux(pkt, d.from.ip(), d.ifindex, multihop) else {
                 continue;
             };
-            self.input(id, Input::Received(pkt.to_vec()), Instant::now());
+            let input = Input::Received {
+                packet: pkt.to_vec(),
+                arrived: clock.arrival(d.stamp),
+            };
+            self.input(id, input, clock.mono);
         }
     }
 

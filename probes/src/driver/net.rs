@@ -1,6 +1,7 @@
-//! BFD sockets: receive sockets that report the TTL and arrival interface of each packet
-//! (RFC 5881 §5: single-hop packets must arrive with TTL 255), and per-session transmit
-//! sockets bound to a source port in 49152-65535, sent with TTL 255.
+//! BFD sockets: receive sockets that report the TTL, arrival interface and kernel receive
+//! time of each packet (RFC 5881 §5: single-hop packets must arrive with TTL 255; the time
+//! lets the driver read in batches without skewing detection or round trips), and
+//! per-session transmit sockets bound to a source port in 49152-65535, sent with TTL 255.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -20,6 +21,8 @@ pub struct Datagram {
     pub from: SocketAddr,
     pub ttl: Option<u8>,
     pub ifindex: Option<u32>,
+    /// When the kernel received it (CLOCK_REALTIME, since the epoch).
+    pub stamp: Option<std::time::Duration>,
 }
 
 /// A receive socket on `addr:port` asking the kernel for TTL and packet info.
@@ -40,6 +43,7 @@ pub fn rx_socket(addr: IpAddr, port: u16) -> io::Result<UdpSocket> {
         }
     };
     setsockopt(&sock, sockopt::ReuseAddr, &true)?;
+    setsockopt(&sock, sockopt::ReceiveTimestampns, &true)?;
     nix::sys::socket::bind(
         sock.as_raw_fd(),
         &SockaddrStorage::from(SocketAddr::new(addr, port)),
@@ -72,7 +76,7 @@ fn socket2_like_v6() -> io::Result<std::os::fd::OwnedFd> {
 /// Reads one datagram without blocking; `Ok(None)` when there is none.
 pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
     let mut iov = [io::IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(libc::c_int, libc::in6_pktinfo);
+    let mut cmsg = nix::cmsg_space!(libc::c_int, libc::in6_pktinfo, libc::timespec);
     let msg = match recvmsg::<SockaddrStorage>(
         sock.as_raw_fd(),
         &mut iov,
@@ -99,12 +103,19 @@ pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
     };
     let mut ttl = None;
     let mut ifindex = None;
+    let mut stamp = None;
     for c in msg.cmsgs()? {
         match c {
             ControlMessageOwned::Ipv4Ttl(t) => ttl = u8::try_from(t).ok(),
             ControlMessageOwned::Ipv6HopLimit(t) => ttl = u8::try_from(t).ok(),
             ControlMessageOwned::Ipv4PacketInfo(i) => ifindex = u32::try_from(i.ipi_ifindex).ok(),
             ControlMessageOwned::Ipv6PacketInfo(i) => ifindex = Some(i.ipi6_ifindex),
+            ControlMessageOwned::ScmTimestampns(t) => {
+                stamp = u64::try_from(t.tv_sec())
+                    .ok()
+                    .zip(u32::try_from(t.tv_nsec()).ok())
+                    .map(|(s, n)| std::time::Duration::new(s, n));
+            }
             _ => {}
         }
     }
@@ -113,6 +124,7 @@ pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
         from,
         ttl,
         ifindex,
+        stamp,
     }))
 }
 
