@@ -1,7 +1,8 @@
-//! Benchmark: what 16 BFD sessions at 10 ms x 3 cost. Two crosslink BFD drivers, in gwa and
-//! gwb, run 16 multi-hop sessions between 16 address pairs on the internet uplinks for N
-//! seconds (default 60). Prints each side's BFD thread CPU% (of one core) and the p99 gap
-//! between periodic transmissions, and counts false Down events.
+//! Benchmark: what 16 BFD sessions at 10 ms x 3 cost. First BIRD on gwa and gwb runs 16
+//! multi-hop sessions between 16 address pairs on the internet uplinks for N seconds
+//! (default 60) and is stopped; then two crosslink BFD drivers run the same sessions for as
+//! long. Prints each side's CPU% (of one core: the whole BIRD process, the crosslink BFD
+//! thread), crosslink's p99 gap between periodic transmissions, and false Down events.
 //!
 //! `cargo bench -p crosslink-lab --bench bfd_cost [-- SECONDS]` (root). Prints figures only.
 
@@ -40,6 +41,98 @@ fn bfd_threads_cpu() -> Vec<(u32, Duration)> {
     out
 }
 
+/// CPU time (user + system) of process `pid`, all threads.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Duration::from_secs_f64(ticks / 100.0)
+}
+
+fn addr(net: [u8; 3], i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(net[0], net[1], net[2], 11 + i)
+}
+
+const NET_A: [u8; 3] = [198, 18, 101];
+const NET_B: [u8; 3] = [198, 18, 201];
+
+/// The 16 sessions added to the gateway BIRD's `protocol bfd`.
+fn bird_hook(node: Node, conf: String) -> String {
+    let (local, peer) = match node {
+        Node::Gwa => (NET_A, NET_B),
+        Node::Gwb => (NET_B, NET_A),
+        _ => return conf,
+    };
+    let mut extra = String::from("protocol bfd {\n  multihop { interval 10 ms; multiplier 3; };\n");
+    for i in 0..SESSIONS {
+        extra.push_str(&format!(
+            "  neighbor {} local {} multihop yes;\n",
+            addr(peer, i),
+            addr(local, i)
+        ));
+    }
+    conf.replacen("protocol bfd {\n", &extra, 1)
+}
+
+/// BIRD's multi-hop bench sessions: (peer, state, since).
+fn bird_sessions(lab: &Lab, node: Node) -> Vec<(String, String, String)> {
+    let out = lab.birdc(node, "show bfd sessions").unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let peer = *f.first()?;
+            let ok = [NET_A, NET_B]
+                .iter()
+                .any(|n| peer.starts_with(&format!("{}.{}.{}.", n[0], n[1], n[2])));
+            // Multi-hop sessions have no interface: "ADDR --- STATE SINCE ...".
+            (ok && f.len() >= 4).then(|| (peer.to_owned(), f[2].to_owned(), f[3].to_owned()))
+        })
+        .collect()
+}
+
+/// BIRD's side: returns (CPU% of gwa's BIRD, of gwb's, sessions that flapped or are not Up).
+fn bird_phase(lab: &mut Lab, run: Duration) -> (f64, f64, usize) {
+    for node in [Node::Gwa, Node::Gwb] {
+        // The sessions were configured before their local addresses existed.
+        lab.birdc(node, "restart bfd1").unwrap();
+    }
+    let all_up = |lab: &Lab| {
+        [Node::Gwa, Node::Gwb].iter().all(|n| {
+            let s = bird_sessions(lab, *n);
+            s.len() == SESSIONS as usize && s.iter().all(|(_, st, _)| st == "Up")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !all_up(lab) {
+        assert!(Instant::now() < deadline, "BIRD's sessions did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pids: Vec<u32> = ["bird-gwa", "bird-gwb"]
+        .iter()
+        .map(|n| lab.process(n).expect("gateway BIRD").pid())
+        .collect();
+    let before_sessions = [bird_sessions(lab, Node::Gwa), bird_sessions(lab, Node::Gwb)];
+    let before: Vec<Duration> = pids.iter().map(|p| process_cpu(*p)).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(run);
+    let after: Vec<Duration> = pids.iter().map(|p| process_cpu(*p)).collect();
+    let wall = t0.elapsed();
+    let after_sessions = [bird_sessions(lab, Node::Gwa), bird_sessions(lab, Node::Gwb)];
+    let flapped = before_sessions
+        .iter()
+        .flatten()
+        .filter(|s| !after_sessions.iter().flatten().any(|a| a == *s))
+        .count();
+    for node in [Node::Gwa, Node::Gwb] {
+        // Out of the way of the crosslink phase.
+        let _ = lab.birdc(node, "down");
+    }
+    let pct = |i: usize| (after[i] - before[i]).as_secs_f64() / wall.as_secs_f64() * 100.0;
+    (pct(0), pct(1), flapped)
+}
+
 struct Side {
     local_net: [u8; 3],
     peer_net: [u8; 3],
@@ -70,10 +163,8 @@ fn side(
         };
         let bfd = Bfd::start(opts, etx).unwrap();
         for i in 0..SESSIONS {
-            let [a, b, c] = s.local_net;
-            let local = IpAddr::V4(Ipv4Addr::new(a, b, c, 11 + i));
-            let [a, b, c] = s.peer_net;
-            let peer = IpAddr::V4(Ipv4Addr::new(a, b, c, 11 + i));
+            let local = IpAddr::V4(addr(s.local_net, i));
+            let peer = IpAddr::V4(addr(s.peer_net, i));
             let mut spec = SessionSpec::multi_hop(
                 &format!("s{i}"),
                 peer,
@@ -117,7 +208,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(60);
     let run = Duration::from_secs(secs);
-    let lab = Lab::up(LabOptions::new(GatewayMode::Bird)).expect("lab up");
+    let mut lab = Lab::up(LabOptions::new(GatewayMode::Bird).bird_hook(bird_hook)).expect("lab up");
     for i in 0..SESSIONS {
         lab.exec(
             Node::Gwa,
@@ -144,6 +235,7 @@ fn main() {
         )
         .unwrap();
     }
+    let (bird_a, bird_b, bird_flaps) = bird_phase(&mut lab, run);
     let (rtx, rrx) = mpsc::channel();
     let (gotx_a, gorx_a) = mpsc::channel();
     let (gotx_b, gorx_b) = mpsc::channel();
@@ -164,8 +256,8 @@ fn main() {
     };
     let a = start(
         Node::Gwa,
-        [198, 18, 101],
-        [198, 18, 201],
+        NET_A,
+        NET_B,
         14784,
         24784,
         rtx.clone(),
@@ -173,8 +265,8 @@ fn main() {
     );
     let b = start(
         Node::Gwb,
-        [198, 18, 201],
-        [198, 18, 101],
+        NET_B,
+        NET_A,
         24784,
         14784,
         rtx,
@@ -193,6 +285,7 @@ fn main() {
     let (sa, downs_a) = a.join().unwrap();
     let (sb, downs_b) = b.join().unwrap();
     println!("{SESSIONS} multi-hop sessions at 10 ms x 3 between gwa and gwb, {secs} s");
+    println!("  BIRD process gwa: {bird_a:.2}% of one core, gwb: {bird_b:.2}%; {bird_flaps} sessions flapped or not Up");
     for (tid, cpu) in &after {
         let was = before
             .iter()
