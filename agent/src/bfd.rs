@@ -99,6 +99,12 @@ pub struct Sessions {
 pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sessions> {
     let (tx, rx) = mpsc::unbounded_channel();
     let bfd = Arc::new(Bfd::start(DriverOptions::default(), tx)?);
+    match bfd.priority() {
+        p @ probes::driver::priority::Priority::Normal(_) => {
+            tracing::warn!("BFD thread scheduling: {p}; under CPU load its packets may run late")
+        }
+        p => tracing::info!("BFD thread scheduling: {p}"),
+    }
     let mut views = BTreeMap::new();
     for spec in specs(cfg) {
         let key = (spec.name.clone(), spec.peer, spec.multihop);

@@ -16,6 +16,7 @@
 //! tokio channel; status is answered on a oneshot.
 
 pub mod net;
+pub mod priority;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -157,6 +158,8 @@ pub struct SessionStatus {
     pub discarded: u64,
     /// 99th percentile of the gaps between periodic transmissions (last 4,096).
     pub tx_gap_p99: Option<Duration>,
+    /// The largest of those gaps.
+    pub tx_gap_max: Option<Duration>,
 }
 
 enum Cmd {
@@ -173,6 +176,7 @@ pub struct Bfd {
     cmds: mpsc::Sender<Cmd>,
     wake: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
+    priority: priority::Priority,
 }
 
 impl Bfd {
@@ -197,12 +201,14 @@ impl Bfd {
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
         )?);
         let (tx, cmds) = mpsc::channel();
+        let (prio_tx, prio_rx) = mpsc::channel();
         let w = wake.clone();
         let thread = std::thread::Builder::new()
             .name("bfd".into())
             .spawn(move || {
                 // Wake-ups exactly on time: the default slack is 50 µs.
                 let _ = nix::sys::prctl::set_timerslack(1_000);
+                let _ = prio_tx.send(priority::raise_current_thread());
                 Engine {
                     opts,
                     rx,
@@ -212,11 +218,20 @@ impl Bfd {
                 }
                 .run(&cmds, &w);
             })?;
+        let priority = prio_rx
+            .recv()
+            .map_err(|_| io::Error::other("BFD thread died at start"))?;
         Ok(Bfd {
             cmds: tx,
             wake,
             thread: Some(thread),
+            priority,
         })
+    }
+
+    /// The scheduling priority the BFD thread got, for the log.
+    pub fn priority(&self) -> priority::Priority {
+        self.priority
     }
 
     fn send(&self, c: Cmd) {
@@ -623,6 +638,7 @@ impl Engine {
                     discarded: stats.discarded,
                     tx_gap_p99: (!gaps.is_empty())
                         .then(|| gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)]),
+                    tx_gap_max: gaps.last().copied(),
                 }
             })
             .collect();

@@ -11,22 +11,8 @@ use std::time::{Duration, Instant};
 
 use lab::{GatewayMode, Lab, LabOptions, Node};
 
-fn prefixes(n: u32) -> String {
-    let mut s = String::with_capacity(n as usize * 40);
-    s.push_str("protocol static bench4 { disabled; ipv4; ");
-    for i in 0..n {
-        let a = 0x0a00_0000u32 + i;
-        s.push_str(&format!(
-            "route {}.{}.{}.{}/32 blackhole; ",
-            a >> 24,
-            (a >> 16) & 255,
-            (a >> 8) & 255,
-            a & 255
-        ));
-    }
-    s.push_str("}\n");
-    s
-}
+#[path = "common/table.rs"]
+mod table;
 
 /// Peak resident set (VmHWM) of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -42,15 +28,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 fn received(lab: &Lab, mode: GatewayMode) -> u64 {
     match mode {
-        GatewayMode::Crosslink => {
-            let Ok(out) = lab.crosslink(Node::Gwa, &["status", "--json"]) else {
-                return 0;
-            };
-            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-            v["sites"][0]["paths"][0]["bgp"][0]["prefixes_received"]
-                .as_u64()
-                .unwrap_or(0)
-        }
+        GatewayMode::Crosslink => table::crosslink_received(lab),
         GatewayMode::Bird => {
             // "Routes: N imported, ..." of the session with lr1.
             let out = lab
@@ -71,7 +49,7 @@ struct Run {
 }
 
 fn run(mode: GatewayMode, n: u32) -> Run {
-    let table = prefixes(n);
+    let routes = table::bird_protocol(n);
     let opts = LabOptions::new(mode)
         .bird_hook(move |node, cfg| {
             // No BFD here: BIRD would hold its BGP session until BFD is up (a second at
@@ -80,18 +58,18 @@ fn run(mode: GatewayMode, n: u32) -> Run {
             if node == Node::Gwa {
                 // crosslink does not program the kernel yet: compare RIB ingest with RIB
                 // ingest, not with BIRD writing 100,000 kernel routes as well.
-                return cfg.replace("protocol kernel kernel4 { ipv4 { export where source = RTS_BGP; }; }", "protocol kernel kernel4 { ipv4 { export none; }; }");
+                return cfg.replace(
+                    "protocol kernel kernel4 { ipv4 { export where source = RTS_BGP; }; }",
+                    "protocol kernel kernel4 { ipv4 { export none; }; }",
+                );
             }
             if node != Node::Lr1 {
                 return cfg;
             }
             // The table starts disabled: enabling it starts the clock.
-            format!("{cfg}{table}")
+            format!("{cfg}{routes}")
         })
-        .crosslink_hook(move |_, cfg| {
-            cfg.replace("prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]", "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]\naggregates = [\"198.18.2.0/24\", \"2001:db8:b::/64\", \"10.0.0.0/8\"]")
-                .replace("priority = 10\n", "priority = 10\nmax_prefixes = 1000000\n")
-        });
+        .crosslink_hook(|_, cfg| table::crosslink_accepts(cfg));
     let mut lab = Lab::up(opts).expect("lab up");
     lab.wait_for("sessions up", Duration::from_secs(60), || {
         for node in [Node::Lr1, Node::Lr2] {

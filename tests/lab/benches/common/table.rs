@@ -1,0 +1,43 @@
+//! A full table for the gateways to ingest: lr1 (BIRD) originates N IPv4 /32s from a static
+//! protocol `bench4` that starts disabled; `enable bench4` announces it, `disable bench4`
+//! withdraws it.
+
+use lab::{Lab, Node};
+
+pub fn bird_protocol(n: u32) -> String {
+    let mut s = String::with_capacity(n as usize * 40);
+    s.push_str("protocol static bench4 { disabled; ipv4; ");
+    for i in 0..n {
+        let a = 0x0a00_0000u32 + i;
+        s.push_str(&format!(
+            "route {}.{}.{}.{}/32 blackhole; ",
+            a >> 24,
+            (a >> 16) & 255,
+            (a >> 8) & 255,
+            a & 255
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// The crosslink config change that lets a gateway accept the table: 10/8 joins the far
+/// site's aggregates and the prefix limit is lifted.
+pub fn crosslink_accepts(cfg: String) -> String {
+    cfg.replace(
+        "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]",
+        "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]\naggregates = [\"198.18.2.0/24\", \"2001:db8:b::/64\", \"10.0.0.0/8\"]",
+    )
+    .replace("priority = 10\n", "priority = 10\nmax_prefixes = 1000000\n")
+}
+
+/// Prefixes crosslink on gwa holds from lr1, per its status.
+pub fn crosslink_received(lab: &Lab) -> u64 {
+    let Ok(out) = lab.crosslink(Node::Gwa, &["status", "--json"]) else {
+        return 0;
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["sites"][0]["paths"][0]["bgp"][0]["prefixes_received"]
+        .as_u64()
+        .unwrap_or(0)
+}
