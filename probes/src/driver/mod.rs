@@ -292,7 +292,10 @@ fn initial_disc() -> u32 {
 struct Entry {
     spec: SessionSpec,
     session: Session,
-    sock: UdpSocket,
+    /// `None` while the session's interface does not exist (not yet created, or gone):
+    /// reopened at the next transmission, so a tunnel or line interface that appears
+    /// later, or is re-created with a new index, gets its session back.
+    sock: Option<UdpSocket>,
     dest: SocketAddr,
     ifindex: Option<u32>,
     tx: Option<Due>,
@@ -306,11 +309,7 @@ impl Entry {
     fn apply(&mut self, id: SessionId, out: Vec<Output>, events: &tmpsc::UnboundedSender<Event>) {
         for o in out {
             match o {
-                Output::Send(bytes) => {
-                    // A full socket buffer or an unreachable peer loses this packet, which
-                    // is what BFD is there to notice.
-                    let _ = self.sock.send_to(&bytes, self.dest);
-                }
+                Output::Send(bytes) => self.send(&bytes),
                 Output::ArmTimer(Timer::Transmit, due) => self.tx = Some(due),
                 Output::ArmTimer(Timer::Detect, due) => self.detect = Some(due),
                 Output::StopTimer(Timer::Transmit) => self.tx = None,
@@ -334,6 +333,28 @@ impl Entry {
         }
     }
 
+    fn send(&mut self, bytes: &[u8]) {
+        if self.sock.is_none() {
+            let s = &self.spec;
+            self.sock = net::tx_socket(
+                s.peer,
+                s.local,
+                s.interface.as_deref(),
+                self.session.local_disc(),
+            )
+            .ok();
+            self.ifindex = s.interface.as_deref().and_then(net::ifindex);
+        }
+        let Some(sock) = &self.sock else { return };
+        // A full socket buffer or an unreachable peer loses this packet, which is what BFD
+        // is there to notice. A vanished interface also needs a new socket.
+        if let Err(e) = sock.send_to(bytes, self.dest) {
+            if is_missing_interface(&e) {
+                self.sock = None;
+            }
+        }
+    }
+
     fn note_periodic_tx(&mut self, now: Instant) {
         if let Some(prev) = self.last_periodic_tx.replace(now) {
             if self.tx_gaps.len() == 4096 {
@@ -342,6 +363,10 @@ impl Entry {
             self.tx_gaps.push_back(now - prev);
         }
     }
+}
+
+fn is_missing_interface(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENXIO))
 }
 
 /// Turns kernel receive times (wall clock) into `Instant`s.
@@ -470,7 +495,7 @@ impl Engine {
                     let out = e.session.process(Input::AdminDown, now);
                     for o in out {
                         if let Output::Send(b) = o {
-                            let _ = e.sock.send_to(&b, e.dest);
+                            e.send(&b);
                         }
                     }
                 }
@@ -497,7 +522,11 @@ impl Engine {
     fn add(&mut self, spec: SessionSpec, now: Instant) -> io::Result<SessionId> {
         let id = self.next_disc;
         self.next_disc = self.next_disc.wrapping_add(1).max(1);
-        let sock = net::tx_socket(spec.peer, spec.local, spec.interface.as_deref(), id)?;
+        let sock = match net::tx_socket(spec.peer, spec.local, spec.interface.as_deref(), id) {
+            Ok(s) => Some(s),
+            Err(e) if is_missing_interface(&e) => None,
+            Err(e) => return Err(e),
+        };
         let cfg = SessionConfig {
             local_disc: id,
             desired_min_tx: spec.desired_min_tx,

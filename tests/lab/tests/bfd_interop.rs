@@ -387,3 +387,68 @@ fn crosslink_to_crosslink_over_a_line_at_10ms() {
         up,
     );
 }
+
+#[test]
+fn a_session_waits_for_its_interface_and_survives_its_recreation() {
+    // Tunnel interfaces may appear after the agent starts, and come back with a new index.
+    let lab = Lab::up(LabOptions::new(GatewayMode::Bird)).expect("lab up");
+    let port = 13784;
+    let spec = |peer: &str, iface: &str| {
+        let mut s = SessionSpec::single_hop(
+            "late",
+            peer.parse().unwrap(),
+            iface,
+            Duration::from_millis(10),
+            3,
+        );
+        s.peer_port = port;
+        s
+    };
+    let at_a = driver_in(Node::Gwa, spec("10.99.0.2", "late0"), port);
+    let at_b = driver_in(Node::Gwb, spec("10.99.0.1", "late1"), port);
+    let link = |lab: &Lab| {
+        lab.exec(
+            Node::Gwa,
+            &[
+                "ip",
+                "link",
+                "add",
+                "late0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "late1",
+                "netns",
+                &Node::Gwb.ns(),
+            ],
+        )
+        .unwrap();
+        for (node, dev, a) in [
+            (Node::Gwa, "late0", "10.99.0.1/30"),
+            (Node::Gwb, "late1", "10.99.0.2/30"),
+        ] {
+            lab.exec(node, &["ip", "addr", "add", a, "dev", dev])
+                .unwrap();
+            lab.exec(node, &["ip", "link", "set", "dev", dev, "up"])
+                .unwrap();
+        }
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(at_a.try_recv().is_err(), "nothing to talk over yet");
+    link(&lab);
+    wait_event(&at_a, "gwa up once the interface exists", |e| {
+        e.to == State::Up
+    });
+    wait_event(&at_b, "gwb up", |e| e.to == State::Up);
+    lab.exec(Node::Gwa, &["ip", "link", "del", "late0"])
+        .unwrap();
+    wait_event(&at_a, "gwa down with the interface gone", |e| {
+        e.to == State::Down
+    });
+    link(&lab);
+    wait_event(&at_a, "gwa up on the re-created interface", |e| {
+        e.to == State::Up
+    });
+    drop(lab);
+}
