@@ -7,6 +7,9 @@ packages=(
   iproute2    # ip netns, veth, routes, nexthop objects
   nftables    # fault injection: silent drops and random loss
   procps      # sysctl inside the namespaces
+  wireguard-go     # the foreign WireGuard peer (userspace; no kernel module here)
+  wireguard-tools  # wg: configures wireguard-go, and `wg show` on crosslink's tunnels
+  iperf3      # tunnel throughput benchmark and load
 )
 
 missing=()

@@ -1,3 +1,13 @@
 //! WireGuard tunnels driven by boringtun's sans-IO `noise::Tunn` from crosslink's own tokio
-//! loop, with a read-only UAPI for `wg show`. Empty until the tunnel issue lands; the agent
-//! reports tunnel state as `unknown`.
+//! tasks (boringtun's `device` module is not used: it panics when a peer is modified, takes
+//! SIGINT/SIGTERM away from the process and misreports handshake times), with a read-only
+//! UAPI so that `wg show` works on crosslink's tunnels.
+
+pub mod key;
+pub mod link;
+pub mod tun;
+pub mod tunnel;
+pub mod uapi;
+
+pub use key::{KeyError, PublicKey, SecretKey};
+pub use tunnel::{Tunnel, TunnelConfig, TunnelStats};

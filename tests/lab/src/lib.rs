@@ -304,6 +304,15 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts a daemon of the test's own (e.g. `wireguard-go -f`) in `node`, supervised like
+    /// the lab's: output in `<dir>/<name>.log`, stopped when the lab goes.
+    pub fn spawn(&mut self, name: &str, node: Node, args: &[&str]) -> Result<()> {
+        let log = self.dir.join(format!("{name}.log"));
+        let p = Proc::spawn(name, &node.ns(), args, &log)?;
+        self.procs.push(p);
+        Ok(())
+    }
+
     /// The supervised daemon called `name` (e.g. `bird-lr1`, `crosslink-gwa`).
     pub fn process(&mut self, name: &str) -> Option<&mut Proc> {
         self.procs.iter_mut().find(|p| p.name() == name)

@@ -1,0 +1,196 @@
+//! crosslink's WireGuard (boringtun driven by the wg crate) against wireguard-go + wg on the
+//! far gateway, over the internet uplinks of the lab. Needs root; never skipped.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Uplink};
+use wg::{SecretKey, Tunnel, TunnelConfig};
+
+fn genkey(dir: &Path, name: &str) -> (std::path::PathBuf, SecretKey) {
+    let out = std::process::Command::new("wg")
+        .arg("genkey")
+        .output()
+        .expect("wg genkey");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, &text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (path, SecretKey::parse(&text).unwrap())
+}
+
+/// A crosslink tunnel running in `node`'s namespace until the returned sender is dropped.
+fn crosslink_tunnel(node: Node, cfg: TunnelConfig) -> std::sync::mpsc::Sender<()> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    netns::spawn_in(&node.ns(), move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let t = Tunnel::start(cfg).await;
+            let ok = t.is_ok();
+            let _ = ready_tx.send(t.as_ref().err().map(|e| e.to_string()));
+            if ok {
+                let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+            }
+            drop(t);
+        });
+    });
+    if let Some(e) = ready.recv().unwrap() {
+        panic!("tunnel did not start: {e}");
+    }
+    stop
+}
+
+/// One peer line of `wg show IFACE dump`.
+#[derive(Debug)]
+struct Peer {
+    public_key: String,
+    endpoint: String,
+    latest_handshake: u64,
+    rx: u64,
+    tx: u64,
+}
+
+fn wg_dump(lab: &Lab, node: Node, iface: &str) -> (String, Peer) {
+    let out = lab
+        .exec(node, &["wg", "show", iface, "dump"])
+        .expect("wg show");
+    let mut lines = out.lines();
+    let own: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let p: Vec<&str> = lines.next().expect("a peer").split('\t').collect();
+    (
+        own[1].to_owned(),
+        Peer {
+            public_key: p[0].to_owned(),
+            endpoint: p[2].to_owned(),
+            latest_handshake: p[4].parse().unwrap(),
+            rx: p[5].parse().unwrap(),
+            tx: p[6].parse().unwrap(),
+        },
+    )
+}
+
+fn ping(lab: &Lab, node: Node, to: &str) -> bool {
+    lab.exec(node, &["ping", "-c", "3", "-i", "0.2", "-W", "1", to])
+        .is_ok()
+}
+
+#[test]
+fn crosslink_tunnel_talks_to_wireguard_go() {
+    let mut lab = Lab::up(LabOptions::new(GatewayMode::Bird)).expect("lab up");
+    let dir = lab.dir().to_path_buf();
+    let (_, a_key) = genkey(&dir, "a.key");
+    let (b_path, b_key) = genkey(&dir, "b.key");
+    let a_ip = Uplink(1).addr(Side::A, false, false);
+    let b_ip = Uplink(1).addr(Side::B, false, false);
+
+    // Far side: wireguard-go with wg, as an operator would set it up.
+    lab.spawn(
+        "wireguard-go-gwb",
+        Node::Gwb,
+        &["wireguard-go", "-f", "xlb-t1"],
+    )
+    .unwrap();
+    lab.wait_for("wireguard-go's socket", Duration::from_secs(10), || {
+        Ok(Path::new("/var/run/wireguard/xlb-t1.sock").exists())
+    })
+    .unwrap();
+    let a_pub = a_key.public().to_string();
+    let endpoint = format!("{a_ip}:51820");
+    lab.exec(
+        Node::Gwb,
+        &[
+            "wg",
+            "set",
+            "xlb-t1",
+            "private-key",
+            b_path.to_str().unwrap(),
+            "listen-port",
+            "51820",
+            "peer",
+            &a_pub,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            "10.77.0.1/32",
+            "persistent-keepalive",
+            "5",
+        ],
+    )
+    .unwrap();
+    for cmd in [
+        &["ip", "addr", "add", "10.77.0.2/30", "dev", "xlb-t1"][..],
+        &["ip", "link", "set", "dev", "xlb-t1", "up"],
+    ] {
+        lab.exec(Node::Gwb, cmd).unwrap();
+    }
+
+    // Near side: crosslink.
+    let cfg = TunnelConfig {
+        interface: "xla-t1".into(),
+        private_key: a_key.clone(),
+        preshared_key: None,
+        peer_public_key: b_key.public(),
+        endpoints: vec![SocketAddr::new(b_ip, 51820)],
+        listen_port: 51820,
+        uplink: Some("up1".into()),
+        persistent_keepalive: Some(5),
+        allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
+        mtu: 1420,
+        addresses: vec!["10.77.0.1/30".parse().unwrap()],
+        queues: 2,
+    };
+    let stop = crosslink_tunnel(Node::Gwa, cfg);
+
+    assert!(
+        ping(&lab, Node::Gwa, "10.77.0.2"),
+        "crosslink -> wireguard-go"
+    );
+    assert!(
+        ping(&lab, Node::Gwb, "10.77.0.1"),
+        "wireguard-go -> crosslink"
+    );
+
+    // Let a timer tick pass so both report the handshake, then compare the two views.
+    std::thread::sleep(Duration::from_millis(600));
+    let (a_own, a_peer) = wg_dump(&lab, Node::Gwa, "xla-t1");
+    let (b_own, b_peer) = wg_dump(&lab, Node::Gwb, "xlb-t1");
+    println!("crosslink: {a_peer:?}\nwireguard-go: {b_peer:?}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(a_own, a_pub, "crosslink's public key as wg shows it");
+    assert_eq!(a_peer.public_key, b_own);
+    assert_eq!(b_peer.public_key, a_own);
+    assert_eq!(a_peer.endpoint, format!("{b_ip}:51820"));
+    assert_eq!(b_peer.endpoint, endpoint);
+    for (who, p) in [("crosslink", &a_peer), ("wireguard-go", &b_peer)] {
+        assert!(
+            p.latest_handshake + 30 >= now && p.latest_handshake <= now + 1,
+            "{who}: latest handshake {} vs now {now}",
+            p.latest_handshake
+        );
+        assert!(p.rx > 0 && p.tx > 0, "{who}: {p:?}");
+    }
+    assert!(
+        a_peer.latest_handshake.abs_diff(b_peer.latest_handshake) <= 2,
+        "both ends saw the same handshake: {a_peer:?} {b_peer:?}"
+    );
+    // Same bytes on the wire, counted at each end (keepalives may be in flight).
+    for (sent, got) in [(a_peer.tx, b_peer.rx), (b_peer.tx, a_peer.rx)] {
+        assert!(sent.abs_diff(got) <= 2 * 148, "tx {sent} vs rx {got}");
+    }
+    // The UAPI is read-only: changes come from crosslink's config.
+    assert!(lab
+        .exec(Node::Gwa, &["wg", "set", "xla-t1", "listen-port", "1"])
+        .is_err());
+    drop(stop);
+    drop(lab);
+}

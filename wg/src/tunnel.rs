@@ -1,0 +1,448 @@
+//! One WireGuard tunnel: a TUN device, a UDP socket and boringtun's `noise::Tunn`, driven
+//! by crosslink's own tokio tasks. Each TUN queue has a task that encrypts towards the
+//! network; one task decrypts towards the TUN; one runs WireGuard's timers. The tasks share
+//! the `Tunn` behind a mutex held only for the cryptographic step, so the directions and
+//! the queues run on both cores between those steps, and several tunnels run in parallel.
+//!
+//! Dropping a `Tunnel` stops its tasks and leaves the interface in place (persistent), so a
+//! restarting agent adopts it and the routes through it never vanish.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::{Tunn, TunnResult};
+use ipnet::IpNet;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+use crate::key::{PublicKey, SecretKey};
+use crate::{link, tun, uapi};
+
+/// How long an endpoint candidate gets to complete a handshake before the next is tried:
+/// a little over WireGuard's REKEY_TIMEOUT, so the first retransmission had its chance.
+const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(6);
+/// boringtun's timers want a call about this often.
+const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Largest datagram or TUN packet handled, plus WireGuard's overhead.
+const BUF: usize = 65_536 + 64;
+
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    pub interface: String,
+    pub private_key: SecretKey,
+    pub preshared_key: Option<SecretKey>,
+    pub peer_public_key: PublicKey,
+    /// Candidates for the peer's address, tried in order until one answers.
+    pub endpoints: Vec<SocketAddr>,
+    pub listen_port: u16,
+    /// The uplink the encrypted packets leave by (SO_BINDTODEVICE).
+    pub uplink: Option<String>,
+    pub persistent_keepalive: Option<u16>,
+    /// What the peer may send from (WireGuard's cryptokey routing).
+    pub allowed_ips: Vec<IpNet>,
+    pub mtu: u16,
+    pub addresses: Vec<IpNet>,
+    /// TUN queues, each with its own encrypting task.
+    pub queues: usize,
+}
+
+/// Health and counters, for status and metrics. Bytes are WireGuard datagram payloads, as
+/// `wg show` counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Inner packets dropped because their source is outside the allowed IPs.
+    pub rx_disallowed: u64,
+    pub endpoint: Option<SocketAddr>,
+}
+
+#[derive(Default)]
+struct Counters {
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    tx_packets: AtomicU64,
+    rx_disallowed: AtomicU64,
+}
+
+struct Endpoint {
+    current: Option<SocketAddr>,
+    candidate: usize,
+    chosen_at: Instant,
+    /// Set when the peer was heard from an address of its own choosing (roaming).
+    learned: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) cfg: TunnelConfig,
+    tunn: Mutex<Tunn>,
+    udp: UdpSocket,
+    udp_v6: bool,
+    endpoint: Mutex<Endpoint>,
+    counters: Counters,
+    last_handshake: Mutex<Option<SystemTime>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn stats(&self) -> TunnelStats {
+        let c = &self.counters;
+        TunnelStats {
+            last_handshake: *lock(&self.last_handshake),
+            rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
+            tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
+            rx_packets: c.rx_packets.load(Ordering::Relaxed),
+            tx_packets: c.tx_packets.load(Ordering::Relaxed),
+            rx_disallowed: c.rx_disallowed.load(Ordering::Relaxed),
+            endpoint: lock(&self.endpoint).current,
+        }
+    }
+
+    fn endpoint(&self) -> Option<SocketAddr> {
+        lock(&self.endpoint).current
+    }
+
+    /// The socket address to send to, mapped for a dual-stack socket.
+    fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
+        match (to, self.udp_v6) {
+            (SocketAddr::V4(v4), true) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
+        }
+    }
+
+    async fn send(&self, packet: &[u8], to: SocketAddr) {
+        // A full socket buffer or an unreachable peer loses the packet, as a link would.
+        if self.udp.send_to(packet, self.wire_addr(to)).await.is_ok() {
+            self.counters
+                .tx_bytes
+                .fetch_add(packet.len() as u64, Ordering::Relaxed);
+            self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn allowed(&self, src: IpAddr) -> bool {
+        self.cfg.allowed_ips.iter().any(|n| n.contains(&src))
+    }
+}
+
+/// A running tunnel.
+pub struct Tunnel {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Tunnel {
+    /// Creates or adopts the interface, configures it, binds the UDP socket, serves the
+    /// UAPI socket and starts the handshake at once. Must run inside a tokio runtime.
+    pub async fn start(cfg: TunnelConfig) -> io::Result<Tunnel> {
+        let fds = tun::open(&cfg.interface, cfg.queues)?;
+        link::configure(&cfg.interface, cfg.mtu, &cfg.addresses).await?;
+        let (udp, udp_v6) = udp_socket(cfg.listen_port, cfg.uplink.as_deref())?;
+        // A stable index per interface name keeps session indices apart between tunnels.
+        let index = cfg
+            .interface
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            & 0x00ff_ffff;
+        let tunn = Tunn::new(
+            boringtun::x25519::StaticSecret::from(cfg.private_key.bytes()),
+            boringtun::x25519::PublicKey::from(cfg.peer_public_key.0),
+            cfg.preshared_key.as_ref().map(SecretKey::bytes),
+            cfg.persistent_keepalive,
+            index,
+            None,
+        );
+        let shared = Arc::new(Shared {
+            endpoint: Mutex::new(Endpoint {
+                current: cfg.endpoints.first().copied(),
+                candidate: 0,
+                chosen_at: Instant::now(),
+                learned: false,
+            }),
+            cfg,
+            tunn: Mutex::new(tunn),
+            udp,
+            udp_v6,
+            counters: Counters::default(),
+            last_handshake: Mutex::new(None),
+        });
+        let mut tasks = Vec::new();
+        let mut write_fd = None;
+        for fd in fds {
+            #[allow(unsafe_code)]
+            // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
+            // same for the AsyncFd's whole life.
+            let fd = Arc::new(unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?);
+            write_fd.get_or_insert_with(|| fd.clone());
+            tasks.push(tokio::spawn(tun_to_udp(shared.clone(), fd)));
+        }
+        let write_fd = write_fd.ok_or_else(|| io::Error::other("no TUN queue"))?;
+        tasks.push(tokio::spawn(udp_to_tun(shared.clone(), write_fd)));
+        tasks.push(tokio::spawn(timers(shared.clone())));
+        let server = uapi::Server::bind(&shared.cfg.interface)?;
+        tasks.push(tokio::spawn(server.serve(shared.clone())));
+        Ok(Tunnel { shared, tasks })
+    }
+
+    pub fn stats(&self) -> TunnelStats {
+        self.shared.stats()
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.shared.cfg.interface
+    }
+}
+
+fn udp_socket(port: u16, uplink: Option<&str>) -> io::Result<(UdpSocket, bool)> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+        SockaddrIn6,
+    };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let (fd, v6) = match socket(AddressFamily::Inet6, SockType::Datagram, flags, None) {
+        Ok(fd) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            (fd, true)
+        }
+        // No IPv6 on this host: IPv4 endpoints only.
+        Err(nix::errno::Errno::EAFNOSUPPORT) => (
+            socket(AddressFamily::Inet, SockType::Datagram, flags, None)?,
+            false,
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(dev) = uplink {
+        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
+    }
+    // Room for bursts at line rate; the kernel caps it at rmem_max/wmem_max.
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
+    if v6 {
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn6::from(std::net::SocketAddrV6::new(
+                Ipv6Addr::UNSPECIFIED,
+                port,
+                0,
+                0,
+            )),
+        )?;
+    } else {
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::UNSPECIFIED,
+                port,
+            )),
+        )?;
+    }
+    let std = std::net::UdpSocket::from(fd);
+    Ok((UdpSocket::from_std(std)?, v6))
+}
+
+fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        _ => a,
+    }
+}
+
+/// What a call into `Tunn` left in the output buffer.
+enum Step {
+    Network(usize),
+    Tunnel(usize, IpAddr),
+    Done,
+}
+
+/// `base` is the address of the output buffer: boringtun writes its output at its start.
+fn step(r: TunnResult<'_>, base: usize) -> Step {
+    match r {
+        TunnResult::WriteToNetwork(p) => {
+            debug_assert_eq!(p.as_ptr() as usize, base);
+            Step::Network(p.len())
+        }
+        TunnResult::WriteToTunnelV4(p, src) => {
+            debug_assert_eq!(p.as_ptr() as usize, base);
+            Step::Tunnel(p.len(), IpAddr::V4(src))
+        }
+        TunnResult::WriteToTunnelV6(p, src) => {
+            debug_assert_eq!(p.as_ptr() as usize, base);
+            Step::Tunnel(p.len(), IpAddr::V6(src))
+        }
+        TunnResult::Done => Step::Done,
+        TunnResult::Err(e) => {
+            tracing::trace!(error = ?e, "WireGuard packet not processed");
+            Step::Done
+        }
+    }
+}
+
+async fn tun_to_udp(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
+    let mut buf = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return;
+        };
+        // Everything queued, then back to waiting.
+        loop {
+            let n = match nix::unistd::read(fd.get_ref(), &mut buf) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
+                    return;
+                }
+            };
+            let s = {
+                let mut t = lock(&shared.tunn);
+                let base = out.as_ptr() as usize;
+                step(t.encapsulate(&buf[..n], &mut out), base)
+            };
+            if let (Step::Network(len), Some(to)) = (s, shared.endpoint()) {
+                shared.send(&out[..len], to).await;
+            }
+        }
+    }
+}
+
+async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
+    let mut buf = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    loop {
+        let (n, from) = match shared.udp.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP receive failed");
+                continue;
+            }
+        };
+        let from = unmap(from);
+        shared
+            .counters
+            .rx_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        shared.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+        let mut datagram = &buf[..n];
+        let mut src = Some(from.ip());
+        // After a handshake boringtun may hold queued packets: drain them (empty input).
+        for _ in 0..256 {
+            let s = {
+                let mut t = lock(&shared.tunn);
+                let base = out.as_ptr() as usize;
+                step(t.decapsulate(src, datagram, &mut out), base)
+            };
+            datagram = &[];
+            src = None;
+            match s {
+                Step::Network(len) => {
+                    // A handshake response proves the initiation was the peer's.
+                    if out[0] == 2 {
+                        roam(&shared, from);
+                    }
+                    shared.send(&out[..len], from).await;
+                }
+                Step::Tunnel(len, inner_src) => {
+                    roam(&shared, from);
+                    if len == 0 {
+                        break; // keepalive
+                    }
+                    if !shared.allowed(inner_src) {
+                        shared
+                            .counters
+                            .rx_disallowed
+                            .fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    let _ = nix::unistd::write(fd.get_ref(), &out[..len]);
+                    break;
+                }
+                Step::Done => break,
+            }
+        }
+    }
+}
+
+/// The peer was heard, authenticated, from `from`: WireGuard follows it there.
+fn roam(shared: &Shared, from: SocketAddr) {
+    let mut e = lock(&shared.endpoint);
+    if e.current != Some(from) {
+        tracing::info!(interface = %shared.cfg.interface, endpoint = %from, "tunnel peer now at a new endpoint");
+        e.current = Some(from);
+        e.learned = true;
+    }
+}
+
+async fn timers(shared: Arc<Shared>) {
+    let mut out = vec![0u8; BUF];
+    // Start the handshake now: a restarted agent's tunnel carries traffic again at once.
+    let first = {
+        let mut t = lock(&shared.tunn);
+        let base = out.as_ptr() as usize;
+        step(t.format_handshake_initiation(&mut out, false), base)
+    };
+    if let (Step::Network(len), Some(to)) = (first, shared.endpoint()) {
+        shared.send(&out[..len], to).await;
+    }
+    let mut tick = tokio::time::interval(TIMER_TICK);
+    loop {
+        tick.tick().await;
+        let (s, since) = {
+            let mut t = lock(&shared.tunn);
+            let base = out.as_ptr() as usize;
+            let s = step(t.update_timers(&mut out), base);
+            (s, t.time_since_last_handshake())
+        };
+        let now = SystemTime::now();
+        let last = since.and_then(|d| now.checked_sub(d));
+        *lock(&shared.last_handshake) = last;
+        if let (Step::Network(len), Some(to)) = (s, shared.endpoint()) {
+            shared.send(&out[..len], to).await;
+        }
+        next_candidate_if_silent(&shared, since);
+    }
+}
+
+/// Moves to the next endpoint candidate when the current one has not completed a
+/// handshake in its time. An endpoint the peer roamed to is kept.
+fn next_candidate_if_silent(shared: &Shared, since_handshake: Option<Duration>) {
+    let candidates = &shared.cfg.endpoints;
+    let mut e = lock(&shared.endpoint);
+    let age = e.chosen_at.elapsed();
+    let answered = since_handshake.is_some_and(|d| d < age);
+    if e.learned || answered || candidates.len() < 2 || age < CANDIDATE_TIMEOUT {
+        return;
+    }
+    e.candidate = (e.candidate + 1) % candidates.len();
+    e.current = Some(candidates[e.candidate]);
+    e.chosen_at = Instant::now();
+    tracing::info!(interface = %shared.cfg.interface, endpoint = %candidates[e.candidate], "no handshake yet; trying the next endpoint");
+}

@@ -1,0 +1,123 @@
+//! The cross-platform WireGuard UAPI (https://www.wireguard.com/xplatform/), read-only: `wg
+//! show` and `wg showconf` work on crosslink's tunnels. Changes come from crosslink's
+//! config, so `set=1` is answered with EPERM. The socket is `/var/run/wireguard/<iface>.sock`,
+//! mode 0600: the answer carries the private key, as the protocol requires for showconf.
+
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::tunnel::Shared;
+
+pub const DIR: &str = "/var/run/wireguard";
+
+pub fn socket_path(interface: &str) -> PathBuf {
+    PathBuf::from(DIR).join(format!("{interface}.sock"))
+}
+
+pub(crate) struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Server {
+    /// Binds the socket, replacing a stale one; a live one (another process serving this
+    /// interface) is an error.
+    pub(crate) fn bind(interface: &str) -> io::Result<Server> {
+        std::fs::create_dir_all(DIR)?;
+        let path = socket_path(interface);
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is served by another process", path.display()),
+                ));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Server { listener, path })
+    }
+
+    pub(crate) async fn serve(self, shared: Arc<Shared>) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                continue;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let _ = answer(stream, &shared).await;
+            });
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    // One request: an operation line, then key=value lines up to an empty line.
+    let Some(op) = lines.next_line().await? else {
+        return Ok(());
+    };
+    while let Some(l) = lines.next_line().await? {
+        if l.is_empty() {
+            break;
+        }
+    }
+    let reply = match op.as_str() {
+        "get=1" => get(shared),
+        // Read-only: the config file is the one source of truth.
+        "set=1" => "errno=1\n\n".to_owned(),
+        _ => "errno=22\n\n".to_owned(),
+    };
+    w.write_all(reply.as_bytes()).await?;
+    w.shutdown().await
+}
+
+/// The `get=1` answer.
+pub(crate) fn get(shared: &Shared) -> String {
+    let cfg = &shared.cfg;
+    let st = shared.stats();
+    let mut s = String::new();
+    let _ = writeln!(s, "private_key={}", cfg.private_key.hex());
+    let _ = writeln!(s, "listen_port={}", cfg.listen_port);
+    let _ = writeln!(s, "public_key={}", cfg.peer_public_key.hex());
+    if let Some(psk) = &cfg.preshared_key {
+        let _ = writeln!(s, "preshared_key={}", psk.hex());
+    }
+    let _ = writeln!(s, "protocol_version=1");
+    if let Some(e) = st.endpoint {
+        let _ = writeln!(s, "endpoint={e}");
+    }
+    let (sec, nsec) = st
+        .last_handshake
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos()));
+    let _ = writeln!(s, "last_handshake_time_sec={sec}");
+    let _ = writeln!(s, "last_handshake_time_nsec={nsec}");
+    let _ = writeln!(s, "tx_bytes={}", st.tx_bytes);
+    let _ = writeln!(s, "rx_bytes={}", st.rx_bytes);
+    let _ = writeln!(
+        s,
+        "persistent_keepalive_interval={}",
+        cfg.persistent_keepalive.unwrap_or(0)
+    );
+    for a in &cfg.allowed_ips {
+        let _ = writeln!(s, "allowed_ip={a}");
+    }
+    s.push_str("errno=0\n\n");
+    s
+}
