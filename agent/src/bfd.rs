@@ -1,6 +1,6 @@
 //! The agent's BFD: single-hop sessions with each line router neighbour and an end-to-end
-//! multi-hop session to the remote gateway across each line, run by the probes crate's
-//! driver on its own thread; their state as `status` shows it.
+//! multi-hop session to the remote gateway across each line and each tunnel, run by the
+//! probes crate's driver on its own thread; their state as `status` shows it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -84,6 +84,21 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
             // Bound to the line so the probe crosses it, whatever the routing table prefers.
             let mut s = SessionSpec::multi_hop(name, target, None, interval, mult);
             s.interface = Some(iface.clone());
+            out.push(s);
+        }
+    }
+    for t in &cfg.tunnels {
+        if let Some(target) = t.probe_target {
+            // Tunnels probe at the site's fastest line rate: they are what failover lands on.
+            let (interval, mult) = cfg
+                .lines
+                .iter()
+                .filter(|l| l.site.get_ref() == t.site.get_ref())
+                .map(|l| (l.bfd.interval.0, *l.bfd.multiplier.get_ref()))
+                .min()
+                .unwrap_or((Duration::from_millis(100), 3));
+            let mut s = SessionSpec::multi_hop(t.name.get_ref(), target, None, interval, mult);
+            s.interface = Some(t.interface.get_ref().clone());
             out.push(s);
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod state;
+pub mod tunnels;
 
 use std::future::Future;
 use std::path::Path;
@@ -71,6 +72,8 @@ pub async fn run(
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers.
     let mut sessions = bgp::start(&cfg, state.clone())?;
+    // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
+    let _tunnels = tunnels::start(&cfg, state.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
     // runs, and status shows BFD as unknown.
     let _bfd = match bfd::start(&cfg, state.clone()).await {

@@ -65,6 +65,25 @@ pub fn status(s: &Status) -> String {
                     b.kind, b.neighbor, b.state
                 );
             }
+            if let Some(t) = &p.tunnel {
+                let hs = t
+                    .handshake_age_seconds
+                    .map_or("no handshake yet".to_owned(), |a| {
+                        format!("handshake {a}s ago")
+                    });
+                let _ = writeln!(
+                    out,
+                    "      wireguard {} {hs}  rx {} B ({} pkts) tx {} B ({} pkts){}",
+                    t.endpoint.as_deref().unwrap_or("no endpoint"),
+                    t.rx_bytes,
+                    t.rx_packets,
+                    t.tx_bytes,
+                    t.tx_packets,
+                    t.error
+                        .as_deref()
+                        .map_or(String::new(), |e| format!("  error: {e}"))
+                );
+            }
             for b in &p.bgp {
                 let up = b
                     .established_seconds

@@ -1,9 +1,9 @@
 //! What the agent knows, as the control socket shows it: the configured paths with the
 //! evidence that really exists for them, and the bounded log of transitions.
 //!
-//! Observed so far: the interface carrier, BGP and BFD sessions. Tunnel signals are
-//! reported as `unknown` until their source runs, so status never claims a health that
-//! nobody measured.
+//! Observed: the interface carrier, BGP and BFD sessions, tunnel handshakes. A signal
+//! without a running source is `unknown`, so status never claims a health that nobody
+//! measured.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -17,6 +17,7 @@ use crate::control::proto::{
     Event, GatewayStatus, Health, PathKind, PathStatus, SignalStatus, SiteStatus, Status,
     STATUS_SCHEMA,
 };
+use crate::tunnels::{TunnelView, HANDSHAKE_STALE};
 
 /// Events kept in memory; older ones are dropped first.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
@@ -33,6 +34,8 @@ pub struct AgentState {
     pub(crate) bgp: BTreeMap<IpAddr, NeighborState>,
     /// BFD sessions by (line, peer, end-to-end).
     pub(crate) bfd: BTreeMap<(String, IpAddr, bool), BfdView>,
+    /// Tunnels by name.
+    pub(crate) tunnels: BTreeMap<String, TunnelView>,
 }
 
 impl AgentState {
@@ -46,6 +49,7 @@ impl AgentState {
             sysfs_net: PathBuf::from("/sys/class/net"),
             bgp: BTreeMap::new(),
             bfd: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
         }
     }
 
@@ -161,8 +165,10 @@ impl AgentState {
                 }
             }
             PathKind::Tunnel => {
-                signals.push(("handshake", Health::Unknown, None));
-                signals.push(("e2e-bfd", Health::Unknown, None));
+                signals.push(self.handshake_signal(name));
+                if bfd.iter().any(|v| v.end_to_end) {
+                    signals.push(bfd_signal("e2e-bfd", bfd.iter().filter(|v| v.end_to_end)));
+                }
             }
         }
         let down = signals
@@ -198,6 +204,43 @@ impl AgentState {
                 .collect(),
             bgp: bgp.iter().map(|n| n.status()).collect(),
             bfd: bfd.iter().map(|v| v.to_status()).collect(),
+            tunnel: (kind == PathKind::Tunnel)
+                .then(|| self.tunnels.get(name))
+                .flatten()
+                .map(|v| v.to_status(SystemTime::now())),
+        }
+    }
+
+    /// Up while the last handshake is fresh; down with the reason otherwise.
+    fn handshake_signal(&self, tunnel: &str) -> (&'static str, Health, Option<String>) {
+        let Some(v) = self.tunnels.get(tunnel) else {
+            return ("handshake", Health::Unknown, None);
+        };
+        if let Some(e) = &v.error {
+            return (
+                "handshake",
+                Health::Down,
+                Some(format!("tunnel not running: {e}")),
+            );
+        }
+        let Some(stats) = &v.stats else {
+            return ("handshake", Health::Unknown, None);
+        };
+        let age = stats
+            .last_handshake
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        match age {
+            Some(a) if a < HANDSHAKE_STALE => ("handshake", Health::Up, None),
+            Some(a) => (
+                "handshake",
+                Health::Down,
+                Some(format!("last handshake {} s ago", a.as_secs())),
+            ),
+            None => (
+                "handshake",
+                Health::Down,
+                Some("no handshake with the peer yet".into()),
+            ),
         }
     }
 

@@ -157,9 +157,21 @@ impl Tunnel {
     /// Creates or adopts the interface, configures it, binds the UDP socket, serves the
     /// UAPI socket and starts the handshake at once. Must run inside a tokio runtime.
     pub async fn start(cfg: TunnelConfig) -> io::Result<Tunnel> {
+        // The socket first: a missing uplink or a taken port must not leave a new
+        // (persistent) interface behind.
+        let (udp, udp_v6) = udp_socket(cfg.listen_port, cfg.uplink.as_deref()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "UDP port {} on uplink {}: {e}",
+                    cfg.listen_port,
+                    cfg.uplink.as_deref().unwrap_or("any")
+                ),
+            )
+        })?;
+        let server = uapi::Server::bind(&cfg.interface)?;
         let fds = tun::open(&cfg.interface, cfg.queues)?;
         link::configure(&cfg.interface, cfg.mtu, &cfg.addresses).await?;
-        let (udp, udp_v6) = udp_socket(cfg.listen_port, cfg.uplink.as_deref())?;
         // A stable index per interface name keeps session indices apart between tunnels.
         let index = cfg
             .interface
@@ -201,7 +213,6 @@ impl Tunnel {
         let write_fd = write_fd.ok_or_else(|| io::Error::other("no TUN queue"))?;
         tasks.push(tokio::spawn(udp_to_tun(shared.clone(), write_fd)));
         tasks.push(tokio::spawn(timers(shared.clone())));
-        let server = uapi::Server::bind(&shared.cfg.interface)?;
         tasks.push(tokio::spawn(server.serve(shared.clone())));
         Ok(Tunnel { shared, tasks })
     }

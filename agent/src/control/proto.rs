@@ -129,6 +129,28 @@ pub struct PathStatus {
     /// Single-hop sessions with the line router, and the end-to-end session.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bfd: Vec<BfdStatus>,
+    /// Tunnels: the WireGuard side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    /// False when the tunnel could not start (`error` says why).
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where the peer is reached now (a candidate from the config, or where it roamed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Seconds since the last completed handshake; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_age_seconds: Option<u64>,
+    /// WireGuard datagram payloads, as `wg show` counts them.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

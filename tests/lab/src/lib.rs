@@ -27,7 +27,7 @@ use nix::fcntl::{Flock, FlockArg};
 pub use bird::BfdTimers;
 pub use fault::Cut;
 use process::Proc;
-pub use topology::{Line, Node, Side, Uplink};
+pub use topology::{Line, Node, Side, Tunnel, Uplink};
 pub use traffic::{ProbeReport, TrafficProbe};
 
 const LOCK_FILE: &str = "/run/crosslink-lab.lock";

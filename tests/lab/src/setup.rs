@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::bird;
 use crate::netns;
 use crate::process::Proc;
-use crate::topology::{cidr, network, Line, Node, Side, Uplink, ALL_NODES};
+use crate::topology::{cidr, network, Line, Node, Side, Tunnel, Uplink, ALL_NODES};
 use crate::{GatewayMode, Lab};
 
 /// Namespace-wide settings. DAD off so addresses work at once; IPv6 addresses kept when a
@@ -223,7 +223,7 @@ pub fn start_bird_again(lab: &mut Lab, node: Node) -> Result<()> {
 
 /// The agent's config for one gateway of the lab: the other cloud is its site, reached over
 /// both lines.
-pub fn crosslink_config(lab: &Lab, side: Side) -> String {
+pub fn crosslink_config(lab: &Lab, side: Side) -> Result<String> {
     let other = side.other();
     let gw = side.gateway();
     let mut out = String::new();
@@ -279,13 +279,72 @@ multiplier = {mult}
             mult = lab.opts.bfd.multiplier,
         );
     }
-    out
+    for t in Tunnel::ALL {
+        let (key, _) = tunnel_key(lab, side, t)?;
+        let (_, peer_public) = tunnel_key(lab, other, t)?;
+        let uplink = Uplink(t.0);
+        let _ = write!(
+            out,
+            "
+[[tunnel]]
+name = \"{name}\"
+site = \"cloud-{site}\"
+interface = \"{ifname}\"
+uplink = \"{up}\"
+listen_port = {port}
+private_key_file = \"{key}\"
+peer_public_key = \"{peer_public}\"
+endpoints = [\"{e4}:{port}\", \"[{e6}]:{port}\"]
+addresses = [\"{a4}/31\", \"{a6}/127\"]
+probe_target = \"{target}\"
+",
+            name = t.name(),
+            site = other.gateway().name().trim_start_matches("gw"),
+            ifname = t.ifname(side),
+            up = uplink.ifname(),
+            port = t.port(),
+            key = key.display(),
+            e4 = uplink.addr(other, false, false),
+            e6 = uplink.addr(other, false, true),
+            a4 = t.addr(side, false),
+            a6 = t.addr(side, true),
+            target = t.addr(other, false),
+        );
+    }
+    Ok(out)
+}
+
+/// The private key file of `side`'s end of tunnel `t` (made with `wg genkey` on first use,
+/// mode 0600) and its public key.
+pub fn tunnel_key(lab: &Lab, side: Side, t: Tunnel) -> Result<(std::path::PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = lab.dir.join(format!("{}-t{}.key", side.gateway(), t.0));
+    if !path.exists() {
+        let out = std::process::Command::new("wg")
+            .arg("genkey")
+            .output()
+            .context("wg genkey (wireguard-tools)")?;
+        anyhow::ensure!(out.status.success(), "wg genkey failed");
+        std::fs::write(&path, &out.stdout)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let key = std::fs::read(&path)?;
+    let mut child = std::process::Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("wg pubkey")?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, &key)?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "wg pubkey failed");
+    Ok((path, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 fn start_crosslink(lab: &mut Lab, side: Side) -> Result<()> {
     let gw = side.gateway();
     let conf = lab.crosslink_config(gw);
-    let text = crosslink_config(lab, side);
+    let text = crosslink_config(lab, side)?;
     let text = match &lab.opts.crosslink_hook {
         Some(hook) => hook(gw, text),
         None => text,

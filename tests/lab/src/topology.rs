@@ -213,6 +213,48 @@ impl Uplink {
     }
 }
 
+/// WireGuard tunnel `k` between the gateways, over uplink `k` on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel(pub u8);
+
+impl Tunnel {
+    pub const ALL: [Tunnel; 2] = [Tunnel(1), Tunnel(2)];
+
+    /// The path name in crosslink's config.
+    pub fn name(self) -> String {
+        format!("inet{}", self.0)
+    }
+
+    /// Distinct on each gateway: `/var/run/wireguard/<iface>.sock` is shared by all
+    /// namespaces.
+    pub fn ifname(self, side: Side) -> String {
+        format!("{}-t{}", side.gateway().name(), self.0)
+    }
+
+    pub fn port(self) -> u16 {
+        51820 + u16::from(self.0)
+    }
+
+    /// `side`'s address inside the tunnel: 169.254.10k.0/31 (A .0, B .1), fd00:10k::/127.
+    pub fn addr(self, side: Side, v6: bool) -> IpAddr {
+        let host = side.digit() - 1;
+        if v6 {
+            IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                hex_like(100 + self.0),
+                0,
+                0,
+                0,
+                0,
+                0,
+                u16::from(host),
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(169, 254, 100 + self.0, host))
+        }
+    }
+}
+
 /// Writes decimal digits as hex digits (11 -> 0x11) so IPv6 networks read like their IPv4
 /// twins: 198.19.11.0/24 and 2001:db8:11::/64.
 fn hex_like(n: u8) -> u16 {

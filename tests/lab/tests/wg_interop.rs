@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Uplink};
-use wg::{SecretKey, Tunnel, TunnelConfig};
+use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Tunnel, Uplink};
+use wg::{SecretKey, TunnelConfig};
 
 fn genkey(dir: &Path, name: &str) -> (std::path::PathBuf, SecretKey) {
     let out = std::process::Command::new("wg")
@@ -32,7 +32,7 @@ fn crosslink_tunnel(node: Node, cfg: TunnelConfig) -> std::sync::mpsc::Sender<()
             .build()
             .unwrap();
         rt.block_on(async move {
-            let t = Tunnel::start(cfg).await;
+            let t = wg::Tunnel::start(cfg).await;
             let ok = t.is_ok();
             let _ = ready_tx.send(t.as_ref().err().map(|e| e.to_string()));
             if ok {
@@ -192,5 +192,67 @@ fn crosslink_tunnel_talks_to_wireguard_go() {
         .exec(Node::Gwa, &["wg", "set", "xla-t1", "listen-port", "1"])
         .is_err());
     drop(stop);
+    drop(lab);
+}
+
+fn tunnel_path(lab: &Lab, gw: Node, name: &str) -> serde_json::Value {
+    let out = lab.crosslink(gw, &["status", "--json"]).expect("status");
+    let s: serde_json::Value = serde_json::from_str(&out).expect("json");
+    s["sites"][0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no path {name}: {s}"))
+}
+
+fn signal(path: &serde_json::Value, name: &str) -> String {
+    path["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .map(|g| g["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_agents_run_their_tunnels_and_probe_them_end_to_end() {
+    let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+    for t in Tunnel::ALL {
+        for gw in [Node::Gwa, Node::Gwb] {
+            lab.wait_for(
+                &format!("{} on {gw}: handshake and end-to-end BFD up", t.name()),
+                Duration::from_secs(30),
+                || {
+                    let p = tunnel_path(&lab, gw, &t.name());
+                    Ok(signal(&p, "handshake") == "up" && signal(&p, "e2e-bfd") == "up")
+                },
+            )
+            .unwrap();
+        }
+        let far = t.addr(Side::B, false).to_string();
+        assert!(ping(&lab, Node::Gwa, &far), "gwa -> gwb over {}", t.name());
+        let p = tunnel_path(&lab, Node::Gwa, &t.name());
+        assert_eq!(p["state"], "up", "{p}");
+        let w = &p["tunnel"];
+        assert!(
+            w["rx_packets"].as_u64().unwrap() > 0 && w["tx_packets"].as_u64().unwrap() > 0,
+            "{w}"
+        );
+        assert!(w["handshake_age_seconds"].as_u64().unwrap() < 30, "{w}");
+        // Operators can look with wg.
+        let (_, peer) = wg_dump(&lab, Node::Gwa, &t.ifname(Side::A));
+        assert_eq!(
+            peer.endpoint,
+            format!("{}:{}", Uplink(t.0).addr(Side::B, false, false), t.port())
+        );
+        assert!(peer.latest_handshake > 0);
+    }
+    // Keys never show in status.
+    let status = lab.crosslink(Node::Gwa, &["status", "--json"]).unwrap();
+    let key = std::fs::read_to_string(lab.dir().join("gwa-t1.key")).unwrap();
+    assert!(!status.contains(key.trim()), "private key in status");
     drop(lab);
 }
