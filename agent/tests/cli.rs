@@ -171,7 +171,12 @@ fn running_agent_answers_status_and_events_and_refuses_what_it_cannot_do() {
     // and leaves no interface behind on the test host.
     assert_eq!(
         kinds,
-        ["agent-started", "tunnel-error", "tunnel-error", "operator-refused"]
+        [
+            "agent-started",
+            "tunnel-error",
+            "tunnel-error",
+            "operator-refused"
+        ]
     );
     let first = events[1]["message"].as_str().unwrap();
     assert!(first.contains("uplink up1"), "{first}");
