@@ -6,6 +6,7 @@ pub mod bfd;
 pub mod bgp;
 pub mod config;
 pub mod control;
+pub mod fib;
 pub mod logging;
 pub mod state;
 pub mod tunnels;
