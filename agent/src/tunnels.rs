@@ -84,34 +84,53 @@ pub fn tunnel_config(cfg: &Config, t: &TunnelCfg) -> anyhow::Result<TunnelConfig
     })
 }
 
+/// How often a tunnel that could not start is tried again (its uplink may come later).
+const RETRY: Duration = Duration::from_secs(5);
+
+type Running = Arc<Mutex<Vec<(String, Arc<Tunnel>)>>>;
+
 /// The running tunnels; dropping them stops their tasks and leaves the interfaces.
 pub struct Tunnels {
-    _running: Vec<Arc<Tunnel>>,
+    _running: Running,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+impl Drop for Tunnels {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn try_start(cfg: &Config, t: &TunnelCfg) -> anyhow::Result<Tunnel> {
+    let tc = tunnel_config(cfg, t)?;
+    Ok(Tunnel::start(tc).await?)
 }
 
 pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> Tunnels {
-    let mut running = Vec::new();
+    let running: Running = Arc::default();
+    let mut failed = Vec::new();
     let mut views = BTreeMap::new();
     for t in &cfg.tunnels {
         let name = t.name.get_ref().clone();
-        let started = match tunnel_config(cfg, t) {
-            Ok(tc) => Tunnel::start(tc).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        match started {
+        match try_start(cfg, t).await {
             Ok(tunnel) => {
                 tracing::info!(tunnel = %name, interface = %tunnel.interface(), "tunnel up");
-                running.push((name.clone(), Arc::new(tunnel)));
+                lock(&running).push((name.clone(), Arc::new(tunnel)));
                 views.insert(name, TunnelView::default());
             }
             Err(e) => {
-                let msg = format!("tunnel {name} could not start: {e:#}");
+                let msg = format!(
+                    "tunnel {name} could not start: {e:#}; retrying every {} s",
+                    RETRY.as_secs()
+                );
                 tracing::error!("{msg}");
-                lock(&state).record("tunnel-error", Some(&name), msg.clone());
+                lock(&state).record("tunnel-error", Some(&name), msg);
                 views.insert(
                     name,
                     TunnelView {
@@ -119,23 +138,65 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> Tunnels {
                         error: Some(format!("{e:#}")),
                     },
                 );
+                failed.push(t.clone());
             }
         }
     }
     lock(&state).tunnels = views;
-    let polled: Vec<(String, Arc<Tunnel>)> = running.clone();
-    tokio::spawn(poll(polled, state));
+    let mut tasks = vec![tokio::spawn(poll(running.clone(), state.clone()))];
+    if !failed.is_empty() {
+        tasks.push(tokio::spawn(retry(
+            cfg.clone(),
+            failed,
+            running.clone(),
+            state,
+        )));
+    }
     Tunnels {
-        _running: running.into_iter().map(|(_, t)| t).collect(),
+        _running: running,
+        tasks,
+    }
+}
+
+async fn retry(
+    cfg: Config,
+    mut failed: Vec<TunnelCfg>,
+    running: Running,
+    state: Arc<Mutex<AgentState>>,
+) {
+    while !failed.is_empty() {
+        tokio::time::sleep(RETRY).await;
+        let mut still = Vec::new();
+        for t in failed {
+            let name = t.name.get_ref().clone();
+            match try_start(&cfg, &t).await {
+                Ok(tunnel) => {
+                    let msg = format!("tunnel {name} started on retry");
+                    tracing::info!("{msg}");
+                    let mut st = lock(&state);
+                    st.record("tunnel-started", Some(&name), msg);
+                    st.tunnels.insert(name.clone(), TunnelView::default());
+                    lock(&running).push((name, Arc::new(tunnel)));
+                }
+                Err(e) => {
+                    if let Some(v) = lock(&state).tunnels.get_mut(&name) {
+                        v.error = Some(format!("{e:#}"));
+                    }
+                    still.push(t);
+                }
+            }
+        }
+        failed = still;
     }
 }
 
 /// Counters and handshake times, twice a second; a handshake gained or lost is an event.
-async fn poll(tunnels: Vec<(String, Arc<Tunnel>)>, state: Arc<Mutex<AgentState>>) {
+async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
         let now = SystemTime::now();
+        let tunnels = lock(&running).clone();
         let mut st = lock(&state);
         for (name, t) in &tunnels {
             let stats = t.stats();

@@ -256,3 +256,36 @@ fn the_agents_run_their_tunnels_and_probe_them_end_to_end() {
     assert!(!status.contains(key.trim()), "private key in status");
     drop(lab);
 }
+
+#[test]
+fn a_tunnel_whose_uplink_appears_later_starts_then() {
+    let opts = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(|gw, cfg| {
+        if gw == Node::Gwa {
+            cfg.replace("uplink = \"up2\"", "uplink = \"late9\"")
+        } else {
+            cfg
+        }
+    });
+    let lab = Lab::up(opts).expect("lab up");
+    let p = tunnel_path(&lab, Node::Gwa, "inet2");
+    assert_eq!(p["tunnel"]["running"], false, "{p}");
+    assert!(
+        p["tunnel"]["error"].as_str().unwrap().contains("late9"),
+        "{p}"
+    );
+    assert_eq!(signal(&p, "handshake"), "down");
+    lab.exec(
+        Node::Gwa,
+        &[
+            "ip", "link", "add", "late9", "type", "veth", "peer", "name", "late9p",
+        ],
+    )
+    .unwrap();
+    lab.wait_for("inet2 started on retry", Duration::from_secs(15), || {
+        Ok(tunnel_path(&lab, Node::Gwa, "inet2")["tunnel"]["running"] == true)
+    })
+    .unwrap();
+    let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
+    assert!(events.contains("tunnel inet2 started on retry"), "{events}");
+    drop(lab);
+}
