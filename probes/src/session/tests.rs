@@ -279,14 +279,13 @@ fn jitter_stays_within_75_to_100_percent() {
     );
 }
 
-#[test]
-fn down_is_declared_exactly_at_detection_time() {
-    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
-    sim.run_for(Duration::from_secs(3));
+/// Drops everything towards A for 200 ms; returns when B sent its last packet before the
+/// cut and when A went Down.
+fn cut_towards_a(sim: &mut Sim) -> (Instant, Instant) {
     sim.cut = Some(Side::A);
     let cut_at = sim.now;
     sim.run_for(Duration::from_millis(200));
-    let last_rx = sim
+    let last_sent = sim
         .log
         .iter()
         .filter(|(t, s, o)| *s == Side::B && matches!(o, Output::Send(_)) && *t <= cut_at)
@@ -296,6 +295,14 @@ fn down_is_declared_exactly_at_detection_time() {
     let down = sim
         .last_change_at(Side::A, State::Down)
         .expect("A went down");
+    (last_sent, down)
+}
+
+#[test]
+fn down_is_declared_exactly_at_detection_time() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    let (last_rx, down) = cut_towards_a(&mut sim);
     // The last packet that made it arrived `delay` after it was sent.
     assert_eq!(down, last_rx + sim.delay + 30 * MS);
     assert_eq!(
@@ -476,17 +483,7 @@ fn packets_read_late_count_from_their_arrival() {
         "the read delay is not part of the round trip"
     );
     // Silence is timed from the last arrival, not from when A got to read it.
-    sim.cut = Some(Side::A);
-    let cut_at = sim.now;
-    sim.run_for(Duration::from_millis(200));
-    let last_sent = sim
-        .log
-        .iter()
-        .filter(|(t, s, o)| *s == Side::B && matches!(o, Output::Send(_)) && *t <= cut_at)
-        .map(|(t, _, _)| *t)
-        .max()
-        .unwrap();
-    let down = sim.last_change_at(Side::A, State::Down).unwrap();
+    let (last_sent, down) = cut_towards_a(&mut sim);
     assert_eq!(down, last_sent + sim.delay + 30 * MS);
 }
 

@@ -121,16 +121,7 @@ fn main() {
 
     println!("{SESSIONS} multi-hop sessions at 10 ms x 3 between gwa and gwb, {secs} s");
     println!("  BIRD process gwa: {bird_a:.2}% of one core, gwb: {bird_b:.2}%; {bird_flaps} sessions flapped or not Up");
-    for (tid, cpu) in &after {
-        let was = before
-            .iter()
-            .find(|(t, _)| t == tid)
-            .map_or(Duration::ZERO, |(_, c)| *c);
-        println!(
-            "  crosslink BFD thread {tid}: {:.2}% of one core",
-            (*cpu - was).as_secs_f64() / wall.as_secs_f64() * 100.0
-        );
-    }
+    sixteen::print_cpu("crosslink BFD thread", &before, &after, wall);
     sixteen::report("crosslink gwa", &oa);
     sixteen::report("crosslink gwb", &ob);
     drop(lab);

@@ -97,16 +97,7 @@ fn main() {
     let (oa, ob) = (a.finish(), b.finish());
     println!("  under load for {:.1} s", loaded.as_secs_f64());
     // The agent's own BFD thread (its line sessions) is among them.
-    for (tid, cpu) in &cpu_after {
-        let was = cpu_before
-            .iter()
-            .find(|(t, _)| t == tid)
-            .map_or(Duration::ZERO, |(_, c)| *c);
-        println!(
-            "  BFD thread {tid}: {:.2}% of one core",
-            (*cpu - was).as_secs_f64() / loaded.as_secs_f64() * 100.0
-        );
-    }
+    sixteen::print_cpu("BFD thread", &cpu_before, &cpu_after, loaded);
     sixteen::report("gwa (beside the agent)", &oa);
     sixteen::report("gwb", &ob);
     let _ = stop_agent.send(());

@@ -52,6 +52,25 @@ pub fn bfd_threads_cpu() -> Vec<(u32, Duration)> {
     out
 }
 
+/// Prints each BFD thread's CPU between two `bfd_threads_cpu` samples `wall` apart.
+pub fn print_cpu(
+    label: &str,
+    before: &[(u32, Duration)],
+    after: &[(u32, Duration)],
+    wall: Duration,
+) {
+    for (tid, cpu) in after {
+        let was = before
+            .iter()
+            .find(|(t, _)| t == tid)
+            .map_or(Duration::ZERO, |(_, c)| *c);
+        println!(
+            "  {label} {tid}: {:.2}% of one core",
+            (*cpu - was).as_secs_f64() / wall.as_secs_f64() * 100.0
+        );
+    }
+}
+
 /// utime + stime from a `/proc/.../stat` file.
 pub fn stat_cpu(path: &std::path::Path) -> Duration {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
