@@ -247,8 +247,10 @@ fn udp_socket(port: u16, uplink: Option<&str>) -> io::Result<(UdpSocket, bool)> 
     if let Some(dev) = uplink {
         setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
     }
-    // Room for bursts at line rate; the kernel caps it at rmem_max/wmem_max.
-    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    // The receive queue is where a saturated tunnel queues (decryption is the bottleneck):
+    // 256 KiB is about 3 ms at the rate one tunnel carries here. With 4 MiB it held 40 ms
+    // and the end-to-end BFD inside the tunnel flapped at 10 ms x 3 under iperf3.
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &(256 << 10));
     let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
     if v6 {
         bind(

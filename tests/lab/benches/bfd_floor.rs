@@ -1,0 +1,145 @@
+//! Benchmark: the BFD stability floor. crosslink on both gateways, BIRD on the line
+//! routers, every BFD session at INTERVAL x 3: with each line router (single-hop, IPv4 and
+//! IPv6 neighbours) and crosslink to crosslink end to end over both lines and both
+//! tunnels. For MINUTES (default 10) lr1 announces and withdraws a 100,000-prefix table to
+//! gwa's agent in a loop while iperf3 pushes TCP from ha to hb through tunnel inet1. Counts
+//! every Down event, per kind of session, on both agents; and BIRD's sessions that
+//! flapped. Run it at several intervals to find the floor.
+//!
+//! `cargo bench -p crosslink-lab --bench bfd_floor [-- INTERVAL_MS [MINUTES]]` (root).
+
+use std::time::{Duration, Instant};
+
+use lab::{GatewayMode, Lab, LabOptions, Node, Side, Tunnel};
+
+#[path = "common/table.rs"]
+mod table;
+
+/// BIRD's BFD sessions on a line router: (peer, state, since).
+fn bird_sessions(lab: &Lab, node: Node) -> Vec<(String, String, String)> {
+    let out = lab.birdc(node, "show bfd sessions").unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5 && (f[2] == "Up" || f[2] == "Down" || f[2] == "Init"))
+                .then(|| (f[0].to_owned(), f[2].to_owned(), f[3].to_owned()))
+        })
+        .collect()
+}
+
+/// The agent's `bfd-down` events since the start: (path, message).
+fn downs(lab: &Lab, gw: Node) -> Vec<(String, String)> {
+    let out = lab.crosslink(gw, &["events", "--json"]).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "bfd-down")
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap_or("").to_owned(),
+                e["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn all_up(lab: &Lab, gw: Node) -> bool {
+    let Ok(out) = lab.crosslink(gw, &["status", "--json"]) else {
+        return false;
+    };
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    s["sites"][0]["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["bfd"].as_array().cloned().unwrap_or_default())
+        .all(|b| b["state"] == "Up")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let ms: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let minutes: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let routes = table::bird_protocol(100_000);
+    let mut opts = LabOptions::new(GatewayMode::Crosslink)
+        .bird_hook(move |node, cfg| {
+            if node == Node::Lr1 {
+                format!("{cfg}{routes}")
+            } else {
+                cfg
+            }
+        })
+        .crosslink_hook(|_, cfg| table::crosslink_accepts(cfg));
+    opts.bfd.interval = Duration::from_millis(ms);
+    let mut lab = Lab::up(opts).expect("lab up");
+    lab.wait_for("every BFD session up", Duration::from_secs(60), || {
+        Ok(all_up(&lab, Node::Gwa) && all_up(&lab, Node::Gwb))
+    })
+    .expect("sessions up");
+    let birds_before = [
+        bird_sessions(&lab, Node::Lr1),
+        bird_sessions(&lab, Node::Lr2),
+    ];
+
+    // iperf3 through tunnel inet1, both directions routed over it.
+    let lan_b = Side::B.host_addr(false).to_string().replace(".10", ".0/24");
+    let lan_a = Side::A.host_addr(false).to_string().replace(".10", ".0/24");
+    let (ta, tb) = (Tunnel(1).ifname(Side::A), Tunnel(1).ifname(Side::B));
+    lab.exec(Node::Gwa, &["ip", "route", "replace", &lan_b, "dev", &ta])
+        .unwrap();
+    lab.exec(Node::Gwb, &["ip", "route", "replace", &lan_a, "dev", &tb])
+        .unwrap();
+    lab.spawn("iperf3-hb", Node::Hb, &["iperf3", "-s"]).unwrap();
+    let secs = (minutes * 60).to_string();
+    let to = Side::B.host_addr(false).to_string();
+    lab.spawn("iperf3-ha", Node::Ha, &["iperf3", "-c", &to, "-t", &secs])
+        .unwrap();
+
+    println!("BFD at {ms} ms x 3 for {minutes} min, table churn on gwa and iperf3 through inet1");
+    let start = Instant::now();
+    let run = Duration::from_secs(minutes * 60);
+    let mut churns = 0;
+    while start.elapsed() < run {
+        let full = 100_001;
+        let _ = lab.birdc(Node::Lr1, "enable bench4");
+        let _ = lab.wait_for("table", Duration::from_secs(60), || {
+            Ok(table::crosslink_received(&lab) >= full)
+        });
+        let _ = lab.birdc(Node::Lr1, "disable bench4");
+        let _ = lab.wait_for("withdrawn", Duration::from_secs(60), || {
+            Ok(table::crosslink_received(&lab) <= 1)
+        });
+        churns += 1;
+    }
+    let birds_after = [
+        bird_sessions(&lab, Node::Lr1),
+        bird_sessions(&lab, Node::Lr2),
+    ];
+    let bird_flaps = birds_before
+        .iter()
+        .flatten()
+        .filter(|s| !birds_after.iter().flatten().any(|a| a == *s))
+        .count();
+    println!("  {churns} full-table announce/withdraw cycles");
+    for gw in [Node::Gwa, Node::Gwb] {
+        let d = downs(&lab, gw);
+        let with_router = d.iter().filter(|(_, m)| m.starts_with("BFD with")).count();
+        let e2e_line = d
+            .iter()
+            .filter(|(p, m)| m.starts_with("end-to-end") && p.starts_with("line"))
+            .count();
+        let e2e_tunnel = d
+            .iter()
+            .filter(|(p, m)| m.starts_with("end-to-end") && p.starts_with("inet"))
+            .count();
+        println!(
+            "  {gw}: Down events: {with_router} with the line routers, {e2e_line} end to end over lines, {e2e_tunnel} end to end over tunnels"
+        );
+    }
+    println!("  BIRD (lr1, lr2): {bird_flaps} sessions flapped");
+    drop(lab);
+}
