@@ -17,7 +17,7 @@ use crate::control::proto::{
     Event, GatewayStatus, Health, PathKind, PathStatus, SignalStatus, SiteStatus, Status,
     STATUS_SCHEMA,
 };
-use crate::tunnels::{TunnelView, HANDSHAKE_STALE};
+use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
 
 /// Events kept in memory; older ones are dropped first.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
@@ -226,10 +226,7 @@ impl AgentState {
         let Some(stats) = &v.stats else {
             return ("handshake", Health::Unknown, None);
         };
-        let age = stats
-            .last_handshake
-            .and_then(|t| SystemTime::now().duration_since(t).ok());
-        match age {
+        match handshake_age(stats, SystemTime::now()) {
             Some(a) if a < HANDSHAKE_STALE => ("handshake", Health::Up, None),
             Some(a) => (
                 "handshake",

@@ -27,6 +27,13 @@ pub struct TunnelView {
     pub error: Option<String>,
 }
 
+/// Time since the last completed handshake, if there was one.
+pub fn handshake_age(stats: &TunnelStats, now: SystemTime) -> Option<Duration> {
+    stats
+        .last_handshake
+        .and_then(|t| now.duration_since(t).ok())
+}
+
 impl TunnelView {
     pub fn to_status(&self, now: SystemTime) -> TunnelStatus {
         let s = self.stats.as_ref();
@@ -34,10 +41,7 @@ impl TunnelView {
             running: self.error.is_none() && s.is_some(),
             error: self.error.clone(),
             endpoint: s.and_then(|s| s.endpoint).map(|e| e.to_string()),
-            handshake_age_seconds: s
-                .and_then(|s| s.last_handshake)
-                .and_then(|t| now.duration_since(t).ok())
-                .map(|d| d.as_secs()),
+            handshake_age_seconds: s.and_then(|s| handshake_age(s, now)).map(|d| d.as_secs()),
             rx_bytes: s.map_or(0, |s| s.rx_bytes),
             tx_bytes: s.map_or(0, |s| s.tx_bytes),
             rx_packets: s.map_or(0, |s| s.rx_packets),
@@ -200,11 +204,8 @@ async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
         let mut st = lock(&state);
         for (name, t) in &tunnels {
             let stats = t.stats();
-            let fresh = |s: &TunnelStats| {
-                s.last_handshake
-                    .and_then(|h| now.duration_since(h).ok())
-                    .is_some_and(|age| age < HANDSHAKE_STALE)
-            };
+            let fresh =
+                |s: &TunnelStats| handshake_age(s, now).is_some_and(|a| a < HANDSHAKE_STALE);
             let was = st
                 .tunnels
                 .get(name)

@@ -28,6 +28,8 @@ use crate::{link, tun, uapi};
 const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(6);
 /// boringtun's timers want a call about this often.
 const TIMER_TICK: Duration = Duration::from_millis(250);
+/// WireGuard message type of a handshake response (first byte, little-endian u32).
+const HANDSHAKE_RESPONSE: u8 = 2;
 /// Largest datagram or TUN packet handled, plus WireGuard's overhead.
 const BUF: usize = 65_536 + 64;
 
@@ -378,7 +380,7 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
             match s {
                 Step::Network(len) => {
                     // A handshake response proves the initiation was the peer's.
-                    if out[0] == 2 {
+                    if out[0] == HANDSHAKE_RESPONSE {
                         roam(&shared, from);
                     }
                     shared.send(&out[..len], from).await;

@@ -20,6 +20,17 @@ pub enum FibError {
     Kernel { what: String, err: std::io::Error },
 }
 
+/// An error message with a code is the kernel's refusal; without one, an acknowledgement.
+fn refused(what: &str, e: &netlink_packet_core::ErrorMessage) -> Result<(), FibError> {
+    match e.code {
+        Some(code) => Err(FibError::Kernel {
+            what: what.to_owned(),
+            err: std::io::Error::from_raw_os_error(-code.get()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Nexthop objects over an rtnetlink socket of their own (its connection task must run).
 #[derive(Clone)]
 pub struct Nexthops {
@@ -42,12 +53,7 @@ impl Nexthops {
             .map_err(|e| FibError::Transport(e.to_string()))?;
         while let Some(reply) = replies.next().await {
             if let NetlinkPayload::Error(e) = reply.payload {
-                if let Some(code) = e.code {
-                    return Err(FibError::Kernel {
-                        what,
-                        err: std::io::Error::from_raw_os_error(-code.get()),
-                    });
-                }
+                refused(&what, &e)?;
             }
         }
         Ok(())
@@ -78,14 +84,7 @@ impl Nexthops {
         while let Some(reply) = replies.next().await {
             match reply.payload {
                 NetlinkPayload::InnerMessage(Message::New(nh)) => out.push(nh),
-                NetlinkPayload::Error(e) => {
-                    if let Some(code) = e.code {
-                        return Err(FibError::Kernel {
-                            what: "the nexthop dump".into(),
-                            err: std::io::Error::from_raw_os_error(-code.get()),
-                        });
-                    }
-                }
+                NetlinkPayload::Error(e) => refused("the nexthop dump", &e)?,
                 _ => {}
             }
         }

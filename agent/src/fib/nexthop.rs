@@ -244,7 +244,20 @@ impl NetlinkSerializable for Message {
     }
 
     fn buffer_len(&self) -> usize {
-        self.encode().len()
+        // Attribute sizes are multiples of 4 here, so no padding to account for.
+        let attrs = match self {
+            Message::New(nh) => {
+                8 + match &nh.kind {
+                    Kind::Dev { .. } => 8,
+                    Kind::Via { gateway, .. } => 4 + if gateway.is_ipv6() { 16 } else { 4 } + 8,
+                    Kind::Group(m) => 4 + GRP_LEN * m.len(),
+                    Kind::Blackhole => 4,
+                }
+            }
+            Message::Del(_) => 8,
+            Message::Get => 0,
+        };
+        NHMSG_LEN + attrs
     }
 
     fn serialize(&self, buffer: &mut [u8]) {
@@ -330,6 +343,28 @@ mod tests {
         let del = Message::Del(13).encode();
         assert_eq!(del.len() + 16, 32);
         assert_eq!(&del[8..16], &[8, 0, 1, 0, 13, 0, 0, 0]);
+    }
+
+    #[test]
+    fn buffer_len_is_the_encoded_length() {
+        let gw4: IpAddr = "192.0.2.1".parse().unwrap();
+        let gw6: IpAddr = "fe80::1".parse().unwrap();
+        for m in [
+            Message::New(Nexthop::dev(1, true, 0, 2)),
+            Message::New(Nexthop::via(2, 0, gw4, 2)),
+            Message::New(Nexthop::via(3, 0, gw6, 2)),
+            Message::New(Nexthop::group(4, 0, vec![(1, 1), (2, 7), (3, 256)])),
+            Message::New(Nexthop {
+                id: 5,
+                family: AF_INET,
+                protocol: 0,
+                kind: Kind::Blackhole,
+            }),
+            Message::Del(6),
+            Message::Get,
+        ] {
+            assert_eq!(m.buffer_len(), m.encode().len(), "{m:?}");
+        }
     }
 
     #[test]

@@ -549,7 +549,7 @@ impl Engine {
             tx_gaps: VecDeque::with_capacity(4096),
         };
         self.sessions.insert(id, entry);
-        self.apply(id, first, now);
+        self.apply(id, first);
         Ok(id)
     }
 
@@ -558,10 +558,10 @@ impl Engine {
             return;
         };
         let out = e.session.process(input, now);
-        self.apply(id, out, now);
+        self.apply(id, out);
     }
 
-    fn apply(&mut self, id: SessionId, out: Vec<Output>, _now: Instant) {
+    fn apply(&mut self, id: SessionId, out: Vec<Output>) {
         if let Some(e) = self.sessions.get_mut(&id) {
             e.apply(id, out, &self.events);
         }

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use lab::{GatewayMode, Lab, LabOptions, Node, Side, Tunnel};
+use lab::{Lab, Node, Side, Tunnel};
 
 #[path = "common/table.rs"]
 mod table;
@@ -64,16 +64,7 @@ fn main() {
         .collect();
     let ms: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let minutes: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let routes = table::bird_protocol(100_000);
-    let mut opts = LabOptions::new(GatewayMode::Crosslink)
-        .bird_hook(move |node, cfg| {
-            if node == Node::Lr1 {
-                format!("{cfg}{routes}")
-            } else {
-                cfg
-            }
-        })
-        .crosslink_hook(|_, cfg| table::crosslink_accepts(cfg));
+    let mut opts = table::crosslink_lab_options(100_000);
     opts.bfd.interval = Duration::from_millis(ms);
     let mut lab = Lab::up(opts).expect("lab up");
     lab.wait_for("every BFD session up", Duration::from_secs(60), || {

@@ -10,7 +10,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lab::{netns, GatewayMode, Lab, LabOptions, Node};
+use lab::{netns, Lab, Node};
 
 #[path = "common/sixteen.rs"]
 mod sixteen;
@@ -24,16 +24,7 @@ fn main() {
         .collect();
     let n: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
-    let routes = table::bird_protocol(n);
-    let opts = LabOptions::new(GatewayMode::Crosslink)
-        .bird_hook(move |node, cfg| {
-            if node == Node::Lr1 {
-                format!("{cfg}{routes}")
-            } else {
-                cfg
-            }
-        })
-        .crosslink_hook(|_, cfg| table::crosslink_accepts(cfg));
+    let opts = table::crosslink_lab_options(n);
     let mut lab = Lab::up(opts).expect("lab up");
 
     // gwa's agent moves into this process: same code, same config, same namespace.

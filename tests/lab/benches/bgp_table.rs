@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use lab::{GatewayMode, Lab, LabOptions, Node};
 
 #[path = "common/table.rs"]
+#[allow(dead_code)] // the shared lab options are for the BFD benches
 mod table;
 
 /// Peak resident set (VmHWM) of a process, in MiB.

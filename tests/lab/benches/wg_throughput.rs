@@ -102,21 +102,8 @@ fn main() {
         .iter()
         .map(|n| {
             let key = dir.join(format!("{n}.key"));
-            let k = std::process::Command::new("wg")
-                .arg("genkey")
-                .output()
-                .unwrap()
-                .stdout;
-            std::fs::write(&key, &k).unwrap();
-            let mut c = std::process::Command::new("wg")
-                .arg("pubkey")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::io::Write::write_all(&mut c.stdin.take().unwrap(), &k).unwrap();
-            let public = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
-            (key.display().to_string(), public.trim().to_owned())
+            let public = lab::wg_keypair(&key).expect("key pair");
+            (key.display().to_string(), public)
         })
         .collect();
     for (i, (node, side, iface, addr)) in [

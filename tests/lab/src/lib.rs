@@ -319,6 +319,33 @@ impl Lab {
     }
 }
 
+/// A WireGuard private key in `path` (made with `wg genkey`, mode 0600, when the file does
+/// not exist yet) and its public key (`wg pubkey`), both base64.
+pub fn wg_keypair(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    if !path.exists() {
+        let out = Command::new("wg")
+            .arg("genkey")
+            .output()
+            .context("wg genkey (wireguard-tools)")?;
+        anyhow::ensure!(out.status.success(), "wg genkey failed");
+        std::fs::write(path, &out.stdout)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let key = std::fs::read(path)?;
+    let mut child = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("wg pubkey")?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, &key)?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "wg pubkey failed");
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();

@@ -314,31 +314,11 @@ probe_target = \"{target}\"
     Ok(out)
 }
 
-/// The private key file of `side`'s end of tunnel `t` (made with `wg genkey` on first use,
-/// mode 0600) and its public key.
-pub fn tunnel_key(lab: &Lab, side: Side, t: Tunnel) -> Result<(std::path::PathBuf, String)> {
-    use std::os::unix::fs::PermissionsExt;
+/// The private key file of `side`'s end of tunnel `t` and its public key.
+fn tunnel_key(lab: &Lab, side: Side, t: Tunnel) -> Result<(std::path::PathBuf, String)> {
     let path = lab.dir.join(format!("{}-t{}.key", side.gateway(), t.0));
-    if !path.exists() {
-        let out = std::process::Command::new("wg")
-            .arg("genkey")
-            .output()
-            .context("wg genkey (wireguard-tools)")?;
-        anyhow::ensure!(out.status.success(), "wg genkey failed");
-        std::fs::write(&path, &out.stdout)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let key = std::fs::read(&path)?;
-    let mut child = std::process::Command::new("wg")
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("wg pubkey")?;
-    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, &key)?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "wg pubkey failed");
-    Ok((path, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    let public = crate::wg_keypair(&path)?;
+    Ok((path, public))
 }
 
 fn start_crosslink(lab: &mut Lab, side: Side) -> Result<()> {

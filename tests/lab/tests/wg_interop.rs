@@ -2,7 +2,6 @@
 //! far gateway, over the internet uplinks of the lab. Needs root; never skipped.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,15 +9,10 @@ use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Tunnel, Uplink};
 use wg::{SecretKey, TunnelConfig};
 
 fn genkey(dir: &Path, name: &str) -> (std::path::PathBuf, SecretKey) {
-    let out = std::process::Command::new("wg")
-        .arg("genkey")
-        .output()
-        .expect("wg genkey");
-    let text = String::from_utf8(out.stdout).unwrap();
     let path = dir.join(name);
-    std::fs::write(&path, &text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (path, SecretKey::parse(&text).unwrap())
+    lab::wg_keypair(&path).expect("key pair");
+    let key = SecretKey::load(&path).expect("key file");
+    (path, key)
 }
 
 /// A crosslink tunnel running in `node`'s namespace until the returned sender is dropped.

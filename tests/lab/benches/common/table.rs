@@ -2,7 +2,7 @@
 //! protocol `bench4` that starts disabled; `enable bench4` announces it, `disable bench4`
 //! withdraws it.
 
-use lab::{Lab, Node};
+use lab::{GatewayMode, Lab, LabOptions, Node};
 
 pub fn bird_protocol(n: u32) -> String {
     let mut s = String::with_capacity(n as usize * 40);
@@ -19,6 +19,20 @@ pub fn bird_protocol(n: u32) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// A crosslink lab whose lr1 holds an N-prefix table (disabled) that the gateways accept.
+pub fn crosslink_lab_options(n: u32) -> LabOptions {
+    let routes = bird_protocol(n);
+    LabOptions::new(GatewayMode::Crosslink)
+        .bird_hook(move |node, cfg| {
+            if node == Node::Lr1 {
+                format!("{cfg}{routes}")
+            } else {
+                cfg
+            }
+        })
+        .crosslink_hook(|_, cfg| crosslink_accepts(cfg))
 }
 
 /// The crosslink config change that lets a gateway accept the table: 10/8 joins the far
