@@ -170,6 +170,7 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
             v.local_diag = Some(ev.diag);
             v.remote_diag = ev.remote_diag;
         }
+        st.touch();
         // Only transitions into or out of Up are worth the operator's log.
         if ev.to != State::Up && ev.from != State::Up {
             continue;

@@ -296,9 +296,11 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             }
             n.learned.extend(delta.added.iter().copied());
             n.rejected += delta.rejected.len() as u64;
+            st.routes_generation += 1;
             (peer, None)
         }
     };
+    st.touch();
     if let Some((kind, msg)) = record {
         let line = st.bgp.get(&peer).map(|n| n.line.clone());
         st.record(kind, line.as_deref(), msg);

@@ -8,6 +8,8 @@ pub mod config;
 pub mod control;
 pub mod fib;
 pub mod logging;
+pub mod routing;
+pub mod select;
 pub mod state;
 pub mod tunnels;
 
@@ -84,6 +86,11 @@ pub async fn run(
             None
         }
     };
+    // Routes last: the selection reads every signal above. Without netlink the agent still
+    // runs and reports; the kernel's routes are then not managed.
+    if let Err(e) = routing::start(state.clone()) {
+        tracing::error!(error = %e, "route programming could not start");
+    }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::pin!(shutdown);
     loop {

@@ -8,7 +8,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+use tokio::sync::Notify;
 
 use crate::bfd::BfdView;
 use crate::bgp::NeighborState;
@@ -36,6 +39,12 @@ pub struct AgentState {
     pub(crate) bfd: BTreeMap<(String, IpAddr, bool), BfdView>,
     /// Tunnels by name.
     pub(crate) tunnels: BTreeMap<String, TunnelView>,
+    /// What carries each site's traffic, as last programmed (absent: not programmed).
+    pub(crate) active: BTreeMap<String, crate::select::Choice>,
+    /// Bumped whenever a learned route comes or goes, so the route set is rebuilt only then.
+    pub(crate) routes_generation: u64,
+    /// Woken on every change of a signal the route selection reads.
+    changed: Arc<Notify>,
 }
 
 impl AgentState {
@@ -50,7 +59,19 @@ impl AgentState {
             bgp: BTreeMap::new(),
             bfd: BTreeMap::new(),
             tunnels: BTreeMap::new(),
+            active: BTreeMap::new(),
+            routes_generation: 0,
+            changed: Arc::new(Notify::new()),
         }
+    }
+
+    /// Tells the route programming that a signal changed.
+    pub(crate) fn touch(&self) {
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     pub fn config(&self) -> &Config {
@@ -105,8 +126,21 @@ impl AgentState {
         SiteStatus {
             name: site.to_owned(),
             prefixes,
-            active_path: None,
-            active_reason: "route programming is not running in this build; the kernel's routes are not managed".into(),
+            active_path: self
+                .active
+                .get(site)
+                .map(|c| {
+                    c.members
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .filter(|s| !s.is_empty()),
+            active_reason: self.active.get(site).map_or_else(
+                || "routes not programmed yet".to_owned(),
+                |c| c.reason.clone(),
+            ),
             learned_prefixes: self.learned_prefixes(site),
             paths: cfg.paths_of(site).map(|p| self.path_status(p)).collect(),
         }
@@ -129,7 +163,7 @@ impl AgentState {
         all.len()
     }
 
-    fn path_status(&self, path: PathRef<'_>) -> PathStatus {
+    pub(crate) fn path_status(&self, path: PathRef<'_>) -> PathStatus {
         let name = path.name();
         let (kind, iface, priority, weight) = match path {
             PathRef::Line(l) => (

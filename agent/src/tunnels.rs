@@ -180,6 +180,7 @@ async fn retry(
                     let mut st = lock(&state);
                     st.record("tunnel-started", Some(&name), msg);
                     st.tunnels.insert(name.clone(), TunnelView::default());
+                    st.touch();
                     lock(&running).push((name, Arc::new(tunnel)));
                 }
                 Err(e) => {
@@ -225,6 +226,7 @@ async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
                     )
                 };
                 tracing::info!("{msg}");
+                st.touch();
                 st.record(
                     if is { "tunnel-up" } else { "tunnel-down" },
                     Some(name),

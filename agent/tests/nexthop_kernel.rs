@@ -114,3 +114,164 @@ fn nexthops_and_groups_in_the_kernel() {
     .join()
     .unwrap();
 }
+
+/// The planner and `Fib::apply` against the kernel: a site's routes land on its group, a
+/// failover is one group replace, a deleted group is rebuilt with its routes, and another
+/// protocol's route at our prefix and metric is left alone.
+#[test]
+fn plans_reach_the_kernel_and_drift_is_repaired() {
+    use crosslink::fib::plan::{self, Family, Member, Members, SiteWant, METRIC, PROTOCOL};
+    use crosslink::fib::Fib;
+    use std::collections::BTreeSet;
+
+    let ns = Netns(format!("xl-fib-{}", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    for (a, b) in [("line1", "lr1"), ("tun1", "tp1"), ("tun2", "tp2")] {
+        ip(
+            &ns.0,
+            &["link", "add", a, "type", "veth", "peer", "name", b],
+        );
+        for d in [a, b] {
+            ip(&ns.0, &["link", "set", "dev", d, "up"]);
+        }
+    }
+    ip(&ns.0, &["addr", "add", "192.0.2.1/30", "dev", "line1"]);
+    ip(&ns.0, &["link", "set", "dev", "lo", "up"]);
+    // Another daemon's route at our metric for one of the prefixes we want.
+    ip(
+        &ns.0,
+        &[
+            "route",
+            "add",
+            "198.18.7.0/24",
+            "dev",
+            "lr1",
+            "metric",
+            "20",
+            "proto",
+            "static",
+        ],
+    );
+    let line1 = ifindex(&ns.0, "line1");
+    let (t1, t2) = (ifindex(&ns.0, "tun1"), ifindex(&ns.0, "tun2"));
+    let name = ns.0.clone();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (fib, a, b) = Fib::connect().unwrap();
+            tokio::spawn(a);
+            tokio::spawn(b);
+            let prefixes: Vec<ipnet::IpNet> = (0..8)
+                .map(|i| format!("198.18.{i}.0/24").parse().unwrap())
+                .collect();
+            let wanted: BTreeSet<ipnet::IpNet> = prefixes.iter().copied().collect();
+            let site = |v4: Members| SiteWant {
+                index: 0,
+                prefixes: prefixes.clone(),
+                v4,
+                v6: Members::Keep,
+            };
+            let reconcile = |want: SiteWant| {
+                let fib = fib.clone();
+                let wanted = wanted.clone();
+                async move {
+                    let k = fib.kernel(&wanted, true).await.unwrap();
+                    let d = plan::desired(&[want], &k.nexthops);
+                    let p = plan::diff(&d, &k);
+                    let errors = fib.apply(&p).await;
+                    assert!(errors.is_empty(), "{errors:?}");
+                    p
+                }
+            };
+            let on_line = site(Members::Set(vec![Member {
+                slot: 0,
+                ifindex: line1,
+                gateway: Some("192.0.2.2".parse().unwrap()),
+                weight: 1,
+            }]));
+            let p = reconcile(on_line.clone()).await;
+            assert_eq!(p.conflicts, vec!["198.18.7.0/24".parse().unwrap()]);
+            let gid = plan::group_id(0, Family::V4);
+            let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+            assert!(
+                r.contains(&format!("nhid {gid}")) && r.contains("via 192.0.2.2 dev line1"),
+                "{r}"
+            );
+            assert!(
+                r.contains(&format!("proto {PROTOCOL}")) && r.contains(&format!("metric {METRIC}")),
+                "{r}"
+            );
+            let foreign = ip(&name, &["route", "show", "198.18.7.0/24"]);
+            assert!(
+                foreign.contains("proto static") && foreign.contains("dev lr1"),
+                "{foreign}"
+            );
+            assert!(
+                reconcile(on_line.clone()).await.is_empty(),
+                "stable once applied"
+            );
+
+            // Failover: the routes follow one group replace.
+            let tunnels = site(Members::Set(vec![
+                Member {
+                    slot: 1,
+                    ifindex: t1,
+                    gateway: None,
+                    weight: 1,
+                },
+                Member {
+                    slot: 2,
+                    ifindex: t2,
+                    gateway: None,
+                    weight: 2,
+                },
+            ]));
+            let p = reconcile(tunnels.clone()).await;
+            assert!(
+                p.ops.iter().all(|o| !matches!(o, plan::Op::Route { .. })),
+                "{p:?}"
+            );
+            let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+            assert!(r.contains("dev tun1") && r.contains("dev tun2"), "{r}");
+
+            // Someone deletes our group: the kernel drops our routes; we rebuild both.
+            ip(&name, &["nexthop", "del", "id", &gid.to_string()]);
+            assert_eq!(ip(&name, &["route", "show", "198.18.3.0/24"]).trim(), "");
+            reconcile(tunnels.clone()).await;
+            let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+            assert!(r.contains(&format!("nhid {gid}")), "{r}");
+            let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
+            assert_eq!(
+                ours.lines().filter(|l| l.starts_with("198.18.")).count(),
+                7,
+                "{ours}"
+            );
+
+            // The site goes away: our objects go, the foreign route stays.
+            let k = fib.kernel(&wanted, true).await.unwrap();
+            let errors = fib.apply(&plan::diff(&plan::Desired::default(), &k)).await;
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(
+                ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]).trim(),
+                ""
+            );
+            assert_eq!(
+                ip(&name, &["nexthop", "show", "proto", &PROTOCOL.to_string()]).trim(),
+                ""
+            );
+            assert!(ip(&name, &["route", "show", "198.18.7.0/24"]).contains("proto static"));
+        });
+    })
+    .join()
+    .unwrap();
+}

@@ -1,6 +1,10 @@
 //! The FIB side of crosslink: kernel nexthop objects and the routes that use them.
 
 pub mod nexthop;
+pub mod plan;
+pub mod routes;
+
+use std::collections::BTreeSet;
 
 use futures_util::StreamExt;
 use netlink_packet_core::{
@@ -10,7 +14,9 @@ use netlink_packet_core::{
 use netlink_proto::sys::{protocols::NETLINK_ROUTE, SocketAddr};
 use netlink_proto::ConnectionHandle;
 
-use nexthop::{Message, Nexthop};
+use ipnet::IpNet;
+use nexthop::{Kind, Message, Nexthop};
+use plan::{Kernel, Op, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FibError {
@@ -89,5 +95,82 @@ impl Nexthops {
             }
         }
         Ok(out)
+    }
+}
+
+/// Both halves of the FIB: nexthop objects (our codec) and routes (rtnetlink).
+#[derive(Clone)]
+pub struct Fib {
+    pub nexthops: Nexthops,
+    routes: rtnetlink::Handle,
+}
+
+impl Fib {
+    /// The handle and the connection futures to spawn (both must run).
+    pub fn connect() -> std::io::Result<(
+        Fib,
+        impl std::future::Future<Output = ()>,
+        impl std::future::Future<Output = ()>,
+    )> {
+        let (nexthops, nh_conn) = Nexthops::connect()?;
+        let (rt_conn, routes, _) = rtnetlink::new_connection()?;
+        Ok((Fib { nexthops, routes }, nh_conn, rt_conn))
+    }
+
+    /// The kernel's nexthops, and its routes that are ours or at a prefix in `wanted`;
+    /// `routes: false` skips the route dump (a membership change needs only the nexthops).
+    pub async fn kernel(
+        &self,
+        wanted: &BTreeSet<IpNet>,
+        with_routes: bool,
+    ) -> Result<Kernel, FibError> {
+        let nexthops = self.nexthops.dump().await?;
+        let routes = if with_routes {
+            routes::dump(&self.routes, wanted).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Kernel { nexthops, routes })
+    }
+
+    /// Carries out `plan` in order. A member the kernel refuses (its interface just lost
+    /// carrier) is left out of the groups that follow, so the other members still take the
+    /// traffic; every refusal is returned for the log, and the next reconcile retries.
+    pub async fn apply(&self, plan: &Plan) -> Vec<FibError> {
+        let mut errors = Vec::new();
+        let mut refused: BTreeSet<u32> = BTreeSet::new();
+        for op in &plan.ops {
+            let r = match op {
+                Op::Nexthop(nh) => match &nh.kind {
+                    Kind::Group(members) => {
+                        let members: Vec<(u32, u16)> = members
+                            .iter()
+                            .filter(|(id, _)| !refused.contains(id))
+                            .copied()
+                            .collect();
+                        if members.is_empty() {
+                            continue;
+                        }
+                        self.nexthops
+                            .replace(Nexthop::group(nh.id, nh.protocol, members))
+                            .await
+                    }
+                    _ => {
+                        let r = self.nexthops.replace(nh.clone()).await;
+                        if r.is_err() {
+                            refused.insert(nh.id);
+                        }
+                        r
+                    }
+                },
+                Op::DelNexthop(id) => self.nexthops.delete(*id).await,
+                Op::Route { dst, nhid } => routes::replace(&self.routes, *dst, *nhid).await,
+                Op::DelRoute { dst, metric } => routes::delete(&self.routes, *dst, *metric).await,
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        errors
     }
 }

@@ -1,0 +1,123 @@
+//! Routes of the main table through rtnetlink: ours carry `nhid` and our protocol number.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use futures_util::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::plan::{KernelRoute, METRIC, PROTOCOL};
+use super::FibError;
+
+fn transport(e: rtnetlink::Error) -> FibError {
+    match e {
+        rtnetlink::Error::NetlinkError(ref m) => match m.code {
+            Some(code) => FibError::Kernel {
+                what: "a route".into(),
+                err: std::io::Error::from_raw_os_error(-code.get()),
+            },
+            None => FibError::Transport(e.to_string()),
+        },
+        e => FibError::Transport(e.to_string()),
+    }
+}
+
+fn message(dst: IpNet, metric: u32) -> RouteMessage {
+    // A prefix from ipnet always fits its family, so the builder cannot refuse it.
+    let b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst.addr(), dst.prefix_len())
+        .unwrap_or_default();
+    b.table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+        .protocol(RouteProtocol::Other(PROTOCOL))
+        .priority(metric)
+        .build()
+}
+
+fn kernel_route(m: &RouteMessage) -> Option<KernelRoute> {
+    let h = &m.header;
+    let mut table = u32::from(h.table);
+    let (mut dst, mut metric, mut nhid) = (None, 0, None);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(IpAddr::V4(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::NhId(id) => nhid = Some(*id),
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let dst = match dst {
+        Some(a) => IpNet::new(a, h.destination_prefix_length).ok()?,
+        // A default route has no destination attribute.
+        None if h.destination_prefix_length == 0 => match h.address_family {
+            netlink_packet_route::AddressFamily::Inet6 => IpNet::V6(Default::default()),
+            netlink_packet_route::AddressFamily::Inet => IpNet::V4(Default::default()),
+            _ => return None,
+        },
+        None => return None,
+    };
+    Some(KernelRoute {
+        dst,
+        metric,
+        protocol: u8::from(h.protocol),
+        nhid,
+    })
+}
+
+/// The main table's routes that are ours or sit at a prefix in `wanted`.
+pub async fn dump(h: &Handle, wanted: &BTreeSet<IpNet>) -> Result<Vec<KernelRoute>, FibError> {
+    let mut out = Vec::new();
+    for family in [
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ] {
+        let mut s = h.route().get(family).execute();
+        while let Some(m) = s.try_next().await.map_err(transport)? {
+            if let Some(r) = kernel_route(&m) {
+                if r.protocol == PROTOCOL || wanted.contains(&r.dst) {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
+    let mut m = message(dst, METRIC);
+    m.attributes.push(RouteAttribute::NhId(nhid));
+    h.route()
+        .add(m)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| context(transport(e), &format!("route {dst} nhid {nhid}")))
+}
+
+/// Deletes our route at `dst`/`metric`; the protocol in the request makes the kernel
+/// match only ours.
+pub async fn delete(h: &Handle, dst: IpNet, metric: u32) -> Result<(), FibError> {
+    h.route()
+        .del(message(dst, metric))
+        .execute()
+        .await
+        .map_err(|e| context(transport(e), &format!("deleting route {dst}")))
+}
+
+fn context(e: FibError, what: &str) -> FibError {
+    match e {
+        FibError::Kernel { err, .. } => FibError::Kernel {
+            what: what.to_owned(),
+            err,
+        },
+        e => e,
+    }
+}

@@ -1,0 +1,357 @@
+//! Keeps each site's traffic on the chosen paths: on every signal change (woken by the
+//! state) and once a second (drift), it chooses the paths, plans the kernel changes and
+//! applies them. A membership change needs only the nexthop dump and one group replace; the
+//! route dump, which grows with the prefix count, runs every few seconds and whenever the
+//! prefix set changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+use crate::config::{Config, PathRef};
+use crate::control::proto::Health;
+use crate::fib::plan::{self, Family, Member, Members, SiteWant, MAX_PATHS_PER_SITE};
+use crate::fib::Fib;
+use crate::select::{self, Candidate, CandidateKind, Choice, Mode};
+use crate::state::AgentState;
+
+/// Drift (a route or group deleted by someone else) is repaired within this.
+const RECONCILE: Duration = Duration::from_secs(1);
+/// How often the routes themselves are compared with the kernel's.
+const ROUTE_SCAN: Duration = Duration::from_secs(5);
+
+fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Connects to the kernel and starts the programming task.
+pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {
+    let (fib, nh_conn, rt_conn) = Fib::connect()?;
+    tokio::spawn(nh_conn);
+    tokio::spawn(rt_conn);
+    tokio::spawn(run(fib, state));
+    Ok(())
+}
+
+fn candidates(st: &AgentState, site: &str) -> Vec<Candidate> {
+    st.config()
+        .paths_of(site)
+        .map(|p| {
+            let s = st.path_status(p);
+            let kind = match p {
+                PathRef::Line(l) => CandidateKind::Line {
+                    priority: l.priority,
+                },
+                PathRef::Tunnel(t) => CandidateKind::Tunnel {
+                    weight: *t.weight.get_ref(),
+                },
+            };
+            Candidate {
+                name: s.name,
+                kind,
+                healthy: s.state == Health::Up,
+                why: s.reason,
+            }
+        })
+        .collect()
+}
+
+/// The kernel members of `choice` for one family: a line through its router's address of
+/// that family, a tunnel out of its interface. A path whose interface is gone is left out.
+fn members(cfg: &Config, site: &str, choice: &Choice, family: Family) -> Members {
+    if choice.mode == Mode::AllDown {
+        return Members::Keep;
+    }
+    let mut out = Vec::new();
+    for (slot, p) in cfg.paths_of(site).enumerate() {
+        let Some((_, weight)) = choice.members.iter().find(|(n, _)| n == p.name()) else {
+            continue;
+        };
+        let (iface, gateway) = match p {
+            PathRef::Line(l) => {
+                let gw = l
+                    .neighbors
+                    .get_ref()
+                    .iter()
+                    .find(|a| Family::of(**a) == family);
+                match gw {
+                    Some(gw) => (l.interface.get_ref(), Some(*gw)),
+                    None => continue,
+                }
+            }
+            PathRef::Tunnel(t) => (t.interface.get_ref(), None),
+        };
+        let Ok(ifindex) = nix::net::if_::if_nametoindex(iface.as_str()) else {
+            continue;
+        };
+        out.push(Member {
+            slot: slot as u8,
+            ifindex,
+            gateway,
+            weight: *weight,
+        });
+    }
+    // A family the chosen paths do not carry (a line without an IPv6 neighbour) keeps
+    // what it has rather than losing its routes.
+    if out.is_empty() {
+        Members::Keep
+    } else {
+        Members::Set(out)
+    }
+}
+
+/// Every prefix of `site`: configured, and learned over BGP on its lines (kept as long as
+/// the session keeps them; the line's health decides the members, not the prefix set).
+fn prefixes(st: &AgentState, site: &str) -> Vec<IpNet> {
+    let cfg = st.config();
+    let mut out: BTreeSet<IpNet> = cfg
+        .sites
+        .iter()
+        .filter(|s| s.name.get_ref() == site)
+        .flat_map(|s| s.prefixes.iter().map(|p| p.get_ref().0.trunc()))
+        .collect();
+    for n in st.bgp.values() {
+        let on_site = cfg
+            .lines
+            .iter()
+            .any(|l| l.name.get_ref() == &n.line && l.site.get_ref() == site);
+        if on_site {
+            out.extend(n.learned.keys().map(IpNet::trunc));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The operator's log entry for a change of what carries a site's traffic.
+fn transition(old: Option<&Choice>, new: &Choice) -> Option<&'static str> {
+    match (old.map(|c| c.mode), new.mode) {
+        (Some(a), b) if a == b && old.map(|c| &c.members) == Some(&new.members) => None,
+        // Right after a start nothing has been measured yet: the adopted routes stay, and
+        // that is no news.
+        (None, Mode::AllDown) => None,
+        (_, Mode::Failover) => Some("failover"),
+        (Some(Mode::Failover), Mode::Lines) => Some("return"),
+        (_, Mode::AllDown) => Some("all-paths-down"),
+        _ => Some("path-change"),
+    }
+}
+
+struct Programmer {
+    fib: Fib,
+    state: Arc<Mutex<AgentState>>,
+    /// Prefixes by site, rebuilt when the learned routes change.
+    prefixes: BTreeMap<String, Vec<IpNet>>,
+    prefixes_generation: Option<u64>,
+    last_route_scan: Option<Instant>,
+    last_errors: Vec<String>,
+    conflicts: Vec<IpNet>,
+}
+
+async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
+    let changes = lock(&state).changes();
+    let mut p = Programmer {
+        fib,
+        state,
+        prefixes: BTreeMap::new(),
+        prefixes_generation: None,
+        last_route_scan: None,
+        last_errors: Vec::new(),
+        conflicts: Vec::new(),
+    };
+    loop {
+        p.pass().await;
+        tokio::select! {
+            () = changes.notified() => {}
+            () = tokio::time::sleep(RECONCILE) => {}
+        }
+    }
+}
+
+impl Programmer {
+    /// The wanted state of every site, and whether the prefix set changed.
+    fn wants(&mut self) -> (Vec<SiteWant>, bool) {
+        let mut st = lock(&self.state);
+        let prefixes_changed = self.prefixes_generation != Some(st.routes_generation);
+        if prefixes_changed {
+            self.prefixes_generation = Some(st.routes_generation);
+            self.prefixes = st
+                .config()
+                .sites
+                .iter()
+                .map(|s| (s.name.get_ref().clone(), prefixes(&st, s.name.get_ref())))
+                .collect();
+        }
+        let cfg = st.config().clone();
+        let mut wants = Vec::new();
+        for (index, site) in cfg.sites.iter().enumerate() {
+            let name = site.name.get_ref();
+            let (Ok(index), true) = (
+                u8::try_from(index),
+                cfg.paths_of(name).count() <= MAX_PATHS_PER_SITE,
+            ) else {
+                continue;
+            };
+            let choice = select::choose(&candidates(&st, name));
+            if let Some(kind) = transition(st.active.get(name), &choice) {
+                tracing::warn!(site = %name, "{kind}: {}", choice.reason);
+                st.record(kind, None, format!("site {name}: {}", choice.reason));
+            }
+            wants.push(SiteWant {
+                index,
+                prefixes: self.prefixes.get(name).cloned().unwrap_or_default(),
+                v4: members(&cfg, name, &choice, Family::V4),
+                v6: members(&cfg, name, &choice, Family::V6),
+            });
+            st.active.insert(name.clone(), choice);
+        }
+        (wants, prefixes_changed)
+    }
+
+    async fn pass(&mut self) {
+        let (wants, prefixes_changed) = self.wants();
+        let scan_due = self
+            .last_route_scan
+            .is_none_or(|t| t.elapsed() >= ROUTE_SCAN);
+        let wanted: BTreeSet<IpNet> = wants.iter().flat_map(|w| w.prefixes.clone()).collect();
+        let mut with_routes = scan_due || prefixes_changed;
+        let kernel = match self.fib.kernel(&wanted, with_routes).await {
+            Ok(k) => k,
+            Err(e) => return self.report(vec![e.to_string()]),
+        };
+        let want = plan::desired(&wants, &kernel.nexthops);
+        // A group that is not in the kernel yet needs its routes too.
+        let new_group = want
+            .nexthops
+            .keys()
+            .any(|id| !kernel.nexthops.iter().any(|n| n.id == *id));
+        let kernel = if new_group && !with_routes {
+            with_routes = true;
+            match self.fib.kernel(&wanted, true).await {
+                Ok(k) => k,
+                Err(e) => return self.report(vec![e.to_string()]),
+            }
+        } else {
+            kernel
+        };
+        let mut plan = plan::diff(&want, &kernel);
+        if !with_routes {
+            // Without the route dump every route would look missing.
+            plan.ops
+                .retain(|op| matches!(op, plan::Op::Nexthop(_) | plan::Op::DelNexthop(_)));
+            plan.conflicts.clear();
+        } else {
+            self.last_route_scan = Some(Instant::now());
+            if plan.conflicts != self.conflicts {
+                for c in &plan.conflicts {
+                    tracing::warn!(prefix = %c, "another protocol routes this prefix at our metric; left alone");
+                }
+                self.conflicts = plan.conflicts.clone();
+            }
+        }
+        if plan.is_empty() {
+            return self.report(Vec::new());
+        }
+        let started = Instant::now();
+        let errors = self.fib.apply(&plan).await;
+        tracing::debug!(ops = plan.ops.len(), took = ?started.elapsed(), "FIB updated");
+        self.report(errors.iter().map(ToString::to_string).collect());
+    }
+
+    /// Logs refusals once, not on every retry, and says when they clear.
+    fn report(&mut self, errors: Vec<String>) {
+        if errors == self.last_errors {
+            return;
+        }
+        if errors.is_empty() {
+            tracing::info!("the kernel routes are as wanted again");
+        }
+        for e in &errors {
+            tracing::error!("route programming: {e}");
+        }
+        if let Some(first) = errors.first() {
+            lock(&self.state).record("fib-error", None, first.clone());
+        }
+        self.last_errors = errors;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn choice(mode: Mode, members: &[&str]) -> Choice {
+        Choice {
+            mode,
+            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn transitions_are_named_for_the_operator() {
+        let lines = choice(Mode::Lines, &["l1"]);
+        let tunnels = choice(Mode::Failover, &["t1", "t2"]);
+        assert_eq!(transition(None, &lines), Some("path-change"));
+        assert_eq!(transition(None, &choice(Mode::AllDown, &[])), None);
+        assert_eq!(transition(Some(&lines), &lines), None);
+        assert_eq!(transition(Some(&lines), &tunnels), Some("failover"));
+        assert_eq!(
+            transition(Some(&tunnels), &choice(Mode::Failover, &["t2"])),
+            Some("failover")
+        );
+        assert_eq!(transition(Some(&tunnels), &lines), Some("return"));
+        assert_eq!(
+            transition(Some(&lines), &choice(Mode::AllDown, &[])),
+            Some("all-paths-down")
+        );
+        assert_eq!(
+            transition(Some(&lines), &choice(Mode::Lines, &["l2"])),
+            Some("path-change")
+        );
+    }
+
+    #[test]
+    fn members_follow_the_choice_per_family() {
+        let src = r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "lo"
+            neighbors = ["192.0.2.2"]
+            peer_asn = 65101
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+        let c = choice(Mode::Lines, &["l1"]);
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        assert_eq!(
+            members(&cfg, "b", &c, Family::V4),
+            Members::Set(vec![Member {
+                slot: 0,
+                ifindex: lo,
+                gateway: Some(IpAddr::from([192, 0, 2, 2])),
+                weight: 1
+            }])
+        );
+        assert_eq!(
+            members(&cfg, "b", &c, Family::V6),
+            Members::Keep,
+            "no IPv6 neighbour: the IPv6 routes stay as they are"
+        );
+        assert_eq!(
+            members(&cfg, "b", &choice(Mode::AllDown, &[]), Family::V4),
+            Members::Keep
+        );
+    }
+}

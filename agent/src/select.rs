@@ -1,0 +1,201 @@
+//! Which paths carry a site's traffic, from each path's health right now: the best healthy
+//! line tier, else every healthy tunnel by weight, else nothing new (the kernel keeps the
+//! last group). Pure, so the rule is tested with plain values.
+//!
+//! This is the immediate rule only; the policy engine (hold-down, damping, loss, operator
+//! commands) decides when a path counts as healthy again and sits in front of it.
+
+/// A path as the selection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    pub kind: CandidateKind,
+    pub healthy: bool,
+    /// Why the path is not healthy (empty when it is).
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// Lower priority wins; equal priorities share the traffic.
+    Line {
+        priority: u32,
+    },
+    Tunnel {
+        weight: u16,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// On the dedicated line(s).
+    Lines,
+    /// On the tunnels: no line is healthy.
+    Failover,
+    /// Nothing is healthy: the last group stays in place.
+    AllDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub mode: Mode,
+    /// The chosen paths and their weights (empty for `AllDown`).
+    pub members: Vec<(String, u16)>,
+    pub reason: String,
+}
+
+fn reasons<'a>(c: impl Iterator<Item = &'a Candidate>) -> String {
+    c.map(|c| format!("{}: {}", c.name, c.why))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub fn choose(paths: &[Candidate]) -> Choice {
+    let best_tier = paths
+        .iter()
+        .filter(|c| c.healthy)
+        .filter_map(|c| match c.kind {
+            CandidateKind::Line { priority } => Some(priority),
+            CandidateKind::Tunnel { .. } => None,
+        })
+        .min();
+    let lines = || {
+        paths
+            .iter()
+            .filter(|c| matches!(c.kind, CandidateKind::Line { .. }))
+    };
+    if let Some(tier) = best_tier {
+        let members: Vec<(String, u16)> = lines()
+            .filter(|c| c.healthy && c.kind == CandidateKind::Line { priority: tier })
+            .map(|c| (c.name.clone(), 1))
+            .collect();
+        let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+        let better_down: Vec<&Candidate> = lines()
+            .filter(|c| matches!(c.kind, CandidateKind::Line { priority } if priority < tier))
+            .collect();
+        let reason = if better_down.is_empty() {
+            format!("line {} healthy (priority {tier})", names.join(", "))
+        } else {
+            format!(
+                "line {} healthy (priority {tier}); preferred line down: {}",
+                names.join(", "),
+                reasons(better_down.into_iter())
+            )
+        };
+        return Choice {
+            mode: Mode::Lines,
+            members,
+            reason,
+        };
+    }
+    let tunnels: Vec<(String, u16)> = paths
+        .iter()
+        .filter(|c| c.healthy)
+        .filter_map(|c| match c.kind {
+            CandidateKind::Tunnel { weight } => Some((c.name.clone(), weight)),
+            CandidateKind::Line { .. } => None,
+        })
+        .collect();
+    let lines_why = if lines().next().is_none() {
+        "the site has no line".to_owned()
+    } else {
+        format!("no line healthy ({})", reasons(lines()))
+    };
+    if !tunnels.is_empty() {
+        let names: Vec<String> = tunnels.iter().map(|(n, w)| format!("{n}×{w}")).collect();
+        return Choice {
+            mode: Mode::Failover,
+            reason: format!("{lines_why}; over tunnel {}", names.join(", ")),
+            members: tunnels,
+        };
+    }
+    Choice {
+        mode: Mode::AllDown,
+        members: Vec::new(),
+        reason: format!(
+            "no path healthy, keeping the last routes: {}",
+            reasons(paths.iter())
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(name: &str, priority: u32, healthy: bool) -> Candidate {
+        Candidate {
+            name: name.into(),
+            kind: CandidateKind::Line { priority },
+            healthy,
+            why: if healthy { "" } else { "BFD Down" }.into(),
+        }
+    }
+
+    fn tunnel(name: &str, weight: u16, healthy: bool) -> Candidate {
+        Candidate {
+            name: name.into(),
+            kind: CandidateKind::Tunnel { weight },
+            healthy,
+            why: if healthy { "" } else { "no handshake" }.into(),
+        }
+    }
+
+    fn members(c: &Choice) -> Vec<(&str, u16)> {
+        c.members.iter().map(|(n, w)| (n.as_str(), *w)).collect()
+    }
+
+    #[test]
+    fn the_best_healthy_line_tier_wins_and_equal_priorities_share() {
+        let paths = [
+            line("l1", 10, true),
+            line("l2", 10, true),
+            line("l3", 20, true),
+            tunnel("t1", 1, true),
+        ];
+        let c = choose(&paths);
+        assert_eq!(c.mode, Mode::Lines);
+        assert_eq!(members(&c), [("l1", 1), ("l2", 1)]);
+        let paths = [
+            line("l1", 10, false),
+            line("l2", 20, true),
+            tunnel("t1", 1, true),
+        ];
+        let c = choose(&paths);
+        assert_eq!(members(&c), [("l2", 1)]);
+        assert_eq!(
+            c.reason,
+            "line l2 healthy (priority 20); preferred line down: l1: BFD Down"
+        );
+    }
+
+    #[test]
+    fn no_line_means_every_healthy_tunnel_by_weight() {
+        let paths = [
+            line("l1", 10, false),
+            tunnel("t1", 1, true),
+            tunnel("t2", 3, true),
+            tunnel("t3", 1, false),
+        ];
+        let c = choose(&paths);
+        assert_eq!(c.mode, Mode::Failover);
+        assert_eq!(members(&c), [("t1", 1), ("t2", 3)]);
+        assert_eq!(
+            c.reason,
+            "no line healthy (l1: BFD Down); over tunnel t1×1, t2×3"
+        );
+        let c = choose(&[tunnel("t1", 2, true)]);
+        assert_eq!(c.reason, "the site has no line; over tunnel t1×2");
+    }
+
+    #[test]
+    fn nothing_healthy_chooses_nothing_and_says_why() {
+        let c = choose(&[line("l1", 10, false), tunnel("t1", 1, false)]);
+        assert_eq!(c.mode, Mode::AllDown);
+        assert!(c.members.is_empty());
+        assert_eq!(
+            c.reason,
+            "no path healthy, keeping the last routes: l1: BFD Down; t1: no handshake"
+        );
+    }
+}
