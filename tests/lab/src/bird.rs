@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::netns;
-use crate::topology::{Line, Node, Side};
+use crate::topology::{network, Line, Node, Side, Tunnel};
 
 /// BFD timers the lab runs with.
 #[derive(Debug, Clone, Copy)]
@@ -49,8 +49,8 @@ fn header(out: &mut String, router_id: &str, log: &Path, bfd: BfdTimers, bfd_ifa
 timeformat protocol iso short;
 router id {router_id};
 protocol device {{ scan time 10; }}
-protocol kernel kernel4 {{ ipv4 {{ export where source = RTS_BGP; }}; }}
-protocol kernel kernel6 {{ ipv6 {{ export where source = RTS_BGP; }}; }}
+protocol kernel kernel4 {{ ipv4 {{ export where source ~ [RTS_BGP, RTS_STATIC]; }}; }}
+protocol kernel kernel6 {{ ipv6 {{ export where source ~ [RTS_BGP, RTS_STATIC]; }}; }}
 protocol bfd {{
   interface \"{bfd_ifaces}\" {{ interval {ms} ms; multiplier {mult}; }};
 }}
@@ -117,6 +117,22 @@ pub fn gateway_config(side: Side, log: &Path, bfd: BfdTimers) -> String {
         "line*",
     );
     out.push_str("protocol direct { ipv4; ipv6; interface \"lan\"; }\n");
+    // The backup: the far lan over both wireguard-go tunnels (ECMP), preferred less than
+    // any BGP route (preference 50 against BGP's 100), so it is used only when no line
+    // has the route.
+    for v6 in [false, true] {
+        let fam = if v6 { "ipv6" } else { "ipv4" };
+        let vias: Vec<String> = Tunnel::ALL
+            .iter()
+            .map(|t| format!("via {}", t.addr(side.other(), v6)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "protocol static backup_{fam} {{ {fam} {{ preference 50; }}; route {} {}; }}",
+            network(side.other().host_addr(v6)),
+            vias.join(" ")
+        );
+    }
     for line in Line::ALL {
         for v6 in [false, true] {
             let name = format!("line{}_{}", line.0, if v6 { "v6" } else { "v4" });

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod process;
 pub mod topology;
 pub mod traffic;
+pub mod wggo;
 
 mod setup;
 
@@ -179,6 +180,13 @@ impl Lab {
         ];
         full.extend_from_slice(args);
         self.exec(gateway, &full)
+    }
+
+    /// `crosslink status --json` of a gateway's agent.
+    pub fn status(&self, gateway: Node) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(
+            &self.crosslink(gateway, &["status", "--json"])?,
+        )?)
     }
 
     pub fn crosslink_config(&self, gateway: Node) -> PathBuf {

@@ -166,6 +166,10 @@ pub fn daemons(lab: &mut Lab) -> Result<()> {
         let gw = side.gateway();
         match lab.opts.mode {
             GatewayMode::Bird => {
+                // The backup tunnels first: BIRD's static routes point into them.
+                for t in Tunnel::ALL {
+                    crate::wggo::start(lab, side, t)?;
+                }
                 let log = lab.dir.join(format!("{gw}.bird.log"));
                 start_bird(lab, gw, &bird::gateway_config(side, &log, bfd))?;
             }
@@ -315,7 +319,7 @@ probe_target = \"{target}\"
 }
 
 /// The private key file of `side`'s end of tunnel `t` and its public key.
-fn tunnel_key(lab: &Lab, side: Side, t: Tunnel) -> Result<(std::path::PathBuf, String)> {
+pub(crate) fn tunnel_key(lab: &Lab, side: Side, t: Tunnel) -> Result<(std::path::PathBuf, String)> {
     let path = lab.dir.join(format!("{}-t{}.key", side.gateway(), t.0));
     let public = crate::wg_keypair(&path)?;
     Ok((path, public))

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, ProbeReport, Side};
+use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, ProbeReport, Side, Tunnel};
 
 const HB4: fn() -> IpAddr = || Side::B.host_addr(false);
 
@@ -201,4 +201,59 @@ fn heal_and_return(lab: &Lab) {
         per_line[0] >= report.received,
         "line 1 carries the traffic again: {per_line:?}"
     );
+}
+
+/// The baseline's backup: with both lines gone, BIRD's static route over the two
+/// wireguard-go tunnels (less preferred than BGP) carries the traffic; with the lines back,
+/// BGP's routes win again.
+#[test]
+fn both_lines_down_fall_back_to_the_wireguard_go_tunnels() {
+    let lab = bird_lab();
+    let tunnels: Vec<String> = Tunnel::ALL.iter().map(|t| t.ifname(Side::A)).collect();
+    let over_tunnels = |lab: &Lab| -> bool {
+        let r = lab.route_get(Node::Gwa, HB4()).unwrap_or_default();
+        tunnels.iter().any(|t| r.contains(&format!("dev {t}")))
+    };
+    wait_line(&lab, Node::Gwa, HB4(), Line(1), Duration::from_secs(30));
+    let backup = lab
+        .exec(Node::Gwa, &["ip", "route", "show", "proto", "bird"])
+        .unwrap();
+    assert!(
+        !over_tunnels(&lab),
+        "BGP wins while a line is up:\n{backup}"
+    );
+    for line in Line::ALL {
+        lab.cut(Side::A, line, Cut::Carrier).unwrap();
+    }
+    lab.wait_for(
+        "gwa to route over the tunnels",
+        Duration::from_secs(30),
+        || Ok(over_tunnels(&lab)),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    // gwb still has its lines; its routes to ha go once the line routers lose gwa.
+    lab.wait_for(
+        "gwb to route over the tunnels",
+        Duration::from_secs(30),
+        || {
+            let r = lab.route_get(Node::Gwb, Side::A.host_addr(false))?;
+            Ok(Tunnel::ALL
+                .iter()
+                .any(|t| r.contains(&format!("dev {}", t.ifname(Side::B)))))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    for v6 in [false, true] {
+        let probe = lab.probe(Side::A, v6, 1000).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let report = probe.stop().unwrap();
+        assert!(
+            report.received > 0 && report.loss_fraction() < 0.01,
+            "v6={v6} over wireguard-go: {report}"
+        );
+    }
+    for line in Line::ALL {
+        lab.heal(Side::A, line).unwrap();
+    }
+    wait_line(&lab, Node::Gwa, HB4(), Line(1), Duration::from_secs(60));
 }
