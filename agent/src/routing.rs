@@ -48,10 +48,13 @@ fn candidates(st: &AgentState, site: &str) -> Vec<Candidate> {
                     weight: *t.weight.get_ref(),
                 },
             };
+            // Unknown with a signal up beyond the carrier: evidence of life, not of health.
+            let some_evidence = s.signals.iter().skip(1).any(|g| g.state == Health::Up);
             Candidate {
                 name: s.name,
                 kind,
                 healthy: s.state == Health::Up,
+                unproven: s.state == Health::Unknown && some_evidence,
                 why: s.reason,
             }
         })
@@ -62,11 +65,25 @@ fn candidates(st: &AgentState, site: &str) -> Vec<Candidate> {
 /// that family, a tunnel out of its interface. A path whose interface is gone is left out.
 fn members(cfg: &Config, site: &str, choice: &Choice, family: Family) -> Members {
     if choice.mode == Mode::AllDown {
-        return Members::Keep;
+        return match member_list(cfg, site, &choice.fallback, family) {
+            m if m.is_empty() => Members::Keep,
+            m => Members::KeepOr(m),
+        };
     }
+    let out = member_list(cfg, site, &choice.members, family);
+    // A family the chosen paths do not carry (a line without an IPv6 neighbour) keeps
+    // what it has rather than losing its routes.
+    if out.is_empty() {
+        Members::Keep
+    } else {
+        Members::Set(out)
+    }
+}
+
+fn member_list(cfg: &Config, site: &str, chosen: &[(String, u16)], family: Family) -> Vec<Member> {
     let mut out = Vec::new();
     for (slot, p) in cfg.paths_of(site).enumerate() {
-        let Some((_, weight)) = choice.members.iter().find(|(n, _)| n == p.name()) else {
+        let Some((_, weight)) = chosen.iter().find(|(n, _)| n == p.name()) else {
             continue;
         };
         let (iface, gateway) = match p {
@@ -93,13 +110,7 @@ fn members(cfg: &Config, site: &str, choice: &Choice, family: Family) -> Members
             weight: *weight,
         });
     }
-    // A family the chosen paths do not carry (a line without an IPv6 neighbour) keeps
-    // what it has rather than losing its routes.
-    if out.is_empty() {
-        Members::Keep
-    } else {
-        Members::Set(out)
-    }
+    out
 }
 
 /// Every prefix of `site`: configured, and learned over BGP on its lines (kept as long as
@@ -287,6 +298,7 @@ mod tests {
         Choice {
             mode,
             members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
+            fallback: Vec::new(),
             reason: String::new(),
         }
     }

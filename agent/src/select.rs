@@ -11,6 +11,9 @@ pub struct Candidate {
     pub name: String,
     pub kind: CandidateKind,
     pub healthy: bool,
+    /// Not healthy, but nothing measured says it is down either: a tunnel whose handshake
+    /// is done while its end-to-end BFD has not reported yet (right after a start).
+    pub unproven: bool,
     /// Why the path is not healthy (empty when it is).
     pub why: String,
 }
@@ -41,6 +44,9 @@ pub struct Choice {
     pub mode: Mode,
     /// The chosen paths and their weights (empty for `AllDown`).
     pub members: Vec<(String, u16)>,
+    /// `AllDown` only: tunnels to use when the kernel has no group left to keep (a tunnel
+    /// loses its routes with its carrier while the agent restarts).
+    pub fallback: Vec<(String, u16)>,
     pub reason: String,
 }
 
@@ -85,6 +91,7 @@ pub fn choose(paths: &[Candidate]) -> Choice {
         return Choice {
             mode: Mode::Lines,
             members,
+            fallback: Vec::new(),
             reason,
         };
     }
@@ -107,13 +114,32 @@ pub fn choose(paths: &[Candidate]) -> Choice {
             mode: Mode::Failover,
             reason: format!("{lines_why}; over tunnel {}", names.join(", ")),
             members: tunnels,
+            fallback: Vec::new(),
         };
     }
+    let fallback: Vec<(String, u16)> = paths
+        .iter()
+        .filter(|c| c.unproven)
+        .filter_map(|c| match c.kind {
+            CandidateKind::Tunnel { weight } => Some((c.name.clone(), weight)),
+            CandidateKind::Line { .. } => None,
+        })
+        .collect();
+    let otherwise = if fallback.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = fallback.iter().map(|(n, _)| n.as_str()).collect();
+        format!(
+            " (where none are left, over tunnel {} until its end-to-end BFD reports)",
+            names.join(", ")
+        )
+    };
     Choice {
         mode: Mode::AllDown,
         members: Vec::new(),
+        fallback,
         reason: format!(
-            "no path healthy, keeping the last routes: {}",
+            "no path healthy, keeping the last routes{otherwise}: {}",
             reasons(paths.iter())
         ),
     }
@@ -128,6 +154,7 @@ mod tests {
             name: name.into(),
             kind: CandidateKind::Line { priority },
             healthy,
+            unproven: false,
             why: if healthy { "" } else { "BFD Down" }.into(),
         }
     }
@@ -137,6 +164,7 @@ mod tests {
             name: name.into(),
             kind: CandidateKind::Tunnel { weight },
             healthy,
+            unproven: false,
             why: if healthy { "" } else { "no handshake" }.into(),
         }
     }
@@ -192,10 +220,28 @@ mod tests {
     fn nothing_healthy_chooses_nothing_and_says_why() {
         let c = choose(&[line("l1", 10, false), tunnel("t1", 1, false)]);
         assert_eq!(c.mode, Mode::AllDown);
-        assert!(c.members.is_empty());
+        assert!(c.members.is_empty() && c.fallback.is_empty());
         assert_eq!(
             c.reason,
             "no path healthy, keeping the last routes: l1: BFD Down; t1: no handshake"
         );
+    }
+
+    #[test]
+    fn a_tunnel_with_a_handshake_but_no_bfd_yet_is_only_a_fallback() {
+        let mut t1 = tunnel("t1", 2, false);
+        t1.unproven = true;
+        t1.why = "not observed: e2e-bfd".into();
+        let mut l1 = line("l1", 10, false);
+        l1.unproven = true;
+        let c = choose(&[l1, t1.clone(), tunnel("t2", 1, false)]);
+        assert_eq!(c.mode, Mode::AllDown);
+        assert!(c.members.is_empty());
+        assert_eq!(c.fallback, [("t1".to_owned(), 2)], "tunnels only");
+        assert!(c.reason.starts_with("no path healthy, keeping the last routes (where none are left, over tunnel t1 until its end-to-end BFD reports)"), "{}", c.reason);
+        // Once anything is healthy the fallback is moot.
+        let c = choose(&[line("l1", 10, true), t1]);
+        assert_eq!(c.mode, Mode::Lines);
+        assert!(c.fallback.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -21,6 +21,11 @@ use crate::control::proto::{
     STATUS_SCHEMA,
 };
 use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
+
+/// After the agent starts, a BFD session that has not come up yet (Down or Init without a
+/// diagnostic) is not taken as evidence against its path for this long: sessions send
+/// once a second until Up, so coming up takes a second or two.
+const BFD_STARTUP_GRACE: Duration = Duration::from_secs(5);
 
 /// Events kept in memory; older ones are dropped first.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
@@ -181,6 +186,7 @@ impl AgentState {
         };
         let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
         let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
+        let young = self.started.elapsed() < BFD_STARTUP_GRACE;
         // Each signal with, when it is down, the reason.
         let mut signals: Vec<(&str, Health, Option<String>)> = Vec::new();
         let carrier = self.carrier(iface);
@@ -192,16 +198,28 @@ impl AgentState {
         signals.push(("carrier", carrier, carrier_why));
         match kind {
             PathKind::Line => {
-                signals.push(bfd_signal("bfd", bfd.iter().filter(|v| !v.end_to_end)));
+                signals.push(bfd_signal(
+                    "bfd",
+                    bfd.iter().filter(|v| !v.end_to_end),
+                    young,
+                ));
                 signals.push(bgp_signal(&bgp));
                 if bfd.iter().any(|v| v.end_to_end) {
-                    signals.push(bfd_signal("e2e-bfd", bfd.iter().filter(|v| v.end_to_end)));
+                    signals.push(bfd_signal(
+                        "e2e-bfd",
+                        bfd.iter().filter(|v| v.end_to_end),
+                        young,
+                    ));
                 }
             }
             PathKind::Tunnel => {
                 signals.push(self.handshake_signal(name));
                 if bfd.iter().any(|v| v.end_to_end) {
-                    signals.push(bfd_signal("e2e-bfd", bfd.iter().filter(|v| v.end_to_end)));
+                    signals.push(bfd_signal(
+                        "e2e-bfd",
+                        bfd.iter().filter(|v| v.end_to_end),
+                        young,
+                    ));
                 }
             }
         }
@@ -321,15 +339,23 @@ fn bgp_signal(sessions: &[&NeighborState]) -> (&'static str, Health, Option<Stri
 fn bfd_signal<'a>(
     name: &'static str,
     sessions: impl Iterator<Item = &'a &'a BfdView>,
+    young: bool,
 ) -> (&'static str, Health, Option<String>) {
     let sessions: Vec<&BfdView> = sessions.copied().collect();
-    if sessions.is_empty() || sessions.iter().all(|v| v.state.is_none()) {
+    // Right after the agent starts, a session that has not come up yet (Down or Init, no
+    // diagnostic) has measured nothing: that alone is no evidence against the path.
+    let starting = |v: &BfdView| {
+        young
+            && v.state != Some(probes::wire::State::Up)
+            && v.local_diag.is_none_or(|d| d == probes::wire::Diag::None)
+    };
+    let down = sessions
+        .iter()
+        .find(|v| v.state != Some(probes::wire::State::Up) && !starting(v));
+    if down.is_none() && (sessions.is_empty() || sessions.iter().any(|v| starting(v))) {
         return (name, Health::Unknown, None);
     }
-    match sessions
-        .iter()
-        .find(|v| v.state != Some(probes::wire::State::Up))
-    {
+    match down {
         None => (name, Health::Up, None),
         Some(v) => {
             let state = v.state.map_or("not started", |s| s.as_str());
@@ -413,6 +439,37 @@ mod tests {
         assert_eq!(paths[1].state, Health::Down);
         assert_eq!(paths[2].signals[0].state, Health::Absent);
         assert_eq!(paths[2].state, Health::Down);
+    }
+
+    #[test]
+    fn a_bfd_session_not_up_yet_after_the_start_is_unknown_not_down() {
+        use probes::wire::{Diag, State};
+        let view = |state: Option<State>, diag: Option<Diag>| BfdView {
+            line: "t1".into(),
+            peer: IpAddr::from([169, 254, 1, 1]),
+            end_to_end: true,
+            state,
+            local_diag: diag,
+            remote_diag: None,
+            detail: None,
+        };
+        let health =
+            |v: &[BfdView]| bfd_signal("e2e-bfd", v.iter().collect::<Vec<_>>().iter(), true).1;
+        let fresh = view(Some(State::Down), Some(Diag::None));
+        let up = view(Some(State::Up), Some(Diag::None));
+        let expired = view(Some(State::Down), Some(Diag::ControlDetectionTimeExpired));
+        assert_eq!(health(&[view(None, None)]), Health::Unknown);
+        assert_eq!(health(std::slice::from_ref(&fresh)), Health::Unknown);
+        assert_eq!(health(&[up.clone(), fresh.clone()]), Health::Unknown);
+        assert_eq!(health(std::slice::from_ref(&up)), Health::Up);
+        assert_eq!(health(&[up, fresh, expired.clone()]), Health::Down);
+        assert_eq!(health(&[expired]), Health::Down);
+        let old = |v: &[BfdView]| bfd_signal("bfd", v.iter().collect::<Vec<_>>().iter(), false).1;
+        assert_eq!(
+            old(&[view(Some(State::Down), Some(Diag::None))]),
+            Health::Down,
+            "after the start-up grace a session that never came up is down"
+        );
     }
 
     #[test]

@@ -155,7 +155,9 @@ fn running_agent_answers_status_and_events_and_refuses_what_it_cannot_do() {
 
     let out = crosslink(&["--config", cfg, "failover", "line1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not program routes yet"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("operator commands are not supported yet")
+    );
     let out = crosslink(&["--config", cfg, "drain", "nosuchline"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no line or tunnel named `nosuchline`"));
 

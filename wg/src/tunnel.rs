@@ -368,6 +368,8 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
         shared.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
         let mut datagram = &buf[..n];
         let mut src = Some(from.ip());
+        // Message types 1 and 2: an initiation or a response may complete a handshake.
+        let handshake = n >= 4 && matches!(buf[0], 1 | 2);
         // After a handshake boringtun may hold queued packets: drain them (empty input).
         for _ in 0..256 {
             let s = {
@@ -402,6 +404,12 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
                 }
                 Step::Done => break,
             }
+        }
+        if handshake {
+            // Seen at once rather than at the next timer tick: after a restart, the first
+            // handshake is what lets the agent route traffic back onto the tunnel.
+            let since = lock(&shared.tunn).time_since_last_handshake();
+            *lock(&shared.last_handshake) = since.and_then(|d| SystemTime::now().checked_sub(d));
         }
     }
 }

@@ -137,8 +137,9 @@ fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
     }
 }
 
-/// Operator commands act on routes, which this build does not program yet: refuse plainly
-/// and log the attempt, rather than pretend the traffic moved.
+/// Operator commands need the policy engine (forced failover, damping reset, drain over
+/// BGP), which this build does not have yet: the routes follow the paths' health alone.
+/// Refuse plainly and log the attempt, rather than pretend the traffic moved.
 fn operator_command(st: &mut AgentState, what: &str, path: &str) -> Reply {
     if st.config().find_path(path).is_none() {
         let known: Vec<String> = st
@@ -153,7 +154,7 @@ fn operator_command(st: &mut AgentState, what: &str, path: &str) -> Reply {
         ));
     }
     let msg = format!(
-        "`{what} {path}` refused: this agent does not program routes yet, so no traffic would move"
+        "`{what} {path}` refused: operator commands are not supported yet; routes follow the paths' health, so no traffic would move"
     );
     st.record("operator-refused", Some(path), msg.clone());
     Reply::err(msg)

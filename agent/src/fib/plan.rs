@@ -75,6 +75,9 @@ pub enum Members {
     /// stays as the kernel has it. Fail static: an old path may still carry traffic, no
     /// path certainly does not.
     Keep,
+    /// As `Keep`; but where the kernel has no group left, these members (better some path
+    /// than none).
+    KeepOr(Vec<Member>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +155,13 @@ pub fn desired(sites: &[SiteWant], kernel: &[Nexthop]) -> Desired {
     for site in sites {
         for (family, members) in [(Family::V4, &site.v4), (Family::V6, &site.v6)] {
             let gid = group_id(site.index, family);
-            let have_group = match members {
+            let kept = in_kernel.get(&gid);
+            let members = match members {
+                Members::KeepOr(m) if kept.is_none() => Members::Set(m.clone()),
+                Members::KeepOr(_) => Members::Keep,
+                m => m.clone(),
+            };
+            let have_group = match &members {
                 Members::Set(m) if m.is_empty() => false,
                 Members::Set(m) => {
                     let mut group = Vec::with_capacity(m.len());
@@ -169,7 +178,8 @@ pub fn desired(sites: &[SiteWant], kernel: &[Nexthop]) -> Desired {
                         .insert(gid, Nexthop::group(gid, PROTOCOL, group));
                     true
                 }
-                Members::Keep => match in_kernel.get(&gid) {
+                Members::KeepOr(_) => unreachable!("resolved above"),
+                Members::Keep => match kept {
                     Some(g) => {
                         if let Kind::Group(m) = &g.kind {
                             for (id, _) in m {
@@ -431,6 +441,22 @@ mod tests {
         assert_eq!(none, Desired::default());
         let empty = desired(&[site(Members::Set(vec![]), Members::Keep)], &[]);
         assert_eq!(empty, Desired::default(), "the kernel refuses empty groups");
+        // With a group in the kernel, KeepOr keeps it; without one, it uses its members.
+        let fallback = vec![tunnel(3, 11, 1)];
+        let kept = desired(
+            &[site(
+                Members::KeepOr(fallback.clone()),
+                Members::KeepOr(fallback.clone()),
+            )],
+            &k.nexthops,
+        );
+        assert_eq!(kept, set);
+        let fresh = desired(
+            &[site(Members::KeepOr(fallback.clone()), Members::Keep)],
+            &[],
+        );
+        let fresh_set = desired(&[site(Members::Set(fallback), Members::Keep)], &[]);
+        assert_eq!(fresh, fresh_set);
     }
 
     #[test]

@@ -300,6 +300,32 @@ impl Lab {
             .signal(sig)
     }
 
+    /// Stops `gateway`'s agent with `sig` (SIGTERM: a restart or upgrade; SIGKILL: a
+    /// crash) and starts it again with the same config; returns when its control socket is
+    /// back.
+    pub fn restart_crosslink(
+        &mut self,
+        gateway: Node,
+        sig: nix::sys::signal::Signal,
+    ) -> Result<()> {
+        let side = match gateway {
+            Node::Gwa => Side::A,
+            Node::Gwb => Side::B,
+            other => anyhow::bail!("{other} runs no agent"),
+        };
+        let name = format!("crosslink-{gateway}");
+        let proc = self
+            .process(&name)
+            .context("no crosslink on that gateway")?;
+        proc.signal(sig)?;
+        // Bounded: a process that ignores the signal is killed by stop().
+        proc.stop(Duration::from_secs(5));
+        self.procs.retain(|p| p.name() != name);
+        // After a crash the socket file is left behind; the new agent's is what we wait for.
+        let _ = std::fs::remove_file(self.dir.join(format!("{gateway}.crosslink.sock")));
+        setup::launch_crosslink(self, side)
+    }
+
     /// Rewrites the crosslink config of `gateway` (then signal SIGHUP to apply it).
     pub fn rewrite_crosslink_config(
         &self,

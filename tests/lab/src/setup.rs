@@ -334,6 +334,13 @@ fn start_crosslink(lab: &mut Lab, side: Side) -> Result<()> {
         None => text,
     };
     std::fs::write(&conf, text)?;
+    launch_crosslink(lab, side)
+}
+
+/// Starts `side`'s agent with the config already written for it.
+pub fn launch_crosslink(lab: &mut Lab, side: Side) -> Result<()> {
+    let gw = side.gateway();
+    let conf = lab.crosslink_config(gw);
     let bin = lab.crosslink_bin()?;
     let log = lab.dir.join(format!("{gw}.crosslink.log"));
     let args = [
