@@ -27,6 +27,34 @@ fn ip(ns: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A fresh namespace `PREFIX-PID` (one left by a killed run is replaced), deleted on drop.
+fn netns(prefix: &str) -> Netns {
+    let ns = Netns(format!("{prefix}-{}", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    ns
+}
+
+/// Runs `f` on a thread of its own inside `ns`, so its netlink sockets live there.
+fn run_in<F: std::future::Future<Output = ()>>(ns: &Netns, f: impl FnOnce() -> F + Send + 'static) {
+    let name = ns.0.clone();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f());
+    })
+    .join()
+    .unwrap();
+}
+
 fn ifindex(ns: &str, dev: &str) -> u32 {
     let out = ip(ns, &["-o", "link", "show", "dev", dev]);
     out.split(':').next().unwrap().trim().parse().unwrap()
@@ -34,13 +62,7 @@ fn ifindex(ns: &str, dev: &str) -> u32 {
 
 #[test]
 fn nexthops_and_groups_in_the_kernel() {
-    let ns = Netns(format!("xl-nh-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
+    let ns = netns("xl-nh");
     ip(
         &ns.0,
         &["link", "add", "t1", "type", "veth", "peer", "name", "t2"],
@@ -50,69 +72,58 @@ fn nexthops_and_groups_in_the_kernel() {
     }
     let (i1, i2) = (ifindex(&ns.0, "t1"), ifindex(&ns.0, "t2"));
     let name = ns.0.clone();
-    std::thread::spawn(move || {
-        // This thread's netlink socket lives in the test's namespace.
-        let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    run_in(&ns, move || async move {
+        let (nh, conn) = Nexthops::connect().unwrap();
+        tokio::spawn(conn);
+        nh.replace(Nexthop::dev(1, false, 252, i1)).await.unwrap();
+        nh.replace(Nexthop::dev(2, false, 252, i2)).await.unwrap();
+        nh.replace(Nexthop::group(100, 252, vec![(1, 3), (2, 1)]))
+            .await
             .unwrap();
-        rt.block_on(async move {
-            let (nh, conn) = Nexthops::connect().unwrap();
-            tokio::spawn(conn);
-            nh.replace(Nexthop::dev(1, false, 252, i1)).await.unwrap();
-            nh.replace(Nexthop::dev(2, false, 252, i2)).await.unwrap();
-            nh.replace(Nexthop::group(100, 252, vec![(1, 3), (2, 1)]))
-                .await
-                .unwrap();
-            let shown = ip(&name, &["nexthop", "show", "id", "100"]);
-            assert!(
-                shown.contains("group 1,3/2") && shown.contains("proto 252"),
-                "{shown}"
-            );
-            ip(
-                &name,
-                &[
-                    "route",
-                    "add",
-                    "10.50.0.0/24",
-                    "nhid",
-                    "100",
-                    "proto",
-                    "252",
-                ],
-            );
-            // One replace moves every route using the group.
-            nh.replace(Nexthop::group(100, 252, vec![(2, 1)]))
-                .await
-                .unwrap();
-            let route = ip(&name, &["route", "show", "10.50.0.0/24"]);
-            assert!(
-                route.contains("dev t2") && !route.contains("dev t1"),
-                "{route}"
-            );
-            let all = nh.dump().await.unwrap();
-            let group = all.iter().find(|n| n.id == 100).unwrap();
-            assert_eq!(group.kind, Kind::Group(vec![(2, 1)]));
-            assert_eq!(group.protocol, 252);
-            assert_eq!(
-                all.iter().find(|n| n.id == 1).unwrap().kind,
-                Kind::Dev { oif: i1 }
-            );
-            // The kernel's refusal comes back as an error, not a hang or a panic.
-            let e = nh
-                .replace(Nexthop::group(101, 252, vec![(999, 1)]))
-                .await
-                .unwrap_err();
-            assert!(matches!(e, FibError::Kernel { .. }), "{e}");
-            // Deleting the group takes the routes that used it (why crosslink reconciles).
-            nh.delete(100).await.unwrap();
-            assert_eq!(ip(&name, &["route", "show", "10.50.0.0/24"]).trim(), "");
-        });
-    })
-    .join()
-    .unwrap();
+        let shown = ip(&name, &["nexthop", "show", "id", "100"]);
+        assert!(
+            shown.contains("group 1,3/2") && shown.contains("proto 252"),
+            "{shown}"
+        );
+        ip(
+            &name,
+            &[
+                "route",
+                "add",
+                "10.50.0.0/24",
+                "nhid",
+                "100",
+                "proto",
+                "252",
+            ],
+        );
+        // One replace moves every route using the group.
+        nh.replace(Nexthop::group(100, 252, vec![(2, 1)]))
+            .await
+            .unwrap();
+        let route = ip(&name, &["route", "show", "10.50.0.0/24"]);
+        assert!(
+            route.contains("dev t2") && !route.contains("dev t1"),
+            "{route}"
+        );
+        let all = nh.dump().await.unwrap();
+        let group = all.iter().find(|n| n.id == 100).unwrap();
+        assert_eq!(group.kind, Kind::Group(vec![(2, 1)]));
+        assert_eq!(group.protocol, 252);
+        assert_eq!(
+            all.iter().find(|n| n.id == 1).unwrap().kind,
+            Kind::Dev { oif: i1 }
+        );
+        // The kernel's refusal comes back as an error, not a hang or a panic.
+        let e = nh
+            .replace(Nexthop::group(101, 252, vec![(999, 1)]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FibError::Kernel { .. }), "{e}");
+        // Deleting the group takes the routes that used it (why crosslink reconciles).
+        nh.delete(100).await.unwrap();
+        assert_eq!(ip(&name, &["route", "show", "10.50.0.0/24"]).trim(), "");
+    });
 }
 
 /// The planner and `Fib::apply` against the kernel: a site's routes land on its group, a
@@ -124,13 +135,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
     use crosslink::fib::Fib;
     use std::collections::BTreeSet;
 
-    let ns = Netns(format!("xl-fib-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
+    let ns = netns("xl-fib");
     for (a, b) in [("line1", "lr1"), ("tun1", "tp1"), ("tun2", "tp2")] {
         ip(
             &ns.0,
@@ -160,118 +165,108 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
     let line1 = ifindex(&ns.0, "line1");
     let (t1, t2) = (ifindex(&ns.0, "tun1"), ifindex(&ns.0, "tun2"));
     let name = ns.0.clone();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (fib, a, b) = Fib::connect().unwrap();
-            tokio::spawn(a);
-            tokio::spawn(b);
-            let prefixes: Vec<ipnet::IpNet> = (0..8)
-                .map(|i| format!("198.18.{i}.0/24").parse().unwrap())
-                .collect();
-            let wanted: BTreeSet<ipnet::IpNet> = prefixes.iter().copied().collect();
-            let site = |v4: Members| SiteWant {
-                index: 0,
-                prefixes: prefixes.clone(),
-                v4,
-                v6: Members::Keep,
-            };
-            let reconcile = |want: SiteWant| {
-                let fib = fib.clone();
-                let wanted = wanted.clone();
-                async move {
-                    let k = fib.kernel(&wanted, true).await.unwrap();
-                    let d = plan::desired(&[want], &k.nexthops);
-                    let p = plan::diff(&d, &k);
-                    let errors = fib.apply(&p).await;
-                    assert!(errors.is_empty(), "{errors:?}");
-                    p
-                }
-            };
-            let on_line = site(Members::Set(vec![Member {
-                slot: 0,
-                ifindex: line1,
-                gateway: Some("192.0.2.2".parse().unwrap()),
+    run_in(&ns, move || async move {
+        let (fib, a, b) = Fib::connect().unwrap();
+        tokio::spawn(a);
+        tokio::spawn(b);
+        let prefixes: Vec<ipnet::IpNet> = (0..8)
+            .map(|i| format!("198.18.{i}.0/24").parse().unwrap())
+            .collect();
+        let wanted: BTreeSet<ipnet::IpNet> = prefixes.iter().copied().collect();
+        let site = |v4: Members| SiteWant {
+            index: 0,
+            prefixes: prefixes.clone(),
+            v4,
+            v6: Members::Keep,
+        };
+        let reconcile = |want: SiteWant| {
+            let fib = fib.clone();
+            let wanted = wanted.clone();
+            async move {
+                let k = fib.kernel(&wanted, true).await.unwrap();
+                let d = plan::desired(&[want], &k.nexthops);
+                let p = plan::diff(&d, &k);
+                let errors = fib.apply(&p).await;
+                assert!(errors.is_empty(), "{errors:?}");
+                p
+            }
+        };
+        let on_line = site(Members::Set(vec![Member {
+            slot: 0,
+            ifindex: line1,
+            gateway: Some("192.0.2.2".parse().unwrap()),
+            weight: 1,
+        }]));
+        let p = reconcile(on_line.clone()).await;
+        assert_eq!(p.conflicts, vec!["198.18.7.0/24".parse().unwrap()]);
+        let gid = plan::group_id(0, Family::V4);
+        let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+        assert!(
+            r.contains(&format!("nhid {gid}")) && r.contains("via 192.0.2.2 dev line1"),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!("proto {PROTOCOL}")) && r.contains(&format!("metric {METRIC}")),
+            "{r}"
+        );
+        let foreign = ip(&name, &["route", "show", "198.18.7.0/24"]);
+        assert!(
+            foreign.contains("proto static") && foreign.contains("dev lr1"),
+            "{foreign}"
+        );
+        assert!(
+            reconcile(on_line.clone()).await.is_empty(),
+            "stable once applied"
+        );
+
+        // Failover: the routes follow one group replace.
+        let tunnels = site(Members::Set(vec![
+            Member {
+                slot: 1,
+                ifindex: t1,
+                gateway: None,
                 weight: 1,
-            }]));
-            let p = reconcile(on_line.clone()).await;
-            assert_eq!(p.conflicts, vec!["198.18.7.0/24".parse().unwrap()]);
-            let gid = plan::group_id(0, Family::V4);
-            let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
-            assert!(
-                r.contains(&format!("nhid {gid}")) && r.contains("via 192.0.2.2 dev line1"),
-                "{r}"
-            );
-            assert!(
-                r.contains(&format!("proto {PROTOCOL}")) && r.contains(&format!("metric {METRIC}")),
-                "{r}"
-            );
-            let foreign = ip(&name, &["route", "show", "198.18.7.0/24"]);
-            assert!(
-                foreign.contains("proto static") && foreign.contains("dev lr1"),
-                "{foreign}"
-            );
-            assert!(
-                reconcile(on_line.clone()).await.is_empty(),
-                "stable once applied"
-            );
+            },
+            Member {
+                slot: 2,
+                ifindex: t2,
+                gateway: None,
+                weight: 2,
+            },
+        ]));
+        let p = reconcile(tunnels.clone()).await;
+        assert!(
+            p.ops.iter().all(|o| !matches!(o, plan::Op::Route { .. })),
+            "{p:?}"
+        );
+        let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+        assert!(r.contains("dev tun1") && r.contains("dev tun2"), "{r}");
 
-            // Failover: the routes follow one group replace.
-            let tunnels = site(Members::Set(vec![
-                Member {
-                    slot: 1,
-                    ifindex: t1,
-                    gateway: None,
-                    weight: 1,
-                },
-                Member {
-                    slot: 2,
-                    ifindex: t2,
-                    gateway: None,
-                    weight: 2,
-                },
-            ]));
-            let p = reconcile(tunnels.clone()).await;
-            assert!(
-                p.ops.iter().all(|o| !matches!(o, plan::Op::Route { .. })),
-                "{p:?}"
-            );
-            let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
-            assert!(r.contains("dev tun1") && r.contains("dev tun2"), "{r}");
+        // Someone deletes our group: the kernel drops our routes; we rebuild both.
+        ip(&name, &["nexthop", "del", "id", &gid.to_string()]);
+        assert_eq!(ip(&name, &["route", "show", "198.18.3.0/24"]).trim(), "");
+        reconcile(tunnels.clone()).await;
+        let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+        assert!(r.contains(&format!("nhid {gid}")), "{r}");
+        let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
+        assert_eq!(
+            ours.lines().filter(|l| l.starts_with("198.18.")).count(),
+            7,
+            "{ours}"
+        );
 
-            // Someone deletes our group: the kernel drops our routes; we rebuild both.
-            ip(&name, &["nexthop", "del", "id", &gid.to_string()]);
-            assert_eq!(ip(&name, &["route", "show", "198.18.3.0/24"]).trim(), "");
-            reconcile(tunnels.clone()).await;
-            let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
-            assert!(r.contains(&format!("nhid {gid}")), "{r}");
-            let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
-            assert_eq!(
-                ours.lines().filter(|l| l.starts_with("198.18.")).count(),
-                7,
-                "{ours}"
-            );
-
-            // The site goes away: our objects go, the foreign route stays.
-            let k = fib.kernel(&wanted, true).await.unwrap();
-            let errors = fib.apply(&plan::diff(&plan::Desired::default(), &k)).await;
-            assert!(errors.is_empty(), "{errors:?}");
-            assert_eq!(
-                ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]).trim(),
-                ""
-            );
-            assert_eq!(
-                ip(&name, &["nexthop", "show", "proto", &PROTOCOL.to_string()]).trim(),
-                ""
-            );
-            assert!(ip(&name, &["route", "show", "198.18.7.0/24"]).contains("proto static"));
-        });
-    })
-    .join()
-    .unwrap();
+        // The site goes away: our objects go, the foreign route stays.
+        let k = fib.kernel(&wanted, true).await.unwrap();
+        let errors = fib.apply(&plan::diff(&plan::Desired::default(), &k)).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]).trim(),
+            ""
+        );
+        assert_eq!(
+            ip(&name, &["nexthop", "show", "proto", &PROTOCOL.to_string()]).trim(),
+            ""
+        );
+        assert!(ip(&name, &["route", "show", "198.18.7.0/24"]).contains("proto static"));
+    });
 }
