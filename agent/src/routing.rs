@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, PathRef};
 use crate::control::proto::Health;
+use crate::fib::nexthop::Kind;
 use crate::fib::plan::{self, Family, Member, Members, SiteWant, MAX_PATHS_PER_SITE};
 use crate::fib::Fib;
 use crate::select::{self, Candidate, CandidateKind, Choice, Mode};
@@ -115,7 +116,7 @@ fn member_list(cfg: &Config, site: &str, chosen: &[(String, u16)], family: Famil
 
 /// Every prefix of `site`: configured, and learned over BGP on its lines (kept as long as
 /// the session keeps them; the line's health decides the members, not the prefix set).
-fn prefixes(st: &AgentState, site: &str) -> Vec<IpNet> {
+fn prefixes(st: &AgentState, site: &str) -> Arc<[IpNet]> {
     let cfg = st.config();
     let mut out: BTreeSet<IpNet> = cfg
         .sites
@@ -137,8 +138,10 @@ fn prefixes(st: &AgentState, site: &str) -> Vec<IpNet> {
 
 /// The operator's log entry for a change of what carries a site's traffic.
 fn transition(old: Option<&Choice>, new: &Choice) -> Option<&'static str> {
+    if old.is_some_and(|o| o.mode == new.mode && o.members == new.members) {
+        return None;
+    }
     match (old.map(|c| c.mode), new.mode) {
-        (Some(a), b) if a == b && old.map(|c| &c.members) == Some(&new.members) => None,
         // Right after a start nothing has been measured yet: the adopted routes stay, and
         // that is no news.
         (None, Mode::AllDown) => None,
@@ -152,8 +155,9 @@ fn transition(old: Option<&Choice>, new: &Choice) -> Option<&'static str> {
 struct Programmer {
     fib: Fib,
     state: Arc<Mutex<AgentState>>,
-    /// Prefixes by site, rebuilt when the learned routes change.
-    prefixes: BTreeMap<String, Vec<IpNet>>,
+    /// Prefixes by site and all of them, rebuilt only when the learned routes change.
+    prefixes: BTreeMap<String, Arc<[IpNet]>>,
+    wanted: BTreeSet<IpNet>,
     prefixes_generation: Option<u64>,
     last_route_scan: Option<Instant>,
     last_errors: Vec<String>,
@@ -166,6 +170,7 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         fib,
         state,
         prefixes: BTreeMap::new(),
+        wanted: BTreeSet::new(),
         prefixes_generation: None,
         last_route_scan: None,
         last_errors: Vec::new(),
@@ -193,9 +198,15 @@ impl Programmer {
                 .iter()
                 .map(|s| (s.name.get_ref().clone(), prefixes(&st, s.name.get_ref())))
                 .collect();
+            self.wanted = self
+                .prefixes
+                .values()
+                .flat_map(|p| p.iter().copied())
+                .collect();
         }
-        let cfg = st.config().clone();
+        let cfg = st.config();
         let mut wants = Vec::new();
+        let mut choices = Vec::new();
         for (index, site) in cfg.sites.iter().enumerate() {
             let name = site.name.get_ref();
             let (Ok(index), true) = (
@@ -205,54 +216,67 @@ impl Programmer {
                 continue;
             };
             let choice = select::choose(&candidates(&st, name));
-            if let Some(kind) = transition(st.active.get(name), &choice) {
+            wants.push(SiteWant {
+                index,
+                prefixes: self
+                    .prefixes
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new([])),
+                v4: members(cfg, name, &choice, Family::V4),
+                v6: members(cfg, name, &choice, Family::V6),
+            });
+            choices.push((name.clone(), choice));
+        }
+        for (name, choice) in choices {
+            if let Some(kind) = transition(st.active.get(&name), &choice) {
                 tracing::warn!(site = %name, "{kind}: {}", choice.reason);
                 st.record(kind, None, format!("site {name}: {}", choice.reason));
             }
-            wants.push(SiteWant {
-                index,
-                prefixes: self.prefixes.get(name).cloned().unwrap_or_default(),
-                v4: members(&cfg, name, &choice, Family::V4),
-                v6: members(&cfg, name, &choice, Family::V6),
-            });
-            st.active.insert(name.clone(), choice);
+            st.active.insert(name, choice);
         }
         (wants, prefixes_changed)
     }
 
+    /// First what moves traffic (members and groups: one dump and, for a switch, one
+    /// group replace, whatever the prefix count); then, when due, the routes.
     async fn pass(&mut self) {
         let (wants, prefixes_changed) = self.wants();
+        let mut errors = Vec::new();
+        let created_group = match self.sync(&wants, false).await {
+            Ok((created, e)) => {
+                errors.extend(e);
+                created
+            }
+            Err(e) => return self.report(vec![e.to_string()]),
+        };
         let scan_due = self
             .last_route_scan
             .is_none_or(|t| t.elapsed() >= ROUTE_SCAN);
-        let wanted: BTreeSet<IpNet> = wants.iter().flat_map(|w| w.prefixes.clone()).collect();
-        let mut with_routes = scan_due || prefixes_changed;
-        let kernel = match self.fib.kernel(&wanted, with_routes).await {
-            Ok(k) => k,
-            Err(e) => return self.report(vec![e.to_string()]),
-        };
-        let want = plan::desired(&wants, &kernel.nexthops);
-        // A group that is not in the kernel yet needs its routes too.
-        let new_group = want
-            .nexthops
-            .keys()
-            .any(|id| !kernel.nexthops.iter().any(|n| n.id == *id));
-        let kernel = if new_group && !with_routes {
-            with_routes = true;
-            match self.fib.kernel(&wanted, true).await {
-                Ok(k) => k,
-                Err(e) => return self.report(vec![e.to_string()]),
+        if scan_due || prefixes_changed || created_group {
+            match self.sync(&wants, true).await {
+                Ok((_, e)) => errors.extend(e),
+                Err(e) => errors.push(e.to_string()),
             }
-        } else {
-            kernel
-        };
-        let mut plan = plan::diff(&want, &kernel);
-        if !with_routes {
-            // Without the route dump every route would look missing.
-            plan.ops
-                .retain(|op| matches!(op, plan::Op::Nexthop(_) | plan::Op::DelNexthop(_)));
-            plan.conflicts.clear();
-        } else {
+        }
+        self.report(errors);
+    }
+
+    /// One reconcile against a fresh dump; `with_routes: false` leaves routes out on both
+    /// sides. Returns whether a group was created (its routes are then due) and what the
+    /// kernel refused.
+    async fn sync(
+        &mut self,
+        wants: &[SiteWant],
+        with_routes: bool,
+    ) -> Result<(bool, Vec<String>), crate::fib::FibError> {
+        let kernel = self.fib.kernel(&self.wanted, with_routes).await?;
+        let want = plan::desired(wants, &kernel.nexthops, with_routes);
+        let created = want.nexthops.values().any(|n| {
+            matches!(n.kind, Kind::Group(_)) && !kernel.nexthops.iter().any(|k| k.id == n.id)
+        });
+        let plan = plan::diff(&want, &kernel);
+        if with_routes {
             self.last_route_scan = Some(Instant::now());
             if plan.conflicts != self.conflicts {
                 for c in &plan.conflicts {
@@ -262,12 +286,12 @@ impl Programmer {
             }
         }
         if plan.is_empty() {
-            return self.report(Vec::new());
+            return Ok((created, Vec::new()));
         }
         let started = Instant::now();
         let errors = self.fib.apply(&plan).await;
         tracing::debug!(ops = plan.ops.len(), took = ?started.elapsed(), "FIB updated");
-        self.report(errors.iter().map(ToString::to_string).collect());
+        Ok((created, errors.iter().map(ToString::to_string).collect()))
     }
 
     /// Logs refusals once, not on every retry, and says when they clear.

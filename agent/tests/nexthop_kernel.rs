@@ -169,7 +169,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         let (fib, a, b) = Fib::connect().unwrap();
         tokio::spawn(a);
         tokio::spawn(b);
-        let prefixes: Vec<ipnet::IpNet> = (0..8)
+        let prefixes: std::sync::Arc<[ipnet::IpNet]> = (0..8)
             .map(|i| format!("198.18.{i}.0/24").parse().unwrap())
             .collect();
         let wanted: BTreeSet<ipnet::IpNet> = prefixes.iter().copied().collect();
@@ -184,7 +184,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
             let wanted = wanted.clone();
             async move {
                 let k = fib.kernel(&wanted, true).await.unwrap();
-                let d = plan::desired(&[want], &k.nexthops);
+                let d = plan::desired(&[want], &k.nexthops, true);
                 let p = plan::diff(&d, &k);
                 let errors = fib.apply(&p).await;
                 assert!(errors.is_empty(), "{errors:?}");

@@ -99,6 +99,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Records boringtun's time since the last handshake as a wall-clock time (for the
+    /// UAPI's epoch timestamps and the agent's handshake age).
+    fn note_handshake(&self, since: Option<Duration>) {
+        *lock(&self.last_handshake) = since.and_then(|d| SystemTime::now().checked_sub(d));
+    }
+
     pub(crate) fn stats(&self) -> TunnelStats {
         let c = &self.counters;
         TunnelStats {
@@ -409,7 +415,7 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
             // Seen at once rather than at the next timer tick: after a restart, the first
             // handshake is what lets the agent route traffic back onto the tunnel.
             let since = lock(&shared.tunn).time_since_last_handshake();
-            *lock(&shared.last_handshake) = since.and_then(|d| SystemTime::now().checked_sub(d));
+            shared.note_handshake(since);
         }
     }
 }
@@ -444,9 +450,7 @@ async fn timers(shared: Arc<Shared>) {
             let s = step(t.update_timers(&mut out), base);
             (s, t.time_since_last_handshake())
         };
-        let now = SystemTime::now();
-        let last = since.and_then(|d| now.checked_sub(d));
-        *lock(&shared.last_handshake) = last;
+        shared.note_handshake(since);
         if let (Step::Network(len), Some(to)) = (s, shared.endpoint()) {
             shared.send(&out[..len], to).await;
         }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -83,7 +84,8 @@ pub enum Members {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteWant {
     pub index: u8,
-    pub prefixes: Vec<IpNet>,
+    /// Shared with the caller's cache: a site may have a full table of them.
+    pub prefixes: Arc<[IpNet]>,
     pub v4: Members,
     pub v6: Members,
 }
@@ -144,8 +146,10 @@ fn ours(nh: &Nexthop) -> bool {
     nh.protocol == PROTOCOL
 }
 
-/// The state to reach. `Keep` copies our group (and its members) from the kernel.
-pub fn desired(sites: &[SiteWant], kernel: &[Nexthop]) -> Desired {
+/// The state to reach. `Keep` copies our group (and its members) from the kernel. Without
+/// `routes` only the nexthops are wanted: what moves traffic, at a cost that does not grow
+/// with the prefix count (pair it with a kernel state without routes).
+pub fn desired(sites: &[SiteWant], kernel: &[Nexthop], routes: bool) -> Desired {
     let in_kernel: BTreeMap<u32, &Nexthop> = kernel
         .iter()
         .filter(|n| ours(n))
@@ -156,14 +160,15 @@ pub fn desired(sites: &[SiteWant], kernel: &[Nexthop]) -> Desired {
         for (family, members) in [(Family::V4, &site.v4), (Family::V6, &site.v6)] {
             let gid = group_id(site.index, family);
             let kept = in_kernel.get(&gid);
-            let members = match members {
-                Members::KeepOr(m) if kept.is_none() => Members::Set(m.clone()),
-                Members::KeepOr(_) => Members::Keep,
-                m => m.clone(),
+            let set = match members {
+                Members::Set(m) => Some(m),
+                Members::KeepOr(m) if kept.is_none() => Some(m),
+                Members::KeepOr(_) | Members::Keep => None,
             };
-            let have_group = match &members {
-                Members::Set(m) if m.is_empty() => false,
-                Members::Set(m) => {
+            match (set, kept) {
+                // The kernel refuses empty groups.
+                (Some(m), _) if m.is_empty() => continue,
+                (Some(m), _) => {
                     let mut group = Vec::with_capacity(m.len());
                     for mem in m {
                         let id = member_id(site.index, mem.slot, family);
@@ -176,28 +181,23 @@ pub fn desired(sites: &[SiteWant], kernel: &[Nexthop]) -> Desired {
                     }
                     out.nexthops
                         .insert(gid, Nexthop::group(gid, PROTOCOL, group));
-                    true
                 }
-                Members::KeepOr(_) => unreachable!("resolved above"),
-                Members::Keep => match kept {
-                    Some(g) => {
-                        if let Kind::Group(m) = &g.kind {
-                            for (id, _) in m {
-                                if let Some(nh) = in_kernel.get(id) {
-                                    out.nexthops.insert(*id, (*nh).clone());
-                                }
+                (None, Some(g)) => {
+                    if let Kind::Group(m) = &g.kind {
+                        for (id, _) in m {
+                            if let Some(nh) = in_kernel.get(id) {
+                                out.nexthops.insert(*id, (*nh).clone());
                             }
                         }
-                        out.nexthops.insert(gid, (*g).clone());
-                        true
                     }
-                    None => false,
-                },
-            };
-            if !have_group {
+                    out.nexthops.insert(gid, (*g).clone());
+                }
+                (None, None) => continue,
+            }
+            if !routes {
                 continue;
             }
-            for p in &site.prefixes {
+            for p in site.prefixes.iter() {
                 if Family::of(p.addr()) == family {
                     out.routes.entry(p.trunc()).or_insert(gid);
                 }
@@ -290,7 +290,7 @@ mod tests {
     fn site(v4: Members, v6: Members) -> SiteWant {
         SiteWant {
             index: 0,
-            prefixes: vec![net("198.18.2.0/24"), net("2001:db8:2::/48")],
+            prefixes: vec![net("198.18.2.0/24"), net("2001:db8:2::/48")].into(),
             v4,
             v6,
         }
@@ -341,6 +341,7 @@ mod tests {
                 Members::Set(vec![line(0, 7, "2001:db8::2")]),
             )],
             &[],
+            true,
         );
         let plan = diff(&want, &Kernel::default());
         let g4 = group_id(0, Family::V4);
@@ -382,6 +383,7 @@ mod tests {
                 Members::Keep,
             )],
             &[],
+            true,
         );
         let k = apply(&Kernel::default(), &diff(&normal, &Kernel::default()));
         assert!(diff(&normal, &k).is_empty(), "applied state is stable");
@@ -391,6 +393,7 @@ mod tests {
                 Members::Keep,
             )],
             &k.nexthops,
+            true,
         );
         let plan = diff(&failover, &k);
         let g4 = group_id(0, Family::V4);
@@ -432,14 +435,15 @@ mod tests {
                 Members::Set(vec![tunnel(2, 9, 1)]),
             )],
             &[],
+            true,
         );
         let k = apply(&Kernel::default(), &diff(&set, &Kernel::default()));
-        let kept = desired(&[site(Members::Keep, Members::Keep)], &k.nexthops);
+        let kept = desired(&[site(Members::Keep, Members::Keep)], &k.nexthops, true);
         assert_eq!(kept, set, "an adopted group is kept as it is");
         assert!(diff(&kept, &k).is_empty());
-        let none = desired(&[site(Members::Keep, Members::Keep)], &[]);
+        let none = desired(&[site(Members::Keep, Members::Keep)], &[], true);
         assert_eq!(none, Desired::default());
-        let empty = desired(&[site(Members::Set(vec![]), Members::Keep)], &[]);
+        let empty = desired(&[site(Members::Set(vec![]), Members::Keep)], &[], true);
         assert_eq!(empty, Desired::default(), "the kernel refuses empty groups");
         // With a group in the kernel, KeepOr keeps it; without one, it uses its members.
         let fallback = vec![tunnel(3, 11, 1)];
@@ -449,13 +453,15 @@ mod tests {
                 Members::KeepOr(fallback.clone()),
             )],
             &k.nexthops,
+            true,
         );
         assert_eq!(kept, set);
         let fresh = desired(
             &[site(Members::KeepOr(fallback.clone()), Members::Keep)],
             &[],
+            true,
         );
-        let fresh_set = desired(&[site(Members::Set(fallback), Members::Keep)], &[]);
+        let fresh_set = desired(&[site(Members::Set(fallback), Members::Keep)], &[], true);
         assert_eq!(fresh, fresh_set);
     }
 
@@ -467,6 +473,7 @@ mod tests {
                 Members::Set(vec![line(0, 7, "2001:db8::2")]),
             )],
             &[],
+            true,
         );
         let mut k = apply(&Kernel::default(), &diff(&want, &Kernel::default()));
         // Someone deleted our IPv4 group: the kernel took the route with it.
@@ -519,10 +526,43 @@ mod tests {
     }
 
     #[test]
+    fn without_routes_a_switch_compares_and_changes_only_nexthops() {
+        let normal = desired(
+            &[site(
+                Members::Set(vec![line(0, 7, "192.0.2.2")]),
+                Members::Keep,
+            )],
+            &[],
+            true,
+        );
+        let k = apply(&Kernel::default(), &diff(&normal, &Kernel::default()));
+        let tunnels = site(Members::Set(vec![tunnel(2, 9, 1)]), Members::Keep);
+        let quick = desired(std::slice::from_ref(&tunnels), &k.nexthops, false);
+        assert!(quick.routes.is_empty());
+        let no_routes = Kernel {
+            nexthops: k.nexthops.clone(),
+            routes: Vec::new(),
+        };
+        let plan = diff(&quick, &no_routes);
+        assert!(
+            plan.ops
+                .iter()
+                .all(|o| matches!(o, Op::Nexthop(_) | Op::DelNexthop(_))),
+            "{plan:?}"
+        );
+        assert_eq!(
+            plan.ops,
+            diff(&desired(&[tunnels], &k.nexthops, true), &k).ops,
+            "the same switch as a full pass"
+        );
+    }
+
+    #[test]
     fn a_removed_site_is_deleted_routes_first_then_groups_then_members() {
         let want = desired(
             &[site(Members::Set(vec![tunnel(2, 9, 1)]), Members::Keep)],
             &[],
+            true,
         );
         let k = apply(&Kernel::default(), &diff(&want, &Kernel::default()));
         let plan = diff(&Desired::default(), &k);

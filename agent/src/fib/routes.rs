@@ -13,17 +13,14 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use super::plan::{KernelRoute, METRIC, PROTOCOL};
 use super::FibError;
 
-fn transport(e: rtnetlink::Error) -> FibError {
-    match e {
-        rtnetlink::Error::NetlinkError(ref m) => match m.code {
-            Some(code) => FibError::Kernel {
-                what: "a route".into(),
-                err: std::io::Error::from_raw_os_error(-code.get()),
-            },
-            None => FibError::Transport(e.to_string()),
-        },
-        e => FibError::Transport(e.to_string()),
+/// The kernel's refusal as such (with its errno), anything else as a transport error.
+fn error(e: rtnetlink::Error, what: &str) -> FibError {
+    if let rtnetlink::Error::NetlinkError(m) = &e {
+        if let Err(refusal) = super::refused(what, m) {
+            return refusal;
+        }
     }
+    FibError::Transport(e.to_string())
 }
 
 fn message(dst: IpNet, metric: u32) -> RouteMessage {
@@ -80,7 +77,7 @@ pub async fn dump(h: &Handle, wanted: &BTreeSet<IpNet>) -> Result<Vec<KernelRout
         RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
     ] {
         let mut s = h.route().get(family).execute();
-        while let Some(m) = s.try_next().await.map_err(transport)? {
+        while let Some(m) = s.try_next().await.map_err(|e| error(e, "the route dump"))? {
             if let Some(r) = kernel_route(&m) {
                 if r.protocol == PROTOCOL || wanted.contains(&r.dst) {
                     out.push(r);
@@ -99,7 +96,7 @@ pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> 
         .replace()
         .execute()
         .await
-        .map_err(|e| context(transport(e), &format!("route {dst} nhid {nhid}")))
+        .map_err(|e| error(e, &format!("route {dst} nhid {nhid}")))
 }
 
 /// Deletes our route at `dst`/`metric`; the protocol in the request makes the kernel
@@ -109,15 +106,5 @@ pub async fn delete(h: &Handle, dst: IpNet, metric: u32) -> Result<(), FibError>
         .del(message(dst, metric))
         .execute()
         .await
-        .map_err(|e| context(transport(e), &format!("deleting route {dst}")))
-}
-
-fn context(e: FibError, what: &str) -> FibError {
-    match e {
-        FibError::Kernel { err, .. } => FibError::Kernel {
-            what: what.to_owned(),
-            err,
-        },
-        e => e,
-    }
+        .map_err(|e| error(e, &format!("deleting route {dst}")))
 }

@@ -58,12 +58,7 @@ fn all_up(lab: &Lab, gw: Node) -> bool {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let ms: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let minutes: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let (ms, minutes) = table::args(3u64, 10u64);
     let mut opts = table::crosslink_lab_options(100_000);
     opts.bfd.interval = Duration::from_millis(ms);
     let mut lab = Lab::up(opts).expect("lab up");

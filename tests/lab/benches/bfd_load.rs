@@ -18,12 +18,7 @@ mod sixteen;
 mod table;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let n: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let (n, rounds) = table::args(100_000u32, 3usize);
     let opts = table::crosslink_lab_options(n);
     let mut lab = Lab::up(opts).expect("lab up");
 

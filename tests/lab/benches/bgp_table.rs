@@ -111,12 +111,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let n: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let (n, rounds) = table::args(100_000u32, 3usize);
     println!("full table over BGP: {n} IPv4 /32s from lr1 (BIRD 2) to gwa, {rounds} rounds each");
     let mut rows = Vec::new();
     for mode in [GatewayMode::Crosslink, GatewayMode::Bird] {

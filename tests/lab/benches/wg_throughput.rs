@@ -31,26 +31,12 @@ fn route_lans(lab: &Lab, a_via: &[&str], b_via: &[&str]) {
 
 /// iperf3 from ha to hb; returns Mbit/s received and the CPU% of each watched process.
 fn iperf(lab: &Lab, secs: u64, streams: u32, watch: &[(String, u32)]) -> (f64, Vec<(String, f64)>) {
-    let to = Side::B.host_addr(false).to_string();
     let before: Vec<Duration> = watch.iter().map(|(_, p)| pid_cpu(*p)).collect();
     let t0 = Instant::now();
-    let out = lab
-        .exec(
-            Node::Ha,
-            &[
-                "iperf3",
-                "-c",
-                &to,
-                "-t",
-                &secs.to_string(),
-                "-P",
-                &streams.to_string(),
-                "-J",
-            ],
-        )
+    let v = lab
+        .iperf3(&["-t", &secs.to_string(), "-P", &streams.to_string()])
         .expect("iperf3");
     let wall = t0.elapsed().as_secs_f64();
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 json");
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);

@@ -182,6 +182,15 @@ impl Lab {
         self.exec(gateway, &full)
     }
 
+    /// iperf3 TCP from ha to hb (a server must run on hb, see `spawn`) with the extra
+    /// `args`; iperf3's JSON report.
+    pub fn iperf3(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let to = Side::B.host_addr(false).to_string();
+        let mut full = vec!["iperf3", "-c", &to, "-J"];
+        full.extend_from_slice(args);
+        Ok(serde_json::from_str(&self.exec(Node::Ha, &full)?)?)
+    }
+
     /// `crosslink status --json` of a gateway's agent.
     pub fn status(&self, gateway: Node) -> Result<serde_json::Value> {
         Ok(serde_json::from_str(

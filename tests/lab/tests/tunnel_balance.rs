@@ -42,27 +42,10 @@ fn tunnel_tx(lab: &Lab) -> Vec<u64> {
         .collect()
 }
 
-/// Starts 32 rate-limited TCP flows from ha to hb for `secs`; returns iperf3's JSON.
+/// 32 rate-limited TCP flows from ha to hb for `secs`; iperf3's JSON report.
 fn flows(lab: &Lab, secs: u32) -> Value {
-    let to = Side::B.host_addr(false).to_string();
-    let out = lab
-        .exec(
-            Node::Ha,
-            &[
-                "iperf3",
-                "-c",
-                &to,
-                "-P",
-                "32",
-                "-b",
-                "2M",
-                "-t",
-                &secs.to_string(),
-                "-J",
-            ],
-        )
-        .expect("iperf3 ran to the end");
-    serde_json::from_str(&out).expect("iperf3 json")
+    lab.iperf3(&["-P", "32", "-b", "2M", "-t", &secs.to_string()])
+        .expect("iperf3 ran to the end")
 }
 
 #[test]

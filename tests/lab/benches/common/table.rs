@@ -4,6 +4,19 @@
 
 use lab::{GatewayMode, Lab, LabOptions, Node};
 
+/// The bench's two positional arguments (cargo's own `--bench` flags skipped), each with
+/// its default when absent or unreadable.
+pub fn args<A: std::str::FromStr, B: std::str::FromStr>(a: A, b: B) -> (A, B) {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    (
+        args.first().and_then(|s| s.parse().ok()).unwrap_or(a),
+        args.get(1).and_then(|s| s.parse().ok()).unwrap_or(b),
+    )
+}
+
 pub fn bird_protocol(n: u32) -> String {
     let mut s = String::with_capacity(n as usize * 40);
     s.push_str("protocol static bench4 { disabled; ipv4; ");
