@@ -159,6 +159,7 @@ struct Programmer {
     prefixes: BTreeMap<String, Arc<[IpNet]>>,
     wanted: BTreeSet<IpNet>,
     prefixes_generation: Option<u64>,
+    prefixes_built: Option<Instant>,
     last_route_scan: Option<Instant>,
     last_errors: Vec<String>,
     conflicts: Vec<IpNet>,
@@ -172,6 +173,7 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         prefixes: BTreeMap::new(),
         wanted: BTreeSet::new(),
         prefixes_generation: None,
+        prefixes_built: None,
         last_route_scan: None,
         last_errors: Vec::new(),
         conflicts: Vec::new(),
@@ -189,9 +191,13 @@ impl Programmer {
     /// The wanted state of every site, and whether the prefix set changed.
     fn wants(&mut self) -> (Vec<SiteWant>, bool) {
         let mut st = lock(&self.state);
-        let prefixes_changed = self.prefixes_generation != Some(st.routes_generation);
+        // While a full table streams in, the generation moves with every UPDATE: rebuild
+        // (and re-sync the routes) at most once per RECONCILE; the timer pass catches up.
+        let prefixes_changed = self.prefixes_generation != Some(st.routes_generation)
+            && self.prefixes_built.is_none_or(|t| t.elapsed() >= RECONCILE);
         if prefixes_changed {
             self.prefixes_generation = Some(st.routes_generation);
+            self.prefixes_built = Some(Instant::now());
             self.prefixes = st
                 .config()
                 .sites
