@@ -8,6 +8,7 @@ pub mod link;
 pub mod tun;
 pub mod tunnel;
 pub mod uapi;
+mod udp;
 
 pub use key::{KeyError, PublicKey, SecretKey};
 pub use tunnel::{Tunnel, TunnelConfig, TunnelStats};

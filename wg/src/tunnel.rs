@@ -8,8 +8,8 @@
 //! restarting agent adopts it and the routes through it never vanish.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
 use tokio::io::unix::AsyncFd;
-use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
 use crate::key::{PublicKey, SecretKey};
+use crate::udp::{self, Udp};
 use crate::{link, tun, uapi};
 
 /// How long an endpoint candidate gets to complete a handshake before the next is tried:
@@ -87,8 +87,7 @@ struct Endpoint {
 pub(crate) struct Shared {
     pub(crate) cfg: TunnelConfig,
     tunn: Mutex<Tunn>,
-    udp: UdpSocket,
-    udp_v6: bool,
+    udp: Udp,
     endpoint: Mutex<Endpoint>,
     counters: Counters,
     last_handshake: Mutex<Option<SystemTime>>,
@@ -122,24 +121,16 @@ impl Shared {
         lock(&self.endpoint).current
     }
 
-    /// The socket address to send to, mapped for a dual-stack socket.
-    fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
-        match (to, self.udp_v6) {
-            (SocketAddr::V4(v4), true) => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            _ => to,
+    async fn send(&self, datagram: &[u8], to: SocketAddr) {
+        if self.udp.send(datagram, to).await.is_ok() {
+            self.count_tx(datagram.len(), 1);
         }
     }
 
-    async fn send(&self, packet: &[u8], to: SocketAddr) {
-        // A full socket buffer or an unreachable peer loses the packet, as a link would.
-        if self.udp.send_to(packet, self.wire_addr(to)).await.is_ok() {
-            self.counters
-                .tx_bytes
-                .fetch_add(packet.len() as u64, Ordering::Relaxed);
-            self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
-        }
+    fn count_tx(&self, bytes: usize, packets: usize) {
+        let c = &self.counters;
+        c.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.tx_packets.fetch_add(packets as u64, Ordering::Relaxed);
     }
 
     fn allowed(&self, src: IpAddr) -> bool {
@@ -167,7 +158,7 @@ impl Tunnel {
     pub async fn start(cfg: TunnelConfig) -> io::Result<Tunnel> {
         // The socket first: a missing uplink or a taken port must not leave a new
         // (persistent) interface behind.
-        let (udp, udp_v6) = udp_socket(cfg.listen_port, cfg.uplink.as_deref()).map_err(|e| {
+        let udp = Udp::bind(cfg.listen_port, cfg.uplink.as_deref()).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -204,7 +195,6 @@ impl Tunnel {
             cfg,
             tunn: Mutex::new(tunn),
             udp,
-            udp_v6,
             counters: Counters::default(),
             last_handshake: Mutex::new(None),
         });
@@ -231,65 +221,6 @@ impl Tunnel {
 
     pub fn interface(&self) -> &str {
         &self.shared.cfg.interface
-    }
-}
-
-fn udp_socket(port: u16, uplink: Option<&str>) -> io::Result<(UdpSocket, bool)> {
-    use nix::sys::socket::{
-        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
-        SockaddrIn6,
-    };
-    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-    let (fd, v6) = match socket(AddressFamily::Inet6, SockType::Datagram, flags, None) {
-        Ok(fd) => {
-            setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
-            (fd, true)
-        }
-        // No IPv6 on this host: IPv4 endpoints only.
-        Err(nix::errno::Errno::EAFNOSUPPORT) => (
-            socket(AddressFamily::Inet, SockType::Datagram, flags, None)?,
-            false,
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(dev) = uplink {
-        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
-    }
-    // The receive queue is where a saturated tunnel queues (decryption is the bottleneck):
-    // 256 KiB is about 3 ms at the rate one tunnel carries here. With 4 MiB it held 40 ms
-    // and the end-to-end BFD inside the tunnel flapped at 10 ms x 3 under iperf3.
-    let _ = setsockopt(&fd, sockopt::RcvBuf, &(256 << 10));
-    let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
-    if v6 {
-        bind(
-            fd.as_raw_fd(),
-            &SockaddrIn6::from(std::net::SocketAddrV6::new(
-                Ipv6Addr::UNSPECIFIED,
-                port,
-                0,
-                0,
-            )),
-        )?;
-    } else {
-        bind(
-            fd.as_raw_fd(),
-            &SockaddrIn::from(std::net::SocketAddrV4::new(
-                std::net::Ipv4Addr::UNSPECIFIED,
-                port,
-            )),
-        )?;
-    }
-    let std = std::net::UdpSocket::from(fd);
-    Ok((UdpSocket::from_std(std)?, v6))
-}
-
-fn unmap(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        _ => a,
     }
 }
 
@@ -323,33 +254,72 @@ fn step(r: TunnResult<'_>, base: usize) -> Step {
     }
 }
 
+/// Packets read from the TUN in one burst before they are encrypted and sent.
+const BURST: usize = udp::MAX_SEGMENTS;
+/// Room left for one more TUN read: a packet can be as large as the largest MTU, whatever
+/// the configured one (someone may raise it with `ip link`), and a short buffer truncates.
+const READ_ROOM: usize = 65_536;
+/// WireGuard's data message overhead (header and tag) plus the padding to 16 bytes.
+const SEAL_OVERHEAD: usize = 32 + 15;
+
 async fn tun_to_udp(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
-    let mut buf = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
+    let slot = usize::from(shared.cfg.mtu).max(1280);
+    let mut plain = vec![0u8; READ_ROOM + BURST * slot];
+    let mut sealed = vec![0u8; plain.len() + BURST * SEAL_OVERHEAD + BUF];
+    let mut packets: Vec<(usize, usize)> = Vec::with_capacity(BURST);
+    let mut lens: Vec<usize> = Vec::with_capacity(BURST);
     loop {
         let Ok(mut guard) = fd.readable().await else {
             return;
         };
-        // Everything queued, then back to waiting.
-        loop {
-            let n = match nix::unistd::read(fd.get_ref(), &mut buf) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    break;
+        // Everything queued, a burst at a time, then back to waiting.
+        let mut drained = false;
+        while !drained {
+            // Read a burst: one lock for its encryption, and GSO runs for its sending.
+            packets.clear();
+            let mut used = 0;
+            while packets.len() < BURST && plain.len() - used >= READ_ROOM {
+                match nix::unistd::read(fd.get_ref(), &mut plain[used..]) {
+                    Ok(n) => {
+                        packets.push((used, n));
+                        used += n;
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        guard.clear_ready();
+                        drained = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
+                        return;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
-                    return;
-                }
-            };
-            let s = {
+            }
+            lens.clear();
+            let mut end = 0;
+            {
                 let mut t = lock(&shared.tunn);
-                let base = out.as_ptr() as usize;
-                step(t.encapsulate(&buf[..n], &mut out), base)
+                for &(at, n) in &packets {
+                    // Room for the largest result (a handshake initiation or the sealed
+                    // packet) is kept by the buffer's size; boringtun writes at its start.
+                    let dst = &mut sealed[end..];
+                    let base = dst.as_ptr() as usize;
+                    if let Step::Network(len) = step(t.encapsulate(&plain[at..at + n], dst), base) {
+                        lens.push(len);
+                        end += len;
+                    }
+                }
+            }
+            let Some(to) = shared.endpoint() else {
+                continue;
             };
-            if let (Step::Network(len), Some(to)) = (s, shared.endpoint()) {
-                shared.send(&out[..len], to).await;
+            let (mut at, mut i) = (0, 0);
+            for (count, segment) in udp::runs(&lens) {
+                let bytes = lens[i..i + count].iter().sum::<usize>();
+                let run = &sealed[at..at + bytes];
+                let (sent, sent_bytes) = shared.udp.send_run(run, segment, to).await;
+                shared.count_tx(sent_bytes, sent);
+                (at, i) = (at + bytes, i + count);
             }
         }
     }
@@ -359,64 +329,75 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     loop {
-        let (n, from) = match shared.udp.recv_from(&mut buf).await {
+        let r = match shared.udp.recv(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "UDP receive failed");
                 continue;
             }
         };
-        let from = unmap(from);
-        shared
-            .counters
-            .rx_bytes
-            .fetch_add(n as u64, Ordering::Relaxed);
-        shared.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-        let mut datagram = &buf[..n];
-        let mut src = Some(from.ip());
-        // Message types 1 and 2: an initiation or a response may complete a handshake.
-        let handshake = n >= 4 && matches!(buf[0], 1 | 2);
-        // After a handshake boringtun may hold queued packets: drain them (empty input).
-        for _ in 0..256 {
-            let s = {
-                let mut t = lock(&shared.tunn);
-                let base = out.as_ptr() as usize;
-                step(t.decapsulate(src, datagram, &mut out), base)
-            };
-            datagram = &[];
-            src = None;
-            match s {
-                Step::Network(len) => {
-                    // A handshake response proves the initiation was the peer's.
-                    if out[0] == HANDSHAKE_RESPONSE {
-                        roam(&shared, from);
-                    }
-                    shared.send(&out[..len], from).await;
+        let c = &shared.counters;
+        c.rx_bytes.fetch_add(r.bytes as u64, Ordering::Relaxed);
+        let datagrams = buf[..r.bytes].chunks(r.segment);
+        c.rx_packets
+            .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+        for datagram in datagrams {
+            receive(&shared, &fd, datagram, r.from, &mut out).await;
+        }
+    }
+}
+
+/// Decrypts one datagram from `from` and writes what it carries to the TUN.
+async fn receive(
+    shared: &Shared,
+    fd: &AsyncFd<OwnedFd>,
+    mut datagram: &[u8],
+    from: SocketAddr,
+    out: &mut [u8],
+) {
+    let mut src = Some(from.ip());
+    // Message types 1 and 2: an initiation or a response may complete a handshake.
+    let handshake = datagram.len() >= 4 && matches!(datagram[0], 1 | 2);
+    // After a handshake boringtun may hold queued packets: drain them (empty input).
+    for _ in 0..256 {
+        let s = {
+            let mut t = lock(&shared.tunn);
+            let base = out.as_ptr() as usize;
+            step(t.decapsulate(src, datagram, out), base)
+        };
+        datagram = &[];
+        src = None;
+        match s {
+            Step::Network(len) => {
+                // A handshake response proves the initiation was the peer's.
+                if out[0] == HANDSHAKE_RESPONSE {
+                    roam(shared, from);
                 }
-                Step::Tunnel(len, inner_src) => {
-                    roam(&shared, from);
-                    if len == 0 {
-                        break; // keepalive
-                    }
-                    if !shared.allowed(inner_src) {
-                        shared
-                            .counters
-                            .rx_disallowed
-                            .fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    let _ = nix::unistd::write(fd.get_ref(), &out[..len]);
+                shared.send(&out[..len], from).await;
+            }
+            Step::Tunnel(len, inner_src) => {
+                roam(shared, from);
+                if len == 0 {
+                    break; // keepalive
+                }
+                if !shared.allowed(inner_src) {
+                    shared
+                        .counters
+                        .rx_disallowed
+                        .fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                Step::Done => break,
+                let _ = nix::unistd::write(fd.get_ref(), &out[..len]);
+                break;
             }
+            Step::Done => break,
         }
-        if handshake {
-            // Seen at once rather than at the next timer tick: after a restart, the first
-            // handshake is what lets the agent route traffic back onto the tunnel.
-            let since = lock(&shared.tunn).time_since_last_handshake();
-            shared.note_handshake(since);
-        }
+    }
+    if handshake {
+        // Seen at once rather than at the next timer tick: after a restart, the first
+        // handshake is what lets the agent route traffic back onto the tunnel.
+        let since = lock(&shared.tunn).time_since_last_handshake();
+        shared.note_handshake(since);
     }
 }
 

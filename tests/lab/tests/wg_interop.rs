@@ -181,6 +181,29 @@ fn crosslink_tunnel_talks_to_wireguard_go() {
     for (sent, got) in [(a_peer.tx, b_peer.rx), (b_peer.tx, a_peer.rx)] {
         assert!(sent.abs_diff(got) <= 2 * 148, "tx {sent} vs rx {got}");
     }
+    // Bulk TCP both ways: crosslink sends bursts as UDP GSO runs, which wireguard-go
+    // must receive as separate datagrams; wireguard-go's bursts arrive at crosslink's
+    // GRO socket. TCP delivers every byte only if every datagram decrypted.
+    lab.spawn(
+        "iperf3-gwb",
+        Node::Gwb,
+        &["iperf3", "-s", "-B", "10.77.0.2"],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for reverse in [false, true] {
+        let mut args = vec!["iperf3", "-c", "10.77.0.2", "-t", "2", "-J"];
+        if reverse {
+            args.push("-R");
+        }
+        let out = lab
+            .exec(Node::Gwa, &args)
+            .expect("iperf3 through the tunnel");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let got = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
+        println!("bulk reverse={reverse}: {:.1} MB", got / 1e6);
+        assert!(got > 10e6, "reverse={reverse}: only {got} bytes arrived");
+    }
     // The UAPI is read-only: changes come from crosslink's config.
     assert!(lab
         .exec(Node::Gwa, &["wg", "set", "xla-t1", "listen-port", "1"])
