@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod fib;
 pub mod logging;
+pub mod policy;
 pub mod routing;
 pub mod select;
 pub mod state;

@@ -1,0 +1,501 @@
+//! Deterministic simulations of the policy engine and the selection together, in virtual
+//! time: two lines (priorities 10 and 20) and two tunnels to one site, each path with its
+//! own signals. Each scenario asserts the timeline of group changes and events.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::select::{choose, CandidateKind, Mode};
+
+const STEP: Duration = Duration::from_millis(10);
+
+fn settings() -> Settings {
+    Settings {
+        hold_down: Duration::from_secs(30),
+        loss_threshold: 0.1,
+        drain_delay: Duration::from_secs(30),
+        damping: damping::Settings {
+            penalty: 1000.0,
+            half_life: Duration::from_secs(900),
+            suppress: 2000.0,
+            reuse: 750.0,
+            max_suppress: Duration::from_secs(3600),
+        },
+    }
+}
+
+const LINE_SIGNALS: [&str; 4] = ["carrier", "bfd", "bgp", "e2e-bfd"];
+const TUNNEL_SIGNALS: [&str; 3] = ["carrier", "handshake", "e2e-bfd"];
+
+struct Sim {
+    policy: Policy,
+    t0: Instant,
+    now: Instant,
+    paths: Vec<(String, CandidateKind)>,
+    signals: BTreeMap<(String, &'static str), bool>,
+    loss: BTreeMap<String, f64>,
+    relearned: BTreeMap<String, bool>,
+    /// The kernel group: what the last applied choice put there.
+    group: Vec<String>,
+    changes: Vec<(u64, String)>,
+    events: Vec<(u64, &'static str, String)>,
+    all_down_alarms: usize,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim::with(Policy::new(settings()), &[])
+    }
+
+    /// `group`: what the kernel carries at the start (adopted), else the first choice.
+    fn with(policy: Policy, group: &[&str]) -> Sim {
+        let t0 = Instant::now();
+        let paths = vec![
+            ("line1".to_owned(), CandidateKind::Line { priority: 10 }),
+            ("line2".to_owned(), CandidateKind::Line { priority: 20 }),
+            ("t1".to_owned(), CandidateKind::Tunnel { weight: 1 }),
+            ("t2".to_owned(), CandidateKind::Tunnel { weight: 1 }),
+        ];
+        let mut signals = BTreeMap::new();
+        for (p, kind) in &paths {
+            let names: &[&'static str] = match kind {
+                CandidateKind::Line { .. } => &LINE_SIGNALS,
+                CandidateKind::Tunnel { .. } => &TUNNEL_SIGNALS,
+            };
+            for s in names {
+                signals.insert((p.clone(), *s), true);
+            }
+        }
+        let mut sim = Sim {
+            policy,
+            t0,
+            now: t0,
+            relearned: paths.iter().map(|(p, _)| (p.clone(), true)).collect(),
+            paths,
+            signals,
+            loss: BTreeMap::new(),
+            group: group.iter().map(|s| s.to_string()).collect(),
+            changes: Vec::new(),
+            events: Vec::new(),
+            all_down_alarms: 0,
+        };
+        sim.step();
+        sim.changes.clear();
+        sim.events.clear();
+        sim
+    }
+
+    fn ms(&self) -> u64 {
+        (self.now - self.t0).as_millis() as u64
+    }
+
+    fn set(&mut self, path: &str, signal: &'static str, up: bool) {
+        let v = self
+            .signals
+            .get_mut(&(path.to_owned(), signal))
+            .unwrap_or_else(|| panic!("{path} has no signal {signal}"));
+        *v = up;
+    }
+
+    /// Cuts (or heals) every signal of a path.
+    fn cut(&mut self, path: &str, down: bool) {
+        for ((p, _), v) in self.signals.iter_mut() {
+            if p == path {
+                *v = !down;
+            }
+        }
+    }
+
+    fn observations(&self) -> Vec<Observation> {
+        self.paths
+            .iter()
+            .map(|(name, kind)| {
+                let down: Vec<&str> = self
+                    .signals
+                    .iter()
+                    .filter(|((p, _), up)| p == name && !**up)
+                    .map(|((_, s), _)| *s)
+                    .collect();
+                Observation {
+                    name: name.clone(),
+                    kind: *kind,
+                    up: down.is_empty(),
+                    unproven: false,
+                    why: down
+                        .iter()
+                        .map(|s| format!("{s} down"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    loss: self.loss.get(name).copied(),
+                    relearned: self.relearned[name],
+                }
+            })
+            .collect()
+    }
+
+    fn step(&mut self) {
+        let obs = self.observations();
+        let candidates = self.policy.evaluate(self.now, &obs);
+        let choice = choose(&candidates);
+        let ms = self.ms();
+        for e in self.policy.take_events() {
+            self.events.push((ms, e.kind, e.path));
+        }
+        if choice.mode == Mode::AllDown {
+            // Fail static: the kernel keeps the last group.
+            self.all_down_alarms += 1;
+            return;
+        }
+        let members: Vec<String> = choice.members.iter().map(|(n, _)| n.clone()).collect();
+        if members != self.group {
+            self.changes.push((ms, members.join("+")));
+            self.group = members;
+        }
+    }
+
+    /// Steps every 10 ms for `d`. The observations stay as they are within a run, so
+    /// after the first step it jumps to the step at or after the policy's next deadline:
+    /// the same timeline as stepping through, hours of it in milliseconds.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut first = true;
+        while self.now < end {
+            let mut next = self.now + STEP;
+            if !first {
+                let deadline = self.policy.next_deadline(self.now).unwrap_or(end);
+                let steps = (deadline.saturating_duration_since(self.t0).as_nanos())
+                    .div_ceil(STEP.as_nanos());
+                let on_grid = self.t0 + STEP * u32::try_from(steps).unwrap_or(u32::MAX);
+                next = next.max(on_grid.min(end));
+            }
+            first = false;
+            self.now = next;
+            self.step();
+        }
+    }
+
+    fn secs(&mut self, s: u64) {
+        self.run(Duration::from_secs(s));
+    }
+
+    fn changes(&self) -> Vec<(u64, &str)> {
+        self.changes.iter().map(|(t, g)| (*t, g.as_str())).collect()
+    }
+
+    fn events(&self) -> Vec<(u64, &str, &str)> {
+        self.events
+            .iter()
+            .map(|(t, k, p)| (*t, *k, p.as_str()))
+            .collect()
+    }
+}
+
+#[test]
+fn single_cut_moves_at_once_and_returns_after_hold_down() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.group, ["line1"]);
+    sim.secs(10);
+    sim.cut("line1", true);
+    sim.secs(10);
+    sim.cut("line1", false);
+    sim.secs(60);
+    assert_eq!(sim.changes(), [(10_010, "line2"), (50_010, "line1")]);
+    assert_eq!(
+        sim.events(),
+        [
+            (10_010, "path-down", "line1"),
+            (50_010, "path-return", "line1")
+        ]
+    );
+}
+
+#[test]
+fn silent_blackhole_is_caught_by_the_end_to_end_bfd_alone() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    // The line is up at both ends; only the far side of the line drops traffic.
+    sim.set("line1", "e2e-bfd", false);
+    sim.secs(5);
+    sim.set("line1", "e2e-bfd", true);
+    sim.secs(40);
+    assert_eq!(sim.changes(), [(5_010, "line2"), (40_010, "line1")]);
+}
+
+#[test]
+fn bgp_only_failure_waits_for_the_prefixes_before_returning() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.set("line1", "bgp", false);
+    sim.relearned.insert("line1".into(), false);
+    sim.secs(5);
+    // Established again; the table streams in for 40 s (longer than the hold-down).
+    sim.set("line1", "bgp", true);
+    sim.secs(40);
+    assert_eq!(
+        sim.changes(),
+        [(5_010, "line2")],
+        "no return before the re-learn"
+    );
+    sim.relearned.insert("line1".into(), true);
+    sim.secs(1);
+    assert_eq!(sim.changes(), [(5_010, "line2"), (50_010, "line1")]);
+}
+
+#[test]
+fn bfd_only_failure_moves_although_bgp_stays_up() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.set("line1", "bfd", false);
+    sim.secs(100);
+    assert_eq!(sim.changes(), [(5_010, "line2")]);
+    assert_eq!(sim.events(), [(5_010, "path-down", "line1")]);
+}
+
+#[test]
+fn flapping_every_two_seconds_for_ten_minutes_changes_the_group_once() {
+    let mut sim = Sim::new();
+    sim.secs(10);
+    for i in 0..300 {
+        sim.cut("line1", i % 2 == 0);
+        sim.secs(2);
+    }
+    sim.cut("line1", false);
+    let stopped = sim.ms();
+    assert_eq!(sim.changes(), [(10_010, "line2")]);
+    let downs = sim.events().iter().filter(|e| e.1 == "path-down").count();
+    assert_eq!(downs, 150);
+    let suppressed: Vec<u64> = sim
+        .events()
+        .iter()
+        .filter(|e| e.1 == "path-suppressed")
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(suppressed, [18_010], "the third down suppresses");
+    // Stable from now on: the penalty sits at its ceiling, so the line stays out for
+    // max_suppress (1 h), not for the hold-down.
+    sim.run(Duration::from_secs(3590));
+    assert_eq!(sim.changes().len(), 1);
+    sim.secs(20);
+    let back = sim.changes()[1];
+    assert_eq!(back.1, "line1");
+    let out_for = Duration::from_millis(back.0 - stopped);
+    assert!(
+        out_for > Duration::from_secs(3590) && out_for <= Duration::from_secs(3601),
+        "returned {out_for:?} after the flapping stopped"
+    );
+}
+
+#[test]
+fn slow_flapping_is_suppressed_at_the_third_flap() {
+    let mut sim = Sim::new();
+    sim.secs(10);
+    // Down for 1 s every 60 s: each return passes the 30 s hold-down.
+    for _ in 0..3 {
+        sim.cut("line1", true);
+        sim.secs(1);
+        sim.cut("line1", false);
+        sim.secs(59);
+    }
+    assert_eq!(
+        sim.changes(),
+        [
+            (10_010, "line2"),
+            (41_010, "line1"),
+            (70_010, "line2"),
+            (101_010, "line1"),
+            (130_010, "line2"),
+        ]
+    );
+    let s = sim.policy.status("line1", sim.now).unwrap();
+    let left = s.suppressed_for.expect("suppressed");
+    assert!(left > Duration::from_secs(1500), "{left:?}");
+    sim.run(left - Duration::from_secs(1));
+    assert_eq!(sim.changes().len(), 5, "still suppressed");
+    sim.secs(2);
+    assert_eq!(sim.changes().len(), 6, "reused once the penalty decayed");
+    assert_eq!(sim.changes()[5].1, "line1");
+}
+
+#[test]
+fn thirty_percent_loss_degrades_the_line_until_it_recovers() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.loss.insert("line1".into(), 0.3);
+    sim.secs(20);
+    // 8 % is below the threshold but above half of it: still degraded (hysteresis).
+    sim.loss.insert("line1".into(), 0.08);
+    sim.secs(20);
+    sim.loss.insert("line1".into(), 0.0);
+    sim.secs(40);
+    assert_eq!(sim.changes(), [(5_010, "line2"), (75_010, "line1")]);
+    let kinds: Vec<&str> = sim.events().iter().map(|e| e.1).collect();
+    assert_eq!(kinds, ["path-degraded", "path-down", "path-return"]);
+}
+
+#[test]
+fn both_lines_down_spreads_over_the_tunnels_and_returns_to_the_first_line_healed() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.cut("line1", true);
+    sim.secs(1);
+    sim.cut("line2", true);
+    sim.secs(10);
+    sim.cut("line2", false);
+    sim.secs(40);
+    assert_eq!(
+        sim.changes(),
+        [(5_010, "line2"), (6_010, "t1+t2"), (46_010, "line2")]
+    );
+}
+
+#[test]
+fn tunnels_down_in_failover_keep_the_last_group_and_a_tunnel_back_is_used_at_once() {
+    let mut sim = Sim::new();
+    sim.cut("line1", true);
+    sim.cut("line2", true);
+    sim.secs(5);
+    sim.set("t1", "e2e-bfd", false);
+    sim.secs(5);
+    sim.set("t2", "handshake", false);
+    sim.secs(5);
+    assert!(sim.all_down_alarms > 0);
+    sim.set("t1", "e2e-bfd", true);
+    sim.secs(5);
+    assert_eq!(
+        sim.changes(),
+        [(10, "t1+t2"), (5_010, "t2"), (15_010, "t1")],
+        "nothing healthy keeps t2 (fail static); t1 is used without a hold-down: nothing else is up"
+    );
+    // t2 back: it waits for its hold-down, since t1 carries.
+    sim.set("t2", "handshake", true);
+    sim.secs(31);
+    assert_eq!(sim.changes()[3], (50_010, "t1+t2"));
+}
+
+#[test]
+fn drain_during_a_failure_keeps_the_line_out_until_undrained() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.cut("line1", true);
+    sim.secs(5);
+    let msg = sim
+        .policy
+        .command(sim.now, "line1", Command::Drain)
+        .unwrap();
+    assert!(msg.contains("carried no traffic"), "{msg}");
+    assert_eq!(sim.policy.advertise("line1"), Advertise::Unattractive);
+    sim.cut("line1", false);
+    sim.secs(60);
+    assert_eq!(sim.changes(), [(5_010, "line2")], "drained: no return");
+    sim.policy
+        .command(sim.now, "line1", Command::Undrain)
+        .unwrap();
+    assert_eq!(sim.policy.advertise("line1"), Advertise::Normal);
+    sim.secs(1);
+    assert_eq!(sim.changes(), [(5_010, "line2"), (70_010, "line1")]);
+}
+
+#[test]
+fn drain_tells_the_far_side_first_and_moves_our_routes_after_the_delay() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.policy
+        .command(sim.now, "line1", Command::Drain)
+        .unwrap();
+    assert_eq!(sim.policy.advertise("line1"), Advertise::Unattractive);
+    assert!(sim
+        .policy
+        .command(sim.now, "line1", Command::Drain)
+        .is_err());
+    sim.secs(29);
+    assert!(
+        sim.changes().is_empty(),
+        "still carrying during the drain delay"
+    );
+    sim.secs(2);
+    assert_eq!(sim.changes(), [(35_000, "line2")]);
+    let kinds: Vec<&str> = sim.events().iter().map(|e| e.1).collect();
+    assert_eq!(kinds, ["operator", "drained"]);
+}
+
+#[test]
+fn operator_failover_forces_the_tunnels_and_restore_brings_the_lines_back() {
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.policy
+        .command(sim.now, "line1", Command::Failover)
+        .unwrap();
+    sim.policy
+        .command(sim.now, "line2", Command::Failover)
+        .unwrap();
+    sim.secs(10);
+    sim.policy
+        .command(sim.now, "line1", Command::Restore)
+        .unwrap();
+    sim.secs(1);
+    assert_eq!(sim.changes(), [(5_010, "t1+t2"), (15_010, "line1")]);
+    assert!(sim
+        .policy
+        .command(sim.now, "line2", Command::Undrain)
+        .is_err());
+}
+
+#[test]
+fn restore_clears_damping_so_a_suppressed_line_returns_after_its_hold_down() {
+    let mut sim = Sim::new();
+    for _ in 0..3 {
+        sim.cut("line1", true);
+        sim.secs(1);
+        sim.cut("line1", false);
+        sim.secs(1);
+    }
+    sim.secs(60);
+    assert_eq!(sim.changes(), [(10, "line2")], "suppressed");
+    sim.policy
+        .command(sim.now, "line1", Command::Restore)
+        .unwrap();
+    sim.secs(1);
+    assert_eq!(sim.changes(), [(10, "line2"), (66_010, "line1")]);
+}
+
+#[test]
+fn a_restart_in_the_middle_of_a_failover_waits_for_the_hold_down() {
+    let mut policy = Policy::new(settings());
+    let t0 = Instant::now();
+    policy.adopt(
+        t0,
+        &["t1".into(), "t2".into()],
+        &["line1".into(), "line2".into()],
+    );
+    let mut sim = Sim::with(policy, &["t1", "t2"]);
+    assert_eq!(
+        sim.group,
+        ["t1", "t2"],
+        "adopted group kept while the lines prove themselves"
+    );
+    sim.secs(40);
+    assert_eq!(sim.changes(), [(30_000, "line1")]);
+}
+
+#[test]
+fn deadlines_name_the_next_verdict_change() {
+    let mut sim = Sim::new();
+    sim.cut("line1", true);
+    sim.secs(1);
+    sim.cut("line1", false);
+    sim.run(STEP);
+    let up = sim.now;
+    assert_eq!(
+        sim.policy.next_deadline(sim.now),
+        Some(up + Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn hours_of_a_stable_network_change_nothing() {
+    let mut sim = Sim::new();
+    sim.run(Duration::from_secs(3 * 3600));
+    assert!(sim.changes().is_empty());
+    assert!(sim.events().is_empty());
+}
