@@ -14,9 +14,13 @@ use bgp::wire::Family;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use crate::config::{self, Community, Config, Line};
+use crate::config::{self, Community, Config, DrainMode, Line};
 use crate::control::proto::BgpStatus;
+use crate::policy::Advertise;
 use crate::state::AgentState;
+
+/// AS-path prepends added to a drained line's announcements (on top of its own).
+const DRAIN_PREPEND: u8 = 3;
 
 /// What the agent knows of one BGP session.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct NeighborState {
     pub reported: bool,
     pub state: State,
     pub established_at: Option<Instant>,
+    /// When routes last came or went: a table still streaming in is not re-learned yet.
+    pub last_routes_at: Option<Instant>,
     pub last_error: Option<String>,
     pub rejected: u64,
     pub advertised: usize,
@@ -42,6 +48,7 @@ impl NeighborState {
             reported: false,
             state: State::Idle,
             established_at: None,
+            last_routes_at: None,
             last_error: None,
             rejected: 0,
             advertised: 0,
@@ -211,31 +218,57 @@ impl Sessions {
         &self.handles
     }
 
-    /// Applies the export side of a new config (our announcements and each line's
-    /// attributes) to the lines it changed; sessions of other lines are not touched.
-    /// Returns the names of the lines re-announced.
-    pub async fn reload_exports(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+    /// Brings each line's announcements to what the config and the policy want: the
+    /// line's export attributes, made unattractive to the far side while it is drained.
+    /// Sessions of lines whose export did not change are not touched. Returns the names of
+    /// the lines re-announced.
+    pub async fn sync_exports(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
         let mut changed = Vec::new();
         for line in &cfg.lines {
             let name = line.name.get_ref();
-            let new = export_policy(cfg, line, false);
+            let (drained, peers) = {
+                let st = lock(state);
+                let drained = st.advertise.get(name) == Some(&Advertise::Unattractive);
+                let peers: Vec<IpAddr> = st
+                    .bgp
+                    .values()
+                    .filter(|n| &n.line == name)
+                    .map(|n| n.peer)
+                    .collect();
+                (drained, peers)
+            };
+            let mut new = export_policy(cfg, line, false);
+            if drained {
+                match line.export.drain {
+                    DrainMode::Prepend => new.prepend = new.prepend.saturating_add(DRAIN_PREPEND),
+                    DrainMode::Withdraw => new.withdrawn = true,
+                }
+            }
             let Some(old) = self.exports.get_mut(name) else {
                 continue;
             };
             if *old == new {
                 continue;
             }
+            let drain_changed = old.withdrawn != new.withdrawn
+                || old.prepend.abs_diff(new.prepend) == DRAIN_PREPEND;
             *old = new.clone();
-            let peers: Vec<IpAddr> = lock(state)
-                .bgp
-                .values()
-                .filter(|n| &n.line == name)
-                .map(|n| n.peer)
-                .collect();
             for (peer, h) in &self.handles {
                 if peers.contains(peer) {
                     h.set_export(new.clone()).await;
                 }
+            }
+            if drain_changed {
+                let msg = if drained {
+                    format!(
+                        "announcements on {name} made unattractive to the far side ({:?})",
+                        line.export.drain
+                    )
+                } else {
+                    format!("announcements on {name} restored")
+                };
+                tracing::info!("{msg}");
+                lock(state).record("bgp-export", Some(name), msg);
             }
             changed.push(name.clone());
         }
@@ -296,6 +329,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             }
             n.learned.extend(delta.added.iter().copied());
             n.rejected += delta.rejected.len() as u64;
+            n.last_routes_at = Some(Instant::now());
             st.routes_generation += 1;
             (peer, None)
         }

@@ -23,15 +23,21 @@ use crate::control::server::ControlSocket;
 use crate::state::AgentState;
 
 /// SIGHUP: re-reads the config file and applies what can change without a restart (our
-/// announcements and the lines' export attributes). A broken file changes nothing.
-async fn reload(config_file: &Path, sessions: &mut bgp::Sessions, state: &Mutex<AgentState>) {
+/// announcements and the lines' export attributes). A broken file changes nothing. Returns
+/// the new config, whose exports the drains then build on.
+async fn reload(
+    config_file: &Path,
+    sessions: &mut bgp::Sessions,
+    state: &Mutex<AgentState>,
+) -> Option<Config> {
     match config::load(config_file) {
         Err(errs) => {
             tracing::error!("reload refused, config unchanged:\n{errs}");
             lock(state).record("reload-refused", None, errs.to_string());
+            None
         }
         Ok(cfg) => {
-            let changed = sessions.reload_exports(&cfg, state).await;
+            let changed = sessions.sync_exports(&cfg, state).await;
             let msg = format!(
                 "config reloaded: announcements updated on {} line(s) {:?}; other settings apply at the next restart",
                 changed.len(),
@@ -39,6 +45,7 @@ async fn reload(config_file: &Path, sessions: &mut bgp::Sessions, state: &Mutex<
             );
             tracing::info!("{msg}");
             lock(state).record("reload", None, msg);
+            Some(cfg)
         }
     }
 }
@@ -93,11 +100,21 @@ pub async fn run(
         tracing::error!(error = %e, "route programming could not start");
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let drains = lock(&state).exports_changed();
+    // The exports as last configured (a reload changes them; the rest waits for a restart).
+    let mut export_cfg = cfg;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = hup.recv() => reload(config_file, &mut sessions, &state).await,
+            _ = hup.recv() => {
+                if let Some(c) = reload(config_file, &mut sessions, &state).await {
+                    export_cfg = c;
+                }
+            }
+            () = drains.notified() => {
+                sessions.sync_exports(&export_cfg, &state).await;
+            }
         }
     }
     tracing::info!("shutting down; kernel state is left in place");

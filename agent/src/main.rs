@@ -120,7 +120,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn operator(socket: &Path, req: Request) -> anyhow::Result<ExitCode> {
     let v = client::request(socket, &req)?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    match v.as_str() {
+        Some(said) => println!("{said}"),
+        None => println!("{}", serde_json::to_string_pretty(&v)?),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

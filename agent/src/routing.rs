@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use crate::config::{Config, PathRef};
-use crate::control::proto::Health;
+use crate::control::proto::{Health, PolicyStatus};
 use crate::fib::nexthop::Kind;
 use crate::fib::plan::{self, Family, Member, Members, SiteWant, MAX_PATHS_PER_SITE};
 use crate::fib::Fib;
-use crate::select::{self, Candidate, CandidateKind, Choice, Mode};
+use crate::policy::{Observation, PathPolicy, Policy};
+use crate::select::{self, CandidateKind, Choice, Mode};
 use crate::state::AgentState;
 
 /// Drift (a route or group deleted by someone else) is repaired within this.
@@ -36,7 +37,11 @@ pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn candidates(st: &AgentState, site: &str) -> Vec<Candidate> {
+/// After an UPDATE, a line's table counts as re-learned once this passes with no other.
+const TABLE_QUIET: Duration = Duration::from_secs(1);
+
+/// What the signals say about each path of `site`, for the policy.
+fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
     st.config()
         .paths_of(site)
         .map(|p| {
@@ -51,15 +56,44 @@ fn candidates(st: &AgentState, site: &str) -> Vec<Candidate> {
             };
             // Unknown with a signal up beyond the carrier: evidence of life, not of health.
             let some_evidence = s.signals.iter().skip(1).any(|g| g.state == Health::Up);
-            Candidate {
-                name: s.name,
-                kind,
-                healthy: s.state == Health::Up,
+            // The worst of the path's probes: a line is as lossy as its worst session.
+            let loss = st
+                .bfd
+                .values()
+                .filter(|v| v.line == s.name)
+                .filter_map(|v| v.detail.as_ref().and_then(|d| d.loss))
+                .reduce(f64::max);
+            let relearned = st.bgp.values().filter(|n| n.line == s.name).all(|n| {
+                n.established_at.is_some_and(|t| t.elapsed() >= TABLE_QUIET)
+                    && n.last_routes_at.is_none_or(|t| t.elapsed() >= TABLE_QUIET)
+            });
+            Observation {
+                up: s.state == Health::Up,
                 unproven: s.state == Health::Unknown && some_evidence,
                 why: s.reason,
+                name: s.name,
+                kind,
+                loss,
+                relearned,
             }
         })
         .collect()
+}
+
+fn policy_status(p: &PathPolicy, why: &str) -> PolicyStatus {
+    PolicyStatus {
+        admitted: p.admitted,
+        reason: if p.admitted {
+            String::new()
+        } else {
+            why.to_owned()
+        },
+        hold_down_seconds: p.hold_down_left.map(|d| d.as_secs_f64()),
+        penalty: (p.penalty * 10.0).round() / 10.0,
+        suppressed_seconds: p.suppressed_for.map(|d| d.as_secs_f64()),
+        degraded: p.degraded,
+        operator: p.operator.to_owned(),
+    }
 }
 
 /// The kernel members of `choice` for one family: a line through its router's address of
@@ -163,10 +197,19 @@ struct Programmer {
     last_route_scan: Option<Instant>,
     last_errors: Vec<String>,
     conflicts: Vec<IpNet>,
+    policy: Policy,
+    /// Set once the kernel's groups from a previous run have been read (see `adopt`).
+    adopted: bool,
 }
 
 async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
-    let changes = lock(&state).changes();
+    let (changes, settings) = {
+        let st = lock(&state);
+        (
+            st.changes(),
+            crate::policy::Settings::from_config(&st.config().policy),
+        )
+    };
     let mut p = Programmer {
         fib,
         state,
@@ -177,12 +220,20 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         last_route_scan: None,
         last_errors: Vec::new(),
         conflicts: Vec::new(),
+        policy: Policy::new(settings),
+        adopted: false,
     };
     loop {
         p.pass().await;
+        // A hold-down or drain delay running out changes the verdict with no new signal.
+        let now = Instant::now();
+        let wait = p
+            .policy
+            .next_deadline(now)
+            .map_or(RECONCILE, |t| (t - now).min(RECONCILE));
         tokio::select! {
             () = changes.notified() => {}
-            () = tokio::time::sleep(RECONCILE) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -210,9 +261,15 @@ impl Programmer {
                 .flat_map(|p| p.iter().copied())
                 .collect();
         }
+        let now = Instant::now();
+        for r in std::mem::take(&mut st.operator_queue) {
+            let answer = self.policy.command(now, &r.path, r.command);
+            let _ = r.reply.send(answer);
+        }
         let cfg = st.config();
         let mut wants = Vec::new();
         let mut choices = Vec::new();
+        let mut views = Vec::new();
         for (index, site) in cfg.sites.iter().enumerate() {
             let name = site.name.get_ref();
             let (Ok(index), true) = (
@@ -221,7 +278,13 @@ impl Programmer {
             ) else {
                 continue;
             };
-            let choice = select::choose(&candidates(&st, name));
+            let candidates = self.policy.evaluate(now, &observations(&st, name));
+            for c in &candidates {
+                if let Some(p) = self.policy.status(&c.name, now) {
+                    views.push((c.name.clone(), policy_status(&p, &c.why)));
+                }
+            }
+            let choice = select::choose(&candidates);
             wants.push(SiteWant {
                 index,
                 prefixes: self
@@ -233,6 +296,16 @@ impl Programmer {
                 v6: members(cfg, name, &choice, Family::V6),
             });
             choices.push((name.clone(), choice));
+        }
+        let lines: Vec<String> = cfg.lines.iter().map(|l| l.name.get_ref().clone()).collect();
+        for e in self.policy.take_events() {
+            tracing::info!(path = %e.path, "{}: {}", e.kind, e.message);
+            st.record(e.kind, Some(&e.path), e.message);
+        }
+        st.policy = views.into_iter().collect();
+        for l in lines {
+            let a = self.policy.advertise(&l);
+            st.set_advertise(&l, a);
         }
         for (name, choice) in choices {
             if let Some(kind) = transition(st.active.get(&name), &choice) {
@@ -247,6 +320,9 @@ impl Programmer {
     /// First what moves traffic (members and groups: one dump and, for a switch, one
     /// group replace, whatever the prefix count); then, when due, the routes.
     async fn pass(&mut self) {
+        if !self.adopted {
+            self.adopt().await;
+        }
         let (wants, prefixes_changed) = self.wants();
         let mut errors = Vec::new();
         let created_group = match self.sync(&wants, false).await {
@@ -266,6 +342,43 @@ impl Programmer {
             }
         }
         self.report(errors);
+    }
+
+    /// Tells the policy what a previous run left carrying each site's traffic: lines not
+    /// among it wait for their hold-down before traffic returns (a restart in the middle
+    /// of a failover must not move traffic onto a line that has not proven itself).
+    async fn adopt(&mut self) {
+        let kernel = match self.fib.kernel(&BTreeSet::new(), false).await {
+            Ok(k) => k,
+            Err(e) => return self.report(vec![e.to_string()]),
+        };
+        self.adopted = true;
+        let st = lock(&self.state);
+        let cfg = st.config();
+        let now = Instant::now();
+        for (index, site) in cfg.sites.iter().enumerate() {
+            let Ok(index) = u8::try_from(index) else {
+                continue;
+            };
+            let name = site.name.get_ref();
+            let slots = plan::carrying(&kernel.nexthops, index);
+            if slots.is_empty() {
+                continue; // a first start: nothing to protect
+            }
+            let paths: Vec<PathRef<'_>> = cfg.paths_of(name).collect();
+            let carrying: Vec<String> = slots
+                .iter()
+                .filter_map(|s| paths.get(usize::from(*s)))
+                .map(|p| p.name().to_owned())
+                .collect();
+            let lines: Vec<String> = paths
+                .iter()
+                .filter(|p| matches!(p, PathRef::Line(_)))
+                .map(|p| p.name().to_owned())
+                .collect();
+            tracing::info!(site = %name, carrying = ?carrying, "adopted the routes of a previous run");
+            self.policy.adopt(now, &carrying, &lines);
+        }
     }
 
     /// One reconcile against a fresh dump; `with_routes: false` leaves routes out on both

@@ -17,9 +17,10 @@ use crate::bfd::BfdView;
 use crate::bgp::NeighborState;
 use crate::config::{Config, PathRef};
 use crate::control::proto::{
-    Event, GatewayStatus, Health, PathKind, PathStatus, SignalStatus, SiteStatus, Status,
-    STATUS_SCHEMA,
+    Event, GatewayStatus, Health, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus,
+    Status, STATUS_SCHEMA,
 };
+use crate::policy::Advertise;
 use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
 
 /// After the agent starts, a BFD session that has not come up yet (Down or Init without a
@@ -50,6 +51,20 @@ pub struct AgentState {
     pub(crate) routes_generation: u64,
     /// Woken on every change of a signal the route selection reads.
     changed: Arc<Notify>,
+    /// Operator commands waiting for the route programming (which owns the policy).
+    pub(crate) operator_queue: Vec<OperatorRequest>,
+    /// The policy's view of each path, as of the last pass.
+    pub(crate) policy: BTreeMap<String, PolicyStatus>,
+    /// How each line's announcements should look (drains), and a wake-up for BGP.
+    pub(crate) advertise: BTreeMap<String, Advertise>,
+    exports_changed: Arc<Notify>,
+}
+
+/// An operator command on its way to the policy engine, with where the answer goes.
+pub(crate) struct OperatorRequest {
+    pub path: String,
+    pub command: crate::policy::Command,
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 impl AgentState {
@@ -67,6 +82,23 @@ impl AgentState {
             active: BTreeMap::new(),
             routes_generation: 0,
             changed: Arc::new(Notify::new()),
+            operator_queue: Vec::new(),
+            policy: BTreeMap::new(),
+            advertise: BTreeMap::new(),
+            exports_changed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Woken when a line's announcements should change (a drain begins or ends).
+    pub(crate) fn exports_changed(&self) -> Arc<Notify> {
+        self.exports_changed.clone()
+    }
+
+    /// Sets how a line is announced; wakes the BGP side when that changes.
+    pub(crate) fn set_advertise(&mut self, line: &str, a: Advertise) {
+        let old = self.advertise.insert(line.to_owned(), a);
+        if old.unwrap_or(Advertise::Normal) != a {
+            self.exports_changed.notify_one();
         }
     }
 
@@ -260,6 +292,7 @@ impl AgentState {
                 .then(|| self.tunnels.get(name))
                 .flatten()
                 .map(|v| v.to_status(SystemTime::now())),
+            policy: self.policy.get(name).cloned(),
         }
     }
 

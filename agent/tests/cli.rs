@@ -117,7 +117,7 @@ fn version_is_printed() {
 }
 
 #[test]
-fn running_agent_answers_status_and_events_and_refuses_what_it_cannot_do() {
+fn running_agent_answers_status_events_and_operator_commands() {
     let (dir, file) = example_dir();
     let cfg = file.to_str().unwrap();
     let _agent = start_agent(&file);
@@ -154,10 +154,23 @@ fn running_agent_answers_status_and_events_and_refuses_what_it_cannot_do() {
     assert!(table.contains("carrier=absent"), "{table}");
 
     let out = crosslink(&["--config", cfg, "failover", "line1"]);
-    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("operator commands are not supported yet")
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(said.contains("line1 taken out of service"), "{said}");
+    let out = crosslink(&["--config", cfg, "failover", "line1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already failed over"));
+    let out = crosslink(&["--config", cfg, "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line1 = &status["sites"][0]["paths"][0];
+    assert_eq!(line1["policy"]["operator"], "failover", "{line1}");
+    assert_eq!(line1["policy"]["admitted"], false, "{line1}");
+    let out = crosslink(&["--config", cfg, "restore", "line1"]);
+    assert!(out.status.success());
     let out = crosslink(&["--config", cfg, "drain", "nosuchline"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no line or tunnel named `nosuchline`"));
 
@@ -177,7 +190,8 @@ fn running_agent_answers_status_and_events_and_refuses_what_it_cannot_do() {
             "agent-started",
             "tunnel-error",
             "tunnel-error",
-            "operator-refused"
+            "operator",
+            "operator"
         ]
     );
     let first = events[1]["message"].as_str().unwrap();

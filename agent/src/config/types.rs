@@ -243,6 +243,20 @@ pub struct Export {
     pub prepend: Spanned<u8>,
     #[serde(default)]
     pub communities: Vec<Community>,
+    /// How a drained line is made unattractive to the far side.
+    #[serde(default)]
+    pub drain: DrainMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainMode {
+    /// Announce with three more AS-path prepends: the far side prefers another line, and
+    /// still has this one if every other fails.
+    #[default]
+    Prepend,
+    /// Withdraw our announcements on the line.
+    Withdraw,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -343,6 +357,7 @@ impl Default for Export {
             med: None,
             prepend: unspanned(),
             communities: Vec::new(),
+            drain: DrainMode::Prepend,
         }
     }
 }

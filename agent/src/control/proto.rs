@@ -132,6 +132,27 @@ pub struct PathStatus {
     /// Tunnels: the WireGuard side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelStatus>,
+    /// The policy's verdict: whether the path may carry traffic, and what holds it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// May carry traffic (the selection picks among the admitted paths).
+    pub admitted: bool,
+    /// Why not, when it is not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_down_seconds: Option<f64>,
+    /// Flap penalty now (RFC 2439 style; decays with the half-life).
+    pub penalty: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_seconds: Option<f64>,
+    pub degraded: bool,
+    /// `none`, `failover`, `draining` or `drained`.
+    pub operator: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,7 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::proto::{Reply, Request, MAX_LINE};
-use crate::state::AgentState;
+use crate::policy::Command;
+use crate::state::{AgentState, OperatorRequest};
 
 /// The bound socket; the file is removed again on drop so a clean stop leaves nothing.
 pub struct ControlSocket {
@@ -112,7 +113,7 @@ async fn serve_client(stream: UnixStream, state: Arc<Mutex<AgentState>>) -> io::
             return Ok(());
         }
         let reply = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => handle(req, &state),
+            Ok(req) => handle(req, &state).await,
             Err(e) => Reply::err(format!("bad request: {e}")),
         };
         write_reply(&mut wr, &reply).await?;
@@ -125,37 +126,57 @@ async fn write_reply(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -
     wr.write_all(&out).await
 }
 
-fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
-    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    match req {
-        Request::Status => Reply::ok(st.status()),
-        Request::Events => Reply::ok(st.events()),
-        Request::Failover { path } => operator_command(&mut st, "failover", &path),
-        Request::Restore { path } => operator_command(&mut st, "restore", &path),
-        Request::Drain { path } => operator_command(&mut st, "drain", &path),
-        Request::Undrain { path } => operator_command(&mut st, "undrain", &path),
+async fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
+    let (path, command) = match req {
+        Request::Status => return Reply::ok(lock(state).status()),
+        Request::Events => return Reply::ok(lock(state).events()),
+        Request::Failover { path } => (path, Command::Failover),
+        Request::Restore { path } => (path, Command::Restore),
+        Request::Drain { path } => (path, Command::Drain),
+        Request::Undrain { path } => (path, Command::Undrain),
+    };
+    let rx = {
+        let mut st = lock(state);
+        if let Err(e) = known_path(&st, &path) {
+            return Reply::err(e);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        st.operator_queue.push(OperatorRequest {
+            path,
+            command,
+            reply: tx,
+        });
+        st.touch();
+        rx
+    };
+    // The route programming owns the policy and answers on its next pass (at once when
+    // it is idle). Without netlink it does not run: say so rather than hang.
+    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+        Ok(Ok(Ok(msg))) => Reply::ok(msg),
+        Ok(Ok(Err(refused))) => Reply::err(refused),
+        _ => Reply::err("route programming is not running; the command was not applied"),
     }
 }
 
-/// Operator commands need the policy engine (forced failover, damping reset, drain over
-/// BGP), which this build does not have yet: the routes follow the paths' health alone.
-/// Refuse plainly and log the attempt, rather than pretend the traffic moved.
-fn operator_command(st: &mut AgentState, what: &str, path: &str) -> Reply {
-    if st.config().find_path(path).is_none() {
-        let known: Vec<String> = st
-            .config()
-            .lines
-            .iter()
-            .map(|l| l.name.get_ref().clone())
-            .collect();
-        return Reply::err(format!(
-            "no line or tunnel named `{path}` (lines: {})",
-            known.join(", ")
-        ));
+fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a command waits for the route programming's answer.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn known_path(st: &AgentState, path: &str) -> Result<(), String> {
+    if st.config().find_path(path).is_some() {
+        return Ok(());
     }
-    let msg = format!(
-        "`{what} {path}` refused: operator commands are not supported yet; routes follow the paths' health, so no traffic would move"
-    );
-    st.record("operator-refused", Some(path), msg.clone());
-    Reply::err(msg)
+    let known: Vec<String> = st
+        .config()
+        .lines
+        .iter()
+        .map(|l| l.name.get_ref().clone())
+        .collect();
+    Err(format!(
+        "no line or tunnel named `{path}` (lines: {})",
+        known.join(", ")
+    ))
 }

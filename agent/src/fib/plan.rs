@@ -58,6 +58,27 @@ pub fn member_id(site: u8, slot: u8, family: Family) -> u32 {
     ID_BASE | u32::from(site) << 8 | (2 + u32::from(slot) * 2 + family.index())
 }
 
+/// The paths (slots) the kernel's group of `site` routes over now, from our own ids: what
+/// a previous run of the agent left carrying the traffic.
+pub fn carrying(nexthops: &[Nexthop], site: u8) -> Vec<u8> {
+    let mut slots: Vec<u8> = nexthops
+        .iter()
+        .filter(|n| n.id == group_id(site, Family::V4) || n.id == group_id(site, Family::V6))
+        .filter_map(|n| match &n.kind {
+            Kind::Group(members) => Some(members),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|(id, _)| {
+            let low = id.checked_sub(ID_BASE | u32::from(site) << 8)?;
+            (2..256).contains(&low).then(|| ((low - 2) / 2) as u8)
+        })
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
 /// One member of a site's group: a path's position in the site (its id) and how to reach
 /// it. `gateway: None` is a device nexthop (a tunnel), otherwise the line router.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,6 +352,29 @@ mod tests {
         assert_eq!(member_id(0, 0, Family::V6), 0x434c_0003);
         let last = member_id(0, MAX_PATHS_PER_SITE as u8 - 1, Family::V6);
         assert!(last < group_id(1, Family::V4));
+    }
+
+    #[test]
+    fn the_carrying_paths_are_read_back_from_the_group_members() {
+        let group = |site, fam, slots: &[u8]| Nexthop {
+            id: group_id(site, fam),
+            family: 0,
+            protocol: PROTOCOL,
+            kind: Kind::Group(
+                slots
+                    .iter()
+                    .map(|s| (member_id(site, *s, fam), 1))
+                    .collect(),
+            ),
+        };
+        let kernel = [
+            group(1, Family::V4, &[2, 3]),
+            group(1, Family::V6, &[3]),
+            group(0, Family::V4, &[0]),
+        ];
+        assert_eq!(carrying(&kernel, 1), [2, 3]);
+        assert_eq!(carrying(&kernel, 0), [0]);
+        assert!(carrying(&kernel, 2).is_empty());
     }
 
     #[test]

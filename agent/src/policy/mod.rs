@@ -112,6 +112,17 @@ pub struct PathPolicy {
     pub operator: &'static str,
 }
 
+impl Command {
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Failover => "failover",
+            Command::Restore => "restore",
+            Command::Drain => "drain",
+            Command::Undrain => "undrain",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Path {
     /// Every signal up, as last observed.
