@@ -388,7 +388,8 @@ impl Policy {
                 return Err(format!("up again, hold-down {} left", secs(left)));
             }
         }
-        if !o.relearned && !p.admitted {
+        // On a return only: at a first start there is no alternative worth waiting on.
+        if p.held && !o.relearned && !p.admitted {
             return Err("up again, waiting for its prefixes to be re-learned".into());
         }
         Ok(())

@@ -227,7 +227,8 @@ impl Lab {
 
     /// Removes every fault from `line` at `side`'s gateway.
     pub fn heal(&self, side: Side, line: Line) -> Result<()> {
-        fault::heal(&side.gateway().ns(), &line.ifname())
+        fault::heal(&side.gateway().ns(), &line.ifname())?;
+        setup::far_end_routes(side, line)
     }
 
     /// Starts the traffic probe from `from`'s host to the other side's host.

@@ -76,24 +76,7 @@ pub fn topology(lab: &mut Lab) -> Result<()> {
         // The far gateway's end of each line is reached across that line, for the
         // end-to-end BFD sessions (the line router forwards between its two segments).
         for line in Line::ALL {
-            for v6 in [false, true] {
-                let far = network(line.addr(side.other(), false, v6));
-                let via = line.addr(side, true, v6).to_string();
-                netns::exec(
-                    &gw.ns(),
-                    &[
-                        "ip",
-                        route_family(v6),
-                        "route",
-                        "add",
-                        &far,
-                        "via",
-                        &via,
-                        "dev",
-                        &line.ifname(),
-                    ],
-                )?;
-            }
+            far_end_routes(side, line)?;
         }
         for up in Uplink::ALL {
             link(gw, &up.ifname(), Node::Inet, &up.inet_ifname(side))?;
@@ -109,6 +92,29 @@ pub fn topology(lab: &mut Lab) -> Result<()> {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Routes `side`'s gateway to the far gateway's end of `line` across that line. The
+/// kernel drops them when the line's link goes down, so healing a line puts them back.
+pub(crate) fn far_end_routes(side: Side, line: Line) -> Result<()> {
+    for v6 in [false, true] {
+        let far = network(line.addr(side.other(), false, v6));
+        let via = line.addr(side, true, v6).to_string();
+        let dev = line.ifname();
+        let args = [
+            "ip",
+            route_family(v6),
+            "route",
+            "replace",
+            &far,
+            "via",
+            &via,
+            "dev",
+            &dev,
+        ];
+        netns::exec(&side.gateway().ns(), &args)?;
     }
     Ok(())
 }

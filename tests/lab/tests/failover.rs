@@ -1,0 +1,221 @@
+//! Failover and return end to end: crosslink on both gateways (symmetric), BIRD on the line
+//! routers, two tunnels, the traffic probe at 1,000 packets/s in both directions between ha
+//! and hb. Asserts paths and behaviour, not speed. Needs root; never skipped.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, ProbeReport, Side, TrafficProbe};
+
+/// Short enough for a test, long enough to see the line wait.
+const HOLD_DOWN: Duration = Duration::from_secs(4);
+
+fn lab() -> Lab {
+    let opts = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(|_, cfg| {
+        format!(
+            "{cfg}\n[policy]\nhold_down = \"{}s\"\ndrain_delay = \"2s\"\n",
+            HOLD_DOWN.as_secs()
+        )
+    });
+    let lab = Lab::up(opts).expect("lab up");
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_active(&lab, gw, "line1", Duration::from_secs(60));
+    }
+    lab
+}
+
+fn active(lab: &Lab, gw: Node) -> String {
+    lab.status(gw)
+        .ok()
+        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn wait_active(lab: &Lab, gw: Node, want: &str, timeout: Duration) -> Duration {
+    lab.wait_for(&format!("{gw} active path {want}"), timeout, || {
+        Ok(active(lab, gw) == want)
+    })
+    .unwrap_or_else(|e| {
+        let status = lab.crosslink(gw, &["status"]).unwrap_or_default();
+        let events = lab.crosslink(gw, &["events"]).unwrap_or_default();
+        panic!("{e:#}\n{status}\n{events}\n{}", lab.log_tails(30))
+    })
+}
+
+fn host(side: Side) -> IpAddr {
+    side.host_addr(false)
+}
+
+/// The probe in both directions.
+struct Both(TrafficProbe, TrafficProbe);
+
+impl Both {
+    fn start(lab: &Lab) -> Both {
+        Both(
+            lab.probe(Side::A, false, 1000).unwrap(),
+            lab.probe(Side::B, false, 1000).unwrap(),
+        )
+    }
+
+    fn stop(self) -> (ProbeReport, ProbeReport) {
+        (self.0.stop().unwrap(), self.1.stop().unwrap())
+    }
+}
+
+fn policy(lab: &Lab, gw: Node, path: &str) -> serde_json::Value {
+    let s = lab.status(gw).unwrap();
+    s["sites"][0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == path)
+        .map(|p| p["policy"].clone())
+        .unwrap_or_default()
+}
+
+fn event_kinds(lab: &Lab, gw: Node) -> Vec<String> {
+    let out = lab.crosslink(gw, &["events", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap(),
+                e["path"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Heals line 1 at gwa and checks the return: not before the hold-down, and without a
+/// single packet lost in either direction.
+fn heal_and_return_without_loss(lab: &Lab) {
+    let probes = Both::start(lab);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.heal(Side::A, Line(1)).unwrap();
+    let healed = Instant::now();
+    let waited = wait_active(lab, Node::Gwa, "line1", Duration::from_secs(60));
+    wait_active(lab, Node::Gwb, "line1", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let (ab, ba) = probes.stop();
+    assert!(
+        healed.elapsed() >= HOLD_DOWN && waited >= HOLD_DOWN,
+        "line 1 came back after {waited:?}, before its hold-down"
+    );
+    assert_eq!(
+        lab.line_towards(Node::Gwa, host(Side::B)).unwrap(),
+        Some(Line(1))
+    );
+    assert_eq!(
+        lab.line_towards(Node::Gwb, host(Side::A)).unwrap(),
+        Some(Line(1))
+    );
+    assert!(ab.received > 1000 && ab.lost == 0, "return ha -> hb: {ab}");
+    assert!(ba.received > 1000 && ba.lost == 0, "return hb -> ha: {ba}");
+    eprintln!("return after {waited:?}: ha->hb {ab}; hb->ha {ba}");
+    assert!(
+        event_kinds(lab, Node::Gwa).contains(&"path-return line1".to_owned()),
+        "{:?}",
+        event_kinds(lab, Node::Gwa)
+    );
+}
+
+#[test]
+fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss() {
+    let lab = lab();
+    let probes = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.cut(Side::A, Line(1), Cut::Carrier).unwrap();
+    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(10));
+    wait_active(&lab, Node::Gwb, "line2", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let (ab, ba) = probes.stop();
+    assert_eq!(
+        lab.line_towards(Node::Gwa, host(Side::B)).unwrap(),
+        Some(Line(2))
+    );
+    assert_eq!(
+        lab.line_towards(Node::Gwb, host(Side::A)).unwrap(),
+        Some(Line(2))
+    );
+    // It keeps flowing: the outage is the detection time, not seconds.
+    for (dir, r) in [("ha -> hb", &ab), ("hb -> ha", &ba)] {
+        assert!(r.received > 1000 && r.longest_gap_ms < 1000.0, "{dir}: {r}");
+    }
+    eprintln!("carrier loss: ha->hb {ab}; hb->ha {ba}");
+    heal_and_return_without_loss(&lab);
+}
+
+#[test]
+fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
+    let lab = lab();
+    let probes = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
+    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(10));
+    lab.cut(Side::A, Line(2), Cut::Blackhole).unwrap();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_active(&lab, gw, "inet1, inet2", Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (ab, ba) = probes.stop();
+    for (dir, r) in [("ha -> hb", &ab), ("hb -> ha", &ba)] {
+        assert!(r.received > 1000 && r.longest_gap_ms < 2000.0, "{dir}: {r}");
+    }
+    let carrier = lab
+        .exec(Node::Gwa, &["cat", "/sys/class/net/line1/carrier"])
+        .unwrap();
+    assert_eq!(carrier.trim(), "1", "a silent drop keeps the carrier");
+    // Over the tunnels now, in both directions.
+    let probe = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ab, ba) = probe.stop();
+    assert!(ab.received > 300 && ba.received > 300, "{ab} / {ba}");
+    let kinds = event_kinds(&lab, Node::Gwa);
+    assert!(kinds.iter().any(|k| k.starts_with("failover")), "{kinds:?}");
+    lab.heal(Side::A, Line(2)).unwrap();
+    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
+    heal_and_return_without_loss(&lab);
+}
+
+#[test]
+fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
+    let lab = lab();
+    let out = lab.crosslink(Node::Gwa, &["drain", "line1"]).unwrap();
+    assert!(out.contains("draining"), "{out}");
+    // lr1 hears our prefixes with three more AS-path prepends, at once.
+    let gwa_lan = lab::topology::network(host(Side::A));
+    lab.wait_for(
+        "lr1 sees the prepended path",
+        Duration::from_secs(10),
+        || {
+            let r = lab.birdc(Node::Lr1, &format!("show route {gwa_lan} all"))?;
+            Ok(r.lines().any(|l| {
+                l.contains("BGP.as_path")
+                    && l.split_whitespace()
+                        .filter(|w| w.parse::<u32>().is_ok())
+                        .count()
+                        >= 4
+            }))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    assert_eq!(
+        active(&lab, Node::Gwa),
+        "line1",
+        "routes wait for the drain delay"
+    );
+    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(10));
+    assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "drained");
+    let probe = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ab, ba) = probe.stop();
+    assert!(ab.lost == 0 && ba.lost == 0, "{ab} / {ba}");
+    let refused = lab.crosslink(Node::Gwa, &["drain", "line1"]);
+    assert!(refused.is_err(), "a second drain is refused");
+    lab.crosslink(Node::Gwa, &["undrain", "line1"]).unwrap();
+    wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(10));
+    assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "none");
+}
