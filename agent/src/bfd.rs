@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{BfdAuthType, Config, Line};
 use crate::control::proto::BfdStatus;
-use crate::state::AgentState;
+use crate::state::{lock, AgentState};
 
 /// What the agent knows of one BFD session.
 #[derive(Debug, Clone)]
@@ -150,10 +150,6 @@ impl Sessions {
     pub fn driver(&self) -> &Bfd {
         &self.bfd
     }
-}
-
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<AgentState>>) {

@@ -1,7 +1,7 @@
 //! The agent's BGP: one session per line neighbour, built from the config, and the agent's
 //! view of each (state, learned routes, counters) as `status` shows it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::{self, Community, Config, DrainMode, Line};
 use crate::control::proto::BgpStatus;
 use crate::policy::Advertise;
-use crate::state::AgentState;
+use crate::state::{lock, AgentState};
 
 /// AS-path prepends added to a drained line's announcements (on top of its own).
 const DRAIN_PREPEND: u8 = 3;
@@ -83,6 +83,8 @@ pub struct Sessions {
     handles: Vec<(IpAddr, Handle)>,
     /// Line name -> its export policy as currently announced.
     exports: HashMap<String, ExportPolicy>,
+    /// Lines announced as drained.
+    drained: HashSet<String>,
     _listener: Option<Listener>,
 }
 
@@ -209,6 +211,7 @@ pub fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sess
     Ok(Sessions {
         handles,
         exports,
+        drained: HashSet::new(),
         _listener: listener,
     })
 }
@@ -250,9 +253,13 @@ impl Sessions {
             if *old == new {
                 continue;
             }
-            let drain_changed = old.withdrawn != new.withdrawn
-                || old.prepend.abs_diff(new.prepend) == DRAIN_PREPEND;
             *old = new.clone();
+            // Logged when the drain turns, not on every reload of a drained line.
+            let drain_changed = if drained {
+                self.drained.insert(name.clone())
+            } else {
+                self.drained.remove(name)
+            };
             for (peer, h) in &self.handles {
                 if peers.contains(peer) {
                     h.set_export(new.clone()).await;
@@ -274,10 +281,6 @@ impl Sessions {
         }
         changed
     }
-}
-
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn fold_events(mut rx: mpsc::Receiver<Event>, state: Arc<Mutex<AgentState>>) {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::control::server::ControlSocket;
-use crate::state::AgentState;
+use crate::state::{lock, AgentState};
 
 /// SIGHUP: re-reads the config file and applies what can change without a restart (our
 /// announcements and the lines' export attributes). A broken file changes nothing. Returns
@@ -48,10 +48,6 @@ async fn reload(
             Some(cfg)
         }
     }
-}
-
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs the agent until `shutdown` completes. On return, the control socket is removed;

@@ -17,16 +17,12 @@ use crate::fib::plan::{self, Family, Member, Members, SiteWant, MAX_PATHS_PER_SI
 use crate::fib::Fib;
 use crate::policy::{Observation, PathPolicy, Policy};
 use crate::select::{self, CandidateKind, Choice, Mode};
-use crate::state::AgentState;
+use crate::state::{lock, AgentState};
 
 /// Drift (a route or group deleted by someone else) is repaired within this.
 const RECONCILE: Duration = Duration::from_secs(1);
 /// How often the routes themselves are compared with the kernel's.
 const ROUTE_SCAN: Duration = Duration::from_secs(5);
-
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Connects to the kernel and starts the programming task.
 pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {

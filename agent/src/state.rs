@@ -60,6 +60,12 @@ pub struct AgentState {
     exports_changed: Arc<Notify>,
 }
 
+/// Locks the state; a panic elsewhere while holding it leaves data that is still the best
+/// the agent knows, so a poisoned lock is taken over rather than spread.
+pub(crate) fn lock(state: &std::sync::Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// An operator command on its way to the policy engine, with where the answer goes.
 pub(crate) struct OperatorRequest {
     pub path: String,

@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::proto::{Reply, Request, MAX_LINE};
 use crate::policy::Command;
-use crate::state::{AgentState, OperatorRequest};
+use crate::state::{lock, AgentState, OperatorRequest};
 
 /// The bound socket; the file is removed again on drop so a clean stop leaves nothing.
 pub struct ControlSocket {
@@ -156,10 +156,6 @@ async fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
         Ok(Ok(Err(refused))) => Reply::err(refused),
         _ => Reply::err("route programming is not running; the command was not applied"),
     }
-}
-
-fn lock(state: &Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long a command waits for the route programming's answer.
