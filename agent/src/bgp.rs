@@ -41,7 +41,7 @@ pub struct NeighborState {
 }
 
 impl NeighborState {
-    fn new(line: &str, peer: IpAddr) -> NeighborState {
+    pub(crate) fn new(line: &str, peer: IpAddr) -> NeighborState {
         NeighborState {
             line: line.to_owned(),
             peer,

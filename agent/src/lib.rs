@@ -7,6 +7,7 @@ pub mod bgp;
 pub mod config;
 pub mod control;
 pub mod fib;
+pub mod links;
 pub mod logging;
 pub mod policy;
 pub mod routing;
@@ -94,6 +95,9 @@ pub async fn run(
     // runs and reports; the kernel's routes are then not managed.
     if let Err(e) = routing::start(state.clone()) {
         tracing::error!(error = %e, "route programming could not start");
+    }
+    if let Err(e) = links::start(state.clone()) {
+        tracing::error!(error = %e, "no link notifications; carrier changes are seen within a second");
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let drains = lock(&state).exports_changed();

@@ -241,7 +241,13 @@ impl AgentState {
                     bfd.iter().filter(|v| !v.end_to_end),
                     young,
                 ));
-                signals.push(bgp_signal(&bgp));
+                let mut b = bgp_signal(&bgp);
+                if b.1 == Health::Up {
+                    if let Some(why) = self.routes_withdrawn(path, &bgp) {
+                        b = ("bgp", Health::Down, Some(why));
+                    }
+                }
+                signals.push(b);
                 if bfd.iter().any(|v| v.end_to_end) {
                     signals.push(bfd_signal(
                         "e2e-bfd",
@@ -300,6 +306,36 @@ impl AgentState {
                 .map(|v| v.to_status(SystemTime::now())),
             policy: self.policy.get(name).cloned(),
         }
+    }
+
+    /// A line whose routers announce nothing of its site while another line of the site
+    /// does: the line router has withdrawn the far side (it lost its own path there, e.g.
+    /// its link to the far gateway), so the line carries nothing whatever its sessions say.
+    /// Sites whose lines announce nothing at all (static configurations) are left to the
+    /// other signals.
+    fn routes_withdrawn(&self, path: PathRef<'_>, own: &[&NeighborState]) -> Option<String> {
+        let PathRef::Line(line) = path else {
+            return None;
+        };
+        if own.iter().any(|n| !n.learned.is_empty()) {
+            return None;
+        }
+        let site = line.site.get_ref();
+        let others = self
+            .config
+            .lines
+            .iter()
+            .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref());
+        let announced_elsewhere = others.into_iter().any(|l| {
+            self.bgp.values().any(|n| {
+                &n.line == l.name.get_ref()
+                    && n.state == bgp::fsm::State::Established
+                    && !n.learned.is_empty()
+            })
+        });
+        announced_elsewhere.then(|| {
+            format!("the line router announces no route of site {site} (another line does)")
+        })
     }
 
     /// Up while the last handshake is fresh; down with the reason otherwise.
@@ -509,6 +545,49 @@ mod tests {
             Health::Down,
             "after the start-up grace a session that never came up is down"
         );
+    }
+
+    #[test]
+    fn a_line_whose_router_withdrew_the_site_is_down_while_another_line_announces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("eth-up")).unwrap();
+        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
+        let mut st = state_with_sysfs(dir.path());
+        let established = |line: &str, peer: [u8; 4], routes: &[&str]| {
+            let mut n = NeighborState::new(line, IpAddr::from(peer));
+            n.reported = true;
+            n.state = bgp::fsm::State::Established;
+            for r in routes {
+                n.learned.insert(r.parse().unwrap(), IpAddr::from(peer));
+            }
+            n
+        };
+        let bgp_of = |st: &AgentState, line: &str| {
+            let p = st.config().find_path(line).unwrap();
+            st.path_status(p).signals[2].clone()
+        };
+        // Neither line announces anything (a static set-up): BGP up is all there is.
+        st.bgp.insert(
+            IpAddr::from([192, 0, 2, 2]),
+            established("l1", [192, 0, 2, 2], &[]),
+        );
+        st.bgp.insert(
+            IpAddr::from([192, 0, 2, 6]),
+            established("l2", [192, 0, 2, 6], &[]),
+        );
+        assert_eq!(bgp_of(&st, "l1").state, Health::Up);
+        // l2 announces the site, l1 nothing: l1 cannot reach it.
+        st.bgp.insert(
+            IpAddr::from([192, 0, 2, 6]),
+            established("l2", [192, 0, 2, 6], &["198.18.2.0/24"]),
+        );
+        assert_eq!(bgp_of(&st, "l1").state, Health::Down);
+        assert_eq!(bgp_of(&st, "l2").state, Health::Up);
+        let p = st.config().find_path("l1").unwrap();
+        assert!(st
+            .path_status(p)
+            .reason
+            .contains("announces no route of site b"));
     }
 
     #[test]
