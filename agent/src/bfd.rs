@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use probes::driver::{Bfd, DriverOptions, Event, SessionSpec, SessionStatus};
+use std::time::Instant;
+
+use probes::driver::{Bfd, DriverOptions, Event, FarEnd, SessionSpec, SessionStatus};
 use probes::session::AuthConfig;
 use probes::wire::{AuthType, Diag, State};
 use tokio::sync::mpsc;
@@ -28,6 +30,9 @@ pub struct BfdView {
     pub remote_diag: Option<Diag>,
     /// Counters and measurements from the last poll.
     pub detail: Option<SessionStatus>,
+    /// An end-to-end session that went down because the far gateway went quiet on every
+    /// path at once, or restarted (see `probes::driver::fate`), and when.
+    pub far_end_quiet: Option<(FarEnd, Instant)>,
 }
 
 impl BfdView {
@@ -84,6 +89,7 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
             // Bound to the line so the probe crosses it, whatever the routing table prefers.
             let mut s = SessionSpec::multi_hop(name, target, None, interval, mult);
             s.interface = Some(iface.clone());
+            s.fate = Some(line.site.get_ref().clone());
             out.push(s);
         }
     }
@@ -99,6 +105,7 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
                 .unwrap_or((Duration::from_millis(100), 3));
             let mut s = SessionSpec::multi_hop(t.name.get_ref(), target, None, interval, mult);
             s.interface = Some(t.interface.get_ref().clone());
+            s.fate = Some(t.site.get_ref().clone());
             out.push(s);
         }
     }
@@ -136,6 +143,7 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Resul
                 local_diag: None,
                 remote_diag: None,
                 detail: None,
+                far_end_quiet: None,
             },
         );
     }
@@ -161,12 +169,29 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
             .find(|(line, peer, _)| *line == ev.name && *peer == ev.peer)
             .cloned();
         let Some(key) = key else { continue };
+        let mut quiet = None;
         if let Some(v) = st.bfd.get_mut(&key) {
             v.state = Some(ev.to);
             v.local_diag = Some(ev.diag);
             v.remote_diag = ev.remote_diag;
+            if ev.to == State::Up {
+                v.far_end_quiet = None;
+            } else if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
+                v.far_end_quiet = Some((ev.far_end, Instant::now()));
+                quiet = Some(ev.far_end);
+            }
         }
         st.touch();
+        if let Some(how) = quiet {
+            let msg = format!(
+                "end-to-end BFD with {} down, but the far gateway {} on every path at once: the path is kept for up to {} s while it comes back",
+                ev.peer,
+                if how == FarEnd::Restarted { "restarted" } else { "went quiet" },
+                crate::state::FAR_END_GRACE.as_secs()
+            );
+            tracing::warn!(line = %ev.name, "{msg}");
+            st.record("far-end-quiet", Some(&ev.name), msg);
+        }
         // Only transitions into or out of Up are worth the operator's log.
         if ev.to != State::Up && ev.from != State::Up {
             continue;

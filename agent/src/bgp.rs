@@ -114,7 +114,12 @@ pub fn export_policy(cfg: &Config, line: &Line, withdrawn: bool) -> ExportPolicy
     }
 }
 
-fn neighbor_config(cfg: &Config, line: &Line, peer: IpAddr) -> anyhow::Result<NeighborConfig> {
+fn neighbor_config(
+    cfg: &Config,
+    line: &Line,
+    peer: IpAddr,
+    restarted: bool,
+) -> anyhow::Result<NeighborConfig> {
     let site = cfg
         .sites
         .iter()
@@ -138,6 +143,9 @@ fn neighbor_config(cfg: &Config, line: &Line, peer: IpAddr) -> anyhow::Result<Ne
     let mut session = SessionConfig::new(local_asn, cfg.gateway.router_id, peer_asn);
     session.hold_time = u16::try_from(line.hold_time.0.as_secs()).unwrap_or(u16::MAX);
     session.families = vec![Family::Ipv4, Family::Ipv6];
+    let restart = u16::try_from(line.restart_time.0.as_secs()).unwrap_or(0x0fff);
+    session.restart_time = (restart > 0).then_some(restart);
+    session.restarted = restarted;
     Ok(NeighborConfig {
         peer,
         port: BGP_PORT,
@@ -164,7 +172,11 @@ fn neighbor_config(cfg: &Config, line: &Line, peer: IpAddr) -> anyhow::Result<Ne
 
 /// Starts a session per line neighbour and the passive listener, and the task that folds
 /// their events into the agent state.
-pub fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sessions> {
+pub fn start(
+    cfg: &Config,
+    state: Arc<Mutex<AgentState>>,
+    restarted: bool,
+) -> anyhow::Result<Sessions> {
     let (tx, rx) = mpsc::channel(1024);
     let mut handles = Vec::new();
     let mut peers = HashMap::new();
@@ -173,7 +185,7 @@ pub fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sess
     for line in &cfg.lines {
         exports.insert(line.name.get_ref().clone(), export_policy(cfg, line, false));
         for &peer in line.neighbors.get_ref() {
-            let ncfg = neighbor_config(cfg, line, peer)?;
+            let ncfg = neighbor_config(cfg, line, peer, restarted)?;
             let md5_key = ncfg.socket.md5_key.clone();
             let h = driver::spawn(ncfg, tx.clone());
             peers.insert(

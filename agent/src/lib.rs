@@ -79,7 +79,11 @@ pub async fn run(
     let cfg = lock(&state).config().clone();
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers.
-    let mut sessions = bgp::start(&cfg, state.clone())?;
+    let restarted = routing::previous_run_left_routes(cfg.sites.len()).await;
+    if restarted {
+        tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
+    }
+    let mut sessions = bgp::start(&cfg, state.clone(), restarted)?;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
     let _tunnels = tunnels::start(&cfg, state.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still

@@ -28,6 +28,19 @@ use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
 /// once a second until Up, so coming up takes a second or two.
 const BFD_STARTUP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long an end-to-end session stays counted as up after the far gateway went quiet
+/// on every path at once or restarted: long enough for its agent to come back (the
+/// line routers keep its routes meanwhile, by graceful restart); short enough that a
+/// far side that never returns is reported down. There is no better path meanwhile:
+/// every path ends at that gateway.
+pub const FAR_END_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether a session that is not Up is held as up (see `FAR_END_GRACE`).
+fn held(v: &BfdView) -> bool {
+    v.far_end_quiet
+        .is_some_and(|(_, since)| since.elapsed() < FAR_END_GRACE)
+}
+
 /// Events kept in memory; older ones are dropped first.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
 
@@ -277,7 +290,18 @@ impl AgentState {
             .collect();
         let (state, reason) = match down {
             Some((_, _, why)) => (Health::Down, why.clone().unwrap_or_default()),
-            None if unknown.is_empty() => (Health::Up, "every signal is up".to_owned()),
+            None if unknown.is_empty() => match bfd.iter().find(|v| held(v)) {
+                Some(v) => (
+                    Health::Up,
+                    format!(
+                        "held: the far gateway went quiet on every path {} s ago; end-to-end BFD with {} counts as up for {} s",
+                        v.far_end_quiet.map_or(0, |(_, t)| t.elapsed().as_secs()),
+                        v.peer,
+                        FAR_END_GRACE.as_secs()
+                    ),
+                ),
+                None => (Health::Up, "every signal is up".to_owned()),
+            },
             None => (
                 Health::Unknown,
                 format!("not observed: {}", unknown.join(", ")),
@@ -426,7 +450,7 @@ fn bfd_signal<'a>(
     };
     let down = sessions
         .iter()
-        .find(|v| v.state != Some(probes::wire::State::Up) && !starting(v));
+        .find(|v| v.state != Some(probes::wire::State::Up) && !starting(v) && !held(v));
     if down.is_none() && (sessions.is_empty() || sessions.iter().any(|v| starting(v))) {
         return (name, Health::Unknown, None);
     }
@@ -527,6 +551,7 @@ mod tests {
             local_diag: diag,
             remote_diag: None,
             detail: None,
+            far_end_quiet: None,
         };
         let health =
             |v: &[BfdView]| bfd_signal("e2e-bfd", v.iter().collect::<Vec<_>>().iter(), true).1;
@@ -545,6 +570,17 @@ mod tests {
             Health::Down,
             "after the start-up grace a session that never came up is down"
         );
+        let mut quiet = view(Some(State::Down), Some(Diag::ControlDetectionTimeExpired));
+        quiet.far_end_quiet = Some((probes::driver::FarEnd::Silent, Instant::now()));
+        assert_eq!(
+            old(std::slice::from_ref(&quiet)),
+            Health::Up,
+            "the far end went quiet everywhere: the path is held"
+        );
+        if let Some(long_ago) = Instant::now().checked_sub(FAR_END_GRACE) {
+            quiet.far_end_quiet = Some((probes::driver::FarEnd::Silent, long_ago));
+            assert_eq!(old(&[quiet]), Health::Down, "not beyond the grace");
+        }
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub struct SessionConfig {
     pub idle_hold_max: Duration,
     /// Established at least this long counts as stable: the backoff starts over.
     pub stable_after: Duration,
+    /// Seconds the peer should keep our routes while we restart (RFC 4724, restarting
+    /// speaker); `None`: receiving speaker only.
+    pub restart_time: Option<u16>,
+    /// This process is a restart of one whose forwarding state survives (the R bit of the
+    /// first OPEN).
+    pub restarted: bool,
 }
 
 impl SessionConfig {
@@ -86,6 +92,8 @@ impl SessionConfig {
             idle_hold_base: Duration::from_secs(1),
             idle_hold_max: Duration::from_secs(120),
             stable_after: Duration::from_secs(60),
+            restart_time: None,
+            restarted: false,
         }
     }
 }
@@ -178,6 +186,8 @@ pub struct Session {
     conns: Vec<Conn>,
     failures: u32,
     established_at: Option<Instant>,
+    /// Some session of this process reached Established (the R bit is then cleared).
+    was_established: bool,
     last_error: Option<String>,
     out: Vec<Output>,
 }
@@ -192,6 +202,7 @@ impl Session {
             conns: Vec::new(),
             failures: 0,
             established_at: None,
+            was_established: false,
             last_error: None,
             out: Vec::new(),
         }
@@ -340,12 +351,18 @@ impl Session {
             self.out.push(Output::Close(id));
             return;
         }
-        let open = Open::new(
+        let mut open = Open::new(
             self.cfg.local_asn,
             self.cfg.hold_time,
             self.cfg.local_id,
             &self.cfg.families,
         );
+        if let Some(t) = self.cfg.restart_time {
+            // Only the first session of a restarted process says so: later ones are
+            // ordinary reconnects.
+            let restarted = self.cfg.restarted && !self.was_established;
+            open = open.with_graceful_restart(t, restarted, &self.cfg.families);
+        }
         self.out.push(Output::Send(id, Message::Open(open)));
         self.arm(Timer::Hold(id), now + OPEN_HOLD);
         self.conns.push(Conn {
@@ -593,6 +610,7 @@ impl Session {
             self.out.push(Output::StopTimer(Timer::IdleHold));
         }
         self.established_at = Some(now);
+        self.was_established = true;
         self.last_error = None;
         if let Some(n) = neg {
             self.out.push(Output::Established(n));

@@ -116,6 +116,8 @@ pub struct Stats {
     pub up_since: Option<Instant>,
     pub remote_diag: Option<Diag>,
     pub remote_state: Option<State>,
+    /// When the last packet saying Up arrived: proof the peer's BFD was alive then.
+    pub last_up_rx: Option<Instant>,
 }
 
 pub struct Session {
@@ -207,6 +209,11 @@ impl Session {
     /// §6.8.4: how long without a packet before the session is declared down.
     pub fn detection_time(&self) -> Duration {
         self.rx_in_use.max(self.remote_desired_tx) * u32::from(self.remote_mult.max(1))
+    }
+
+    /// The interval at which the peer transmits to us (before its jitter).
+    pub fn rx_interval(&self) -> Duration {
+        self.rx_in_use.max(self.remote_desired_tx)
     }
 
     /// The interval at which we transmit now (before jitter).
@@ -375,6 +382,9 @@ impl Session {
         self.reschedule_if_late(now);
         self.stats.remote_diag = Some(p.diag);
         self.stats.remote_state = Some(p.state);
+        if p.state == State::Up {
+            self.stats.last_up_rx = Some(arrived);
+        }
         if p.fin && self.poll.is_some() {
             self.end_poll(arrived);
         }

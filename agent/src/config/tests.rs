@@ -239,6 +239,11 @@ fn range_errors_are_reported() {
         ),
         ("hold_time = \"90s\"", "hold_time = \"2s\"", "out of range"),
         (
+            "restart_time = \"120s\"",
+            "restart_time = \"2h\"",
+            "restart_time 7200s is out of range",
+        ),
+        (
             "interface = \"line2\"",
             "interface = \"line1\"",
             "already used",

@@ -165,6 +165,10 @@ pub struct Line {
     pub priority: u32,
     #[serde(default = "secs::<90>")]
     pub hold_time: Dur,
+    /// BGP graceful restart (RFC 4724) as a restarting speaker: how long the line router
+    /// should keep our routes while the agent restarts. 0 turns it off (receiving only).
+    #[serde(default = "secs::<120>")]
+    pub restart_time: Dur,
     /// GTSM (RFC 5082) for a directly connected router.
     #[serde(default)]
     pub ttl_security: bool,

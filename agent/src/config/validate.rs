@@ -315,6 +315,17 @@ fn check_lines(c: &mut Checker<'_>, cfg: &Config) {
                 "RFC 4271 allows 0 (no keepalives) or 3s to 65535s",
             );
         }
+        let restart = line.restart_time.0.as_secs_f64();
+        if restart > 4095.0 {
+            c.err(
+                line.name.span(),
+                format!(
+                    "line `{}`: restart_time {restart}s is out of range",
+                    line.name.get_ref()
+                ),
+                "the graceful restart capability carries 0 to 4095 s",
+            );
+        }
         let interval = line.bfd.interval.0;
         if interval.as_micros() < 1000 || interval.as_secs() > 60 {
             c.err(

@@ -192,6 +192,59 @@ fn keepalives_and_hold_timer() {
     assert_eq!(out[0], Output::Connect);
 }
 
+/// Our OPEN on a new outbound connection.
+fn our_open(h: &mut Harness, id: ConnId) -> Open {
+    let out = h.run(Input::TcpConnected(id));
+    out.into_iter()
+        .find_map(|o| match o {
+            Output::Send(_, Message::Open(o)) => Some(o),
+            _ => None,
+        })
+        .expect("our OPEN")
+}
+
+#[test]
+fn a_restarting_speaker_sets_r_only_in_its_first_open_and_f_for_every_family() {
+    let mut cfg = SessionConfig::new(65001, LOCAL_ID, 65101);
+    assert_eq!(
+        Harness::new(cfg.clone())
+            .establish(peer_open(65101, 90, PEER_ID_HIGH))
+            .graceful_restart
+            .map(|g| g.restart_time),
+        Some(0),
+        "peer's capability: receiving speaker"
+    );
+    let mut h = Harness::new(cfg.clone());
+    h.run(Input::Start);
+    let gr = our_open(&mut h, C1).graceful_restart().cloned().unwrap();
+    assert_eq!((gr.restart_time, gr.restarting), (0, false));
+    assert!(
+        gr.families.is_empty(),
+        "receiving only: no forwarding state"
+    );
+
+    cfg.restart_time = Some(120);
+    cfg.restarted = true;
+    let mut h = Harness::new(cfg);
+    h.run(Input::Start);
+    let gr = our_open(&mut h, C1).graceful_restart().cloned().unwrap();
+    assert_eq!((gr.restart_time, gr.restarting), (120, true));
+    assert_eq!(gr.families, vec![(1, 1, true), (2, 1, true)]);
+    h.run(Input::Received(
+        C1,
+        Message::Open(peer_open(65101, 90, PEER_ID_HIGH)),
+    ));
+    h.run(Input::Received(C1, Message::Keepalive));
+    assert_eq!(h.s.state(), State::Established);
+    h.run(Input::TcpClosed(C1));
+    h.advance(300.0);
+    h.run(Input::TimerExpired(Timer::IdleHold));
+    h.run(Input::TimerExpired(Timer::ConnectRetry));
+    let gr = our_open(&mut h, C2).graceful_restart().cloned().unwrap();
+    assert!(!gr.restarting, "a reconnect is no restart of ours");
+    assert_eq!(gr.restart_time, 120);
+}
+
 #[test]
 fn graceful_restart_keeps_routes_only_without_notification() {
     let mut h = Harness::default();

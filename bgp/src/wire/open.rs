@@ -101,6 +101,30 @@ impl Open {
         }
     }
 
+    /// Announces us as a restarting speaker as well (RFC 4724 §3, §4.1): when the session
+    /// drops without a NOTIFICATION the peer keeps our routes for `restart_time` seconds,
+    /// and, with the F bit set for a family, until our End-of-RIB once we are back. Our
+    /// forwarding state is the kernel's routes, which outlive the agent, so F is always
+    /// set. `restarted` is the R bit: set in the first OPEN after a restart, so that the
+    /// peer sends its routes without waiting for ours.
+    pub fn with_graceful_restart(
+        mut self,
+        restart_time: u16,
+        restarted: bool,
+        families: &[Family],
+    ) -> Open {
+        self.capabilities
+            .retain(|c| !matches!(c, Capability::GracefulRestart(_)));
+        self.capabilities
+            .push(Capability::GracefulRestart(GracefulRestart {
+                restarting: restarted,
+                notification: false,
+                restart_time: restart_time.min(0x0fff),
+                families: families.iter().map(|f| (f.afi(), f.safi(), true)).collect(),
+            }));
+        self
+    }
+
     /// The speaker's ASN: from the 4-octet capability when present (RFC 6793 §3).
     pub fn asn(&self) -> u32 {
         self.capabilities

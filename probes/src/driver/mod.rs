@@ -15,7 +15,9 @@
 //! Commands arrive on a channel (and a write to the eventfd); state changes leave on a
 //! tokio channel; status is answered on a oneshot.
 
-pub mod net;
+pub mod fate;
+pub use fate::{judge, FarEnd};
+mod net;
 pub mod priority;
 
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +53,9 @@ pub struct SessionSpec {
     pub required_min_rx: Duration,
     pub detect_mult: u8,
     pub auth: Option<AuthConfig>,
+    /// Sessions to the same far end share a fate group: when one goes down, the others
+    /// tell whether the path failed or the far end itself went quiet (see `FarEnd`).
+    pub fate: Option<String>,
 }
 
 impl SessionSpec {
@@ -72,6 +77,7 @@ impl SessionSpec {
             required_min_rx: interval,
             detect_mult: mult,
             auth: None,
+            fate: None,
         }
     }
 
@@ -93,6 +99,7 @@ impl SessionSpec {
             required_min_rx: interval,
             detect_mult: mult,
             auth: None,
+            fate: None,
         }
     }
 }
@@ -136,6 +143,8 @@ pub struct Event {
     pub to: State,
     pub diag: Diag,
     pub remote_diag: Option<Diag>,
+    /// For an Up session going down in a fate group: what the group says about the far end.
+    pub far_end: FarEnd,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -306,7 +315,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn apply(&mut self, id: SessionId, out: Vec<Output>, events: &tmpsc::UnboundedSender<Event>) {
+    fn apply(&mut self, id: SessionId, out: Vec<Output>, events: &mut Vec<Event>) {
         for o in out {
             match o {
                 Output::Send(bytes) => self.send(&bytes),
@@ -318,7 +327,7 @@ impl Entry {
                     // Transmit gaps are measured at one rate: start over on each change.
                     self.tx_gaps.clear();
                     self.last_periodic_tx = None;
-                    let _ = events.send(Event {
+                    events.push(Event {
                         id,
                         name: self.spec.name.clone(),
                         peer: self.spec.peer,
@@ -326,6 +335,7 @@ impl Entry {
                         to,
                         diag,
                         remote_diag: self.session.stats().remote_diag,
+                        far_end: FarEnd::Unjudged,
                     });
                 }
                 Output::Discarded(_) | Output::Rtt(_) => {}
@@ -562,8 +572,30 @@ impl Engine {
     }
 
     fn apply(&mut self, id: SessionId, out: Vec<Output>) {
+        let mut fired = Vec::new();
         if let Some(e) = self.sessions.get_mut(&id) {
-            e.apply(id, out, &self.events);
+            e.apply(id, out, &mut fired);
+        }
+        self.emit(fired);
+    }
+
+    /// Sends state changes, judging an Up session's fall against its fate group.
+    fn emit(&self, fired: Vec<Event>) {
+        for mut ev in fired {
+            let me = self.sessions.get(&ev.id);
+            if let (State::Up, Some(me), Some(group)) =
+                (ev.from, me, me.and_then(|m| m.spec.fate.as_ref()))
+            {
+                let others: Vec<Option<Instant>> = self
+                    .sessions
+                    .iter()
+                    .filter(|(id, o)| **id != ev.id && o.spec.fate.as_ref() == Some(group))
+                    .map(|(_, o)| o.session.stats().last_up_rx)
+                    .collect();
+                let heard = (me.session.stats().last_up_rx, me.session.rx_interval());
+                ev.far_end = judge(ev.diag, ev.remote_diag, heard, &others);
+            }
+            let _ = self.events.send(ev);
         }
     }
 
@@ -571,27 +603,29 @@ impl Engine {
     /// one wake-up.
     fn fire_timers(&mut self, now: Instant) {
         let rtt_every = self.opts.rtt_every;
+        let mut fired = Vec::new();
         for (id, e) in self.sessions.iter_mut() {
             let opened = |d: Option<Due>| d.is_some_and(|d| d.earliest <= now);
             if opened(e.tx) {
                 e.tx = None;
                 e.note_periodic_tx(now);
                 let out = e.session.process(Input::TimerExpired(Timer::Transmit), now);
-                e.apply(*id, out, &self.events);
+                e.apply(*id, out, &mut fired);
             }
             if opened(e.detect) {
                 e.detect = None;
                 let out = e.session.process(Input::TimerExpired(Timer::Detect), now);
-                e.apply(*id, out, &self.events);
+                e.apply(*id, out, &mut fired);
             }
             if opened(Some(e.rtt)) {
                 e.rtt = rtt_due(now, rtt_every);
                 if e.session.state() == State::Up {
                     let out = e.session.process(Input::MeasureRtt, now);
-                    e.apply(*id, out, &self.events);
+                    e.apply(*id, out, &mut fired);
                 }
             }
         }
+        self.emit(fired);
     }
 
     fn drain(&mut self, i: usize, buf: &mut [u8], clock: &Clock) {

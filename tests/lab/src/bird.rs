@@ -60,23 +60,39 @@ protocol bfd {{
     );
 }
 
+/// How a BGP session follows its BFD session.
+#[derive(Clone, Copy)]
+enum BfdMode {
+    /// BFD down closes the session and flushes the peer's routes.
+    On,
+    /// BFD down is handled as a graceful restart of the peer (RFC 5882 §4.3.2: a BFD
+    /// that shares fate with the peer's control plane): a peer that restarts gracefully
+    /// keeps its routes. What a line router must do for a hitless restart of crosslink.
+    Graceful,
+}
+
+/// `filters`: the channel's import and export filters.
 fn session(
     out: &mut String,
     name: &str,
     local: (String, u32),
     peer: (String, u32),
     v6: bool,
-    import: &str,
-    export: &str,
+    (import, export): (&str, &str),
+    bfd: BfdMode,
 ) {
     let fam = if v6 { "ipv6" } else { "ipv4" };
+    let bfd = match bfd {
+        BfdMode::On => "on",
+        BfdMode::Graceful => "graceful",
+    };
     let _ = write!(
         out,
         "protocol bgp {name} {{
   local {} as {};
   neighbor {} as {};
   direct;
-  bfd on;
+  bfd {bfd};
 {BGP_TIMERS}  {fam} {{ import {import}; export {export}; }};
 }}
 ",
@@ -99,7 +115,15 @@ pub fn line_router_config(line: Line, log: &Path, bfd: BfdTimers) -> String {
             let name = format!("{}_{}", side.gateway().name(), if v6 { "v6" } else { "v4" });
             let local = (line.addr(side, true, v6).to_string(), line.asn());
             let peer = (line.addr(side, false, v6).to_string(), side.asn());
-            session(&mut out, &name, local, peer, v6, "all", "all");
+            session(
+                &mut out,
+                &name,
+                local,
+                peer,
+                v6,
+                ("all", "all"),
+                BfdMode::Graceful,
+            );
         }
     }
     out
@@ -149,8 +173,8 @@ pub fn gateway_config(side: Side, log: &Path, bfd: BfdTimers) -> String {
                 local,
                 peer,
                 v6,
-                &import,
-                "where source = RTS_DEVICE",
+                (&import, "where source = RTS_DEVICE"),
+                BfdMode::On,
             );
         }
     }

@@ -91,10 +91,15 @@ fn event_kinds(lab: &Lab, gw: Node) -> Vec<String> {
 
 /// Heals line 1 at gwa and checks the return: not before the hold-down, and without a
 /// single packet lost in either direction.
-fn heal_and_return_without_loss(lab: &Lab) {
+fn heal_and_return_without_loss(lab: &mut Lab) {
+    return_without_loss(lab, |lab| lab.heal(Side::A, Line(1)).unwrap());
+}
+
+/// Heals line 1 with `heal` and checks the return as above.
+fn return_without_loss(lab: &mut Lab, heal: impl FnOnce(&mut Lab)) {
     let probes = Both::start(lab);
     std::thread::sleep(Duration::from_millis(300));
-    lab.heal(Side::A, Line(1)).unwrap();
+    heal(lab);
     let healed = Instant::now();
     let waited = wait_active(lab, Node::Gwa, "line1", Duration::from_secs(60));
     wait_active(lab, Node::Gwb, "line1", Duration::from_secs(30));
@@ -124,7 +129,7 @@ fn heal_and_return_without_loss(lab: &Lab) {
 
 #[test]
 fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss() {
-    let lab = lab();
+    let mut lab = lab();
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Carrier).unwrap();
@@ -145,12 +150,12 @@ fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss
         assert!(r.received > 1000 && r.longest_gap_ms < 1000.0, "{dir}: {r}");
     }
     eprintln!("carrier loss: ha->hb {ab}; hb->ha {ba}");
-    heal_and_return_without_loss(&lab);
+    heal_and_return_without_loss(&mut lab);
 }
 
 #[test]
 fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
-    let lab = lab();
+    let mut lab = lab();
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
@@ -177,7 +182,7 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
     assert!(kinds.iter().any(|k| k.starts_with("failover")), "{kinds:?}");
     lab.heal(Side::A, Line(2)).unwrap();
     wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
-    heal_and_return_without_loss(&lab);
+    heal_and_return_without_loss(&mut lab);
 }
 
 #[test]
@@ -218,4 +223,111 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
     lab.crosslink(Node::Gwa, &["undrain", "line1"]).unwrap();
     wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(10));
     assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "none");
+}
+
+#[test]
+fn a_line_router_whose_bird_dies_is_left_and_taken_back_once_it_is_healthy() {
+    let mut lab = lab();
+    let probes = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.process("bird-lr1")
+        .expect("BIRD on lr1")
+        .signal(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_active(&lab, gw, "line2", Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (ab, ba) = probes.stop();
+    for (dir, r) in [("ha -> hb", &ab), ("hb -> ha", &ba)] {
+        assert!(r.received > 1000 && r.longest_gap_ms < 1000.0, "{dir}: {r}");
+    }
+    eprintln!("BIRD on lr1 killed: ha->hb {ab}; hb->ha {ba}");
+    let why = lab.status(Node::Gwa).unwrap()["sites"][0]["paths"][0]["reason"].clone();
+    let why = why.as_str().unwrap_or_default();
+    assert!(why.contains("BGP") || why.contains("BFD"), "{why}");
+    return_without_loss(&mut lab, |lab| lab.restart_bird(Node::Lr1).unwrap());
+}
+
+/// (e) A crash of the agent in normal state: the kernel keeps forwarding on gwa, the line
+/// routers keep gwa's routes (graceful restart), and gwb sees gwa go quiet on every path
+/// at once and keeps its routes: not one packet lost on the lines.
+#[test]
+fn an_agent_killed_in_normal_state_loses_no_packet_on_the_lines() {
+    let mut lab = lab();
+    let probes = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.restart_crosslink(Node::Gwa, nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let restarted = Instant::now();
+    // Until every session is back: BGP, BFD at the slow start rate, the end-to-end ones.
+    lab.wait_for("gwa's paths all up again", Duration::from_secs(30), || {
+        let s = lab.status(Node::Gwa)?;
+        Ok(s["sites"][0]["paths"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["state"] == "up")))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    let (ab, ba) = probes.stop();
+    eprintln!(
+        "SIGKILL in normal state, back after {:?}: ha->hb {ab}; hb->ha {ba}",
+        restarted.elapsed()
+    );
+    assert!(ab.received > 1000 && ab.lost == 0, "ha -> hb: {ab}");
+    assert!(ba.received > 1000 && ba.lost == 0, "hb -> ha: {ba}");
+    for gw in [Node::Gwa, Node::Gwb] {
+        assert_eq!(active(&lab, gw), "line1", "{gw}");
+    }
+    let kinds = event_kinds(&lab, Node::Gwb);
+    let quiet = kinds
+        .iter()
+        .position(|k| k.starts_with("far-end-quiet"))
+        .unwrap_or_else(|| panic!("gwb never saw gwa go quiet: {kinds:?}"));
+    let moved = ["failover", "path-change", "all-paths-down"];
+    assert!(
+        !kinds[quiet..]
+            .iter()
+            .any(|k| moved.iter().any(|m| k.starts_with(m))),
+        "gwb must not have left line 1: {kinds:?}"
+    );
+}
+
+/// (e) A crash in failover: the tunnels die with the agent (userspace WireGuard) and
+/// resume with the new one; the adopted routes stay on the tunnels (the lines are still
+/// cut) and return once the lines heal.
+#[test]
+fn an_agent_killed_in_failover_resumes_tunnel_traffic() {
+    let mut lab = lab();
+    lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
+    lab.cut(Side::A, Line(2), Cut::Blackhole).unwrap();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_active(&lab, gw, "inet1, inet2", Duration::from_secs(10));
+    }
+    let probes = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.restart_crosslink(Node::Gwa, nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let restarted = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let (ab, ba) = probes.stop();
+    eprintln!(
+        "SIGKILL in failover: ha->hb {ab}; hb->ha {ba} (probes stopped {:?} after the restart)",
+        restarted.elapsed()
+    );
+    for gw in [Node::Gwa, Node::Gwb] {
+        assert_eq!(
+            active(&lab, gw),
+            "inet1, inet2",
+            "{gw} stays on the tunnels"
+        );
+    }
+    // Tunnel traffic resumes: a fresh probe gets through both ways.
+    let probes = Both::start(&lab);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ab, ba) = probes.stop();
+    assert!(ab.received > 300 && ba.received > 300, "{ab} / {ba}");
+    lab.heal(Side::A, Line(2)).unwrap();
+    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
+    heal_and_return_without_loss(&mut lab);
 }

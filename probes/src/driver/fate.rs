@@ -1,0 +1,114 @@
+//! Fate groups: sessions to the same far end over different paths. When one of them
+//! goes down, the others tell a failed path from a far end that went quiet everywhere at
+//! once (its agent killed or restarting), which a router must not take for a failure of
+//! every path (RFC 5882 §4.3: a restart of a BFD that shares fate with its control plane).
+
+use std::time::{Duration, Instant};
+
+use crate::wire::Diag;
+
+/// What the other sessions of a fate group say when one of them goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarEnd {
+    /// Not an Up session of a group going down, or nothing to compare with.
+    Unjudged,
+    /// Another session heard the far end say Up after this one should have: the path
+    /// failed, the far end lives.
+    Alive,
+    /// No session heard the far end since this one last did: it went quiet everywhere
+    /// at once (its BFD stopped, e.g. the agent was killed), which says nothing about
+    /// this path.
+    Silent,
+    /// The far end said Down with no diagnostic: a fresh session, i.e. it restarted.
+    Restarted,
+}
+
+/// Judges an Up session's fall to Down against the rest of its fate group.
+/// `heard`: when this session last heard the far end say Up, and the far end's transmit
+/// interval; `others`: when each other session of the group last did.
+pub fn judge(
+    diag: Diag,
+    remote_diag: Option<Diag>,
+    heard: (Option<Instant>, Duration),
+    others: &[Option<Instant>],
+) -> FarEnd {
+    match diag {
+        Diag::NeighborSignaledSessionDown if remote_diag == Some(Diag::None) => FarEnd::Restarted,
+        Diag::ControlDetectionTimeExpired if !others.is_empty() => {
+            // A live far end sends on every path at least once an interval: some other
+            // session must have heard it after this one's next packet was due.
+            let due = heard.0.map(|t| t + heard.1);
+            let alive = others.iter().flatten().any(|t| due.is_none_or(|d| *t > d));
+            if alive {
+                FarEnd::Alive
+            } else {
+                FarEnd::Silent
+            }
+        }
+        _ => FarEnd::Unjudged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_far_end_heard_elsewhere_after_our_packet_was_due_is_alive() {
+        let t0 = Instant::now();
+        let heard = (Some(t0), 10 * MS);
+        let judge_with = |others: &[Option<Instant>]| {
+            judge(
+                Diag::ControlDetectionTimeExpired,
+                Some(Diag::None),
+                heard,
+                others,
+            )
+        };
+        // Another path heard Up 25 ms after our last: the far end lives, our path failed.
+        assert_eq!(judge_with(&[Some(t0 + 25 * MS)]), FarEnd::Alive);
+        // Everyone went quiet within one interval of our last packet: the far end did.
+        assert_eq!(
+            judge_with(&[Some(t0 + 6 * MS), Some(t0 - 3 * MS)]),
+            FarEnd::Silent
+        );
+        assert_eq!(judge_with(&[None]), FarEnd::Silent);
+        // Alone in the group: nothing to compare with.
+        assert_eq!(judge_with(&[]), FarEnd::Unjudged);
+    }
+
+    #[test]
+    fn a_fresh_down_from_the_far_end_is_a_restart_and_other_downs_are_not_judged() {
+        let heard = (Some(Instant::now()), 10 * MS);
+        assert_eq!(
+            judge(
+                Diag::NeighborSignaledSessionDown,
+                Some(Diag::None),
+                heard,
+                &[]
+            ),
+            FarEnd::Restarted
+        );
+        // The far end timed us out, or went AdminDown: it speaks, and says why.
+        for remote in [
+            Diag::ControlDetectionTimeExpired,
+            Diag::AdministrativelyDown,
+        ] {
+            assert_eq!(
+                judge(
+                    Diag::NeighborSignaledSessionDown,
+                    Some(remote),
+                    heard,
+                    &[None]
+                ),
+                FarEnd::Unjudged
+            );
+        }
+        assert_eq!(
+            judge(Diag::AdministrativelyDown, None, heard, &[None]),
+            FarEnd::Unjudged
+        );
+    }
+}
