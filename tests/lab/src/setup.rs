@@ -23,10 +23,13 @@ const COMMON_SYSCTLS: &[&str] = &[
     "net.ipv4.conf.default.rp_filter=0",
 ];
 const ROUTER_SYSCTLS: &[&str] = &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"];
-/// Gateways hash flows on L4 ports so ECMP over tunnels spreads them.
+/// Gateways hash flows on L4 ports so ECMP over tunnels spreads them, and a nexthop
+/// group replace does not also announce every route that uses the group (with
+/// compatibility mode on, a switch of 100,000 routes takes ~72 ms instead of ~2.5 ms).
 const GATEWAY_SYSCTLS: &[&str] = &[
     "net.ipv4.fib_multipath_hash_policy=1",
     "net.ipv6.fib_multipath_hash_policy=1",
+    "net.ipv4.nexthop_compat_mode=0",
 ];
 
 pub fn topology(lab: &mut Lab) -> Result<()> {
