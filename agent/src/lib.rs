@@ -9,6 +9,7 @@ pub mod control;
 pub mod fib;
 pub mod links;
 pub mod logging;
+pub mod operator_state;
 pub mod policy;
 pub mod routing;
 pub mod select;
@@ -79,11 +80,24 @@ pub async fn run(
     let cfg = lock(&state).config().clone();
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers.
+    // The operator's failovers and drains from before a restart, in force from the first
+    // announcement on (a drained line must not look attractive for a moment).
+    let marks = operator_state::load(&cfg.control.state_file);
+    {
+        let mut st = lock(&state);
+        for (path, mark) in &marks {
+            if *mark != operator_state::Mark::Failover {
+                st.set_advertise(path, policy::Advertise::Unattractive);
+            }
+        }
+        st.resumed = marks;
+    }
     let restarted = routing::previous_run_left_routes(cfg.sites.len()).await;
     if restarted {
         tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
     }
     let mut sessions = bgp::start(&cfg, state.clone(), restarted)?;
+    sessions.sync_exports(&cfg, &state).await;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
     let _tunnels = tunnels::start(&cfg, state.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still

@@ -228,16 +228,26 @@ struct Programmer {
     policy: Policy,
     /// Set once the kernel's groups from a previous run have been read (see `adopt`).
     adopted: bool,
+    /// The operator's marks as last saved, and where.
+    marks: crate::operator_state::Marks,
+    state_file: std::path::PathBuf,
 }
 
 async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
-    let (changes, settings) = {
-        let st = lock(&state);
+    let (changes, settings, marks, state_file) = {
+        let mut st = lock(&state);
         (
             st.changes(),
             crate::policy::Settings::from_config(&st.config().policy),
+            std::mem::take(&mut st.resumed),
+            st.config().control.state_file.clone(),
         )
     };
+    let mut policy = Policy::new(settings);
+    let now = Instant::now();
+    for (path, mark) in &marks {
+        policy.resume(now, path, *mark);
+    }
     let mut p = Programmer {
         fib,
         state,
@@ -248,8 +258,10 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         last_route_scan: None,
         last_errors: Vec::new(),
         conflicts: Vec::new(),
-        policy: Policy::new(settings),
+        policy,
         adopted: false,
+        marks,
+        state_file,
     };
     loop {
         p.pass().await;
@@ -352,6 +364,7 @@ impl Programmer {
             self.adopt().await;
         }
         let (wants, prefixes_changed) = self.wants();
+        self.save_marks();
         let mut errors = Vec::new();
         let created_group = match self.sync(&wants, false).await {
             Ok((created, e)) => {
@@ -370,6 +383,19 @@ impl Programmer {
             }
         }
         self.report(errors);
+    }
+
+    /// Keeps the operator's failovers and drains on disk whenever they change.
+    fn save_marks(&mut self) {
+        let marks = self.policy.marks();
+        if marks == self.marks {
+            return;
+        }
+        // Logged once per change, not retried every pass: a restart would forget it.
+        if let Err(e) = crate::operator_state::save(&self.state_file, &marks) {
+            tracing::error!(file = %self.state_file.display(), error = %e, "cannot save the operator state; a restart would forget it");
+        }
+        self.marks = marks;
     }
 
     /// Tells the policy what a previous run left carrying each site's traffic: lines not

@@ -71,6 +71,8 @@ pub struct AgentState {
     /// How each line's announcements should look (drains), and a wake-up for BGP.
     pub(crate) advertise: BTreeMap<String, Advertise>,
     exports_changed: Arc<Notify>,
+    /// The operator's marks saved by a previous run, for the policy to take up.
+    pub(crate) resumed: crate::operator_state::Marks,
 }
 
 /// Locks the state; a panic elsewhere while holding it leaves data that is still the best
@@ -105,6 +107,7 @@ impl AgentState {
             policy: BTreeMap::new(),
             advertise: BTreeMap::new(),
             exports_changed: Arc::new(Notify::new()),
+            resumed: crate::operator_state::Marks::new(),
         }
     }
 

@@ -54,6 +54,9 @@ pub struct Control {
     /// Group allowed to open the socket besides root.
     #[serde(default = "default_group")]
     pub group: String,
+    /// Where the operator's failovers and drains are kept across restarts.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
 }
 
 impl Default for Control {
@@ -61,6 +64,7 @@ impl Default for Control {
         Control {
             socket: default_socket(),
             group: default_group(),
+            state_file: default_state_file(),
         }
     }
 }
@@ -415,6 +419,9 @@ fn unspanned<T: Default>() -> Spanned<T> {
 }
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_state_file() -> PathBuf {
+    PathBuf::from("/var/lib/crosslink/operator.json")
 }
 fn default_group() -> String {
     "crosslink".to_owned()

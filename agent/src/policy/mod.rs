@@ -194,6 +194,41 @@ impl Policy {
         }
     }
 
+    /// What the operator has asked of each path, for keeping across a restart.
+    pub fn marks(&self) -> crate::operator_state::Marks {
+        use crate::operator_state::Mark;
+        self.paths
+            .iter()
+            .filter_map(|(name, p)| {
+                let m = match p.operator {
+                    Operator::Normal => return None,
+                    Operator::Failover => Mark::Failover,
+                    Operator::Draining { .. } => Mark::Draining,
+                    Operator::Drained => Mark::Drained,
+                };
+                Some((name.clone(), m))
+            })
+            .collect()
+    }
+
+    /// Takes up what the operator had asked before a restart. An interrupted drain starts
+    /// its delay over: the far side has been told, but we do not know for how long.
+    pub fn resume(&mut self, now: Instant, path: &str, mark: crate::operator_state::Mark) {
+        use crate::operator_state::Mark;
+        let delay = self.settings.drain_delay;
+        let p = self.path(path, now);
+        p.operator = match mark {
+            Mark::Failover => Operator::Failover,
+            Mark::Draining => Operator::Draining { until: now + delay },
+            Mark::Drained => Operator::Drained,
+        };
+        self.event(
+            "operator",
+            path,
+            format!("{path}: {mark:?} by the operator before the restart, kept"),
+        );
+    }
+
     /// An operator command; returns what it does, or why it is refused.
     pub fn command(&mut self, now: Instant, path: &str, cmd: Command) -> Result<String, String> {
         let delay = self.settings.drain_delay;

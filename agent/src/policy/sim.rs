@@ -499,3 +499,42 @@ fn hours_of_a_stable_network_change_nothing() {
     assert!(sim.changes().is_empty());
     assert!(sim.events().is_empty());
 }
+
+#[test]
+fn the_operators_marks_survive_a_restart() {
+    use crate::operator_state::Mark;
+    let mut sim = Sim::new();
+    sim.secs(5);
+    sim.policy
+        .command(sim.now, "line1", Command::Drain)
+        .unwrap();
+    sim.policy
+        .command(sim.now, "t1", Command::Failover)
+        .unwrap();
+    let marks = sim.policy.marks();
+    assert_eq!(
+        marks
+            .iter()
+            .map(|(p, m)| (p.as_str(), *m))
+            .collect::<Vec<_>>(),
+        [("line1", Mark::Draining), ("t1", Mark::Failover)]
+    );
+    sim.secs(31);
+    assert_eq!(sim.policy.marks()["line1"], Mark::Drained);
+
+    // The new process: an interrupted drain starts its delay over, a drained line stays
+    // out from the first pass.
+    let t0 = Instant::now();
+    let mut policy = Policy::new(settings());
+    policy.resume(t0, "line1", Mark::Drained);
+    policy.resume(t0, "line2", Mark::Draining);
+    assert_eq!(policy.advertise("line1"), Advertise::Unattractive);
+    assert_eq!(policy.advertise("line2"), Advertise::Unattractive);
+    let mut sim = Sim::with(policy, &["line1"]);
+    assert_eq!(sim.group, ["line2"], "line 1 out from the first pass");
+    sim.secs(29);
+    assert!(sim.changes().is_empty(), "line 2 waits for its new delay");
+    sim.secs(2);
+    assert_eq!(sim.group, ["t1", "t2"]);
+    assert_eq!(sim.policy.marks()["line2"], Mark::Drained);
+}

@@ -250,6 +250,7 @@ announce = [\"{a4}\", \"{a6}\"]
 
 [control]
 socket = \"{sock}\"
+state_file = \"{state}\"
 
 [[site]]
 name = \"cloud-{site}\"
@@ -260,6 +261,7 @@ prefixes = [\"{p4}\", \"{p6}\"]
         a4 = network(side.host_addr(false)),
         a6 = network(side.host_addr(true)),
         sock = lab.dir.join(format!("{gw}.crosslink.sock")).display(),
+        state = lab.dir.join(format!("{gw}.operator.json")).display(),
         site = other.gateway().name().trim_start_matches("gw"),
         p4 = network(other.host_addr(false)),
         p6 = network(other.host_addr(true)),

@@ -187,7 +187,7 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
 
 #[test]
 fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
-    let lab = lab();
+    let mut lab = lab();
     let out = lab.crosslink(Node::Gwa, &["drain", "line1"]).unwrap();
     assert!(out.contains("draining"), "{out}");
     // lr1 hears our prefixes with three more AS-path prepends, at once.
@@ -218,6 +218,17 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
     std::thread::sleep(Duration::from_millis(500));
     let (ab, ba) = probe.stop();
     assert!(ab.lost == 0 && ba.lost == 0, "{ab} / {ba}");
+    // A restart (an upgrade, say) keeps the line drained.
+    lab.restart_crosslink(Node::Gwa, nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    lab.wait_for(
+        "line 1 drained after the restart",
+        Duration::from_secs(10),
+        || Ok(policy(&lab, Node::Gwa, "line1")["operator"] == "drained"),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(active(&lab, Node::Gwa), "line2", "still drained");
     let refused = lab.crosslink(Node::Gwa, &["drain", "line1"]);
     assert!(refused.is_err(), "a second drain is refused");
     lab.crosslink(Node::Gwa, &["undrain", "line1"]).unwrap();
