@@ -163,6 +163,40 @@ impl Lab {
             .find(|l| route.contains(&format!("dev {} ", l.ifname()))))
     }
 
+    /// The devices a route of `node` forwards over (`prefix` as `ip route show` takes
+    /// it). A route using a nexthop group (crosslink's) is resolved through the group:
+    /// with `nexthop_compat_mode=0` the route dump shows only its `nhid`.
+    pub fn route_devices(&self, node: Node, prefix: &str) -> Result<Vec<String>> {
+        let route = self.exec(node, &["ip", "route", "show", prefix])?;
+        let word_after = |text: &str, key: &str| -> Vec<String> {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            words
+                .windows(2)
+                .filter(|w| w[0] == key)
+                .map(|w| w[1].to_owned())
+                .collect()
+        };
+        let Some(nhid) = word_after(&route, "nhid").into_iter().next() else {
+            return Ok(word_after(&route, "dev"));
+        };
+        let group = self.exec(node, &["ip", "nexthop", "show", "id", &nhid])?;
+        let members: Vec<String> = match word_after(&group, "group").into_iter().next() {
+            // "A,weight/B": member ids with optional weights.
+            Some(g) => g
+                .split('/')
+                .filter_map(|m| m.split(',').next())
+                .map(str::to_owned)
+                .collect(),
+            None => vec![nhid],
+        };
+        let mut devs = Vec::new();
+        for id in members {
+            let nh = self.exec(node, &["ip", "nexthop", "show", "id", &id])?;
+            devs.extend(word_after(&nh, "dev"));
+        }
+        Ok(devs)
+    }
+
     /// Packets received so far on `iface` of `node` (kernel counters, all protocols).
     pub fn rx_packets(&self, node: Node, iface: &str) -> Result<u64> {
         let path = format!("/sys/class/net/{iface}/statistics/rx_packets");

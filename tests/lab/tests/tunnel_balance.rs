@@ -69,14 +69,11 @@ fn flows_spread_over_both_tunnels_and_a_cut_tunnel_leaves_the_group() {
     }
     let (_, why) = active(&lab, Node::Gwa);
     assert!(why.starts_with("no line healthy"), "{why}");
-    let nh = lab
-        .exec(
-            Node::Gwa,
-            &["ip", "route", "show", &network(Side::B.host_addr(false))],
-        )
+    let devs = lab
+        .route_devices(Node::Gwa, &network(Side::B.host_addr(false)))
         .unwrap();
     for t in Tunnel::ALL {
-        assert!(nh.contains(&format!("dev {}", t.ifname(Side::A))), "{nh}");
+        assert!(devs.contains(&t.ifname(Side::A)), "{devs:?}");
     }
 
     let before = tunnel_tx(&lab);
