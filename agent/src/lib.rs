@@ -78,8 +78,6 @@ pub async fn run(
 
     let server = tokio::spawn(socket.serve(state.clone()));
     let cfg = lock(&state).config().clone();
-    // Held until shutdown; the sessions' sockets close when the runtime ends, without a
-    // NOTIFICATION, so a restarting agent looks like a transport failure to the routers.
     // The operator's failovers and drains from before a restart, in force from the first
     // announcement on (a drained line must not look attractive for a moment).
     let marks = operator_state::load(&cfg.control.state_file);
@@ -96,6 +94,9 @@ pub async fn run(
     if restarted {
         tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
     }
+    // Held until shutdown; the sessions' sockets close when the runtime ends, without a
+    // NOTIFICATION, so a restarting agent looks like a transport failure to the routers
+    // (which then keep our routes: graceful restart).
     let mut sessions = bgp::start(&cfg, state.clone(), restarted)?;
     sessions.sync_exports(&cfg, &state).await;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.

@@ -16,6 +16,17 @@ pub enum Mark {
     Drained,
 }
 
+impl Mark {
+    /// As status and the state file spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mark::Failover => "failover",
+            Mark::Draining => "draining",
+            Mark::Drained => "drained",
+        }
+    }
+}
+
 pub type Marks = BTreeMap<String, Mark>;
 
 /// The marks saved by a previous run; none when the file does not exist. A file that

@@ -52,16 +52,14 @@ pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {
 /// Whether a previous run left groups carrying traffic in the kernel: this start is then
 /// a restart whose forwarding state survived (the R bit of BGP graceful restart).
 pub async fn previous_run_left_routes(sites: usize) -> bool {
-    let Ok((fib, nh_conn, rt_conn)) = Fib::connect() else {
+    let Ok((nexthops, conn)) = crate::fib::Nexthops::connect() else {
         return false;
     };
-    let tasks = [tokio::spawn(nh_conn), tokio::spawn(rt_conn)];
-    let found = match fib.kernel(&BTreeSet::new(), false).await {
-        Ok(k) => (0..sites.min(usize::from(u8::MAX)))
-            .any(|i| !plan::carrying(&k.nexthops, i as u8).is_empty()),
-        Err(_) => false,
-    };
-    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    let task = tokio::spawn(conn);
+    let found = nexthops.dump().await.is_ok_and(|nhs| {
+        (0..sites.min(usize::from(u8::MAX))).any(|i| !plan::carrying(&nhs, i as u8).is_empty())
+    });
+    task.abort();
     found
 }
 

@@ -165,14 +165,12 @@ fn known_path(st: &AgentState, path: &str) -> Result<(), String> {
     if st.config().find_path(path).is_some() {
         return Ok(());
     }
-    let known: Vec<String> = st
-        .config()
-        .lines
-        .iter()
-        .map(|l| l.name.get_ref().clone())
-        .collect();
+    let cfg = st.config();
+    let lines = cfg.lines.iter().map(|l| l.name.get_ref().as_str());
+    let tunnels = cfg.tunnels.iter().map(|t| t.name.get_ref().as_str());
+    let known: Vec<&str> = lines.chain(tunnels).collect();
     Err(format!(
-        "no line or tunnel named `{path}` (lines: {})",
+        "no line or tunnel named `{path}` (paths: {})",
         known.join(", ")
     ))
 }

@@ -317,6 +317,20 @@ mod tests {
         }
     }
 
+    /// IPv4 routed over line 1, and the kernel once that is applied.
+    fn on_line1_v4() -> (Desired, Kernel) {
+        let normal = desired(
+            &[site(
+                Members::Set(vec![line(0, 7, "192.0.2.2")]),
+                Members::Keep,
+            )],
+            &[],
+            true,
+        );
+        let k = apply(&Kernel::default(), &diff(&normal, &Kernel::default()));
+        (normal, k)
+    }
+
     /// The kernel after applying `plan` to `k` (our objects only, as the kernel would).
     fn apply(k: &Kernel, plan: &Plan) -> Kernel {
         let mut k = k.clone();
@@ -421,15 +435,7 @@ mod tests {
 
     #[test]
     fn a_failover_is_new_members_then_one_group_replace_and_the_old_member_goes() {
-        let normal = desired(
-            &[site(
-                Members::Set(vec![line(0, 7, "192.0.2.2")]),
-                Members::Keep,
-            )],
-            &[],
-            true,
-        );
-        let k = apply(&Kernel::default(), &diff(&normal, &Kernel::default()));
+        let (normal, k) = on_line1_v4();
         assert!(diff(&normal, &k).is_empty(), "applied state is stable");
         let failover = desired(
             &[site(
@@ -571,15 +577,7 @@ mod tests {
 
     #[test]
     fn without_routes_a_switch_compares_and_changes_only_nexthops() {
-        let normal = desired(
-            &[site(
-                Members::Set(vec![line(0, 7, "192.0.2.2")]),
-                Members::Keep,
-            )],
-            &[],
-            true,
-        );
-        let k = apply(&Kernel::default(), &diff(&normal, &Kernel::default()));
+        let (_, k) = on_line1_v4();
         let tunnels = site(Members::Set(vec![tunnel(2, 9, 1)]), Members::Keep);
         let quick = desired(std::slice::from_ref(&tunnels), &k.nexthops, false);
         assert!(quick.routes.is_empty());

@@ -17,6 +17,7 @@ mod sim;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::operator_state::Mark;
 use crate::select::{Candidate, CandidateKind};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,6 +84,18 @@ pub enum Operator {
         until: Instant,
     },
     Drained,
+}
+
+impl Operator {
+    /// What to keep across a restart (nothing for `Normal`).
+    fn mark(self) -> Option<Mark> {
+        match self {
+            Operator::Normal => None,
+            Operator::Failover => Some(Mark::Failover),
+            Operator::Draining { .. } => Some(Mark::Draining),
+            Operator::Drained => Some(Mark::Drained),
+        }
+    }
 }
 
 /// How a line's announcements to the far side should look.
@@ -196,25 +209,15 @@ impl Policy {
 
     /// What the operator has asked of each path, for keeping across a restart.
     pub fn marks(&self) -> crate::operator_state::Marks {
-        use crate::operator_state::Mark;
         self.paths
             .iter()
-            .filter_map(|(name, p)| {
-                let m = match p.operator {
-                    Operator::Normal => return None,
-                    Operator::Failover => Mark::Failover,
-                    Operator::Draining { .. } => Mark::Draining,
-                    Operator::Drained => Mark::Drained,
-                };
-                Some((name.clone(), m))
-            })
+            .filter_map(|(name, p)| Some((name.clone(), p.operator.mark()?)))
             .collect()
     }
 
     /// Takes up what the operator had asked before a restart. An interrupted drain starts
     /// its delay over: the far side has been told, but we do not know for how long.
-    pub fn resume(&mut self, now: Instant, path: &str, mark: crate::operator_state::Mark) {
-        use crate::operator_state::Mark;
+    pub fn resume(&mut self, now: Instant, path: &str, mark: Mark) {
         let delay = self.settings.drain_delay;
         let p = self.path(path, now);
         p.operator = match mark {
@@ -225,7 +228,10 @@ impl Policy {
         self.event(
             "operator",
             path,
-            format!("{path}: {mark:?} by the operator before the restart, kept"),
+            format!(
+                "{path}: {} by the operator before the restart, kept",
+                mark.as_str()
+            ),
         );
     }
 
@@ -461,12 +467,7 @@ impl Policy {
                 .then(|| pen.reuse_at(&s.damping, now).map(|t| t - now))
                 .flatten(),
             degraded: p.degraded,
-            operator: match p.operator {
-                Operator::Normal => "none",
-                Operator::Failover => "failover",
-                Operator::Draining { .. } => "draining",
-                Operator::Drained => "drained",
-            },
+            operator: p.operator.mark().map_or("none", Mark::as_str),
         })
     }
 

@@ -28,10 +28,12 @@ mod table;
 const RATE: u32 = 1000;
 
 /// Short hold-down and fast-decaying damping, so that ten cuts in a row each return.
+fn quick_return(cfg: String) -> String {
+    format!("{cfg}\n[policy]\nhold_down = \"2s\"\n[policy.damping]\nhalf_life = \"1s\"\n")
+}
+
 fn options(mode: GatewayMode, interval_ms: u64) -> LabOptions {
-    let mut opts = LabOptions::new(mode).crosslink_hook(|_, cfg| {
-        format!("{cfg}\n[policy]\nhold_down = \"2s\"\n[policy.damping]\nhalf_life = \"1s\"\n")
-    });
+    let mut opts = LabOptions::new(mode).crosslink_hook(|_, cfg| quick_return(cfg));
     opts.bfd.interval = Duration::from_millis(interval_ms);
     opts.bfd.multiplier = 3;
     opts
@@ -44,8 +46,7 @@ fn host(side: Side) -> IpAddr {
 /// Waits until both gateways send the far host's traffic over `line`.
 fn wait_line(lab: &Lab, line: Line, timeout: Duration) -> anyhow::Result<Duration> {
     lab.wait_for(&format!("both gateways on {line:?}"), timeout, || {
-        Ok(lab.line_towards(Node::Gwa, host(Side::B))? == Some(line)
-            && lab.line_towards(Node::Gwb, host(Side::A))? == Some(line))
+        lab.both_on(line)
     })
 }
 
@@ -151,9 +152,10 @@ fn table_options(mode: GatewayMode, n: u32) -> LabOptions {
         format!("{cfg}{routes}")
     });
     opts.crosslink_hook(|_, cfg| {
-        let cfg = table::crosslink_accepts(cfg)
-            .replace("priority = 20\n", "priority = 20\nmax_prefixes = 1000000\n");
-        format!("{cfg}\n[policy]\nhold_down = \"2s\"\n[policy.damping]\nhalf_life = \"1s\"\n")
+        quick_return(
+            table::crosslink_accepts(cfg)
+                .replace("priority = 20\n", "priority = 20\nmax_prefixes = 1000000\n"),
+        )
     })
 }
 

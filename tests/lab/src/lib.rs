@@ -163,6 +163,14 @@ impl Lab {
             .find(|l| route.contains(&format!("dev {} ", l.ifname()))))
     }
 
+    /// Whether both gateways send the other side's host traffic over `line`.
+    pub fn both_on(&self, line: Line) -> Result<bool> {
+        Ok(
+            self.line_towards(Node::Gwa, Side::B.host_addr(false))? == Some(line)
+                && self.line_towards(Node::Gwb, Side::A.host_addr(false))? == Some(line),
+        )
+    }
+
     /// The devices a route of `node` forwards over (`prefix` as `ip route show` takes
     /// it). A route using a nexthop group (crosslink's) is resolved through the group:
     /// with `nexthop_compat_mode=0` the route dump shows only its `nhid`.
