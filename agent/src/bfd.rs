@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use probes::driver::{Bfd, DriverOptions, Event, FarEnd, SessionSpec, SessionStatus};
 use probes::session::AuthConfig;
@@ -174,11 +172,13 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
             v.state = Some(ev.to);
             v.local_diag = Some(ev.diag);
             v.remote_diag = ev.remote_diag;
-            if ev.to == State::Up {
-                v.far_end_quiet = None;
-            } else if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
+            if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
                 v.far_end_quiet = Some((ev.far_end, Instant::now()));
                 quiet = Some(ev.far_end);
+            } else if ev.from == State::Up {
+                // A failure of this path, with the far end alive: no longer excused. The
+                // mark outlives the session's return otherwise (see `state::FAR_END_GRACE`).
+                v.far_end_quiet = None;
             }
         }
         st.touch();

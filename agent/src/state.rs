@@ -35,10 +35,17 @@ const BFD_STARTUP_GRACE: Duration = Duration::from_secs(5);
 /// every path ends at that gateway.
 pub const FAR_END_GRACE: Duration = Duration::from_secs(30);
 
-/// Whether a session that is not Up is held as up (see `FAR_END_GRACE`).
-fn held(v: &BfdView) -> bool {
+/// The far gateway went quiet or restarted less than `FAR_END_GRACE` ago. The mark stays
+/// after the session is back: the far gateway's announcements are still settling at the
+/// line routers (a withdrawal then is its restart, not the line failing).
+fn far_end_restarting(v: &BfdView) -> bool {
     v.far_end_quiet
         .is_some_and(|(_, since)| since.elapsed() < FAR_END_GRACE)
+}
+
+/// Whether a session that is not Up is held as up (see `FAR_END_GRACE`).
+fn held(v: &BfdView) -> bool {
+    v.state != Some(probes::wire::State::Up) && far_end_restarting(v)
 }
 
 /// Events kept in memory; older ones are dropped first.
@@ -258,7 +265,7 @@ impl AgentState {
                     young,
                 ));
                 let mut b = bgp_signal(&bgp);
-                if b.1 == Health::Up {
+                if b.1 == Health::Up && !bfd.iter().any(|v| far_end_restarting(v)) {
                     if let Some(why) = self.routes_withdrawn(path, &bgp) {
                         b = ("bgp", Health::Down, Some(why));
                     }
@@ -348,12 +355,12 @@ impl AgentState {
             return None;
         }
         let site = line.site.get_ref();
-        let others = self
+        let mut others = self
             .config
             .lines
             .iter()
             .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref());
-        let announced_elsewhere = others.into_iter().any(|l| {
+        let announced_elsewhere = others.any(|l| {
             self.bgp.values().any(|n| {
                 &n.line == l.name.get_ref()
                     && n.state == bgp::fsm::State::Established
@@ -627,6 +634,23 @@ mod tests {
             .path_status(p)
             .reason
             .contains("announces no route of site b"));
+        // While the far gateway restarts, its routes coming and going at the line
+        // routers are its restart, not the line failing.
+        let peer = IpAddr::from([198, 18, 2, 1]);
+        st.bfd.insert(
+            ("l1".into(), peer, true),
+            BfdView {
+                line: "l1".into(),
+                peer,
+                end_to_end: true,
+                state: Some(probes::wire::State::Up),
+                local_diag: None,
+                remote_diag: None,
+                detail: None,
+                far_end_quiet: Some((probes::driver::FarEnd::Restarted, Instant::now())),
+            },
+        );
+        assert_eq!(bgp_of(&st, "l1").state, Health::Up);
     }
 
     #[test]

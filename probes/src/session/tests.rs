@@ -500,3 +500,17 @@ fn loss_over_a_window() {
     assert!((0.35..0.65).contains(&loss), "about half lost: {loss}");
     assert_eq!(sim.a.state(), State::Up, "multiplier 5 rides it out");
 }
+
+#[test]
+fn the_slow_start_before_the_agreed_rate_is_not_counted_as_loss() {
+    let mut sim = Sim::new(cfg(1, 100, 3), cfg(2, 100, 3));
+    let mut worst: f64 = 0.0;
+    for _ in 0..50 {
+        sim.run_for(100 * MS);
+        if let Some(l) = sim.a.loss(Duration::from_secs(10), sim.now) {
+            worst = worst.max(l);
+        }
+    }
+    assert_eq!(sim.a.state(), State::Up);
+    assert!(worst < 0.05, "a clean start measured {worst} loss");
+}
