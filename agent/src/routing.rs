@@ -83,12 +83,7 @@ fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
             // Unknown with a signal up beyond the carrier: evidence of life, not of health.
             let some_evidence = s.signals.iter().skip(1).any(|g| g.state == Health::Up);
             // The worst of the path's probes: a line is as lossy as its worst session.
-            let loss = st
-                .bfd
-                .values()
-                .filter(|v| v.line == s.name)
-                .filter_map(|v| v.detail.as_ref().and_then(|d| d.loss))
-                .reduce(f64::max);
+            let loss = crate::state::path_loss(st.bfd.values().filter(|v| v.line == s.name));
             let relearned = st.bgp.values().filter(|n| n.line == s.name).all(|n| {
                 n.established_at.is_some_and(|t| t.elapsed() >= TABLE_QUIET)
                     && n.last_routes_at.is_none_or(|t| t.elapsed() >= TABLE_QUIET)

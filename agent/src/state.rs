@@ -48,6 +48,17 @@ fn held(v: &BfdView) -> bool {
     v.state != Some(probes::wire::State::Up) && far_end_restarting(v)
 }
 
+/// The loss of a path: its worst session's. A session whose far end is restarting is left
+/// out: its window holds the far gateway's silence, which is no fault of the path (every
+/// path ends at that gateway), and the window (seconds) ages out within the grace.
+pub fn path_loss<'a>(views: impl IntoIterator<Item = &'a BfdView>) -> Option<f64> {
+    views
+        .into_iter()
+        .filter(|v| !far_end_restarting(v))
+        .filter_map(|v| v.detail.as_ref().and_then(|d| d.loss))
+        .reduce(f64::max)
+}
+
 /// Events kept in memory; older ones are dropped first.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
 
@@ -590,6 +601,55 @@ mod tests {
         if let Some(long_ago) = Instant::now().checked_sub(FAR_END_GRACE) {
             quiet.far_end_quiet = Some((probes::driver::FarEnd::Silent, long_ago));
             assert_eq!(old(&[quiet]), Health::Down, "not beyond the grace");
+        }
+    }
+
+    #[test]
+    fn the_far_ends_silence_is_not_counted_as_the_paths_loss() {
+        use probes::driver::{FarEnd, SessionStatus};
+        use probes::wire::{Diag, State};
+        let view = |loss: f64, quiet: Option<FarEnd>| BfdView {
+            line: "t1".into(),
+            peer: IpAddr::from([169, 254, 1, 1]),
+            end_to_end: true,
+            state: Some(State::Up),
+            local_diag: None,
+            remote_diag: None,
+            detail: Some(SessionStatus {
+                id: 0,
+                name: "t1".into(),
+                peer: IpAddr::from([169, 254, 1, 1]),
+                multihop: false,
+                state: State::Up,
+                remote_state: Some(State::Up),
+                local_diag: Diag::None,
+                remote_diag: None,
+                detection_time: Duration::from_millis(300),
+                tx_interval: Duration::from_millis(100),
+                rtt: None,
+                loss: Some(loss),
+                up_for: None,
+                tx_packets: 0,
+                rx_packets: 0,
+                discarded: 0,
+                tx_gap_p99: None,
+                tx_gap_max: None,
+            }),
+            far_end_quiet: quiet.map(|f| (f, Instant::now())),
+        };
+        let lossy = view(0.29, Some(FarEnd::Silent));
+        let clean = view(0.01, None);
+        assert_eq!(path_loss([&lossy, &clean]), Some(0.01));
+        assert_eq!(path_loss([&lossy]), None);
+        let mut restarted = view(0.4, Some(FarEnd::Restarted));
+        assert_eq!(path_loss([&restarted, &view(0.02, None)]), Some(0.02));
+        if let Some(long_ago) = Instant::now().checked_sub(FAR_END_GRACE) {
+            restarted.far_end_quiet = Some((FarEnd::Restarted, long_ago));
+            assert_eq!(
+                path_loss([&restarted]),
+                Some(0.4),
+                "beyond the grace it counts"
+            );
         }
     }
 
