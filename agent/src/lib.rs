@@ -9,10 +9,12 @@ pub mod control;
 pub mod fib;
 pub mod links;
 pub mod logging;
+pub mod metrics;
 pub mod operator_state;
 pub mod policy;
 pub mod routing;
 pub mod select;
+pub mod service;
 pub mod state;
 pub mod tunnels;
 
@@ -29,6 +31,7 @@ use crate::state::{lock, AgentState};
 /// the new config, whose exports the drains then build on.
 async fn reload(
     config_file: &Path,
+    started_from: &str,
     sessions: &mut bgp::Sessions,
     state: &Mutex<AgentState>,
 ) -> Option<Config> {
@@ -40,11 +43,20 @@ async fn reload(
         }
         Ok(cfg) => {
             let changed = sessions.sync_exports(&cfg, state).await;
-            let msg = format!(
-                "config reloaded: announcements updated on {} line(s) {:?}; other settings apply at the next restart",
+            let pending = std::fs::read_to_string(config_file)
+                .map(|new| config::needs_restart(started_from, &new))
+                .unwrap_or_default();
+            let mut msg = format!(
+                "config reloaded: announcements updated on {} line(s) {:?}",
                 changed.len(),
                 changed
             );
+            if !pending.is_empty() {
+                msg.push_str(&format!(
+                    "; changed settings that apply only at the next restart: {}",
+                    pending.join(", ")
+                ));
+            }
             tracing::info!("{msg}");
             lock(state).record("reload", None, msg);
             Some(cfg)
@@ -70,6 +82,8 @@ pub async fn run(
         config_file.display()
     );
     tracing::info!(socket = %config.control.socket.display(), "{summary}");
+    // What a reload compares against (see `config::needs_restart`).
+    let started_from = std::fs::read_to_string(config_file).unwrap_or_default();
     let state = Arc::new(Mutex::new(AgentState::new(config, config_file)));
     state
         .lock()
@@ -112,9 +126,25 @@ pub async fn run(
     };
     // Routes last: the selection reads every signal above. Without netlink the agent still
     // runs and reports; the kernel's routes are then not managed.
-    if let Err(e) = routing::start(state.clone()) {
-        tracing::error!(error = %e, "route programming could not start");
-    }
+    let programming = match routing::start(state.clone()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "route programming could not start");
+            false
+        }
+    };
+    let service = tokio::spawn(service::supervise(state.clone(), programming));
+    let metrics_addr = cfg.metrics.listen;
+    let metrics = match metrics::http::bind(metrics_addr).await {
+        Ok(listener) => {
+            tracing::info!(address = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
+            Some(tokio::spawn(metrics::http::serve(listener, state.clone())))
+        }
+        Err(e) => {
+            tracing::error!(address = %metrics_addr, error = %e, "metrics endpoint could not start; the agent runs on without it");
+            None
+        }
+    };
     if let Err(e) = links::start(state.clone()) {
         tracing::error!(error = %e, "no link notifications; carrier changes are seen within a second");
     }
@@ -127,7 +157,14 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             _ = hup.recv() => {
-                if let Some(c) = reload(config_file, &mut sessions, &state).await {
+                service::reloading();
+                let outcome = reload(config_file, &started_from, &mut sessions, &state).await;
+                service::reloaded(if outcome.is_some() {
+                    "config reloaded"
+                } else {
+                    "reload refused: the config file has errors (see the log); running config unchanged"
+                });
+                if let Some(c) = outcome {
                     export_cfg = c;
                 }
             }
@@ -137,6 +174,11 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down; kernel state is left in place");
+    service::stopping();
+    service.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     server.abort();
     let _ = server.await;
     Ok(())

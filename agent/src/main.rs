@@ -44,23 +44,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Force a line's traffic onto the tunnels.
-    Failover { line: String },
+    /// Force a line's traffic onto the tunnels (kept across agent restarts until `restore`).
+    Failover {
+        line: String,
+        /// Also when nothing else to the site is healthy (its traffic then has nowhere to go).
+        #[arg(long)]
+        force: bool,
+    },
     /// Clear a line's damping and return traffic to it once it is healthy.
     Restore { line: String },
     /// Take a line out of service for maintenance, far side first.
-    Drain { line: String },
+    Drain {
+        line: String,
+        /// Also when it is the last healthy line to its site.
+        #[arg(long)]
+        force: bool,
+    },
     /// Put a drained line back into service.
     Undrain { line: String },
     /// Show the transition log.
     Events {
         #[arg(long)]
         json: bool,
+        /// Keep printing events as they happen (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Validate a configuration file; exit 0 when it is valid, 1 otherwise.
     CheckConfig {
         /// File to check (default: --config).
         file: Option<PathBuf>,
+        /// The config the agent runs with: also say whether a reload (SIGHUP) applies the
+        /// change or a restart is needed.
+        #[arg(long, value_name = "FILE")]
+        running: Option<PathBuf>,
     },
 }
 
@@ -82,9 +99,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(cli.log_format, &cli.log_level);
             run_agent(&cli.config, cli.socket.clone())
         }
-        Command::CheckConfig { ref file } => {
-            Ok(check_config(file.as_deref().unwrap_or(&cli.config)))
-        }
+        Command::CheckConfig {
+            ref file,
+            ref running,
+        } => Ok(check_config(
+            file.as_deref().unwrap_or(&cli.config),
+            running.as_deref(),
+        )),
         Command::Status { json } => {
             let v = client::request(&socket(), &Request::Status)?;
             if json {
@@ -95,39 +116,123 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Events { json } => {
-            let v = client::request(&socket(), &Request::Events)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+        Command::Events { json, follow } => {
+            let v = client::request(&socket(), &Request::Events { since: None })?;
+            let events: Vec<Event> = serde_json::from_value(v).context("decoding events")?;
+            if json && !follow {
+                println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
-                let events: Vec<Event> = serde_json::from_value(v).context("decoding events")?;
-                print!("{}", render::events(&events));
+                print_events(&events, json)?;
+            }
+            if follow {
+                follow_events(&socket(), events.last().cloned(), json);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Failover { ref line } => {
-            operator(&socket(), Request::Failover { path: line.clone() })
-        }
+        Command::Failover { ref line, force } => operator(
+            &socket(),
+            line,
+            Request::Failover {
+                path: line.clone(),
+                force,
+            },
+        ),
         Command::Restore { ref line } => {
-            operator(&socket(), Request::Restore { path: line.clone() })
+            operator(&socket(), line, Request::Restore { path: line.clone() })
         }
-        Command::Drain { ref line } => operator(&socket(), Request::Drain { path: line.clone() }),
+        Command::Drain { ref line, force } => operator(
+            &socket(),
+            line,
+            Request::Drain {
+                path: line.clone(),
+                force,
+            },
+        ),
         Command::Undrain { ref line } => {
-            operator(&socket(), Request::Undrain { path: line.clone() })
+            operator(&socket(), line, Request::Undrain { path: line.clone() })
         }
     }
 }
 
-fn operator(socket: &Path, req: Request) -> anyhow::Result<ExitCode> {
+fn print_events(events: &[Event], json: bool) -> anyhow::Result<()> {
+    if json {
+        // One object per line while following, so that a pipe can read them as they come.
+        for e in events {
+            println!("{}", serde_json::to_string(e)?);
+        }
+    } else {
+        print!("{}", render::events(events));
+    }
+    Ok(())
+}
+
+/// Polls for events after `last` until interrupted. Each poll asks from `last` itself: when
+/// the answer does not start with that very event, the agent restarted (it numbers its
+/// events from 1 again) and everything it has is new. While the agent does not answer,
+/// says so once and keeps trying.
+fn follow_events(socket: &Path, last: Option<Event>, json: bool) -> ! {
+    let mut last = last;
+    let mut unreachable = false;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let since = last.as_ref().map(|e| e.seq.saturating_sub(1));
+        let events = client::request(socket, &Request::Events { since })
+            .and_then(|v| serde_json::from_value::<Vec<Event>>(v).map_err(Into::into));
+        let events = match events {
+            Ok(events) => events,
+            Err(e) => {
+                if !unreachable {
+                    eprintln!("crosslink: {e:#}; still trying");
+                    unreachable = true;
+                }
+                continue;
+            }
+        };
+        if unreachable {
+            eprintln!("crosslink: the agent answers again");
+            unreachable = false;
+        }
+        let new = match &last {
+            Some(l) if events.first() == Some(l) => &events[1..],
+            Some(_) => {
+                eprintln!("crosslink: the agent restarted; its events so far:");
+                match client::request(socket, &Request::Events { since: None })
+                    .and_then(|v| serde_json::from_value::<Vec<Event>>(v).map_err(Into::into))
+                {
+                    Ok(all) => {
+                        let _ = print_events(&all, json);
+                        last = all.last().cloned();
+                    }
+                    Err(_) => last = None,
+                }
+                continue;
+            }
+            None => &events[..],
+        };
+        let _ = print_events(new, json);
+        if let Some(e) = new.last() {
+            last = Some(e.clone());
+        }
+    }
+}
+
+/// Sends an operator command, prints what the agent will do, then where the traffic of
+/// the path's sites is now.
+fn operator(socket: &Path, path: &str, req: Request) -> anyhow::Result<ExitCode> {
     let v = client::request(socket, &req)?;
     match v.as_str() {
         Some(said) => println!("{said}"),
         None => println!("{}", serde_json::to_string_pretty(&v)?),
     }
+    // The agent answered after applying the command to its selection: status now shows
+    // the result (a drain's routes move when its delay is over).
+    let status: Status = serde_json::from_value(client::request(socket, &Request::Status)?)
+        .context("decoding status")?;
+    print!("{}", render::outcome(&status, path));
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(file: &Path) -> ExitCode {
+fn check_config(file: &Path, running: Option<&Path>) -> ExitCode {
     match config::load(file) {
         Ok(cfg) => {
             println!(
@@ -138,6 +243,17 @@ fn check_config(file: &Path) -> ExitCode {
                 cfg.lines.len(),
                 cfg.tunnels.len()
             );
+            if let Some(old) = running {
+                // A missing running config (first install) needs a start anyway.
+                let old = std::fs::read_to_string(old).unwrap_or_default();
+                let new = std::fs::read_to_string(file).unwrap_or_default();
+                match config::needs_restart(&old, &new) {
+                    d if d.is_empty() => {
+                        println!("reload: enough (only announcements and exports changed)")
+                    }
+                    d => println!("restart: needed ({} changed)", d.join(", ")),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errs) => {

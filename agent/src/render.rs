@@ -47,6 +47,9 @@ pub fn status(s: &Status) -> String {
                 signals,
                 p.reason
             );
+            if let Some(line) = policy(p) {
+                let _ = writeln!(out, "      policy {line}");
+            }
             for b in &p.bfd {
                 let rtt = b
                     .rtt_ms
@@ -103,6 +106,61 @@ pub fn status(s: &Status) -> String {
                 );
             }
         }
+    }
+    out
+}
+
+/// The policy's hold on a path, when it has one: what an operator needs to know to tell
+/// when traffic will return (hold-down, damping) and who took it out.
+fn policy(p: &PathStatus) -> Option<String> {
+    let v = p.policy.as_ref()?;
+    let mut parts = Vec::new();
+    if v.operator != "none" {
+        parts.push(format!("operator {}", v.operator));
+    }
+    if let Some(h) = v.hold_down_seconds {
+        parts.push(format!("hold-down {h:.0}s left"));
+    }
+    if let Some(sup) = v.suppressed_seconds {
+        parts.push(format!("suppressed by damping {sup:.0}s left"));
+    }
+    if v.penalty > 0.0 {
+        parts.push(format!("damping penalty {:.0}", v.penalty));
+    }
+    if v.degraded {
+        parts.push("degraded (probe loss)".to_owned());
+    }
+    if parts.is_empty() && v.admitted {
+        return None;
+    }
+    let verdict = if v.admitted {
+        "in service".to_owned()
+    } else if v.reason.is_empty() {
+        "out of service".to_owned()
+    } else {
+        format!("out of service: {}", v.reason)
+    };
+    parts.insert(0, verdict);
+    Some(parts.join(", "))
+}
+
+/// After an operator command: where the traffic of each site `path` serves goes now, and
+/// the path's own standing.
+pub fn outcome(s: &Status, path: &str) -> String {
+    let mut out = String::new();
+    for site in &s.sites {
+        let Some(p) = site.paths.iter().find(|p| p.name == path) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "site {}: traffic on {} ({})",
+            site.name,
+            site.active_path.as_deref().unwrap_or("nothing"),
+            site.active_reason
+        );
+        let standing = policy(p).unwrap_or_else(|| "in service".to_owned());
+        let _ = writeln!(out, "  {path}: {} — {standing}", p.state.as_str());
     }
     out
 }

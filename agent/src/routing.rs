@@ -15,6 +15,7 @@ use crate::control::proto::{Health, PolicyStatus};
 use crate::fib::nexthop::Kind;
 use crate::fib::plan::{self, Family, Member, Members, SiteWant, MAX_PATHS_PER_SITE};
 use crate::fib::Fib;
+use crate::metrics::Reason;
 use crate::policy::{Observation, PathPolicy, Policy};
 use crate::select::{self, CandidateKind, Choice, Mode};
 use crate::state::{lock, AgentState};
@@ -191,6 +192,55 @@ fn prefixes(st: &AgentState, site: &str) -> Arc<[IpNet]> {
     out.into_iter().collect()
 }
 
+/// Counts the paths that entered or left service since the last pass (by the policy's
+/// verdict, which is what moves traffic), and returns why each that left did so.
+fn count_transitions(
+    st: &AgentState,
+    now: &BTreeMap<String, PolicyStatus>,
+) -> BTreeMap<String, Reason> {
+    let mut down = BTreeMap::new();
+    for (path, view) in now {
+        let was = st.policy.get(path).map(|v| v.admitted);
+        if was.is_none() || was == Some(view.admitted) {
+            continue; // the first verdict after a start is no transition
+        }
+        let reason = if view.admitted {
+            "healthy"
+        } else {
+            down_reason(st, path, view)
+        };
+        let kind = match st.config().find_path(path) {
+            Some(PathRef::Tunnel(_)) => "tunnel",
+            _ => "line",
+        };
+        st.metrics.transition(path, kind, view.admitted, reason);
+        if !view.admitted {
+            down.insert(path.clone(), reason);
+        }
+    }
+    down
+}
+
+/// Why a path is out of service, as a bounded label: the operator's doing, the first of its
+/// signals that is down, or its probe loss.
+fn down_reason(st: &AgentState, path: &str, view: &PolicyStatus) -> Reason {
+    if view.operator != "none" {
+        return "operator";
+    }
+    let signal = st.config().find_path(path).and_then(|p| {
+        st.path_status(p)
+            .signals
+            .iter()
+            .find(|g| matches!(g.state, Health::Down | Health::Absent))
+            .map(|g| crate::metrics::signal_reason(&g.name))
+    });
+    match signal {
+        Some(s) => s,
+        None if view.degraded => "loss",
+        None => "other",
+    }
+}
+
 /// The operator's log entry for a change of what carries a site's traffic.
 fn transition(old: Option<&Choice>, new: &Choice) -> Option<&'static str> {
     if old.is_some_and(|o| o.mode == new.mode && o.members == new.members) {
@@ -224,6 +274,8 @@ struct Programmer {
     /// The operator's marks as last saved, and where.
     marks: crate::operator_state::Marks,
     state_file: std::path::PathBuf,
+    /// Sites whose traffic this pass moves (for the switch-time histogram).
+    moved: Vec<String>,
 }
 
 async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
@@ -255,9 +307,11 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         adopted: false,
         marks,
         state_file,
+        moved: Vec::new(),
     };
     loop {
         p.pass().await;
+        lock(&p.state).last_pass = Some(Instant::now());
         // A hold-down or drain delay running out changes the verdict with no new signal.
         let now = Instant::now();
         let wait = p
@@ -335,7 +389,9 @@ impl Programmer {
             tracing::info!(path = %e.path, "{}: {}", e.kind, e.message);
             st.record(e.kind, Some(&e.path), e.message);
         }
-        st.policy = views.into_iter().collect();
+        let views: BTreeMap<String, PolicyStatus> = views.into_iter().collect();
+        let down_reasons = count_transitions(&st, &views);
+        st.policy = views;
         for l in lines {
             let a = self.policy.advertise(&l);
             st.set_advertise(&l, a);
@@ -344,6 +400,26 @@ impl Programmer {
             if let Some(kind) = transition(st.active.get(&name), &choice) {
                 tracing::warn!(site = %name, "{kind}: {}", choice.reason);
                 st.record(kind, None, format!("site {name}: {}", choice.reason));
+                let old_mode = st.active.get(&name).map(|c| c.mode);
+                // Counted once per move off the lines (a failover that later adds a
+                // tunnel is still the same failover).
+                if old_mode == Some(Mode::Lines) && choice.mode != Mode::Lines {
+                    // Why the paths that carried the traffic left it.
+                    let reason = st
+                        .active
+                        .get(&name)
+                        .and_then(|old| {
+                            old.members
+                                .iter()
+                                .find_map(|(p, _)| down_reasons.get(p.as_str()).copied())
+                        })
+                        .unwrap_or("other");
+                    st.metrics.failover(&name, reason);
+                }
+                // The first programming after a start moves nothing.
+                if old_mode.is_some() {
+                    self.moved.push(name.clone());
+                }
             }
             st.active.insert(name, choice);
         }
@@ -356,6 +432,7 @@ impl Programmer {
         if !self.adopted {
             self.adopt().await;
         }
+        let started = Instant::now();
         let (wants, prefixes_changed) = self.wants();
         self.save_marks();
         let mut errors = Vec::new();
@@ -364,8 +441,18 @@ impl Programmer {
                 errors.extend(e);
                 created
             }
-            Err(e) => return self.report(vec![e.to_string()]),
+            Err(e) => {
+                self.moved.clear();
+                return self.report(vec![e.to_string()]);
+            }
         };
+        if !self.moved.is_empty() {
+            let took = started.elapsed();
+            let st = lock(&self.state);
+            for site in self.moved.drain(..) {
+                st.metrics.switched(&site, took);
+            }
+        }
         let scan_due = self
             .last_route_scan
             .is_none_or(|t| t.elapsed() >= ROUTE_SCAN);

@@ -91,6 +91,13 @@ pub struct AgentState {
     exports_changed: Arc<Notify>,
     /// The operator's marks saved by a previous run, for the policy to take up.
     pub(crate) resumed: crate::operator_state::Marks,
+    /// When the route programming last completed a pass (the service watchdog's proof of
+    /// life; it passes at least once a second).
+    pub last_pass: Option<Instant>,
+    /// Transitions, failovers and switch times, counted as they happen.
+    pub metrics: crate::metrics::Recorder,
+    /// The number of the last event recorded.
+    event_seq: u64,
 }
 
 /// Locks the state; a panic elsewhere while holding it leaves data that is still the best
@@ -126,6 +133,9 @@ impl AgentState {
             advertise: BTreeMap::new(),
             exports_changed: Arc::new(Notify::new()),
             resumed: crate::operator_state::Marks::new(),
+            last_pass: None,
+            metrics: crate::metrics::Recorder::new(),
+            event_seq: 0,
         }
     }
 
@@ -159,7 +169,9 @@ impl AgentState {
         if self.events.len() == EVENT_LOG_CAPACITY {
             self.events.pop_front();
         }
+        self.event_seq += 1;
         self.events.push_back(Event {
+            seq: self.event_seq,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind: kind.to_owned(),
             path: path.map(str::to_owned),
@@ -169,6 +181,10 @@ impl AgentState {
 
     pub fn events(&self) -> Vec<Event> {
         self.events.iter().cloned().collect()
+    }
+
+    pub fn events_iter(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
     }
 
     pub fn status(&self) -> Status {

@@ -3,73 +3,9 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_crosslink");
-const EXAMPLE: &str = include_str!("../../examples/crosslink.toml");
-const WG_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
-
-/// The example config in a temp dir, with its key files (mode 0600) and a private socket.
-fn example_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("keys")).unwrap();
-    for (name, content) in [
-        ("line1.md5", "s3cret"),
-        ("inet1.key", WG_KEY),
-        ("inet2.key", WG_KEY),
-    ] {
-        let p = dir.path().join("keys").join(name);
-        fs::write(&p, content).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let sock = dir.path().join("run/control.sock");
-    let cfg = EXAMPLE.replace("/run/crosslink/control.sock", sock.to_str().unwrap());
-    let file = dir.path().join("crosslink.toml");
-    fs::write(&file, cfg).unwrap();
-    (dir, file)
-}
-
-fn crosslink(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-/// Kills the agent even when an assertion fails.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(config: &Path) -> Agent {
-    let child = Command::new(BIN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--log-format",
-            "text",
-            "run",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let agent = Agent(child);
-    let sock = config.parent().unwrap().join("run/control.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "agent did not create its control socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    agent
-}
+mod common;
+use common::{crosslink, example_dir, start_agent, EXAMPLE};
 
 #[test]
 fn check_config_accepts_the_example() {
@@ -120,7 +56,7 @@ fn version_is_printed() {
 fn running_agent_answers_status_events_and_operator_commands() {
     let (dir, file) = example_dir();
     let cfg = file.to_str().unwrap();
-    let _agent = start_agent(&file);
+    let _agent = start_agent(&file, &[]);
     let sock = dir.path().join("run/control.sock");
     assert_eq!(
         fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -215,4 +151,46 @@ fn cli_without_agent_says_how_to_fix_it() {
     let out = crosslink(&["--config", file.to_str().unwrap(), "status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `crosslink run` active"));
+}
+
+/// The control socket admits root and the control group only. The agent gives the socket
+/// to the configured group (here `daemon`, which every Debian host has); a user outside it
+/// is refused by the kernel, one inside gets an answer.
+#[test]
+fn the_control_socket_refuses_users_outside_its_group() {
+    let (dir, file) = example_dir();
+    let cfg = fs::read_to_string(&file)
+        .unwrap()
+        .replace(r#"group = "crosslink""#, r#"group = "daemon""#);
+    fs::write(&file, cfg).unwrap();
+    // Others may reach the socket's directory (the agent makes run/ 0750 for its group)
+    // and run a copy of the binary.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("crosslink");
+    fs::copy(common::BIN, &bin).unwrap();
+    let _agent = start_agent(&file, &[]);
+    let sock = dir.path().join("run/control.sock");
+    let as_user = |gid: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"])
+            .arg(&bin)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+    };
+    let outsider = as_user("65534");
+    let said = String::from_utf8_lossy(&outsider.stderr);
+    assert_eq!(outsider.status.code(), Some(1), "{said}");
+    assert!(said.contains("Permission denied"), "{said}");
+    assert!(said.contains("are you root or in its group?"), "{said}");
+    let member = as_user("1");
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
+    assert_eq!(status["gateway"]["name"], "gwa");
 }

@@ -86,3 +86,112 @@ impl PathRef<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// What a reload (SIGHUP) can apply to a running agent: our announcements and each line's
+/// export attributes. Everything else takes a restart (which keeps the routes: see
+/// DESIGN.md). Returns the settings that differ between two config sources outside that,
+/// as dotted paths (`line[0].bfd`, `gateway.router_id`); empty when a reload is enough.
+/// Sources that do not parse are reported as a whole.
+pub fn needs_restart(old: &str, new: &str) -> Vec<String> {
+    let (Ok(mut old), Ok(mut new)) = (old.parse::<toml::Table>(), new.parse::<toml::Table>())
+    else {
+        return vec!["(the file as a whole)".to_owned()];
+    };
+    for t in [&mut old, &mut new] {
+        if let Some(toml::Value::Table(g)) = t.get_mut("gateway") {
+            g.remove("announce");
+        }
+        if let Some(toml::Value::Array(lines)) = t.get_mut("line") {
+            for l in lines {
+                if let toml::Value::Table(l) = l {
+                    l.remove("export");
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    diff(
+        "",
+        &toml::Value::Table(old),
+        &toml::Value::Table(new),
+        &mut out,
+    );
+    out
+}
+
+fn diff(at: &str, old: &toml::Value, new: &toml::Value, out: &mut Vec<String>) {
+    use toml::Value;
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (old, new) {
+        (Value::Table(a), Value::Table(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff(&join(k), x, y, out),
+                    _ => out.push(join(k)),
+                }
+            }
+        }
+        // Arrays of tables (lines, tunnels, sites) are compared entry by entry, so the
+        // report names the entry; other arrays (prefix lists) as a whole.
+        (Value::Array(a), Value::Array(b))
+            if a.len() == b.len() && a.iter().all(toml::Value::is_table) =>
+        {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{at}[{i}]"), x, y, out);
+            }
+        }
+        (a, b) if a != b => out.push(at.to_owned()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::needs_restart;
+
+    const BASE: &str = r#"
+[gateway]
+name = "gwa"
+announce = ["198.18.1.0/24"]
+
+[[line]]
+name = "line1"
+bfd = { interval = "10ms" }
+export = { med = 10 }
+
+[[line]]
+name = "line2"
+"#;
+
+    #[test]
+    fn announcements_and_exports_reload_everything_else_restarts() {
+        assert!(needs_restart(BASE, BASE).is_empty());
+        let exports = BASE
+            .replace(
+                r#"["198.18.1.0/24"]"#,
+                r#"["198.18.1.0/24", "198.18.9.0/24"]"#,
+            )
+            .replace("med = 10", "med = 20, prepend = 2");
+        assert!(
+            needs_restart(BASE, &exports).is_empty(),
+            "{:?}",
+            needs_restart(BASE, &exports)
+        );
+        let bfd = BASE.replace(r#"interval = "10ms""#, r#"interval = "5ms""#);
+        assert_eq!(needs_restart(BASE, &bfd), ["line[0].bfd.interval"]);
+        let renamed = BASE.replace(r#"name = "gwa""#, r#"name = "gwz""#);
+        assert_eq!(needs_restart(BASE, &renamed), ["gateway.name"]);
+        let one_line_less = &BASE[..BASE.find("[[line]]\nname = \"line2\"").unwrap()];
+        assert_eq!(needs_restart(BASE, one_line_less), ["line"]);
+        let with_tunnel = format!("{BASE}\n[[tunnel]]\nname = \"inet1\"\n");
+        assert_eq!(needs_restart(BASE, &with_tunnel), ["tunnel"]);
+        assert_eq!(needs_restart(BASE, "[gateway"), ["(the file as a whole)"]);
+    }
+}

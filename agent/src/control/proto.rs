@@ -13,11 +13,28 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    Events,
-    Failover { path: String },
-    Restore { path: String },
-    Drain { path: String },
-    Undrain { path: String },
+    /// The transition log; with `since`, only the events numbered above it.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// `force` takes the last healthy line out too (refused otherwise).
+    Failover {
+        path: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    Restore {
+        path: String,
+    },
+    Drain {
+        path: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    Undrain {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +236,9 @@ pub struct SignalStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
+    /// Numbers events from 1 in the order they happened, for `events --follow`.
+    #[serde(default)]
+    pub seq: u64,
     /// RFC 3339, UTC, milliseconds.
     pub at: String,
     pub kind: String,
@@ -237,8 +257,19 @@ mod tests {
         assert_eq!(
             r,
             Request::Drain {
-                path: "line1".into()
+                path: "line1".into(),
+                force: false
             }
+        );
+        let r: Request = serde_json::from_str(r#"{"command":"events"}"#).unwrap();
+        assert_eq!(r, Request::Events { since: None });
+        assert_eq!(
+            serde_json::to_string(&Request::Failover {
+                path: "line1".into(),
+                force: true
+            })
+            .unwrap(),
+            r#"{"command":"failover","path":"line1","force":true}"#
         );
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),

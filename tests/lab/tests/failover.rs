@@ -89,6 +89,22 @@ fn policy(lab: &Lab, gw: Node, path: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// A scrape of the gateway's metrics endpoint (in its namespace).
+fn metrics(lab: &Lab, gw: Node) -> String {
+    let get = "exec 3<>/dev/tcp/127.0.0.1/9474 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
+    lab.exec(gw, &["bash", "-c", get]).unwrap()
+}
+
+/// The sum of the samples of the series starting with `prefix` whose labels contain every
+/// one of `having`.
+fn sum(metrics: &str, prefix: &str, having: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && having.iter().all(|h| l.contains(h)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn event_kinds(lab: &Lab, gw: Node) -> Vec<String> {
     let out = lab.crosslink(gw, &["events", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -182,6 +198,34 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
     assert!(ab.received > 300 && ba.received > 300, "{ab} / {ba}");
     let kinds = event_kinds(&lab, Node::Gwa);
     assert!(kinds.iter().any(|k| k.starts_with("failover")), "{kinds:?}");
+    // The metrics counted it: both lines left service on a BFD signal, one failover, and
+    // how long the switch took.
+    let m = metrics(&lab, Node::Gwa);
+    for line in ["line1", "line2"] {
+        let downs = sum(
+            &m,
+            "crosslink_path_transitions_total{",
+            &[line, "to=\"down\""],
+        );
+        assert!(downs >= 1.0, "{line}:\n{m}");
+    }
+    assert_eq!(
+        sum(&m, "crosslink_failovers_total{", &["site=\"cloud-b\""]),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        !m.contains(r#"crosslink_failovers_total{reason="other""#),
+        "{m}"
+    );
+    assert!(
+        sum(&m, "crosslink_failover_duration_seconds_count{", &[]) >= 2.0,
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"crosslink_site_failover_active{site="cloud-b"} 1"#),
+        "{m}"
+    );
     lab.heal(Side::A, Line(2)).unwrap();
     wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
     heal_and_return_without_loss(&mut lab);
@@ -233,6 +277,22 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
     assert_eq!(active(&lab, Node::Gwa), "line2", "still drained");
     let refused = lab.crosslink(Node::Gwa, &["drain", "line1"]);
     assert!(refused.is_err(), "a second drain is refused");
+    // line2 is now the last healthy line: draining it too takes --force.
+    let refused = format!(
+        "{:#}",
+        lab.crosslink(Node::Gwa, &["drain", "line2"]).unwrap_err()
+    );
+    assert!(
+        refused.contains("last healthy line to site cloud-b") && refused.contains("--force"),
+        "{refused}"
+    );
+    assert_eq!(policy(&lab, Node::Gwa, "line2")["operator"], "none");
+    let m = metrics(&lab, Node::Gwa);
+    assert_eq!(
+        sum(&m, "crosslink_path_operator_mark{", &["drained", "line1"]),
+        1.0,
+        "{m}"
+    );
     lab.crosslink(Node::Gwa, &["undrain", "line1"]).unwrap();
     wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(10));
     assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "none");

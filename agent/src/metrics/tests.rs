@@ -1,0 +1,188 @@
+use std::time::Duration;
+
+use super::http::{route, Route};
+use super::*;
+
+/// A status document as the agent serves it: one site on the tunnels (line1 down by BFD),
+/// with one BGP session, one BFD session and one tunnel.
+fn status() -> Status {
+    serde_json::from_value(serde_json::json!({
+        "schema": 1,
+        "version": "0.1.0",
+        "gateway": {"name": "gwa", "asn": 65001, "router_id": "198.19.11.1"},
+        "started_at": "2026-11-24T00:00:00.000Z",
+        "uptime_seconds": 120,
+        "config_file": "/etc/crosslink/crosslink.toml",
+        "sites": [{
+            "name": "cloud-b",
+            "prefixes": ["198.18.2.0/24"],
+            "active_path": "inet1",
+            "active_reason": "no line healthy",
+            "learned_prefixes": 1,
+            "paths": [
+                {
+                    "name": "line1", "kind": "line", "interface": "eth1", "priority": 10,
+                    "state": "down", "reason": "BFD down",
+                    "signals": [{"name": "carrier", "state": "up"}, {"name": "bfd", "state": "down"}],
+                    "bgp": [{"neighbor": "198.19.11.2", "state": "Established",
+                             "established_seconds": 100, "prefixes_received": 1,
+                             "prefixes_rejected": 2, "prefixes_advertised": 1}],
+                    "bfd": [{"neighbor": "198.19.11.2", "kind": "single-hop", "state": "Down",
+                             "detection_ms": 30.0, "loss": 0.5}],
+                    "policy": {"admitted": false, "reason": "BFD down", "hold_down_seconds": 12.5,
+                               "penalty": 1000.0, "degraded": false, "operator": "failover"}
+                },
+                {
+                    "name": "inet1", "kind": "tunnel", "interface": "xl-t1", "weight": 1,
+                    "state": "up", "reason": "",
+                    "signals": [{"name": "carrier", "state": "up"}, {"name": "handshake", "state": "up"}],
+                    "bfd": [{"neighbor": "169.254.101.1", "kind": "end-to-end", "state": "Up",
+                             "rtt_ms": 0.25, "loss": 0.0}],
+                    "tunnel": {"running": true, "handshake_age_seconds": 10,
+                               "rx_bytes": 1000, "tx_bytes": 2000, "rx_packets": 10, "tx_packets": 20},
+                    "policy": {"admitted": true, "penalty": 0.0, "degraded": false, "operator": "none"}
+                }
+            ]
+        }]
+    }))
+    .unwrap()
+}
+
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .map(|l| l[series.len() + 1..].trim())
+}
+
+#[test]
+fn a_scrape_shows_state_now_and_what_was_counted() {
+    let r = Recorder::new();
+    r.transition("line1", "line", false, "bfd");
+    r.transition("line1", "line", false, "bfd");
+    r.transition("line1", "line", true, "healthy");
+    r.failover("cloud-b", "bfd");
+    r.switched("cloud-b", Duration::from_micros(300));
+    let text = render(&r, &status(), &["inet1".to_owned()]);
+    let expect = [
+        (r#"crosslink_build_info{version="0.1.0"}"#, "1"),
+        (
+            r#"crosslink_path_up{kind="line",path="line1",site="cloud-b"}"#,
+            "0",
+        ),
+        (
+            r#"crosslink_path_up{kind="tunnel",path="inet1",site="cloud-b"}"#,
+            "1",
+        ),
+        (r#"crosslink_path_active{path="inet1",site="cloud-b"}"#, "1"),
+        (r#"crosslink_path_active{path="line1",site="cloud-b"}"#, "0"),
+        (r#"crosslink_site_failover_active{site="cloud-b"}"#, "1"),
+        (r#"crosslink_site_paths_up{site="cloud-b"}"#, "1"),
+        (
+            r#"crosslink_path_hold_down_remaining_seconds{path="line1",site="cloud-b"}"#,
+            "12.5",
+        ),
+        (
+            r#"crosslink_path_damping_penalty{path="line1",site="cloud-b"}"#,
+            "1000",
+        ),
+        (
+            r#"crosslink_path_operator_mark{mark="failover",path="line1",site="cloud-b"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_bfd_session_up{kind="single-hop",neighbor="198.19.11.2",path="line1"}"#,
+            "0",
+        ),
+        (
+            r#"crosslink_bfd_detection_time_seconds{kind="single-hop",neighbor="198.19.11.2",path="line1"}"#,
+            "0.03",
+        ),
+        (
+            r#"crosslink_bfd_rtt_seconds{kind="end-to-end",neighbor="169.254.101.1",path="inet1"}"#,
+            "0.00025",
+        ),
+        (
+            r#"crosslink_bgp_session_established{line="line1",neighbor="198.19.11.2"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_bgp_prefixes_rejected_total{line="line1",neighbor="198.19.11.2"}"#,
+            "2",
+        ),
+        (
+            r#"crosslink_tunnel_transmit_bytes_total{tunnel="inet1"}"#,
+            "2000",
+        ),
+        (r#"crosslink_tunnel_running{tunnel="inet1"}"#, "1"),
+        (
+            r#"crosslink_path_transitions_total{kind="line",path="line1",reason="bfd",to="down"}"#,
+            "2",
+        ),
+        (
+            r#"crosslink_path_transitions_total{kind="line",path="line1",reason="healthy",to="up"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_failovers_total{reason="bfd",site="cloud-b"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_failover_duration_seconds_bucket{site="cloud-b",le="0.0005"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_failover_duration_seconds_bucket{site="cloud-b",le="0.00025"}"#,
+            "",
+        ),
+        (
+            r#"crosslink_failover_duration_seconds_count{site="cloud-b"}"#,
+            "1",
+        ),
+    ];
+    for (series, value) in expect {
+        match (sample(&text, series), value) {
+            (None, "") => {}
+            (got, want) => assert_eq!(got, Some(want), "{series}\n{text}"),
+        }
+    }
+    assert!(text.contains("# TYPE crosslink_tunnel_receive_bytes_total counter"));
+    assert!(text.contains("# TYPE crosslink_failover_duration_seconds histogram"));
+    // A handshake 10 s ago, as an epoch timestamp.
+    let hs: f64 = sample(
+        &text,
+        r#"crosslink_tunnel_last_handshake_timestamp_seconds{tunnel="inet1"}"#,
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - 12.0..=now - 8.0).contains(&hs), "{hs} vs {now}");
+}
+
+#[test]
+fn signal_names_map_onto_a_closed_set() {
+    for s in ["carrier", "bfd", "bgp", "e2e-bfd", "handshake"] {
+        assert_eq!(signal_reason(s), s);
+    }
+    assert_eq!(signal_reason("a label no one expected"), "other");
+}
+
+#[test]
+fn requests_are_routed_by_their_first_line() {
+    let r = |s: &str| route(s.as_bytes());
+    assert_eq!(
+        r("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Route::Metrics
+    );
+    assert_eq!(r("GET /metrics?name[]=up HTTP/1.0\r\n\r\n"), Route::Metrics);
+    assert_eq!(r("HEAD /metrics HTTP/1.1\r\n\r\n"), Route::Metrics);
+    assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), Route::Index);
+    assert_eq!(r("GET /debug HTTP/1.1\r\n\r\n"), Route::NotFound);
+    assert_eq!(r("POST /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
+    assert_eq!(r("GET /metrics SPDY/3\r\n\r\n"), Route::BadRequest);
+    assert_eq!(r("GET\r\n\r\n"), Route::BadRequest);
+    assert_eq!(route(&[0xff, 0xfe, b'\r', b'\n']), Route::BadRequest);
+}

@@ -1,0 +1,131 @@
+//! The agent as a systemd service (`Type=notify`): READY once the first reconcile ran (the
+//! kernel's routes then match what the agent sees, so a rollout's health gate may start
+//! looking), a one-line STATUS for `systemctl status`, and watchdog pings that prove the
+//! route programming loop is still turning — a loop stuck on a lock or a hung netlink call
+//! stops the pings, and systemd restarts the agent (the routes stay in the kernel).
+//!
+//! Without `NOTIFY_SOCKET` (run by hand, in the lab) every call here does nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+use crate::state::{lock, AgentState};
+
+/// How often STATUS is refreshed when no watchdog asks for more.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How long READY waits for the first reconcile before it is sent anyway (route
+/// programming may be unable to start; the agent then still serves status).
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "systemd notification not sent");
+    }
+}
+
+fn managed() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Whether the route programming loop completed a pass within `fresh`. Before its first
+/// pass the start counts instead, so a slow first reconcile is not killed at once.
+fn alive(st: &AgentState, fresh: Duration, started: Instant) -> bool {
+    st.last_pass.unwrap_or(started).elapsed() < fresh
+}
+
+/// One line for `systemctl status`: where each site's traffic goes.
+fn status_line(st: &AgentState) -> String {
+    let s = st.status();
+    let sites: Vec<String> = s
+        .sites
+        .iter()
+        .map(|site| {
+            let down = site
+                .paths
+                .iter()
+                .filter(|p| p.state.as_str() != "up")
+                .count();
+            format!(
+                "{} via {}{}",
+                site.name,
+                site.active_path.as_deref().unwrap_or("nothing"),
+                if down > 0 {
+                    format!(" ({down} path(s) not up)")
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    sites.join("; ")
+}
+
+/// Notifies READY after the first reconcile, then keeps STATUS current and feeds the
+/// watchdog while the route programming loop turns. `programming` is false when route
+/// programming did not start: the watchdog then only proves the runtime is alive.
+pub async fn supervise(state: Arc<Mutex<AgentState>>, programming: bool) {
+    if !managed() {
+        return;
+    }
+    let started = Instant::now();
+    while programming && lock(&state).last_pass.is_none() && started.elapsed() < READY_WAIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = status_line(&lock(&state));
+    notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
+    tracing::info!("told systemd the agent is ready: {line}");
+    let watchdog = sd_notify::watchdog_enabled();
+    // Pings at half the timeout (as sd_watchdog_enabled(3) advises); the loop must have
+    // turned within the other half. It passes at least once a second.
+    let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
+    let fresh = watchdog.map_or(Duration::MAX, |w| w / 2);
+    let mut last_line = line;
+    let mut stalled = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        let st = lock(&state);
+        let ok = !programming || alive(&st, fresh, started);
+        let line = status_line(&st);
+        drop(st);
+        if line != last_line {
+            notify(&[NotifyState::Status(&line)]);
+            last_line = line;
+        }
+        if watchdog.is_none() {
+            continue;
+        }
+        if ok {
+            notify(&[NotifyState::Watchdog]);
+            stalled = false;
+        } else if !stalled {
+            stalled = true;
+            tracing::error!(
+                "route programming has not completed a pass for {fresh:?}: no watchdog ping, systemd will restart the agent"
+            );
+        }
+    }
+}
+
+/// Before a reload: systemd shows the unit as reloading until `reloaded`.
+pub fn reloading() {
+    if !managed() {
+        return;
+    }
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+pub fn reloaded(outcome: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(outcome)]);
+}
+
+pub fn stopping() {
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping; routes stay in the kernel"),
+    ]);
+}
