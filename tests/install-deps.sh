@@ -13,6 +13,7 @@ packages=(
   prometheus  # promtool: the alert rules' unit tests and the metrics lint
   systemd     # systemd-analyze verify / security on the unit (systemd need not run)
   util-linux  # unshare, nsenter and setpriv for the agent's integration tests
+  ansible-core  # the rollout playbook, run against the lab's gateways
 )
 
 missing=()

@@ -70,6 +70,9 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Exit 0 when every line is up and in service and no failover is active (the
+    /// rollout's health gate); otherwise print what is wrong and exit 1.
+    CheckHealth,
     /// Validate a configuration file; exit 0 when it is valid, 1 otherwise.
     CheckConfig {
         /// File to check (default: --config).
@@ -115,6 +118,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", render::status(&status));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckHealth => {
+            let status: Status =
+                serde_json::from_value(client::request(&socket(), &Request::Status)?)
+                    .context("decoding status")?;
+            let problems = crosslink::control::health::problems(&status);
+            let who = format!(
+                "gateway {} (crosslink {})",
+                status.gateway.name, status.version
+            );
+            if problems.is_empty() {
+                println!("healthy: {who}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("unhealthy: {who}");
+            for p in problems {
+                println!("  {p}");
+            }
+            Ok(ExitCode::FAILURE)
         }
         Command::Events { json, follow } => {
             let v = client::request(&socket(), &Request::Events { since: None })?;

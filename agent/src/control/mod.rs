@@ -1,5 +1,6 @@
 //! The control socket between the CLI and the running agent.
 
 pub mod client;
+pub mod health;
 pub mod proto;
 pub mod server;

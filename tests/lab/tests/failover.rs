@@ -21,6 +21,13 @@ fn lab() -> Lab {
     for gw in [Node::Gwa, Node::Gwb] {
         wait_active(&lab, gw, "line1", Duration::from_secs(60));
     }
+    // Every line up and in service on both sides: the state each test starts from.
+    for gw in [Node::Gwa, Node::Gwb] {
+        lab.wait_for("every line healthy", Duration::from_secs(60), || {
+            Ok(lab.crosslink(gw, &["check-health"]).is_ok())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    }
     lab
 }
 
