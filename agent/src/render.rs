@@ -115,7 +115,8 @@ pub fn status(s: &Status) -> String {
 fn policy(p: &PathStatus) -> Option<String> {
     let v = p.policy.as_ref()?;
     let mut parts = Vec::new();
-    if v.operator != "none" {
+    // The reason names the operator's doing when that is what holds the path out.
+    if v.operator != "none" && !v.reason.contains("operator") {
         parts.push(format!("operator {}", v.operator));
     }
     if let Some(h) = v.hold_down_seconds {

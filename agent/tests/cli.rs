@@ -194,3 +194,45 @@ fn the_control_socket_refuses_users_outside_its_group() {
     let status: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
     assert_eq!(status["gateway"]["name"], "gwa");
 }
+
+/// `events --follow --json` prints each new event as it happens, one object per line.
+#[test]
+fn events_follow_prints_new_events_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, file) = example_dir();
+    let cfg = file.to_str().unwrap();
+    let _agent = start_agent(&file, &[]);
+    let follower = std::process::Command::new(common::BIN)
+        .args(["--config", cfg, "events", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut follower = common::Agent(follower);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follower.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| -> serde_json::Value {
+        loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no {what} event within 10 s"));
+            let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if e["kind"] == what {
+                return e;
+            }
+        }
+    };
+    let started = next("agent-started");
+    assert_eq!(started["seq"], 1);
+    let out = crosslink(&["--config", cfg, "failover", "line1"]);
+    assert!(out.status.success());
+    let e = next("operator");
+    assert_eq!(e["path"], "line1");
+    assert!(e["seq"].as_u64().unwrap() > 1, "{e}");
+}

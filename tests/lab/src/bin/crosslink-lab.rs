@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
-    /// BIRD 2 on the gateways: the baseline, and today the mode that routes traffic.
+    /// BIRD 2 on the gateways: the baseline an engineer would build instead.
     Bird,
     /// crosslink on the gateways.
     Crosslink,
