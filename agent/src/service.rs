@@ -31,8 +31,8 @@ fn managed() -> bool {
 
 /// Whether the route programming loop completed a pass within `fresh`. Before its first
 /// pass the start counts instead, so a slow first reconcile is not killed at once.
-fn alive(st: &AgentState, fresh: Duration, started: Instant) -> bool {
-    st.last_pass.unwrap_or(started).elapsed() < fresh
+fn alive(last_pass: Option<Instant>, fresh: Duration, started: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(last_pass.unwrap_or(started)) < fresh
 }
 
 /// One line for `systemctl status`: where each site's traffic goes.
@@ -86,7 +86,7 @@ pub async fn supervise(state: Arc<Mutex<AgentState>>, programming: bool) {
     loop {
         tokio::time::sleep(tick).await;
         let st = lock(&state);
-        let ok = !programming || alive(&st, fresh, started);
+        let ok = !programming || alive(st.last_pass, fresh, started, Instant::now());
         let line = status_line(&st);
         drop(st);
         if line != last_line {
@@ -128,4 +128,22 @@ pub fn stopping() {
         NotifyState::Stopping,
         NotifyState::Status("stopping; routes stay in the kernel"),
     ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_is_fed_only_while_the_loop_turns() {
+        let t0 = Instant::now();
+        let fresh = Duration::from_secs(5);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Before the first pass the start counts: a slow first reconcile gets `fresh`.
+        assert!(alive(None, fresh, t0, at(4)));
+        assert!(!alive(None, fresh, t0, at(6)));
+        // A loop that passed a second ago is alive; one stuck for longer than `fresh` is not.
+        assert!(alive(Some(at(9)), fresh, t0, at(10)));
+        assert!(!alive(Some(at(9)), fresh, t0, at(15)));
+    }
 }
