@@ -135,7 +135,8 @@ pub async fn run(
     };
     let service = tokio::spawn(service::supervise(state.clone(), programming));
     let metrics_addr = cfg.metrics.listen;
-    let metrics = match metrics::http::bind(metrics_addr).await {
+    // Without the endpoint (address in use, not on this host) the agent runs on.
+    let metrics = match tokio::net::TcpListener::bind(metrics_addr).await {
         Ok(listener) => {
             tracing::info!(address = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
             Some(tokio::spawn(metrics::http::serve(listener, state.clone())))

@@ -139,8 +139,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Command::Events { json, follow } => {
-            let v = client::request(&socket(), &Request::Events { since: None })?;
-            let events: Vec<Event> = serde_json::from_value(v).context("decoding events")?;
+            let events = fetch_events(&socket(), None)?;
             if json && !follow {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
@@ -188,6 +187,11 @@ fn print_events(events: &[Event], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn fetch_events(socket: &Path, since: Option<u64>) -> anyhow::Result<Vec<Event>> {
+    let v = client::request(socket, &Request::Events { since })?;
+    serde_json::from_value(v).context("decoding events")
+}
+
 /// Polls for events after `last` until interrupted. Each poll asks from `last` itself: when
 /// the answer does not start with that very event, the agent restarted (it numbers its
 /// events from 1 again) and everything it has is new. While the agent does not answer,
@@ -198,9 +202,7 @@ fn follow_events(socket: &Path, last: Option<Event>, json: bool) -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
         let since = last.as_ref().map(|e| e.seq.saturating_sub(1));
-        let events = client::request(socket, &Request::Events { since })
-            .and_then(|v| serde_json::from_value::<Vec<Event>>(v).map_err(Into::into));
-        let events = match events {
+        let events = match fetch_events(socket, since) {
             Ok(events) => events,
             Err(e) => {
                 if !unreachable {
@@ -217,16 +219,9 @@ fn follow_events(socket: &Path, last: Option<Event>, json: bool) -> ! {
         let new = match &last {
             Some(l) if events.first() == Some(l) => &events[1..],
             Some(_) => {
+                // The next poll asks for everything.
                 eprintln!("crosslink: the agent restarted; its events so far:");
-                match client::request(socket, &Request::Events { since: None })
-                    .and_then(|v| serde_json::from_value::<Vec<Event>>(v).map_err(Into::into))
-                {
-                    Ok(all) => {
-                        let _ = print_events(&all, json);
-                        last = all.last().cloned();
-                    }
-                    Err(_) => last = None,
-                }
+                last = None;
                 continue;
             }
             None => &events[..],

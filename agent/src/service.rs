@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
+use crate::control::proto::Health;
 use crate::state::{lock, AgentState};
 
 /// How often STATUS is refreshed when no watchdog asks for more.
@@ -35,22 +36,22 @@ fn alive(last_pass: Option<Instant>, fresh: Duration, started: Instant, now: Ins
     now.saturating_duration_since(last_pass.unwrap_or(started)) < fresh
 }
 
-/// One line for `systemctl status`: where each site's traffic goes.
+/// One line for `systemctl status`: where each site's traffic goes. Built from the parts it
+/// needs, not the whole status document (whose learned-prefix count walks the table).
 fn status_line(st: &AgentState) -> String {
-    let s = st.status();
-    let sites: Vec<String> = s
+    let cfg = st.config();
+    let sites: Vec<String> = cfg
         .sites
         .iter()
         .map(|site| {
-            let down = site
-                .paths
-                .iter()
-                .filter(|p| p.state.as_str() != "up")
+            let name = site.name.get_ref();
+            let down = cfg
+                .paths_of(name)
+                .filter(|p| st.path_status(*p).state != Health::Up)
                 .count();
             format!(
-                "{} via {}{}",
-                site.name,
-                site.active_path.as_deref().unwrap_or("nothing"),
+                "{name} via {}{}",
+                st.active_paths(name).as_deref().unwrap_or("nothing"),
                 if down > 0 {
                     format!(" ({down} path(s) not up)")
                 } else {

@@ -179,11 +179,7 @@ impl AgentState {
         });
     }
 
-    pub fn events(&self) -> Vec<Event> {
-        self.events.iter().cloned().collect()
-    }
-
-    pub fn events_iter(&self) -> impl Iterator<Item = &Event> {
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter()
     }
 
@@ -219,17 +215,7 @@ impl AgentState {
         SiteStatus {
             name: site.to_owned(),
             prefixes,
-            active_path: self
-                .active
-                .get(site)
-                .map(|c| {
-                    c.members
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .filter(|s| !s.is_empty()),
+            active_path: self.active_paths(site),
             active_reason: self.active.get(site).map_or_else(
                 || "routes not programmed yet".to_owned(),
                 |c| c.reason.clone(),
@@ -237,6 +223,20 @@ impl AgentState {
             learned_prefixes: self.learned_prefixes(site),
             paths: cfg.paths_of(site).map(|p| self.path_status(p)).collect(),
         }
+    }
+
+    /// The paths carrying `site`'s traffic, comma-separated, when any does.
+    pub(crate) fn active_paths(&self, site: &str) -> Option<String> {
+        self.active
+            .get(site)
+            .map(|c| {
+                c.members
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
     }
 
     fn learned_prefixes(&self, site: &str) -> usize {
@@ -736,7 +736,7 @@ mod tests {
         for i in 0..EVENT_LOG_CAPACITY + 5 {
             st.record("test", None, format!("event {i}"));
         }
-        let ev = st.events();
+        let ev: Vec<&Event> = st.events().collect();
         assert_eq!(ev.len(), EVENT_LOG_CAPACITY);
         assert_eq!(ev[0].message, "event 5");
     }

@@ -132,7 +132,7 @@ async fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
         Request::Events { since } => {
             let st = lock(state);
             let events: Vec<&Event> = st
-                .events_iter()
+                .events()
                 .filter(|e| since.is_none_or(|n| e.seq > n))
                 .collect();
             return Reply::ok(events);

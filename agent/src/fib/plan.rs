@@ -317,6 +317,18 @@ mod tests {
         }
     }
 
+    /// Both families routed over line 1, routes included.
+    fn dual_stack_on_line1() -> Desired {
+        desired(
+            &[site(
+                Members::Set(vec![line(0, 7, "192.0.2.2")]),
+                Members::Set(vec![line(0, 7, "2001:db8::2")]),
+            )],
+            &[],
+            true,
+        )
+    }
+
     /// IPv4 routed over line 1, and the kernel once that is applied.
     fn on_line1_v4() -> (Desired, Kernel) {
         let normal = desired(
@@ -393,14 +405,7 @@ mod tests {
 
     #[test]
     fn from_nothing_members_come_before_groups_and_groups_before_routes() {
-        let want = desired(
-            &[site(
-                Members::Set(vec![line(0, 7, "192.0.2.2")]),
-                Members::Set(vec![line(0, 7, "2001:db8::2")]),
-            )],
-            &[],
-            true,
-        );
+        let want = dual_stack_on_line1();
         let plan = diff(&want, &Kernel::default());
         let g4 = group_id(0, Family::V4);
         let g6 = group_id(0, Family::V6);
@@ -517,14 +522,7 @@ mod tests {
 
     #[test]
     fn drift_is_repaired_and_foreign_objects_are_never_touched() {
-        let want = desired(
-            &[site(
-                Members::Set(vec![line(0, 7, "192.0.2.2")]),
-                Members::Set(vec![line(0, 7, "2001:db8::2")]),
-            )],
-            &[],
-            true,
-        );
+        let want = dual_stack_on_line1();
         let mut k = apply(&Kernel::default(), &diff(&want, &Kernel::default()));
         // Someone deleted our IPv4 group: the kernel took the route with it.
         let g4 = group_id(0, Family::V4);

@@ -2,7 +2,6 @@
 //! to what Prometheus needs (it sends a plain GET and reads to the end), with bounds on
 //! everything a client controls: request size, time to send it, concurrent connections.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,12 +51,6 @@ pub fn route(head: &[u8]) -> Route {
     }
 }
 
-/// Binds the endpoint. An error here (address in use, not on this host) is reported by
-/// the caller and the agent runs on without metrics.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serves scrapes until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Mutex<AgentState>>) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
@@ -105,13 +98,7 @@ async fn answer(mut stream: TcpStream, state: &Mutex<AgentState>) -> std::io::Re
         Route::Metrics => {
             let body = {
                 let st = lock(state);
-                let tunnels: Vec<String> = st
-                    .config()
-                    .tunnels
-                    .iter()
-                    .map(|t| t.name.get_ref().clone())
-                    .collect();
-                super::render(&st.metrics, &st.status(), &tunnels)
+                super::render(&st.metrics, &st.status())
             };
             respond(&mut stream, "200 OK", &body, is_head).await
         }

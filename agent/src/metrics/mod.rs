@@ -36,8 +36,7 @@ const SWITCH_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// The metrics counted as things happen. Cheap to clone (the vectors share their data).
-#[derive(Clone)]
+/// The metrics counted as things happen.
 pub struct Recorder {
     registry: Registry,
     transitions: IntCounterVec,
@@ -118,9 +117,9 @@ impl Recorder {
 }
 
 /// The scrape: the counted metrics and a snapshot of `status`, in the text format.
-pub fn render(recorder: &Recorder, status: &Status, tunnels: &[String]) -> String {
+pub fn render(recorder: &Recorder, status: &Status) -> String {
     let mut families = recorder.gather();
-    families.extend(snapshot(status, tunnels));
+    families.extend(snapshot(status));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = String::new();
     if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
@@ -151,9 +150,8 @@ fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
-/// What the agent sees now, as metric families. `tunnels` names the paths that are tunnels
-/// (a site is failed over when none of its active paths is a line).
-fn snapshot(s: &Status, tunnels: &[String]) -> Vec<MetricFamily> {
+/// What the agent sees now, as metric families.
+fn snapshot(s: &Status) -> Vec<MetricFamily> {
     let r = Registry::new();
     let build = int_gauge(
         &r,
@@ -320,7 +318,11 @@ fn snapshot(s: &Status, tunnels: &[String]) -> Vec<MetricFamily> {
             .as_deref()
             .map(|a| a.split(", ").collect())
             .unwrap_or_default();
-        let on_line = carrying.iter().any(|p| !tunnels.iter().any(|t| t == p));
+        // Failed over: none of the active paths is a line.
+        let on_line = site
+            .paths
+            .iter()
+            .any(|p| p.kind == PathKind::Line && carrying.contains(&p.name.as_str()));
         failed_over
             .with_label_values(&[name])
             .set(flag(site.active_path.is_some() && !on_line));

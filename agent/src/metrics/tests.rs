@@ -62,7 +62,7 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
     r.transition("line1", "line", true, "healthy");
     r.failover("cloud-b", "bfd");
     r.switched("cloud-b", Duration::from_micros(300));
-    let text = render(&r, &status(), &["inet1".to_owned()]);
+    let text = render(&r, &status());
     let expect = [
         (r#"crosslink_build_info{version="0.1.0"}"#, "1"),
         (
