@@ -56,7 +56,7 @@ pub enum Timer {
     Keepalive(ConnId),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     pub local_asn: u32,
     pub local_id: Ipv4Addr,

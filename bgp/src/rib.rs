@@ -22,7 +22,7 @@ pub enum MaxPrefixAction {
     Teardown,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportPolicy {
     /// Accepted prefixes must lie inside one of these.
     pub aggregates: Vec<IpNet>,

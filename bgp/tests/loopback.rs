@@ -218,3 +218,39 @@ async fn wrong_peer_asn_never_establishes() {
         "no Up event either side"
     );
 }
+
+#[tokio::test]
+async fn a_neighbour_added_to_a_running_listener_is_accepted() {
+    let listener = Listener::bind(&[SocketAddr::new(B, 0)], HashMap::new()).unwrap();
+    let port = listener.local_addrs()[0].port();
+    let mut a_cfg = neighbor(A, B, port, 65001, 65002, &[], false);
+    a_cfg.session.connect_retry = Duration::from_millis(200);
+    a_cfg.session.idle_hold_base = Duration::from_millis(100);
+    a_cfg.session.idle_hold_max = Duration::from_millis(200);
+    let (atx, mut arx) = mpsc::channel(64);
+    let a = driver::spawn(a_cfg, atx);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_ne!(
+        a.status().await.unwrap().state,
+        State::Established,
+        "an unknown address is refused"
+    );
+
+    let (btx, mut brx) = mpsc::channel(64);
+    let b = driver::spawn(neighbor(B, A, 0, 65002, 65001, &[], true), btx);
+    listener
+        .set_peers(HashMap::from([(
+            A,
+            Peer {
+                handle: b.clone(),
+                md5_key: None,
+                gtsm: false,
+            },
+        )]))
+        .unwrap();
+    next_event(&mut arx, "A up once B is known", |e| {
+        matches!(e, Event::Up { .. })
+    })
+    .await;
+    next_event(&mut brx, "B up", |e| matches!(e, Event::Up { .. })).await;
+}

@@ -62,6 +62,10 @@ pub enum Input {
         desired_min_tx: Duration,
         required_min_rx: Duration,
     },
+    /// A new detection multiplier. It takes effect with the next packet, without a Poll
+    /// Sequence (§6.8.12 asks one only for the intervals): the peer computes its
+    /// detection time from each packet's multiplier, and we keep sending at the agreed rate.
+    SetDetectMult(u8),
     /// Start a Poll Sequence to sample the round-trip time (ignored while one runs).
     MeasureRtt,
 }
@@ -268,6 +272,9 @@ impl Session {
                 desired_min_tx,
                 required_min_rx,
             } => self.on_set_intervals(desired_min_tx, required_min_rx, now),
+            // Zero is invalid on the wire (§6.8.6): kept as it was.
+            Input::SetDetectMult(m) if m > 0 => self.cfg.detect_mult = m,
+            Input::SetDetectMult(_) => {}
             Input::MeasureRtt => self.on_measure_rtt(now),
         }
         std::mem::take(&mut self.out)

@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::{Tunn, TunnResult};
@@ -33,7 +33,7 @@ const HANDSHAKE_RESPONSE: u8 = 2;
 /// Largest datagram or TUN packet handled, plus WireGuard's overhead.
 const BUF: usize = 65_536 + 64;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelConfig {
     pub interface: String,
     pub private_key: SecretKey,
@@ -86,6 +86,9 @@ struct Endpoint {
 
 pub(crate) struct Shared {
     pub(crate) cfg: TunnelConfig,
+    /// The allowed IPs in force: they change with the site's prefixes while the tunnel
+    /// runs (see `Tunnel::set_allowed_ips`); `cfg`'s are the ones it started with.
+    allowed_ips: RwLock<Vec<IpNet>>,
     tunn: Mutex<Tunn>,
     udp: Udp,
     endpoint: Mutex<Endpoint>,
@@ -134,7 +137,18 @@ impl Shared {
     }
 
     fn allowed(&self, src: IpAddr) -> bool {
-        self.cfg.allowed_ips.iter().any(|n| n.contains(&src))
+        self.allowed_ips
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n.contains(&src))
+    }
+
+    pub(crate) fn allowed_ips(&self) -> Vec<IpNet> {
+        self.allowed_ips
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -192,6 +206,7 @@ impl Tunnel {
                 chosen_at: Instant::now(),
                 learned: false,
             }),
+            allowed_ips: RwLock::new(cfg.allowed_ips.clone()),
             cfg,
             tunn: Mutex::new(tunn),
             udp,
@@ -221,6 +236,33 @@ impl Tunnel {
 
     pub fn interface(&self) -> &str {
         &self.shared.cfg.interface
+    }
+
+    /// The config the tunnel started with.
+    pub fn config(&self) -> &TunnelConfig {
+        &self.shared.cfg
+    }
+
+    /// Replaces what the peer may send from, without touching the session (a site's
+    /// prefixes changed; the handshake and the traffic carry on).
+    pub fn set_allowed_ips(&self, allowed: Vec<IpNet>) {
+        *self
+            .shared
+            .allowed_ips
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = allowed;
+    }
+
+    /// Stops the tunnel and waits until its UDP port and UAPI socket are released, so that
+    /// a tunnel started right after may take them. The interface stays (see `tun::remove`).
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 

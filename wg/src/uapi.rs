@@ -115,7 +115,7 @@ pub(crate) fn get(shared: &Shared) -> String {
         "persistent_keepalive_interval={}",
         cfg.persistent_keepalive.unwrap_or(0)
     );
-    for a in &cfg.allowed_ips {
+    for a in shared.allowed_ips() {
         let _ = writeln!(s, "allowed_ip={a}");
     }
     s.push_str("errno=0\n\n");

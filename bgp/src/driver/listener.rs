@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -20,10 +21,14 @@ pub struct Peer {
     pub gtsm: bool,
 }
 
+type Peers = Arc<RwLock<HashMap<IpAddr, Peer>>>;
+
 /// Accept loops; they stop when this is dropped.
 pub struct Listener {
     tasks: Vec<JoinHandle<()>>,
     local: Vec<SocketAddr>,
+    sockets: Vec<Arc<TcpListener>>,
+    peers: Peers,
 }
 
 impl Drop for Listener {
@@ -39,6 +44,8 @@ impl Listener {
     pub fn bind(addrs: &[SocketAddr], peers: HashMap<IpAddr, Peer>) -> io::Result<Listener> {
         let mut tasks = Vec::new();
         let mut local = Vec::new();
+        let mut sockets = Vec::new();
+        let shared: Peers = Arc::new(RwLock::new(HashMap::new()));
         for addr in addrs {
             let sock = if addr.is_ipv6() {
                 TcpSocket::new_v6()?
@@ -58,11 +65,47 @@ impl Listener {
                 }
             }
             sock.bind(*addr)?;
-            let listener = sock.listen(64)?;
+            let listener = Arc::new(sock.listen(64)?);
             local.push(listener.local_addr()?);
-            tasks.push(tokio::spawn(accept_loop(listener, peers.clone())));
+            tasks.push(tokio::spawn(accept_loop(listener.clone(), shared.clone())));
+            sockets.push(listener);
         }
-        Ok(Listener { tasks, local })
+        *write(&shared) = peers;
+        Ok(Listener {
+            tasks,
+            local,
+            sockets,
+            peers: shared,
+        })
+    }
+
+    /// Replaces the neighbours (a reload added, removed or re-keyed some): their TCP-MD5
+    /// keys on the listening sockets first, then whom connections are handed to. The
+    /// sockets stay open, so the neighbours that did not change notice nothing.
+    pub fn set_peers(&self, peers: HashMap<IpAddr, Peer>) -> io::Result<()> {
+        let old = read(&self.peers).clone();
+        let key =
+            |m: &HashMap<IpAddr, Peer>, ip: &IpAddr| m.get(ip).and_then(|p| p.md5_key.clone());
+        let mut result = Ok(());
+        for sock in &self.sockets {
+            let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());
+            let ips = old
+                .keys()
+                .chain(peers.keys())
+                .filter(|ip| ip.is_ipv6() == v6);
+            for ip in ips {
+                let (was, is) = (key(&old, ip), key(&peers, ip));
+                if was == is {
+                    continue;
+                }
+                // An empty key removes the peer's key from the socket.
+                if let Err(e) = set_md5(sock.as_ref(), *ip, is.as_deref().unwrap_or_default()) {
+                    result = Err(e);
+                }
+            }
+        }
+        *write(&self.peers) = peers;
+        result
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -70,7 +113,15 @@ impl Listener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, peers: HashMap<IpAddr, Peer>) {
+fn read(p: &Peers) -> std::sync::RwLockReadGuard<'_, HashMap<IpAddr, Peer>> {
+    p.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(p: &Peers) -> std::sync::RwLockWriteGuard<'_, HashMap<IpAddr, Peer>> {
+    p.write().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn accept_loop(listener: Arc<TcpListener>, peers: Peers) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
@@ -84,7 +135,8 @@ async fn accept_loop(listener: TcpListener, peers: HashMap<IpAddr, Peer>) {
             IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
             v4 => v4,
         };
-        let Some(peer) = peers.get(&ip) else {
+        let peer = read(&peers).get(&ip).cloned();
+        let Some(peer) = peer else {
             tracing::info!(%from, "BGP connection from an unknown address refused");
             continue;
         };

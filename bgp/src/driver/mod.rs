@@ -27,7 +27,7 @@ use crate::wire::{frame_len, Ctx, DecodeError, Family, Message, Update, MAX_MESS
 
 pub const BGP_PORT: u16 = 179;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighborConfig {
     pub peer: IpAddr,
     pub port: u16,

@@ -129,7 +129,7 @@ pub fn set_v6only(fd: &impl AsRawFd) -> io::Result<()> {
 }
 
 /// Options for one session's connections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketOptions {
     pub local: Option<IpAddr>,
     pub interface: Option<String>,

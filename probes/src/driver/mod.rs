@@ -176,6 +176,7 @@ enum Cmd {
     Remove(SessionId),
     Admin(SessionId, bool),
     SetIntervals(SessionId, Duration, Duration),
+    SetDetectMult(SessionId, u8),
     Status(Duration, oneshot::Sender<Vec<SessionStatus>>),
     Shutdown,
 }
@@ -271,6 +272,10 @@ impl Bfd {
         required_min_rx: Duration,
     ) {
         self.send(Cmd::SetIntervals(id, desired_min_tx, required_min_rx));
+    }
+
+    pub fn set_detect_mult(&self, id: SessionId, mult: u8) {
+        self.send(Cmd::SetDetectMult(id, mult));
     }
 
     /// Every session's status, with loss measured over `loss_window`.
@@ -521,6 +526,7 @@ impl Engine {
                 },
                 now,
             ),
+            Cmd::SetDetectMult(id, m) => self.input(id, Input::SetDetectMult(m), now),
             Cmd::Status(window, reply) => {
                 let _ = reply.send(self.status(window, now));
             }

@@ -364,6 +364,31 @@ fn renegotiation_waits_for_the_final() {
 }
 
 #[test]
+fn a_new_multiplier_goes_out_with_the_next_packet_and_the_peer_times_by_it() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.b.detection_time(), 30 * MS);
+    sim.input(Side::A, Input::SetDetectMult(5));
+    sim.input(Side::A, Input::SetDetectMult(0));
+    sim.run_for(20 * MS);
+    let last = sim
+        .sent
+        .iter()
+        .rev()
+        .find(|(_, s, _)| *s == Side::A)
+        .unwrap()
+        .2;
+    assert_eq!(last.detect_mult, 5, "zero is refused, five kept");
+    assert_eq!(sim.b.detection_time(), 50 * MS);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!((sim.a.state(), sim.b.state()), (State::Up, State::Up));
+    assert!(sim
+        .changes(Side::B)
+        .iter()
+        .all(|c| c.1 == State::Up || c.1 == State::Init));
+}
+
+#[test]
 fn remote_admin_down_is_honoured() {
     let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
     sim.run_for(Duration::from_secs(3));
