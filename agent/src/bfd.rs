@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use probes::driver::{Bfd, DriverOptions, Event, FarEnd, SessionSpec, SessionStatus};
+use probes::driver::{Bfd, DriverOptions, Event, FarEnd, SessionId, SessionSpec, SessionStatus};
 use probes::session::AuthConfig;
 use probes::wire::{AuthType, Diag, State};
 use tokio::sync::mpsc;
@@ -110,12 +110,76 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
     out
 }
 
+/// A session's key: its path, peer and whether it is end to end.
+type Key = (String, IpAddr, bool);
+
+fn key(spec: &SessionSpec) -> Key {
+    (spec.name.clone(), spec.peer, spec.multihop)
+}
+
+/// The sessions as asked for, and their ids in the driver (None: could not start yet,
+/// e.g. the tunnel interface it binds to is not there; retried).
+type Running = Arc<Mutex<BTreeMap<Key, (SessionSpec, Option<SessionId>)>>>;
+
+/// Sessions that could not start are tried again every this many polls (5 s).
+const RETRY_TICKS: u32 = 10;
+
 pub struct Sessions {
     bfd: Arc<Bfd>,
+    running: Running,
+}
+
+fn view(spec: &SessionSpec) -> BfdView {
+    BfdView {
+        line: spec.name.clone(),
+        peer: spec.peer,
+        end_to_end: spec.multihop,
+        state: None,
+        local_diag: None,
+        remote_diag: None,
+        detail: None,
+        far_end_quiet: None,
+    }
+}
+
+/// How a running session becomes `new`: in place when only its timers differ (a Poll
+/// Sequence renegotiates the intervals; the multiplier goes with the next packet), else
+/// by replacing it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Timers,
+    Replace,
+}
+
+pub fn change(old: &SessionSpec, new: &SessionSpec) -> Option<Change> {
+    if old == new {
+        return None;
+    }
+    let retimed = SessionSpec {
+        desired_min_tx: new.desired_min_tx,
+        required_min_rx: new.required_min_rx,
+        detect_mult: new.detect_mult,
+        ..old.clone()
+    };
+    Some(if retimed == *new {
+        Change::Timers
+    } else {
+        Change::Replace
+    })
+}
+
+async fn add(bfd: &Bfd, spec: &SessionSpec) -> Option<SessionId> {
+    match bfd.add(spec.clone()).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(line = %spec.name, peer = %spec.peer, error = %e, "cannot start a BFD session; retrying");
+            None
+        }
+    }
 }
 
 /// Starts the BFD thread and the sessions of `cfg`; a session that cannot start (its
-/// interface is missing) is logged and shown as `unknown`.
+/// interface is missing) is logged, shown as `unknown` and tried again.
 pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sessions> {
     let (tx, rx) = mpsc::unbounded_channel();
     let bfd = Arc::new(Bfd::start(DriverOptions::default(), tx)?);
@@ -125,36 +189,104 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Resul
         }
         p => tracing::info!("BFD thread scheduling: {p}"),
     }
-    let mut views = BTreeMap::new();
-    for spec in specs(cfg) {
-        let key = (spec.name.clone(), spec.peer, spec.multihop);
-        if let Err(e) = bfd.add(spec.clone()).await {
-            tracing::warn!(line = %spec.name, peer = %spec.peer, error = %e, "cannot start a BFD session");
-        }
-        views.insert(
-            key,
-            BfdView {
-                line: spec.name,
-                peer: spec.peer,
-                end_to_end: spec.multihop,
-                state: None,
-                local_diag: None,
-                remote_diag: None,
-                detail: None,
-                far_end_quiet: None,
-            },
-        );
-    }
-    lock(&state).bfd = views;
-    let window = cfg.policy.loss_window.0;
+    let sessions = Sessions {
+        bfd: bfd.clone(),
+        running: Running::default(),
+    };
+    sessions.apply(cfg, &state).await;
     tokio::spawn(fold_events(rx, state.clone()));
-    tokio::spawn(poll(bfd.clone(), state, window));
-    Ok(Sessions { bfd })
+    tokio::spawn(poll(bfd, sessions.running.clone(), state));
+    Ok(sessions)
 }
 
 impl Sessions {
     pub fn driver(&self) -> &Bfd {
         &self.bfd
+    }
+
+    /// Ends the sessions `cfg` no longer asks for (the peer is told: AdminDown). Runs
+    /// before tunnels and lines go, so the packet still has a way out.
+    pub fn prune(&self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+        let want: BTreeMap<Key, ()> = specs(cfg).iter().map(|s| (key(s), ())).collect();
+        let mut running = lock(&self.running);
+        let gone = crate::reload::diff(&running, &want, |_, ()| true).removed;
+        let mut done = Vec::new();
+        for k in gone {
+            if let Some((_, Some(id))) = running.remove(&k) {
+                self.bfd.remove(id);
+            }
+            lock(state).bfd.remove(&k);
+            done.push(format!("BFD with {} ({}) stopped", k.1, k.0));
+        }
+        done
+    }
+
+    /// Brings the sessions to what `cfg` asks; the ones that did not change are not
+    /// touched. Returns what was done, for the reload's report.
+    pub async fn apply(&self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+        let mut done = self.prune(cfg, state);
+        let want: BTreeMap<Key, SessionSpec> =
+            specs(cfg).into_iter().map(|s| (key(&s), s)).collect();
+        let current: BTreeMap<Key, (SessionSpec, Option<SessionId>)> = lock(&self.running).clone();
+        let plan = crate::reload::diff(&current, &want, |(old, _), new| old == new);
+        for k in &plan.changed {
+            let ((old, id), new) = (&current[k], &want[k]);
+            let id = match (change(old, new), *id) {
+                (Some(Change::Timers), Some(id)) => {
+                    self.bfd
+                        .set_intervals(id, new.desired_min_tx, new.required_min_rx);
+                    self.bfd.set_detect_mult(id, new.detect_mult);
+                    done.push(format!(
+                        "BFD with {} ({}) now {:?} x {}",
+                        k.1, k.0, new.desired_min_tx, new.detect_mult
+                    ));
+                    Some(id)
+                }
+                (_, id) => {
+                    if let Some(id) = id {
+                        self.bfd.remove(id);
+                    }
+                    lock(state).bfd.insert(k.clone(), view(new));
+                    done.push(format!(
+                        "BFD with {} ({}) restarted with its new settings",
+                        k.1, k.0
+                    ));
+                    add(&self.bfd, new).await
+                }
+            };
+            lock(&self.running).insert(k.clone(), (new.clone(), id));
+        }
+        for k in &plan.added {
+            let spec = &want[k];
+            lock(state).bfd.insert(k.clone(), view(spec));
+            let id = add(&self.bfd, spec).await;
+            lock(&self.running).insert(k.clone(), (spec.clone(), id));
+            done.push(format!("BFD with {} ({}) started", k.1, k.0));
+        }
+        done
+    }
+}
+
+/// Starts the sessions that could not start before. One that a reload changed or removed
+/// meanwhile is stopped again at once.
+async fn retry(bfd: &Bfd, running: &Running) {
+    let missing: Vec<(Key, SessionSpec)> = lock(running)
+        .iter()
+        .filter(|(_, (_, id))| id.is_none())
+        .map(|(k, (s, _))| (k.clone(), s.clone()))
+        .collect();
+    for (k, spec) in missing {
+        let Ok(id) = bfd.add(spec.clone()).await else {
+            continue;
+        };
+        let mut r = lock(running);
+        match r.get_mut(&k) {
+            Some((s, slot @ None)) if *s == spec => {
+                tracing::info!(line = %spec.name, peer = %spec.peer, "BFD session started on retry");
+                *slot = Some(id);
+            }
+            _ => bfd.remove(id),
+        }
     }
 }
 
@@ -222,11 +354,18 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
     }
 }
 
-/// Counters, RTT and loss the events do not carry, refreshed twice a second.
-async fn poll(bfd: Arc<Bfd>, state: Arc<Mutex<AgentState>>, window: Duration) {
+/// Counters, RTT and loss the events do not carry, refreshed twice a second; and every
+/// few seconds another try at the sessions that could not start.
+async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ticks = 0u32;
     loop {
         tick.tick().await;
+        ticks = ticks.wrapping_add(1);
+        if ticks % RETRY_TICKS == 0 {
+            retry(&bfd, &running).await;
+        }
+        let window = lock(&state).config().policy.loss_window.0;
         let all = bfd.status(window).await;
         let mut st = lock(&state);
         for s in all {

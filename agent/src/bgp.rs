@@ -77,15 +77,30 @@ impl NeighborState {
     }
 }
 
+/// One running session and the config it was started with.
+struct Running {
+    line: String,
+    config: NeighborConfig,
+    handle: Handle,
+}
+
+type Handles = Arc<Mutex<Vec<(IpAddr, Handle)>>>;
+
 /// The running sessions. Dropping this ends them without a NOTIFICATION (see
 /// `driver::Handle`).
 pub struct Sessions {
-    handles: Vec<(IpAddr, Handle)>,
+    running: BTreeMap<IpAddr, Running>,
+    /// The same handles, for the counters' poll.
+    handles: Handles,
+    events: mpsc::Sender<Event>,
+    /// Whether the sessions started now announce a restart (the agent's first start over
+    /// routes a previous run left; not sessions a reload adds later).
+    restarted: bool,
     /// Line name -> its export policy as currently announced.
     exports: HashMap<String, ExportPolicy>,
     /// Lines announced as drained.
     drained: HashSet<String>,
-    _listener: Option<Listener>,
+    listener: Option<Listener>,
 }
 
 fn community_values(cs: &[Community]) -> (Vec<u32>, Vec<[u32; 3]>) {
@@ -170,67 +185,206 @@ fn neighbor_config(
     })
 }
 
-/// Starts a session per line neighbour and the passive listener, and the task that folds
+/// Starts a session per line neighbour and the passive listener, and the tasks that fold
 /// their events into the agent state.
-pub fn start(
-    cfg: &Config,
-    state: Arc<Mutex<AgentState>>,
-    restarted: bool,
-) -> anyhow::Result<Sessions> {
+pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>, restarted: bool) -> Sessions {
     let (tx, rx) = mpsc::channel(1024);
-    let mut handles = Vec::new();
-    let mut peers = HashMap::new();
-    let mut lines = BTreeMap::new();
-    let mut exports = HashMap::new();
+    let handles = Handles::default();
+    tokio::spawn(fold_events(rx, state.clone()));
+    tokio::spawn(poll_counters(handles.clone(), state.clone()));
+    let mut s = Sessions {
+        running: BTreeMap::new(),
+        handles,
+        events: tx,
+        restarted,
+        exports: HashMap::new(),
+        drained: HashSet::new(),
+        listener: None,
+    };
+    s.apply(cfg, &state).await;
+    s.restarted = false;
+    s
+}
+
+/// The sessions `cfg` asks for, by neighbour: its line and config. A neighbour whose
+/// config cannot be built (its TCP-MD5 key file unreadable) is in the second list.
+pub(crate) type Wanted = BTreeMap<IpAddr, (String, NeighborConfig)>;
+
+pub(crate) fn wanted(cfg: &Config, restarted: bool) -> (Wanted, Vec<(IpAddr, String)>) {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
     for line in &cfg.lines {
-        exports.insert(line.name.get_ref().clone(), export_policy(cfg, line, false));
+        let name = line.name.get_ref();
         for &peer in line.neighbors.get_ref() {
-            let ncfg = neighbor_config(cfg, line, peer, restarted)?;
-            let md5_key = ncfg.socket.md5_key.clone();
-            let h = driver::spawn(ncfg, tx.clone());
-            peers.insert(
-                peer,
-                Peer {
-                    handle: h.clone(),
-                    md5_key,
-                    gtsm: line.ttl_security,
-                },
-            );
-            handles.push((peer, h));
-            lines.insert(peer, NeighborState::new(line.name.get_ref(), peer));
-        }
-    }
-    lock(&state).bgp = lines;
-    // Active connects work without it; a port held by another daemon costs only the
-    // passive side, so it is a warning, not a failure.
-    let addrs = [
-        SocketAddr::from(([0, 0, 0, 0], BGP_PORT)),
-        SocketAddr::from(([0u16; 8], BGP_PORT)),
-    ];
-    let listener = if peers.is_empty() {
-        None
-    } else {
-        match Listener::bind(&addrs, peers) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen on port 179; BGP sessions will only connect actively");
-                None
+            match neighbor_config(cfg, line, peer, restarted) {
+                Ok(n) => {
+                    out.insert(peer, (name.clone(), n));
+                }
+                Err(e) => errors.push((peer, format!("BGP with {peer} on {name}: {e:#}"))),
             }
         }
-    };
-    tokio::spawn(fold_events(rx, state.clone()));
-    tokio::spawn(poll_counters(handles.clone(), state));
-    Ok(Sessions {
-        handles,
-        exports,
-        drained: HashSet::new(),
-        _listener: listener,
-    })
+    }
+    (out, errors)
+}
+
+/// Whether a running session (`old` on `old_line`) already is what `new` asks. The
+/// announcements are left out (they change in place, see `sync_exports`), as is the
+/// restart flag of the first OPEN.
+pub(crate) fn unchanged(
+    old_line: &str,
+    old: &NeighborConfig,
+    line: &str,
+    new: &NeighborConfig,
+) -> bool {
+    let mut new = new.clone();
+    new.export = old.export.clone();
+    new.session.restarted = old.session.restarted;
+    old_line == line && *old == new
+}
+
+/// Whether only the import bounds differ (they change in place, see `Handle::set_import`).
+pub(crate) fn import_only(
+    old_line: &str,
+    old: &NeighborConfig,
+    line: &str,
+    new: &NeighborConfig,
+) -> bool {
+    let mut new = new.clone();
+    new.import = old.import.clone();
+    unchanged(old_line, old, line, &new)
 }
 
 impl Sessions {
-    pub fn handles(&self) -> &[(IpAddr, Handle)] {
-        &self.handles
+    /// Brings the sessions to what `cfg` asks: new neighbours start, removed ones end
+    /// with a Cease, changed ones (AS, timers, key, interface, import bounds) restart;
+    /// the others are not touched. A neighbour whose new config cannot be built keeps
+    /// running as it was. Returns what was done, for the reload's report.
+    pub async fn apply(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+        let (want, errors) = wanted(cfg, self.restarted);
+        let mut done = Vec::new();
+        for (_, e) in &errors {
+            tracing::error!("{e}; a running session keeps its settings");
+            lock(state).record("bgp-error", None, e.clone());
+            done.push(e.clone());
+        }
+        let plan = crate::reload::diff(&self.running, &want, |r, (line, n)| {
+            unchanged(&r.line, &r.config, line, n)
+        });
+        let broken = |peer: &IpAddr| errors.iter().any(|(p, _)| p == peer);
+        // Import bounds alone (a site's prefixes or aggregates) change in place, with a
+        // route refresh; anything else restarts the session.
+        let mut restart = Vec::new();
+        for peer in &plan.changed {
+            let (Some(r), Some((line, n))) = (self.running.get_mut(peer), want.get(peer)) else {
+                continue;
+            };
+            if import_only(&r.line, &r.config, line, n)
+                && r.handle.set_import(n.import.clone()).await
+            {
+                r.config.import = n.import.clone();
+                done.push(format!(
+                    "BGP with {peer} ({line}): import bounds updated, routes refreshed"
+                ));
+            } else {
+                restart.push(*peer);
+            }
+        }
+        let plan = crate::reload::Diff {
+            changed: restart,
+            ..plan
+        };
+        for peer in plan.removed.iter().chain(&plan.changed) {
+            if broken(peer) {
+                continue;
+            }
+            let Some(r) = self.running.remove(peer) else {
+                continue;
+            };
+            r.handle.stop().await;
+            lock(state).bgp.remove(peer);
+            if plan.removed.contains(peer) {
+                done.push(format!("BGP with {peer} ({}) stopped", r.line));
+            }
+        }
+        for peer in plan.added.iter().chain(&plan.changed) {
+            let Some((line, ncfg)) = want.get(peer) else {
+                continue;
+            };
+            let handle = driver::spawn(ncfg.clone(), self.events.clone());
+            {
+                let mut st = lock(state);
+                st.bgp.insert(*peer, NeighborState::new(line, *peer));
+                st.routes_generation += 1;
+                st.touch();
+            }
+            self.running.insert(
+                *peer,
+                Running {
+                    line: line.clone(),
+                    config: ncfg.clone(),
+                    handle,
+                },
+            );
+            done.push(if plan.added.contains(peer) {
+                format!("BGP with {peer} ({line}) started")
+            } else {
+                format!("BGP with {peer} ({line}) restarted with its new settings")
+            });
+        }
+        *lock(&self.handles) = self
+            .running
+            .iter()
+            .map(|(p, r)| (*p, r.handle.clone()))
+            .collect();
+        // Each line's announcements as last sent, which `sync_exports` compares against.
+        let lines: HashSet<&String> = self.running.values().map(|r| &r.line).collect();
+        self.exports.retain(|l, _| lines.contains(l));
+        self.drained.retain(|l| lines.contains(l));
+        for r in self.running.values() {
+            self.exports
+                .entry(r.line.clone())
+                .or_insert_with(|| r.config.export.clone());
+        }
+        if !plan.is_empty() {
+            self.listen();
+        }
+        done
+    }
+
+    /// The passive side for the running neighbours. Active connects work without it; a
+    /// port held by another daemon costs only the passive side, so it is a warning.
+    fn listen(&mut self) {
+        let peers: HashMap<IpAddr, Peer> = self
+            .running
+            .iter()
+            .map(|(ip, r)| {
+                let peer = Peer {
+                    handle: r.handle.clone(),
+                    md5_key: r.config.socket.md5_key.clone(),
+                    gtsm: r.config.socket.gtsm,
+                };
+                (*ip, peer)
+            })
+            .collect();
+        if let Some(l) = &self.listener {
+            if let Err(e) = l.set_peers(peers) {
+                tracing::warn!(error = %e, "cannot update the BGP listener's TCP-MD5 keys; changed neighbours will only connect actively");
+            }
+            return;
+        }
+        if peers.is_empty() {
+            return;
+        }
+        let addrs = [
+            SocketAddr::from(([0, 0, 0, 0], BGP_PORT)),
+            SocketAddr::from(([0u16; 8], BGP_PORT)),
+        ];
+        match Listener::bind(&addrs, peers) {
+            Ok(l) => self.listener = Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen on port 179; BGP sessions will only connect actively")
+            }
+        }
     }
 
     /// Brings each line's announcements to what the config and the policy want: the
@@ -272,9 +426,9 @@ impl Sessions {
             } else {
                 self.drained.remove(name)
             };
-            for (peer, h) in &self.handles {
+            for (peer, r) in &self.running {
                 if peers.contains(peer) {
-                    h.set_export(new.clone()).await;
+                    r.handle.set_export(new.clone()).await;
                 }
             }
             if drain_changed {
@@ -358,10 +512,11 @@ pub fn apply(st: &mut AgentState, ev: Event) {
 
 /// Session state and counters the events do not carry (state while connecting, what we
 /// advertise), refreshed every second.
-async fn poll_counters(handles: Vec<(IpAddr, Handle)>, state: Arc<Mutex<AgentState>>) {
+async fn poll_counters(handles: Handles, state: Arc<Mutex<AgentState>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        let handles = lock(&handles).clone();
         for (peer, h) in &handles {
             let Some(s) = h.status().await else { continue };
             let mut st = lock(&state);

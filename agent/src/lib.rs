@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod operator_state;
 pub mod policy;
+pub mod reload;
 pub mod routing;
 pub mod select;
 pub mod service;
@@ -25,44 +26,6 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::control::server::ControlSocket;
 use crate::state::{lock, AgentState};
-
-/// SIGHUP: re-reads the config file and applies what can change without a restart (our
-/// announcements and the lines' export attributes). A broken file changes nothing. Returns
-/// the new config, whose exports the drains then build on.
-async fn reload(
-    config_file: &Path,
-    started_from: &str,
-    sessions: &mut bgp::Sessions,
-    state: &Mutex<AgentState>,
-) -> Option<Config> {
-    match config::load(config_file) {
-        Err(errs) => {
-            tracing::error!("reload refused, config unchanged:\n{errs}");
-            lock(state).record("reload-refused", None, errs.to_string());
-            None
-        }
-        Ok(cfg) => {
-            let changed = sessions.sync_exports(&cfg, state).await;
-            let pending = std::fs::read_to_string(config_file)
-                .map(|new| config::needs_restart(started_from, &new))
-                .unwrap_or_default();
-            let mut msg = format!(
-                "config reloaded: announcements updated on {} line(s) {:?}",
-                changed.len(),
-                changed
-            );
-            if !pending.is_empty() {
-                msg.push_str(&format!(
-                    "; changed settings that apply only at the next restart: {}",
-                    pending.join(", ")
-                ));
-            }
-            tracing::info!("{msg}");
-            lock(state).record("reload", None, msg);
-            Some(cfg)
-        }
-    }
-}
 
 /// Runs the agent until `shutdown` completes. On return, the control socket is removed;
 /// nothing else the agent owns on the host is torn down (routes stay, see DESIGN.md).
@@ -82,8 +45,8 @@ pub async fn run(
         config_file.display()
     );
     tracing::info!(socket = %config.control.socket.display(), "{summary}");
-    // What a reload compares against (see `config::needs_restart`).
-    let started_from = std::fs::read_to_string(config_file).unwrap_or_default();
+    // What a reload compares against (see `config::changes`).
+    let mut running_source = std::fs::read_to_string(config_file).unwrap_or_default();
     let state = Arc::new(Mutex::new(AgentState::new(config, config_file)));
     state
         .lock()
@@ -111,13 +74,13 @@ pub async fn run(
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers
     // (which then keep our routes: graceful restart).
-    let mut sessions = bgp::start(&cfg, state.clone(), restarted)?;
+    let mut sessions = bgp::start(&cfg, state.clone(), restarted).await;
     sessions.sync_exports(&cfg, &state).await;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
-    let _tunnels = tunnels::start(&cfg, state.clone()).await;
+    let mut tunnels = tunnels::start(&cfg, state.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
     // runs, and status shows BFD as unknown.
-    let _bfd = match bfd::start(&cfg, state.clone()).await {
+    let mut bfd = match bfd::start(&cfg, state.clone()).await {
         Ok(b) => Some(b),
         Err(e) => {
             tracing::error!(error = %e, "BFD could not start");
@@ -151,26 +114,32 @@ pub async fn run(
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let drains = lock(&state).exports_changed();
-    // The exports as last configured (a reload changes them; the rest waits for a restart).
-    let mut export_cfg = cfg;
+    // The config in force, which the drains' announcements build on.
+    let mut in_force = cfg;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = hup.recv() => {
                 service::reloading();
-                let outcome = reload(config_file, &started_from, &mut sessions, &state).await;
+                let parts = reload::Parts {
+                    bgp: &mut sessions,
+                    tunnels: &mut tunnels,
+                    bfd: bfd.as_mut(),
+                };
+                let outcome = reload::reload(config_file, &running_source, parts, &state).await;
                 service::reloaded(if outcome.is_some() {
                     "config reloaded"
                 } else {
                     "reload refused: the config file has errors (see the log); running config unchanged"
                 });
-                if let Some(c) = outcome {
-                    export_cfg = c;
+                if let Some((c, source)) = outcome {
+                    in_force = c;
+                    running_source = source;
                 }
             }
             () = drains.notified() => {
-                sessions.sync_exports(&export_cfg, &state).await;
+                sessions.sync_exports(&in_force, &state).await;
             }
         }
     }

@@ -265,9 +265,10 @@ fn check_config(file: &Path, running: Option<&Path>) -> ExitCode {
                 let old = std::fs::read_to_string(old).unwrap_or_default();
                 let new = std::fs::read_to_string(file).unwrap_or_default();
                 match config::needs_restart(&old, &new) {
-                    d if d.is_empty() => {
-                        println!("reload: enough (only announcements and exports changed)")
-                    }
+                    d if d.is_empty() => match config::changes(&old, &new) {
+                        c if c.is_empty() => println!("reload: enough (nothing changed)"),
+                        c => println!("reload: enough ({} changed)", c.join(", ")),
+                    },
                     d => println!("restart: needed ({} changed)", d.join(", ")),
                 }
             }

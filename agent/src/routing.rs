@@ -276,6 +276,8 @@ struct Programmer {
     state_file: std::path::PathBuf,
     /// Sites whose traffic this pass moves (for the switch-time histogram).
     moved: Vec<String>,
+    /// The config generation the policy's settings and paths are from (see `reload`).
+    config_generation: u64,
 }
 
 async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
@@ -308,6 +310,7 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         marks,
         state_file,
         moved: Vec::new(),
+        config_generation: 0,
     };
     loop {
         p.pass().await;
@@ -329,6 +332,15 @@ impl Programmer {
     /// The wanted state of every site, and whether the prefix set changed.
     fn wants(&mut self) -> (Vec<SiteWant>, bool) {
         let mut st = lock(&self.state);
+        if st.config_generation() != self.config_generation {
+            self.config_generation = st.config_generation();
+            let cfg = st.config();
+            self.policy
+                .set_settings(crate::policy::Settings::from_config(&cfg.policy));
+            self.policy.retain(|p| cfg.find_path(p).is_some());
+            // The sites' prefixes may have changed: rebuilt in this pass.
+            self.prefixes_built = None;
+        }
         // While a full table streams in, the generation moves with every UPDATE: rebuild
         // (and re-sync the routes) at most once per RECONCILE; the timer pass catches up.
         let prefixes_changed = self.prefixes_generation != Some(st.routes_generation)

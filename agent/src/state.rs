@@ -98,12 +98,14 @@ pub struct AgentState {
     pub metrics: crate::metrics::Recorder,
     /// The number of the last event recorded.
     event_seq: u64,
+    config_generation: u64,
 }
 
-/// Locks the state; a panic elsewhere while holding it leaves data that is still the best
-/// the agent knows, so a poisoned lock is taken over rather than spread.
-pub(crate) fn lock(state: &std::sync::Mutex<AgentState>) -> std::sync::MutexGuard<'_, AgentState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+/// Locks the state (or another of the agent's tables); a panic elsewhere while holding it
+/// leaves data that is still the best the agent knows, so a poisoned lock is taken over
+/// rather than spread.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An operator command on its way to the policy engine, with where the answer goes.
@@ -136,6 +138,7 @@ impl AgentState {
             last_pass: None,
             metrics: crate::metrics::Recorder::new(),
             event_seq: 0,
+            config_generation: 0,
         }
     }
 
@@ -163,6 +166,30 @@ impl AgentState {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A reload's config, in force from the next route programming pass (which it wakes).
+    /// What the agent kept of paths the config no longer has goes with them.
+    pub(crate) fn set_config(&mut self, config: Config) {
+        let paths: std::collections::BTreeSet<String> = config
+            .lines
+            .iter()
+            .map(|l| l.name.get_ref().clone())
+            .chain(config.tunnels.iter().map(|t| t.name.get_ref().clone()))
+            .collect();
+        self.advertise.retain(|p, _| paths.contains(p));
+        self.active
+            .retain(|site, _| config.sites.iter().any(|s| s.name.get_ref() == site));
+        self.config = config;
+        self.config_generation += 1;
+        // The prefix set may have changed with the sites.
+        self.routes_generation += 1;
+        self.touch();
+    }
+
+    /// Counts the configs put in force, so the route programming sees a reload.
+    pub(crate) fn config_generation(&self) -> u64 {
+        self.config_generation
     }
 
     pub fn record(&mut self, kind: &str, path: Option<&str>, message: impl Into<String>) {

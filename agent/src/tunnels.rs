@@ -2,7 +2,7 @@
 //! polled for the health `status` shows. A tunnel that cannot start (key unreadable, port
 //! taken) is logged and shown with the reason; the others run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +11,7 @@ use wg::{PublicKey, SecretKey, Tunnel, TunnelConfig, TunnelStats};
 
 use crate::config::{Config, Tunnel as TunnelCfg};
 use crate::control::proto::TunnelStatus;
-use crate::state::AgentState;
+use crate::state::{lock, AgentState};
 
 /// MTU when the config sets none: 1500 less WireGuard over IPv6 (40 + 8 + 32).
 pub const DEFAULT_MTU: u16 = 1420;
@@ -91,11 +91,15 @@ pub fn tunnel_config(cfg: &Config, t: &TunnelCfg) -> anyhow::Result<TunnelConfig
 /// How often a tunnel that could not start is tried again (its uplink may come later).
 const RETRY: Duration = Duration::from_secs(5);
 
-type Running = Arc<Mutex<Vec<(String, Arc<Tunnel>)>>>;
+/// The running tunnels by name.
+type Running = Arc<Mutex<BTreeMap<String, Tunnel>>>;
+/// The config in force and the tunnels of it that could not start yet.
+type Pending = Arc<Mutex<(Config, BTreeSet<String>)>>;
 
 /// The running tunnels; dropping them stops their tasks and leaves the interfaces.
 pub struct Tunnels {
-    _running: Running,
+    running: Running,
+    pending: Pending,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -107,91 +111,213 @@ impl Drop for Tunnels {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn try_start(cfg: &Config, t: &TunnelCfg) -> anyhow::Result<Tunnel> {
     let tc = tunnel_config(cfg, t)?;
     Ok(Tunnel::start(tc).await?)
 }
 
+/// How a running tunnel becomes `new`: in place when only the allowed IPs differ (a
+/// site's prefixes changed; the session and its traffic carry on), else by a restart on
+/// the same interface (the routes over it stay).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    AllowedIps,
+    Restart,
+}
+
+pub fn change(old: &TunnelConfig, new: &TunnelConfig) -> Option<Change> {
+    if old == new {
+        return None;
+    }
+    let same_but_allowed = TunnelConfig {
+        allowed_ips: new.allowed_ips.clone(),
+        ..old.clone()
+    };
+    Some(if same_but_allowed == *new {
+        Change::AllowedIps
+    } else {
+        Change::Restart
+    })
+}
+
 pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> Tunnels {
-    let running: Running = Arc::default();
-    let mut failed = Vec::new();
-    let mut views = BTreeMap::new();
-    for t in &cfg.tunnels {
-        let name = t.name.get_ref().clone();
-        match try_start(cfg, t).await {
-            Ok(tunnel) => {
-                tracing::info!(tunnel = %name, interface = %tunnel.interface(), "tunnel up");
-                lock(&running).push((name.clone(), Arc::new(tunnel)));
-                views.insert(name, TunnelView::default());
-            }
-            Err(e) => {
-                let msg = format!(
-                    "tunnel {name} could not start: {e:#}; retrying every {} s",
-                    RETRY.as_secs()
-                );
-                tracing::error!("{msg}");
-                lock(&state).record("tunnel-error", Some(&name), msg);
-                views.insert(
-                    name,
-                    TunnelView {
-                        stats: None,
-                        error: Some(format!("{e:#}")),
-                    },
-                );
-                failed.push(t.clone());
-            }
-        }
-    }
-    lock(&state).tunnels = views;
-    let mut tasks = vec![tokio::spawn(poll(running.clone(), state.clone()))];
-    if !failed.is_empty() {
-        tasks.push(tokio::spawn(retry(
-            cfg.clone(),
-            failed,
-            running.clone(),
-            state,
-        )));
-    }
-    Tunnels {
-        _running: running,
+    let running = Running::default();
+    let pending: Pending = Arc::new(Mutex::new((cfg.clone(), BTreeSet::new())));
+    let tasks = vec![
+        tokio::spawn(poll(running.clone(), state.clone())),
+        tokio::spawn(retry(pending.clone(), running.clone(), state.clone())),
+    ];
+    let mut tunnels = Tunnels {
+        running,
+        pending,
         tasks,
+    };
+    tunnels.apply(cfg, &state).await;
+    tunnels
+}
+
+/// Starts `t` or, failing that, leaves it to the retry task; the view says which.
+async fn launch(
+    cfg: &Config,
+    t: &TunnelCfg,
+    running: &Running,
+    pending: &Pending,
+    state: &Mutex<AgentState>,
+) {
+    let name = t.name.get_ref().clone();
+    match try_start(cfg, t).await {
+        Ok(tunnel) => {
+            tracing::info!(tunnel = %name, interface = %tunnel.interface(), "tunnel up");
+            lock(running).insert(name.clone(), tunnel);
+            lock(pending).1.remove(&name);
+            let mut st = lock(state);
+            st.tunnels.insert(name, TunnelView::default());
+            st.touch();
+        }
+        Err(e) => {
+            let msg = format!(
+                "tunnel {name} could not start: {e:#}; retrying every {} s",
+                RETRY.as_secs()
+            );
+            tracing::error!("{msg}");
+            lock(pending).1.insert(name.clone());
+            let mut st = lock(state);
+            st.record("tunnel-error", Some(&name), msg);
+            st.tunnels.insert(
+                name,
+                TunnelView {
+                    stats: None,
+                    error: Some(format!("{e:#}")),
+                },
+            );
+        }
     }
 }
 
-async fn retry(
-    cfg: Config,
-    mut failed: Vec<TunnelCfg>,
-    running: Running,
-    state: Arc<Mutex<AgentState>>,
-) {
-    while !failed.is_empty() {
-        tokio::time::sleep(RETRY).await;
-        let mut still = Vec::new();
-        for t in failed {
+impl Tunnels {
+    /// Brings the tunnels to what `cfg` asks: new ones start, removed ones stop and their
+    /// interface goes, changed ones change in place or restart; the others are not
+    /// touched. A tunnel whose new config cannot be built (a key file unreadable) keeps
+    /// running as it was. Returns what was done, for the reload's report.
+    pub async fn apply(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+        let mut done = Vec::new();
+        let mut want = BTreeMap::new();
+        for t in &cfg.tunnels {
             let name = t.name.get_ref().clone();
-            match try_start(&cfg, &t).await {
+            match tunnel_config(cfg, t) {
+                Ok(tc) => {
+                    want.insert(name, Some((t, tc)));
+                }
+                Err(e) => {
+                    let msg = format!("tunnel {name}: {e:#}");
+                    if lock(&self.running).contains_key(&name) {
+                        tracing::error!("{msg}; it keeps running as it was");
+                        lock(state).record("tunnel-error", Some(&name), msg.clone());
+                        done.push(msg);
+                    }
+                    want.insert(name, None);
+                }
+            }
+        }
+        {
+            let mut p = lock(&self.pending);
+            p.0 = cfg.clone();
+            p.1.retain(|n| want.contains_key(n));
+        }
+        let configs: BTreeMap<String, TunnelConfig> = lock(&self.running)
+            .iter()
+            .map(|(n, t)| (n.clone(), t.config().clone()))
+            .collect();
+        for (name, old) in &configs {
+            let stop = match want.get(name) {
+                None => {
+                    done.push(format!("tunnel {name} removed"));
+                    true
+                }
+                // Unbuildable: kept as it runs (reported above).
+                Some(None) => false,
+                Some(Some((_, new))) => match change(old, new) {
+                    None => false,
+                    Some(Change::AllowedIps) => {
+                        if let Some(t) = lock(&self.running).get(name) {
+                            t.set_allowed_ips(new.allowed_ips.clone());
+                        }
+                        done.push(format!("tunnel {name}: allowed IPs updated in place"));
+                        false
+                    }
+                    Some(Change::Restart) => {
+                        done.push(format!("tunnel {name} restarted with its new settings"));
+                        true
+                    }
+                },
+            };
+            if !stop {
+                continue;
+            }
+            let Some(t) = lock(&self.running).remove(name) else {
+                continue;
+            };
+            let iface = t.interface().to_owned();
+            t.stop().await;
+            // A restart starts again on the same interface, which keeps the routes; one
+            // that moved to another interface, or left, takes its interface with it.
+            let kept = matches!(want.get(name), Some(Some((_, new))) if new.interface == iface);
+            if !kept {
+                if let Err(e) = wg::tun::remove(&iface) {
+                    tracing::warn!(interface = %iface, error = %e, "cannot remove the tunnel interface");
+                }
+            }
+            if !want.contains_key(name) {
+                lock(state).tunnels.remove(name);
+            }
+        }
+        for (name, w) in &want {
+            let Some((t, _)) = w else { continue };
+            if lock(&self.running).contains_key(name) {
+                continue;
+            }
+            if !configs.contains_key(name) && !lock(&self.pending).1.contains(name) {
+                done.push(format!("tunnel {name} added"));
+            }
+            launch(cfg, t, &self.running, &self.pending, state).await;
+        }
+        lock(state).tunnels.retain(|n, _| want.contains_key(n));
+        done
+    }
+}
+
+/// Tries the tunnels that could not start, every RETRY.
+async fn retry(pending: Pending, running: Running, state: Arc<Mutex<AgentState>>) {
+    loop {
+        tokio::time::sleep(RETRY).await;
+        let (cfg, names) = lock(&pending).clone();
+        for name in names {
+            let Some(t) = cfg.tunnels.iter().find(|t| t.name.get_ref() == &name) else {
+                continue;
+            };
+            match try_start(&cfg, t).await {
                 Ok(tunnel) => {
+                    // A reload removed it meanwhile: let it go again.
+                    let still_wanted = lock(&pending).1.remove(&name);
+                    if !still_wanted {
+                        tunnel.stop().await;
+                        continue;
+                    }
                     let msg = format!("tunnel {name} started on retry");
                     tracing::info!("{msg}");
+                    lock(&running).insert(name.clone(), tunnel);
                     let mut st = lock(&state);
                     st.record("tunnel-started", Some(&name), msg);
                     st.tunnels.insert(name.clone(), TunnelView::default());
                     st.touch();
-                    lock(&running).push((name, Arc::new(tunnel)));
                 }
                 Err(e) => {
                     if let Some(v) = lock(&state).tunnels.get_mut(&name) {
                         v.error = Some(format!("{e:#}"));
                     }
-                    still.push(t);
                 }
             }
         }
-        failed = still;
     }
 }
 
@@ -209,10 +335,13 @@ async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
         .await;
         waiting = false;
         let now = SystemTime::now();
-        let tunnels = lock(&running).clone();
+        let tunnels: Vec<(String, TunnelStats)> = lock(&running)
+            .iter()
+            .map(|(n, t)| (n.clone(), t.stats()))
+            .collect();
         let mut st = lock(&state);
-        for (name, t) in &tunnels {
-            let stats = t.stats();
+        for (name, stats) in tunnels {
+            let name = &name;
             let fresh =
                 |s: &TunnelStats| handshake_age(s, now).is_some_and(|a| a < HANDSHAKE_STALE);
             let was = st

@@ -16,7 +16,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::wire::{
-    err, Ctx, DecodeError, Family, GracefulRestart, Message, Notification, Open, Update,
+    err, Ctx, DecodeError, Family, GracefulRestart, Message, Notification, Open, RouteRefresh,
+    Update,
 };
 
 /// RFC 4271 §8.2.2 states.
@@ -134,6 +135,9 @@ pub enum Input {
     TimerExpired(Timer),
     /// UPDATEs to send; dropped unless Established.
     Send(Vec<Update>),
+    /// Ask the peer for its routes of these families again (RFC 2918), e.g. after our
+    /// import filter widened; dropped unless Established with a peer that supports it.
+    RequestRefresh(Vec<Family>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +264,7 @@ impl Session {
             Input::DecodeFailed(id, e) => self.on_decode_error(id, e, now),
             Input::TimerExpired(t) => self.on_timer(t, now),
             Input::Send(updates) => self.on_send(updates, now),
+            Input::RequestRefresh(families) => self.on_request_refresh(&families),
         }
         std::mem::take(&mut self.out)
     }
@@ -637,6 +642,21 @@ impl Session {
         // RFC 4271 §4.4: sending an UPDATE restarts the KeepaliveTimer.
         if hold > 0 {
             self.arm(Timer::Keepalive(id), now + keepalive_interval(hold));
+        }
+    }
+
+    fn on_request_refresh(&mut self, families: &[Family]) {
+        let Some(c) = self.established() else { return };
+        if !c.negotiated.as_ref().is_some_and(|n| n.route_refresh) {
+            return;
+        }
+        let id = c.id;
+        for f in families {
+            let rr = RouteRefresh {
+                afi: f.afi(),
+                safi: f.safi(),
+            };
+            self.out.push(Output::Send(id, Message::RouteRefresh(rr)));
         }
     }
 

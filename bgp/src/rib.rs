@@ -274,6 +274,23 @@ impl AdjRibIn {
     pub fn policy(&self) -> &ImportPolicy {
         &self.policy
     }
+
+    /// A new import policy: the routes it no longer admits go (returned). Routes it now
+    /// admits but refused before come only when the peer sends them again.
+    pub fn set_policy(&mut self, policy: ImportPolicy) -> Vec<IpNet> {
+        self.policy = policy;
+        let aggregates = &self.policy.aggregates;
+        let gone: Vec<IpNet> = self
+            .routes
+            .keys()
+            .filter(|p| !aggregates.iter().any(|a| a.contains(*p)))
+            .copied()
+            .collect();
+        for p in &gone {
+            self.remove(p);
+        }
+        gone
+    }
 }
 
 /// How our prefixes are announced on one session.

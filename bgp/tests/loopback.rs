@@ -254,3 +254,83 @@ async fn a_neighbour_added_to_a_running_listener_is_accepted() {
     .await;
     next_event(&mut brx, "B up", |e| matches!(e, Event::Up { .. })).await;
 }
+
+#[tokio::test]
+async fn a_wider_import_filter_learns_what_was_refused_without_a_reset() {
+    let (btx, mut brx) = mpsc::channel(64);
+    let b_cfg = neighbor(B, A, 0, 65002, 65001, &[], true);
+    let mut import = b_cfg.import.clone();
+    let b = driver::spawn(b_cfg, btx);
+    let listener = Listener::bind(
+        &[SocketAddr::new(B, 0)],
+        HashMap::from([(
+            A,
+            Peer {
+                handle: b.clone(),
+                md5_key: None,
+                gtsm: false,
+            },
+        )]),
+    )
+    .unwrap();
+    let port = listener.local_addrs()[0].port();
+    let (atx, _arx) = mpsc::channel(64);
+    let _a = driver::spawn(
+        neighbor(
+            A,
+            B,
+            port,
+            65001,
+            65002,
+            &["198.18.1.0/24", "10.9.0.0/16"],
+            false,
+        ),
+        atx,
+    );
+    let Event::Routes { delta, .. } = next_event(&mut brx, "routes at B", |e| {
+        matches!(e, Event::Routes { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.added, vec![(net("198.18.1.0/24"), A)]);
+    assert_eq!(delta.rejected.len(), 1);
+
+    // Wider: 10.9.0.0/16 arrives on the route refresh.
+    import.aggregates = vec![net("198.18.0.0/15"), net("10.0.0.0/8")];
+    assert!(
+        b.set_import(import.clone()).await,
+        "both speakers support route refresh"
+    );
+    let Event::Routes { delta, .. } = next_event(
+        &mut brx,
+        "the refused route",
+        |e| matches!(e, Event::Routes { delta, .. } if !delta.added.is_empty()),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.added, vec![(net("10.9.0.0/16"), A)]);
+
+    // Narrower: 198.18.1.0/24 is withdrawn at once.
+    import.aggregates = vec![net("10.0.0.0/8")];
+    assert!(b.set_import(import).await);
+    let Event::Routes { delta, .. } = next_event(
+        &mut brx,
+        "the withdrawal",
+        |e| matches!(e, Event::Routes { delta, .. } if !delta.withdrawn.is_empty()),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(delta.withdrawn, vec![net("198.18.1.0/24")]);
+    let st = b.status().await.unwrap();
+    assert_eq!(st.state, State::Established);
+    assert_eq!(st.prefixes_received, 1);
+    while let Ok(ev) = brx.try_recv() {
+        assert!(!matches!(ev, Event::Down { .. }), "no reset: {ev:?}");
+    }
+}

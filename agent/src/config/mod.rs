@@ -85,30 +85,20 @@ impl PathRef<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
-/// What a reload (SIGHUP) can apply to a running agent: our announcements and each line's
-/// export attributes. Everything else takes a restart (which keeps the routes: see
-/// DESIGN.md). Returns the settings that differ between two config sources outside that,
-/// as dotted paths (`line[0].bfd`, `gateway.router_id`); empty when a reload is enough.
-/// Sources that do not parse are reported as a whole.
-pub fn needs_restart(old: &str, new: &str) -> Vec<String> {
-    let (Ok(mut old), Ok(mut new)) = (old.parse::<toml::Table>(), new.parse::<toml::Table>())
-    else {
+/// Sections a reload cannot apply: the control socket and the metrics endpoint are bound
+/// once (the CLI and Prometheus would lose them mid-change), and the operator's state file
+/// is where the marks were just read from.
+const RESTART_ONLY: &[&str] = &["control", "metrics"];
+
+/// The settings that differ between two config sources, as dotted paths (`line[0].bfd`,
+/// `gateway.router_id`; a line added or removed shows as `line`). Sources that do not parse
+/// are reported as a whole.
+pub fn changes(old: &str, new: &str) -> Vec<String> {
+    let (Ok(old), Ok(new)) = (old.parse::<toml::Table>(), new.parse::<toml::Table>()) else {
         return vec!["(the file as a whole)".to_owned()];
     };
-    for t in [&mut old, &mut new] {
-        if let Some(toml::Value::Table(g)) = t.get_mut("gateway") {
-            g.remove("announce");
-        }
-        if let Some(toml::Value::Array(lines)) = t.get_mut("line") {
-            for l in lines {
-                if let toml::Value::Table(l) = l {
-                    l.remove("export");
-                }
-            }
-        }
-    }
     let mut out = Vec::new();
     diff(
         "",
@@ -117,6 +107,19 @@ pub fn needs_restart(old: &str, new: &str) -> Vec<String> {
         &mut out,
     );
     out
+}
+
+/// What of a change a reload (SIGHUP) cannot apply: empty when a reload is enough. A
+/// reload applies everything else, touching only what changed (see `reload`); a restart
+/// keeps the routes too (see DESIGN.md), but restarts every session.
+pub fn needs_restart(old: &str, new: &str) -> Vec<String> {
+    changes(old, new)
+        .into_iter()
+        .filter(|c| {
+            let section = c.split(['.', '[']).next().unwrap_or_default();
+            c.starts_with('(') || RESTART_ONLY.contains(&section)
+        })
+        .collect()
 }
 
 fn diff(at: &str, old: &toml::Value, new: &toml::Value, out: &mut Vec<String>) {
@@ -154,7 +157,7 @@ fn diff(at: &str, old: &toml::Value, new: &toml::Value, out: &mut Vec<String>) {
 
 #[cfg(test)]
 mod reload_tests {
-    use super::needs_restart;
+    use super::{changes, needs_restart};
 
     const BASE: &str = r#"
 [gateway]
@@ -171,27 +174,37 @@ name = "line2"
 "#;
 
     #[test]
-    fn announcements_and_exports_reload_everything_else_restarts() {
-        assert!(needs_restart(BASE, BASE).is_empty());
+    fn only_the_control_socket_and_the_metrics_endpoint_need_a_restart() {
+        assert!(needs_restart(BASE, BASE).is_empty() && changes(BASE, BASE).is_empty());
         let exports = BASE
             .replace(
                 r#"["198.18.1.0/24"]"#,
                 r#"["198.18.1.0/24", "198.18.9.0/24"]"#,
             )
             .replace("med = 10", "med = 20, prepend = 2");
-        assert!(
-            needs_restart(BASE, &exports).is_empty(),
-            "{:?}",
-            needs_restart(BASE, &exports)
+        assert_eq!(
+            changes(BASE, &exports),
+            [
+                "gateway.announce",
+                "line[0].export.med",
+                "line[0].export.prepend"
+            ]
         );
+        assert!(needs_restart(BASE, &exports).is_empty());
         let bfd = BASE.replace(r#"interval = "10ms""#, r#"interval = "5ms""#);
-        assert_eq!(needs_restart(BASE, &bfd), ["line[0].bfd.interval"]);
-        let renamed = BASE.replace(r#"name = "gwa""#, r#"name = "gwz""#);
-        assert_eq!(needs_restart(BASE, &renamed), ["gateway.name"]);
+        assert_eq!(changes(BASE, &bfd), ["line[0].bfd.interval"]);
         let one_line_less = &BASE[..BASE.find("[[line]]\nname = \"line2\"").unwrap()];
-        assert_eq!(needs_restart(BASE, one_line_less), ["line"]);
+        assert_eq!(changes(BASE, one_line_less), ["line"]);
         let with_tunnel = format!("{BASE}\n[[tunnel]]\nname = \"inet1\"\n");
-        assert_eq!(needs_restart(BASE, &with_tunnel), ["tunnel"]);
+        assert_eq!(changes(BASE, &with_tunnel), ["tunnel"]);
+        for reloadable in [&bfd, one_line_less, &with_tunnel] {
+            assert!(needs_restart(BASE, reloadable).is_empty(), "{reloadable}");
+        }
+        let socket = format!("[control]\nsocket = \"/run/x.sock\"\n{BASE}");
+        assert_eq!(needs_restart(BASE, &socket), ["control"]);
+        let metrics = format!("[metrics]\nlisten = \"127.0.0.1:1\"\n{BASE}");
+        let both = format!("[metrics]\nlisten = \"127.0.0.1:2\"\n{BASE}");
+        assert_eq!(needs_restart(&metrics, &both), ["metrics.listen"]);
         assert_eq!(needs_restart(BASE, "[gateway"), ["(the file as a whole)"]);
     }
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use super::*;
 
-const EXAMPLE: &str = include_str!("../../../examples/crosslink.toml");
+pub(crate) const EXAMPLE: &str = include_str!("../../../examples/crosslink.toml");
 const WG_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 
 /// A directory holding the example's key files with the modes the agent demands.
-fn key_dir() -> tempfile::TempDir {
+pub(crate) fn key_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("keys")).unwrap();
     for (name, content) in [
@@ -26,7 +26,7 @@ fn key_dir() -> tempfile::TempDir {
     dir
 }
 
-fn parse_in(dir: &Path, src: &str) -> Result<Config, ConfigErrors> {
+pub(crate) fn parse_in(dir: &Path, src: &str) -> Result<Config, ConfigErrors> {
     parse(src, Path::new("gw.toml"), dir)
 }
 

@@ -207,6 +207,18 @@ impl Policy {
         }
     }
 
+    /// A reload's settings, from the next evaluation on. Each path keeps its state: a
+    /// hold-down running is measured against the new duration from where it started, a
+    /// penalty decays and is judged by the new half-life and thresholds.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    /// Forgets the paths a reload removed (their marks with them).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.paths.retain(|name, _| keep(name));
+    }
+
     /// What the operator has asked of each path, for keeping across a restart.
     pub fn marks(&self) -> crate::operator_state::Marks {
         self.paths

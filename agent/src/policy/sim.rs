@@ -538,3 +538,26 @@ fn the_operators_marks_survive_a_restart() {
     assert_eq!(sim.group, ["t1", "t2"]);
     assert_eq!(sim.policy.marks()["line2"], Mark::Drained);
 }
+
+#[test]
+fn a_reloaded_hold_down_applies_to_the_return_already_waiting() {
+    let mut sim = Sim::new();
+    sim.secs(10);
+    sim.cut("line1", true);
+    sim.secs(10);
+    sim.cut("line1", false);
+    sim.secs(5);
+    // Five seconds into the 30 s hold-down, a reload shortens it to 10 s.
+    sim.policy.set_settings(Settings {
+        hold_down: Duration::from_secs(10),
+        ..settings()
+    });
+    sim.secs(30);
+    assert_eq!(sim.changes(), [(10_010, "line2"), (30_010, "line1")]);
+    // A path the reload removed is forgotten with its operator mark.
+    let now = sim.now;
+    sim.policy.command(now, "t2", Command::Failover).unwrap();
+    assert!(sim.policy.marks().contains_key("t2"));
+    sim.policy.retain(|p| p != "t2");
+    assert!(!sim.policy.marks().contains_key("t2"));
+}

@@ -69,6 +69,7 @@ pub struct Status {
 enum Command {
     Status(oneshot::Sender<Status>),
     SetExport(ExportPolicy),
+    SetImport(ImportPolicy, oneshot::Sender<bool>),
     Accepted(TcpStream),
     Stop(oneshot::Sender<()>),
 }
@@ -90,6 +91,19 @@ impl Handle {
     /// Replaces the export policy and re-announces (or withdraws) accordingly.
     pub async fn set_export(&self, export: ExportPolicy) {
         let _ = self.tx.send(Command::SetExport(export)).await;
+    }
+
+    /// Replaces the import policy without resetting the session: routes it no longer
+    /// admits are withdrawn, and the peer is asked to send its routes again (RFC 2918 route
+    /// refresh) for the ones it now admits. False, and nothing changed, when the session is
+    /// up with a peer that does not support route refresh: only a new session can then
+    /// learn what was refused.
+    pub async fn set_import(&self, import: ImportPolicy) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::SetImport(import, tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Hands over a connection the listener accepted from this neighbour.
@@ -210,6 +224,10 @@ impl Task {
                 let _ = tx.send(self.status());
             }
             Command::SetExport(export) => self.set_export(export).await,
+            Command::SetImport(import, done) => {
+                let applied = self.set_import(import).await;
+                let _ = done.send(applied);
+            }
             Command::Accepted(stream) => {
                 let id = self.register(stream);
                 self.input(Input::TcpAccepted(id)).await;
@@ -469,6 +487,20 @@ impl Task {
             updates.extend(self.announcements(&neg, None));
         }
         self.input(Input::Send(updates)).await;
+    }
+
+    async fn set_import(&mut self, import: ImportPolicy) -> bool {
+        let neg = self.fsm.negotiated().cloned();
+        if neg.as_ref().is_some_and(|n| !n.route_refresh) {
+            return false;
+        }
+        self.cfg.import = import.clone();
+        let gone = self.rib.set_policy(import);
+        self.emit_withdrawn(gone).await;
+        if let Some(n) = neg {
+            self.input(Input::RequestRefresh(n.families.clone())).await;
+        }
+        true
     }
 
     async fn on_down(&mut self, reason: String, keep_stale_for: Option<Duration>) {
