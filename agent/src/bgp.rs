@@ -300,7 +300,15 @@ impl Sessions {
             let Some(r) = self.running.remove(peer) else {
                 continue;
             };
-            r.handle.stop().await;
+            if plan.changed.contains(peer) && r.config.session.restart_time.is_some() {
+                // Like an agent restart: the connection closes without a NOTIFICATION,
+                // so the router keeps our routes as stale while the new session comes up
+                // (graceful restart). A config the router refuses then costs the far
+                // side nothing until its restart time.
+                r.handle.close().await;
+            } else {
+                r.handle.stop().await;
+            }
             lock(state).bgp.remove(peer);
             if plan.removed.contains(peer) {
                 done.push(format!("BGP with {peer} ({}) stopped", r.line));
@@ -310,6 +318,9 @@ impl Sessions {
             let Some((line, ncfg)) = want.get(peer) else {
                 continue;
             };
+            let mut ncfg = ncfg.clone();
+            // Our forwarding state survives a session's restart (the R bit).
+            ncfg.session.restarted |= plan.changed.contains(peer);
             let handle = driver::spawn(ncfg.clone(), self.events.clone());
             {
                 let mut st = lock(state);
@@ -321,7 +332,7 @@ impl Sessions {
                 *peer,
                 Running {
                     line: line.clone(),
-                    config: ncfg.clone(),
+                    config: ncfg,
                     handle,
                 },
             );

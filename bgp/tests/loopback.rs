@@ -334,3 +334,60 @@ async fn a_wider_import_filter_learns_what_was_refused_without_a_reset() {
         assert!(!matches!(ev, Event::Down { .. }), "no reset: {ev:?}");
     }
 }
+
+#[tokio::test]
+async fn a_closed_session_ends_without_a_notification_so_the_peer_keeps_its_routes() {
+    let gr = |mut n: NeighborConfig| {
+        n.session.restart_time = Some(120);
+        n
+    };
+    let (btx, mut brx) = mpsc::channel(64);
+    let b = driver::spawn(gr(neighbor(B, A, 0, 65002, 65001, &[], true)), btx);
+    let listener = Listener::bind(
+        &[SocketAddr::new(B, 0)],
+        HashMap::from([(
+            A,
+            Peer {
+                handle: b.clone(),
+                md5_key: None,
+                gtsm: false,
+            },
+        )]),
+    )
+    .unwrap();
+    let port = listener.local_addrs()[0].port();
+    let (atx, _arx) = mpsc::channel(64);
+    let a = driver::spawn(
+        gr(neighbor(
+            A,
+            B,
+            port,
+            65001,
+            65002,
+            &["198.18.1.0/24"],
+            false,
+        )),
+        atx,
+    );
+    next_event(
+        &mut brx,
+        "A's route at B",
+        |e| matches!(e, Event::Routes { delta, .. } if !delta.added.is_empty()),
+    )
+    .await;
+    a.close().await;
+    let Event::Down { reason, .. } =
+        next_event(&mut brx, "B down", |e| matches!(e, Event::Down { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(!reason.contains("NOTIFICATION"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(ev) = brx.try_recv() {
+        assert!(
+            !matches!(ev, Event::Routes { ref delta, .. } if !delta.withdrawn.is_empty()),
+            "routes kept as stale: {ev:?}"
+        );
+    }
+    assert_eq!(b.status().await.unwrap().prefixes_received, 1);
+}

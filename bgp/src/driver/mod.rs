@@ -72,6 +72,7 @@ enum Command {
     SetImport(ImportPolicy, oneshot::Sender<bool>),
     Accepted(TcpStream),
     Stop(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
 }
 
 /// Controls one neighbour's session task; dropping every handle ends the task and closes
@@ -109,6 +110,16 @@ impl Handle {
     /// Hands over a connection the listener accepted from this neighbour.
     pub(crate) async fn accepted(&self, stream: TcpStream) {
         let _ = self.tx.send(Command::Accepted(stream)).await;
+    }
+
+    /// Ends the task and closes its connections without a NOTIFICATION, as the agent's
+    /// exit does: a graceful-restart peer keeps our routes while a new session comes up.
+    /// Returns once the connections are closed.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Sends Cease/Administrative Shutdown and ends the task.
@@ -206,6 +217,15 @@ impl Task {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Command::Close(done)) => {
+                        // The FIN now, not when the reader task's half goes.
+                        for c in self.conns.values_mut() {
+                            let _ = c.writer.shutdown().await;
+                        }
+                        self.conns.clear();
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(cmd) => self.command(cmd).await,
                     // Every handle is gone (the agent is exiting): close without a
                     // NOTIFICATION, which a graceful-restart peer treats as a restart.
@@ -232,7 +252,7 @@ impl Task {
                 let id = self.register(stream);
                 self.input(Input::TcpAccepted(id)).await;
             }
-            Command::Stop(_) => {}
+            Command::Stop(_) | Command::Close(_) => {}
         }
     }
 
