@@ -309,7 +309,12 @@ impl Sessions {
             } else {
                 r.handle.stop().await;
             }
-            lock(state).bgp.remove(peer);
+            let mut st = lock(state);
+            st.bgp.remove(peer);
+            // Its learned prefixes leave the sites' prefix sets.
+            st.routes_generation += 1;
+            st.touch();
+            drop(st);
             if plan.removed.contains(peer) {
                 done.push(format!("BGP with {peer} ({}) stopped", r.line));
             }
@@ -322,12 +327,9 @@ impl Sessions {
             // Our forwarding state survives a session's restart (the R bit).
             ncfg.session.restarted |= plan.changed.contains(peer);
             let handle = driver::spawn(ncfg.clone(), self.events.clone());
-            {
-                let mut st = lock(state);
-                st.bgp.insert(*peer, NeighborState::new(line, *peer));
-                st.routes_generation += 1;
-                st.touch();
-            }
+            lock(state)
+                .bgp
+                .insert(*peer, NeighborState::new(line, *peer));
             self.running.insert(
                 *peer,
                 Running {

@@ -97,7 +97,7 @@ pub async fn reload(
     // The routes first: removed paths leave the groups before their sessions end, so
     // their traffic moves while they still carry it (make before break).
     let applied_at = Instant::now();
-    let mut cfg_in_force = cfg.clone();
+    let mut cfg_in_force = cfg;
     if !pending.is_empty() {
         // What a reload cannot change stays as it runs until the restart.
         let old = lock(state).config().clone();

@@ -206,7 +206,7 @@ impl Tunnels {
             let name = t.name.get_ref().clone();
             match tunnel_config(cfg, t) {
                 Ok(tc) => {
-                    want.insert(name, Some((t, tc)));
+                    want.insert(name, (t, Some(tc)));
                 }
                 Err(e) => {
                     let msg = format!("tunnel {name}: {e:#}");
@@ -215,7 +215,7 @@ impl Tunnels {
                         lock(state).record("tunnel-error", Some(&name), msg.clone());
                         done.push(msg);
                     }
-                    want.insert(name, None);
+                    want.insert(name, (t, None));
                 }
             }
         }
@@ -235,8 +235,8 @@ impl Tunnels {
                     true
                 }
                 // Unbuildable: kept as it runs (reported above).
-                Some(None) => false,
-                Some(Some((_, new))) => match change(old, new) {
+                Some((_, None)) => false,
+                Some((_, Some(new))) => match change(old, new) {
                     None => false,
                     Some(Change::AllowedIps) => {
                         if let Some(t) = lock(&self.running).get(name) {
@@ -261,18 +261,16 @@ impl Tunnels {
             t.stop().await;
             // A restart starts again on the same interface, which keeps the routes; one
             // that moved to another interface, or left, takes its interface with it.
-            let kept = matches!(want.get(name), Some(Some((_, new))) if new.interface == iface);
+            let kept = matches!(want.get(name), Some((_, Some(new))) if new.interface == iface);
             if !kept {
                 if let Err(e) = wg::tun::remove(&iface) {
                     tracing::warn!(interface = %iface, error = %e, "cannot remove the tunnel interface");
                 }
             }
-            if !want.contains_key(name) {
-                lock(state).tunnels.remove(name);
-            }
         }
-        for (name, w) in &want {
-            let Some((t, _)) = w else { continue };
+        // Not running: new, restarted, or never started (an unbuildable one too: `launch`
+        // reports why and the retry task keeps trying, its key file may come later).
+        for (name, (t, _)) in &want {
             if lock(&self.running).contains_key(name) {
                 continue;
             }
@@ -372,5 +370,35 @@ async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{key_dir, parse_in, EXAMPLE};
+
+    /// A key file gone after the config was checked: the tunnel is reported with the
+    /// reason and left to the retry task, not silently dropped.
+    #[test]
+    fn a_tunnel_whose_key_is_unreadable_is_reported_and_retried() {
+        let dir = key_dir();
+        let cfg = parse_in(dir.path(), EXAMPLE).unwrap();
+        std::fs::remove_file(dir.path().join("keys/inet1.key")).unwrap();
+        let state = Arc::new(Mutex::new(AgentState::new(
+            cfg.clone(),
+            std::path::Path::new("gw.toml"),
+        )));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tunnels = rt.block_on(start(&cfg, state.clone()));
+        let st = lock(&state);
+        let error = st.tunnels["inet1"].error.clone().unwrap_or_default();
+        assert!(error.contains("inet1.key"), "{error}");
+        assert!(st.events().any(|e| e.kind == "tunnel-error"));
+        assert!(lock(&tunnels.pending).1.contains("inet1"));
+        assert!(lock(&tunnels.running).is_empty());
     }
 }

@@ -62,6 +62,18 @@ fn neighbor(
     }
 }
 
+/// The listener's peers: A alone, handed to B's session.
+fn only_a(b: &driver::Handle) -> HashMap<IpAddr, Peer> {
+    HashMap::from([(
+        A,
+        Peer {
+            handle: b.clone(),
+            md5_key: None,
+            gtsm: false,
+        },
+    )])
+}
+
 async fn next_event(
     rx: &mut mpsc::Receiver<Event>,
     what: &str,
@@ -84,14 +96,7 @@ async fn two_speakers_exchange_routes() {
     let (btx, mut brx) = mpsc::channel(64);
     let b_cfg = neighbor(B, A, 0, 65002, 65001, &["198.18.2.0/24"], true);
     let b = driver::spawn(b_cfg, btx);
-    let peers = HashMap::from([(
-        A,
-        Peer {
-            handle: b.clone(),
-            md5_key: None,
-            gtsm: false,
-        },
-    )]);
+    let peers = only_a(&b);
     let listener = Listener::bind(&[SocketAddr::new(B, 0)], peers).unwrap();
     let port = listener.local_addrs()[0].port();
 
@@ -171,18 +176,7 @@ async fn wrong_peer_asn_never_establishes() {
     let (btx, mut brx) = mpsc::channel(64);
     // B expects AS 65009; A says 65001.
     let b = driver::spawn(neighbor(B, A, 0, 65002, 65009, &[], true), btx);
-    let listener = Listener::bind(
-        &[SocketAddr::new(B, 0)],
-        HashMap::from([(
-            A,
-            Peer {
-                handle: b.clone(),
-                md5_key: None,
-                gtsm: false,
-            },
-        )]),
-    )
-    .unwrap();
+    let listener = Listener::bind(&[SocketAddr::new(B, 0)], only_a(&b)).unwrap();
     let (atx, mut arx) = mpsc::channel(64);
     let a = driver::spawn(
         neighbor(
@@ -238,16 +232,7 @@ async fn a_neighbour_added_to_a_running_listener_is_accepted() {
 
     let (btx, mut brx) = mpsc::channel(64);
     let b = driver::spawn(neighbor(B, A, 0, 65002, 65001, &[], true), btx);
-    listener
-        .set_peers(HashMap::from([(
-            A,
-            Peer {
-                handle: b.clone(),
-                md5_key: None,
-                gtsm: false,
-            },
-        )]))
-        .unwrap();
+    listener.set_peers(only_a(&b)).unwrap();
     next_event(&mut arx, "A up once B is known", |e| {
         matches!(e, Event::Up { .. })
     })
@@ -261,18 +246,7 @@ async fn a_wider_import_filter_learns_what_was_refused_without_a_reset() {
     let b_cfg = neighbor(B, A, 0, 65002, 65001, &[], true);
     let mut import = b_cfg.import.clone();
     let b = driver::spawn(b_cfg, btx);
-    let listener = Listener::bind(
-        &[SocketAddr::new(B, 0)],
-        HashMap::from([(
-            A,
-            Peer {
-                handle: b.clone(),
-                md5_key: None,
-                gtsm: false,
-            },
-        )]),
-    )
-    .unwrap();
+    let listener = Listener::bind(&[SocketAddr::new(B, 0)], only_a(&b)).unwrap();
     let port = listener.local_addrs()[0].port();
     let (atx, _arx) = mpsc::channel(64);
     let _a = driver::spawn(
@@ -343,18 +317,7 @@ async fn a_closed_session_ends_without_a_notification_so_the_peer_keeps_its_rout
     };
     let (btx, mut brx) = mpsc::channel(64);
     let b = driver::spawn(gr(neighbor(B, A, 0, 65002, 65001, &[], true)), btx);
-    let listener = Listener::bind(
-        &[SocketAddr::new(B, 0)],
-        HashMap::from([(
-            A,
-            Peer {
-                handle: b.clone(),
-                md5_key: None,
-                gtsm: false,
-            },
-        )]),
-    )
-    .unwrap();
+    let listener = Listener::bind(&[SocketAddr::new(B, 0)], only_a(&b)).unwrap();
     let port = listener.local_addrs()[0].port();
     let (atx, _arx) = mpsc::channel(64);
     let a = driver::spawn(

@@ -181,6 +181,16 @@ impl Sim {
             .collect()
     }
 
+    /// The last packet `side` sent.
+    fn last_sent(&self, side: Side) -> Packet {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(_, s, _)| *s == side)
+            .expect("a packet sent")
+            .2
+    }
+
     fn last_change_at(&self, side: Side, to: State) -> Option<Instant> {
         self.log.iter().rev().find_map(|(t, s, o)| match o {
             Output::StateChange { to: st, .. } if *s == side && *st == to => Some(*t),
@@ -340,13 +350,7 @@ fn renegotiation_waits_for_the_final() {
     );
     // Slower transmission must not start before the Final arrives.
     assert_eq!(sim.a.tx_interval(), 10 * MS);
-    let polled = sim
-        .sent
-        .iter()
-        .rev()
-        .find(|(_, s, _)| *s == Side::A)
-        .unwrap()
-        .2;
+    let polled = sim.last_sent(Side::A);
     assert!(polled.poll && polled.desired_min_tx_us == 50_000);
     sim.run_for(20 * MS);
     assert_eq!(sim.a.tx_interval(), 50 * MS);
@@ -371,13 +375,7 @@ fn a_new_multiplier_goes_out_with_the_next_packet_and_the_peer_times_by_it() {
     sim.input(Side::A, Input::SetDetectMult(5));
     sim.input(Side::A, Input::SetDetectMult(0));
     sim.run_for(20 * MS);
-    let last = sim
-        .sent
-        .iter()
-        .rev()
-        .find(|(_, s, _)| *s == Side::A)
-        .unwrap()
-        .2;
+    let last = sim.last_sent(Side::A);
     assert_eq!(last.detect_mult, 5, "zero is refused, five kept");
     assert_eq!(sim.b.detection_time(), 50 * MS);
     sim.run_for(Duration::from_secs(1));
