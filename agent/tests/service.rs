@@ -53,8 +53,10 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "Restart=on-failure",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "User=crosslink",
-        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW",
-        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW",
+        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_BPF",
+        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_BPF",
+        "LimitRTPRIO=10",
+        "LimitNICE=-5",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
     ] {

@@ -5,6 +5,8 @@
 
 pub mod key;
 pub mod link;
+mod shed;
+pub mod steer;
 pub mod tun;
 pub mod tunnel;
 pub mod uapi;

@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::{Tunn, TunnResult};
@@ -20,8 +20,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use crate::key::{PublicKey, SecretKey};
+use crate::shed::{self, Admit};
 use crate::udp::{self, Udp};
-use crate::{link, tun, uapi};
+use crate::{link, steer, tun, uapi};
 
 /// How long an endpoint candidate gets to complete a handshake before the next is tried:
 /// a little over WireGuard's REKEY_TIMEOUT, so the first retransmission had its chance.
@@ -49,7 +50,8 @@ pub struct TunnelConfig {
     pub allowed_ips: Vec<IpNet>,
     pub mtu: u16,
     pub addresses: Vec<IpNet>,
-    /// TUN queues, each with its own encrypting task.
+    /// TUN queues for data, each with its own encrypting task. One more queue carries
+    /// control packets (BFD) ahead of the data when the kernel lets us steer them there.
     pub queues: usize,
 }
 
@@ -64,6 +66,9 @@ pub struct TunnelStats {
     pub tx_packets: u64,
     /// Inner packets dropped because their source is outside the allowed IPs.
     pub rx_disallowed: u64,
+    /// Packets dropped because they waited too long in the receive queue: the tunnel was
+    /// receiving more than this host could decrypt and deliver (see `shed`).
+    pub rx_shed: u64,
     pub endpoint: Option<SocketAddr>,
 }
 
@@ -74,6 +79,7 @@ struct Counters {
     rx_packets: AtomicU64,
     tx_packets: AtomicU64,
     rx_disallowed: AtomicU64,
+    rx_shed: AtomicU64,
 }
 
 struct Endpoint {
@@ -116,6 +122,7 @@ impl Shared {
             rx_packets: c.rx_packets.load(Ordering::Relaxed),
             tx_packets: c.tx_packets.load(Ordering::Relaxed),
             rx_disallowed: c.rx_disallowed.load(Ordering::Relaxed),
+            rx_shed: c.rx_shed.load(Ordering::Relaxed),
             endpoint: lock(&self.endpoint).current,
         }
     }
@@ -156,6 +163,7 @@ impl Shared {
 pub struct Tunnel {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    _socket: uapi::SocketFile,
 }
 
 impl Drop for Tunnel {
@@ -168,8 +176,16 @@ impl Drop for Tunnel {
 
 impl Tunnel {
     /// Creates or adopts the interface, configures it, binds the UDP socket, serves the
-    /// UAPI socket and starts the handshake at once. Must run inside a tokio runtime.
+    /// UAPI socket and starts the handshake at once. The tunnel runs on the data plane's
+    /// runtime (see `data_plane`), whichever runtime awaits this.
     pub async fn start(cfg: TunnelConfig) -> io::Result<Tunnel> {
+        data_plane()?
+            .spawn(Tunnel::start_here(cfg))
+            .await
+            .map_err(|e| io::Error::other(format!("tunnel start: {e}")))?
+    }
+
+    async fn start_here(cfg: TunnelConfig) -> io::Result<Tunnel> {
         // The socket first: a missing uplink or a taken port must not leave a new
         // (persistent) interface behind.
         let udp = Udp::bind(cfg.listen_port, cfg.uplink.as_deref()).map_err(|e| {
@@ -183,7 +199,18 @@ impl Tunnel {
             )
         })?;
         let server = uapi::Server::bind(&cfg.interface)?;
-        let fds = tun::open(&cfg.interface, cfg.queues)?;
+        let mut fds = tun::open(&cfg.interface, cfg.queues.max(1) + 1)?;
+        let control = match steer::attach(&fds[0], cfg.queues.max(1) as u32) {
+            Ok(()) => Some(fds.remove(0)),
+            Err(e) => {
+                // A program left on the device by an earlier run would otherwise keep
+                // steering into a queue no task here treats as the control queue.
+                let _ = steer::detach(&fds[0]);
+                tracing::warn!(interface = %cfg.interface, error = %e,
+                    "control packets share the TUN queues with data (loading the steering program needs CAP_BPF)");
+                None
+            }
+        };
         link::configure(&cfg.interface, cfg.mtu, &cfg.addresses).await?;
         // A stable index per interface name keeps session indices apart between tunnels.
         let index = cfg
@@ -215,19 +242,29 @@ impl Tunnel {
         });
         let mut tasks = Vec::new();
         let mut write_fd = None;
+        let control = control.map(register).transpose()?;
+        if let Some(c) = &control {
+            tasks.push(tokio::spawn(tun_to_udp(shared.clone(), c.clone(), None)));
+        }
         for fd in fds {
-            #[allow(unsafe_code)]
-            // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
-            // same for the AsyncFd's whole life.
-            let fd = Arc::new(unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?);
+            let fd = register(fd)?;
             write_fd.get_or_insert_with(|| fd.clone());
-            tasks.push(tokio::spawn(tun_to_udp(shared.clone(), fd)));
+            tasks.push(tokio::spawn(tun_to_udp(
+                shared.clone(),
+                fd,
+                control.clone(),
+            )));
         }
         let write_fd = write_fd.ok_or_else(|| io::Error::other("no TUN queue"))?;
         tasks.push(tokio::spawn(udp_to_tun(shared.clone(), write_fd)));
         tasks.push(tokio::spawn(timers(shared.clone())));
+        let socket = server.file();
         tasks.push(tokio::spawn(server.serve(shared.clone())));
-        Ok(Tunnel { shared, tasks })
+        Ok(Tunnel {
+            shared,
+            tasks,
+            _socket: socket,
+        })
     }
 
     pub fn stats(&self) -> TunnelStats {
@@ -264,6 +301,51 @@ impl Tunnel {
             let _ = t.await;
         }
     }
+}
+
+/// Every tunnel's tasks run on a runtime of their own, apart from the agent's: a task
+/// there that parses a 100,000-prefix table or waits on netlink does not yield until it
+/// is done, and a packet whose task sits behind it on the same worker waits as long —
+/// measured in the lab, the BFD inside a tunnel then missed its detection time under
+/// table churn, on the idle tunnel as often as on the loaded one. As threads of their
+/// own, the kernel shares the cores between the two; and it gives them a little more
+/// (`DATA_PLANE_NICE`), as a router serves forwarding before its control plane.
+fn data_plane() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name("wg")
+                .on_thread_start(raise_priority)
+                .enable_all()
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| io::Error::new(e.kind(), format!("data plane runtime: {e}")))
+}
+
+/// Nice value of the data plane's threads: ahead of ordinary threads (the agent's BGP and
+/// route programming among them), behind the BFD thread (real-time, or nice -10).
+pub const DATA_PLANE_NICE: i32 = -5;
+
+/// Applies `DATA_PLANE_NICE` to the calling thread where allowed (root, CAP_SYS_NICE, or
+/// systemd's `LimitNICE=`); otherwise the thread stays at the process's priority.
+fn raise_priority() {
+    #[allow(unsafe_code)]
+    // SAFETY: plain syscall; on Linux PRIO_PROCESS with id 0 is the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DATA_PLANE_NICE) };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "data plane thread keeps its nice value");
+    }
+}
+
+fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
+    #[allow(unsafe_code)]
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
+    // the AsyncFd's whole life.
+    Ok(Arc::new(
+        unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?,
+    ))
 }
 
 /// What a call into `Tunn` left in the output buffer.
@@ -304,7 +386,14 @@ const READ_ROOM: usize = 65_536;
 /// WireGuard's data message overhead (header and tag) plus the padding to 16 bytes.
 const SEAL_OVERHEAD: usize = 32 + 15;
 
-async fn tun_to_udp(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
+/// Reads one queue of the TUN, encrypts and sends. A data queue's task first takes what
+/// waits in the control queue, before each burst: under a saturating flow the data queue
+/// is never empty, and control packets must not wait behind it (see `steer`).
+async fn tun_to_udp(
+    shared: Arc<Shared>,
+    fd: Arc<AsyncFd<OwnedFd>>,
+    control: Option<Arc<AsyncFd<OwnedFd>>>,
+) {
     let slot = usize::from(shared.cfg.mtu).max(1280);
     let mut plain = vec![0u8; READ_ROOM + BURST * slot];
     let mut sealed = vec![0u8; plain.len() + BURST * SEAL_OVERHEAD + BUF];
@@ -320,6 +409,19 @@ async fn tun_to_udp(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
             // Read a burst: one lock for its encryption, and GSO runs for its sending.
             packets.clear();
             let mut used = 0;
+            while let Some(c) = &control {
+                if packets.len() == BURST || plain.len() - used < READ_ROOM {
+                    break;
+                }
+                match nix::unistd::read(c.get_ref(), &mut plain[used..]) {
+                    Ok(n) => {
+                        packets.push((used, n));
+                        used += n;
+                    }
+                    // Empty (EAGAIN), or broken: the control queue's own task reports it.
+                    Err(_) => break,
+                }
+            }
             while packets.len() < BURST && plain.len() - used >= READ_ROOM {
                 match nix::unistd::read(fd.get_ref(), &mut plain[used..]) {
                     Ok(n) => {
@@ -363,6 +465,9 @@ async fn tun_to_udp(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
                 shared.count_tx(sent_bytes, sent);
                 (at, i) = (at + bytes, i + count);
             }
+            // A saturated queue is never drained: let the other tunnels' tasks on this
+            // worker run between bursts rather than after tokio's budget (~8,000 packets).
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -384,17 +489,24 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
         c.rx_packets
             .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
         for datagram in datagrams {
-            receive(&shared, &fd, datagram, r.from, &mut out).await;
+            let admit = shed::admit(r.waited, datagram.len());
+            if admit == Admit::Shed {
+                c.rx_shed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            receive(&shared, &fd, datagram, r.from, admit, &mut out).await;
         }
+        // As in `tun_to_udp`: a busy socket always has the next run ready.
+        tokio::task::yield_now().await;
     }
 }
 
-/// Decrypts one datagram from `from` and writes what it carries to the TUN.
 async fn receive(
     shared: &Shared,
     fd: &AsyncFd<OwnedFd>,
     mut datagram: &[u8],
     from: SocketAddr,
+    admit: Admit,
     out: &mut [u8],
 ) {
     let mut src = Some(from.ip());
@@ -427,6 +539,10 @@ async fn receive(
                         .counters
                         .rx_disallowed
                         .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                if admit == Admit::ControlOnly && !shed::is_network_control(&out[..len]) {
+                    shared.counters.rx_shed.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 let _ = nix::unistd::write(fd.get_ref(), &out[..len]);

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -32,6 +32,24 @@ impl Drop for Server {
     }
 }
 
+/// The socket file, removed when the tunnel is dropped: the serving task is only aborted
+/// then, and at process exit it may never run again to drop its `Server` — a stale file
+/// makes `wg` and other WireGuard implementations think the interface is served. Only
+/// the file this tunnel bound is removed, never a successor's.
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    ino: Option<u64>,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::metadata(&self.path).is_ok_and(|m| Some(m.ino()) == self.ino);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 impl Server {
     /// Binds the socket, replacing a stale one; a live one (another process serving this
     /// interface) is an error.
@@ -50,6 +68,14 @@ impl Server {
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         Ok(Server { listener, path })
+    }
+
+    /// Who removes the socket file when the tunnel goes (see `SocketFile`).
+    pub(crate) fn file(&self) -> SocketFile {
+        SocketFile {
+            path: self.path.clone(),
+            ino: std::fs::metadata(&self.path).map(|m| m.ino()).ok(),
+        }
     }
 
     pub(crate) async fn serve(self, shared: Arc<Shared>) {

@@ -11,6 +11,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -37,6 +38,8 @@ pub(crate) struct Received {
     pub bytes: usize,
     pub from: SocketAddr,
     pub segment: usize,
+    /// How long it waited in the socket's queue (kernel receive time to now).
+    pub waited: Option<Duration>,
 }
 
 impl Udp {
@@ -63,11 +66,14 @@ impl Udp {
         if let Some(dev) = uplink {
             setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
         }
-        // The receive queue is where a saturated tunnel queues (decryption is the
-        // bottleneck): 256 KiB is about 3 ms at the rate one tunnel carries here. With
-        // 4 MiB it held 40 ms and the end-to-end BFD inside the tunnel flapped at
-        // 10 ms x 3 under iperf3.
-        let _ = setsockopt(&fd, sockopt::RcvBuf, &(256 << 10));
+        // The receive queue is where a saturated tunnel queues (the receiving side's
+        // decryption and TUN writes are the bottleneck). Its length is kept by time, not
+        // by this size: datagrams that waited too long are shed unread (see
+        // `tunnel::shed`), small ones never, so the BFD inside the tunnel gets through.
+        // The size only has to hold that much (1 MiB is ~5 ms at the rate one tunnel
+        // carries here) so that the kernel's tail drop, blind to what it drops, stays out.
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &(1 << 20));
+        let _ = setsockopt(&fd, sockopt::ReceiveTimestampns, &true);
         let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
         // Without GRO (kernels before 5.0) every datagram arrives on its own: still correct.
         let _ = setsockopt(&fd, sockopt::UdpGroSegment, &true);
@@ -166,16 +172,30 @@ impl Udp {
         let fd = self.sock.as_raw_fd();
         self.sock
             .async_io(Interest::READABLE, || {
-                let mut cmsg = nix::cmsg_space!(i32);
+                let mut cmsg = nix::cmsg_space!(i32, libc::timespec);
                 let mut iov = [IoSliceMut::new(buf)];
                 let msg =
                     recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
                         .map_err(io::Error::from)?;
                 let mut segment = msg.bytes;
+                let mut waited = None;
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {
-                        if let ControlMessageOwned::UdpGroSegments(s) = c {
-                            segment = usize::try_from(s).unwrap_or(msg.bytes);
+                        match c {
+                            ControlMessageOwned::UdpGroSegments(s) => {
+                                segment = usize::try_from(s).unwrap_or(msg.bytes);
+                            }
+                            ControlMessageOwned::ScmTimestampns(t) => {
+                                let at = Duration::new(
+                                    u64::try_from(t.tv_sec()).unwrap_or(0),
+                                    u32::try_from(t.tv_nsec()).unwrap_or(0),
+                                );
+                                waited = SystemTime::now()
+                                    .duration_since(UNIX_EPOCH)
+                                    .ok()
+                                    .and_then(|now| now.checked_sub(at));
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -188,6 +208,7 @@ impl Udp {
                     bytes: msg.bytes,
                     from,
                     segment: segment.clamp(1, msg.bytes.max(1)),
+                    waited,
                 })
             })
             .await
