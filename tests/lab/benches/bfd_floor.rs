@@ -125,6 +125,19 @@ fn main() {
         println!(
             "  {gw}: Down events: {with_router} with the line routers, {e2e_line} end to end over lines, {e2e_tunnel} end to end over tunnels"
         );
+        // Which session and why (timed out here, or the far end saw the silence first).
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for (p, m) in &d {
+            let why = if m.to_lowercase().contains("neighbor signaled") {
+                "far end"
+            } else {
+                "here"
+            };
+            *by.entry(format!("{p} ({why})")).or_default() += 1;
+        }
+        if !by.is_empty() {
+            println!("    {by:?}");
+        }
     }
     println!("  BIRD (lr1, lr2): {bird_flaps} sessions flapped");
     drop(lab);
