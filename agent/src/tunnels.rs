@@ -46,6 +46,7 @@ impl TunnelView {
             tx_bytes: s.map_or(0, |s| s.tx_bytes),
             rx_packets: s.map_or(0, |s| s.rx_packets),
             tx_packets: s.map_or(0, |s| s.tx_packets),
+            rx_shed: s.map_or(0, |s| s.rx_shed),
         }
     }
 }

@@ -189,6 +189,10 @@ pub struct TunnelStatus {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
+    /// Received packets dropped because the tunnel could not keep up (they waited in
+    /// its queue too long); network control such as BFD is never among them.
+    #[serde(default)]
+    pub rx_shed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -304,6 +304,12 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
         "WireGuard datagrams sent.",
         &["tunnel"],
     );
+    let tun_shed = counter(
+        &r,
+        "crosslink_tunnel_receive_shed_packets_total",
+        "Received packets dropped because they waited too long in the tunnel's queue (more arrived than the host could decrypt and deliver); BFD is never among them.",
+        &["tunnel"],
+    );
     let handshake = gauge(
         &r,
         "crosslink_tunnel_last_handshake_timestamp_seconds",
@@ -388,6 +394,7 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
                 tun_tx.with_label_values(&l).inc_by(t.tx_bytes);
                 tun_rxp.with_label_values(&l).inc_by(t.rx_packets);
                 tun_txp.with_label_values(&l).inc_by(t.tx_packets);
+                tun_shed.with_label_values(&l).inc_by(t.rx_shed);
                 if let Some(age) = t.handshake_age_seconds {
                     handshake
                         .with_label_values(&l)
