@@ -34,6 +34,8 @@ pub struct NeighborState {
     /// When routes last came or went: a table still streaming in is not re-learned yet.
     pub last_routes_at: Option<Instant>,
     pub last_error: Option<String>,
+    /// While the peer restarts gracefully (RFC 4724), until when its routes are kept.
+    pub restarting_until: Option<Instant>,
     pub rejected: u64,
     pub advertised: usize,
     /// Routes learned from this neighbour: prefix -> next hop.
@@ -50,6 +52,7 @@ impl NeighborState {
             established_at: None,
             last_routes_at: None,
             last_error: None,
+            restarting_until: None,
             rejected: 0,
             advertised: 0,
             learned: HashMap::new(),
@@ -480,13 +483,18 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.state = State::Established;
             n.established_at = Some(Instant::now());
             n.last_error = None;
+            n.restarting_until = None;
             let msg = format!(
                 "BGP session with {peer} (AS{}) established: hold {} s, families {:?}",
                 negotiated.peer_asn, negotiated.hold_time, negotiated.families
             );
             (peer, Some(("bgp-up", msg)))
         }
-        Event::Down { peer, reason } => {
+        Event::Down {
+            peer,
+            reason,
+            graceful,
+        } => {
             let Some(n) = st.bgp.get_mut(&peer) else {
                 return;
             };
@@ -494,6 +502,14 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.state = State::Idle;
             n.established_at = None;
             n.last_error = Some(reason.clone());
+            n.restarting_until = graceful.map(|d| Instant::now() + d);
+            let reason = match graceful {
+                Some(d) => format!(
+                    "{reason}; the peer restarts gracefully, its routes are kept for {} s",
+                    d.as_secs()
+                ),
+                None => reason,
+            };
             (
                 peer,
                 Some((

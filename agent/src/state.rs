@@ -473,15 +473,19 @@ impl AgentState {
     }
 }
 
-/// A line's BGP signal: up when every session is Established, down when one is not.
+/// A line's BGP signal: up when every session is Established or its peer is restarting
+/// gracefully, down when one is neither. A graceful restart (RFC 4724) means the router
+/// keeps forwarding while its control plane comes back; it is what a router's BFD going
+/// down and up does in BIRD (`bfd graceful`), and what an agent restart makes the routers
+/// do. Whether the line forwards is BFD's to say: it stays a signal of its own.
 fn bgp_signal(sessions: &[&NeighborState]) -> (&'static str, Health, Option<String>) {
     if sessions.is_empty() || sessions.iter().all(|n| !n.reported) {
         return ("bgp", Health::Unknown, None);
     }
-    match sessions
-        .iter()
-        .find(|n| n.state != bgp::fsm::State::Established)
-    {
+    let now = Instant::now();
+    match sessions.iter().find(|n| {
+        n.state != bgp::fsm::State::Established && n.restarting_until.is_none_or(|t| t <= now)
+    }) {
         None => ("bgp", Health::Up, None),
         Some(n) => {
             let why = n.last_error.as_deref().unwrap_or("not established yet");
@@ -694,6 +698,49 @@ mod tests {
                 "beyond the grace it counts"
             );
         }
+    }
+
+    #[test]
+    fn a_router_restarting_gracefully_keeps_its_line_up_until_its_restart_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("eth-up")).unwrap();
+        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
+        let mut st = state_with_sysfs(dir.path());
+        let peer = IpAddr::from([192, 0, 2, 2]);
+        let mut n = NeighborState::new("l1", peer);
+        n.reported = true;
+        n.state = bgp::fsm::State::Established;
+        st.bgp.insert(peer, n);
+        let bgp_of = |st: &AgentState| {
+            let p = st.config().find_path("l1").unwrap();
+            st.path_status(p).signals[2].clone()
+        };
+        assert_eq!(bgp_of(&st).state, Health::Up);
+        crate::bgp::apply(
+            &mut st,
+            bgp::driver::Event::Down {
+                peer,
+                reason: "connection closed by the peer".into(),
+                graceful: Some(Duration::from_secs(120)),
+            },
+        );
+        assert_eq!(bgp_of(&st).state, Health::Up, "restarting gracefully");
+        assert!(st.events().any(|e| e.kind == "bgp-down"
+            && e.message
+                .contains("restarts gracefully, its routes are kept for 120 s")));
+        // Its restart time is over.
+        st.bgp.get_mut(&peer).unwrap().restarting_until = Some(Instant::now());
+        assert_eq!(bgp_of(&st).state, Health::Down);
+        // A reset without graceful restart is down at once.
+        crate::bgp::apply(
+            &mut st,
+            bgp::driver::Event::Down {
+                peer,
+                reason: "NOTIFICATION received: Cease".into(),
+                graceful: None,
+            },
+        );
+        assert_eq!(bgp_of(&st).state, Health::Down);
     }
 
     #[test]

@@ -339,12 +339,18 @@ async fn a_closed_session_ends_without_a_notification_so_the_peer_keeps_its_rout
     )
     .await;
     a.close().await;
-    let Event::Down { reason, .. } =
-        next_event(&mut brx, "B down", |e| matches!(e, Event::Down { .. })).await
+    let Event::Down {
+        reason, graceful, ..
+    } = next_event(&mut brx, "B down", |e| matches!(e, Event::Down { .. })).await
     else {
         unreachable!()
     };
     assert!(!reason.contains("NOTIFICATION"), "{reason}");
+    assert_eq!(
+        graceful,
+        Some(Duration::from_secs(120)),
+        "A restarts gracefully"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     while let Ok(ev) = brx.try_recv() {
         assert!(

@@ -47,6 +47,9 @@ pub enum Event {
     Down {
         peer: IpAddr,
         reason: String,
+        /// The peer restarts gracefully (RFC 4724: it can, and the session ended without
+        /// a NOTIFICATION): its routes are kept, stale, for this long while it comes back.
+        graceful: Option<Duration>,
     },
     Routes {
         peer: IpAddr,
@@ -532,6 +535,7 @@ impl Task {
             .send(Event::Down {
                 peer: self.cfg.peer,
                 reason,
+                graceful: keep_stale_for.filter(|d| !d.is_zero()),
             })
             .await;
         match keep_stale_for {
