@@ -108,7 +108,11 @@ pub fn choose(paths: &[Candidate]) -> Choice {
     } else {
         format!("no line healthy ({})", reasons(lines()))
     };
-    if !tunnels.is_empty() {
+    // A line not observed yet that shows signs of life (right after a start: its BFD has
+    // not reported) is not left for the tunnels: the kernel's group stays until it has.
+    // Otherwise every restart would fail over whenever a tunnel's probe came up first.
+    let line_unproven = lines().any(|c| c.unproven);
+    if !tunnels.is_empty() && !line_unproven {
         let names: Vec<String> = tunnels.iter().map(|(n, w)| format!("{n}×{w}")).collect();
         return Choice {
             mode: Mode::Failover,
@@ -119,7 +123,7 @@ pub fn choose(paths: &[Candidate]) -> Choice {
     }
     let fallback: Vec<(String, u16)> = paths
         .iter()
-        .filter(|c| c.unproven)
+        .filter(|c| c.unproven || c.healthy)
         .filter_map(|c| match c.kind {
             CandidateKind::Tunnel { weight } => Some((c.name.clone(), weight)),
             CandidateKind::Line { .. } => None,
@@ -130,7 +134,7 @@ pub fn choose(paths: &[Candidate]) -> Choice {
     } else {
         let names: Vec<&str> = fallback.iter().map(|(n, _)| n.as_str()).collect();
         format!(
-            " (where none are left, over tunnel {} until its end-to-end BFD reports)",
+            " (where none are left, over tunnel {} until the paths report)",
             names.join(", ")
         )
     };
@@ -139,7 +143,12 @@ pub fn choose(paths: &[Candidate]) -> Choice {
         members: Vec::new(),
         fallback,
         reason: format!(
-            "no path healthy, keeping the last routes{otherwise}: {}",
+            "{}, keeping the last routes{otherwise}: {}",
+            if line_unproven {
+                "a line not observed yet"
+            } else {
+                "no path healthy"
+            },
             reasons(paths.iter())
         ),
     }
@@ -238,10 +247,37 @@ mod tests {
         assert_eq!(c.mode, Mode::AllDown);
         assert!(c.members.is_empty());
         assert_eq!(c.fallback, [("t1".to_owned(), 2)], "tunnels only");
-        assert!(c.reason.starts_with("no path healthy, keeping the last routes (where none are left, over tunnel t1 until its end-to-end BFD reports)"), "{}", c.reason);
+        assert!(c.reason.starts_with("a line not observed yet, keeping the last routes (where none are left, over tunnel t1 until the paths report)"), "{}", c.reason);
         // Once anything is healthy the fallback is moot.
         let c = choose(&[line("l1", 10, true), t1]);
         assert_eq!(c.mode, Mode::Lines);
         assert!(c.fallback.is_empty());
+    }
+
+    #[test]
+    fn a_healthy_tunnel_does_not_win_over_a_line_not_observed_yet() {
+        // Right after a restart the tunnel's probe came up before the line router's.
+        let mut l1 = line("l1", 10, false);
+        l1.unproven = true;
+        l1.why = "not observed: bfd".into();
+        let c = choose(&[l1.clone(), tunnel("t1", 1, true)]);
+        assert_eq!(c.mode, Mode::AllDown, "{}", c.reason);
+        assert_eq!(
+            c.fallback,
+            [("t1".to_owned(), 1)],
+            "if the kernel kept nothing"
+        );
+        assert!(
+            c.reason.starts_with("a line not observed yet"),
+            "{}",
+            c.reason
+        );
+        // Known down: the tunnel carries.
+        let c = choose(&[line("l1", 10, false), tunnel("t1", 1, true)]);
+        assert_eq!(c.mode, Mode::Failover);
+        // Another line healthy: it carries, observed or not.
+        let c = choose(&[l1, line("l2", 20, true), tunnel("t1", 1, true)]);
+        assert_eq!(c.mode, Mode::Lines);
+        assert_eq!(c.members, [("l2".to_owned(), 1)]);
     }
 }
