@@ -28,6 +28,22 @@ fn lab() -> Lab {
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
     }
+    // And every BFD session up, the tunnels' too: a test that cuts both lines before the
+    // tunnels' probes are up leaves the far gateway no witness, and it rightly reads the
+    // silence on every path at once as our restart (and holds the lines for 30 s).
+    for gw in [Node::Gwa, Node::Gwb] {
+        lab.wait_for("every BFD session up", Duration::from_secs(30), || {
+            let s = lab.status(gw)?;
+            Ok(s["sites"][0]["paths"].as_array().is_some_and(|paths| {
+                paths.iter().all(|p| {
+                    p["bfd"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().all(|b| b["state"] == "Up"))
+                })
+            }))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    }
     lab
 }
 
