@@ -250,7 +250,15 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
         config.contains("peer_asn = 65101") && config.contains("198.18.9.0/24"),
         "the previous config is back:\n{config}"
     );
+    // The broken canary refused line 2's router (NOTIFICATION: bad peer AS), which ends
+    // the router's graceful restart and withdraws gwa's routes; gwb then rightly takes
+    // the line out of service until it has been back for its hold-down (30 s).
     for gw in [Node::Gwa, Node::Gwb] {
-        health(&lab, gw).unwrap_or_else(|e| panic!("{gw} after the rollback: {e}"));
+        lab.wait_for(
+            "healthy after the rollback",
+            Duration::from_secs(60),
+            || Ok(health(&lab, gw).is_ok()),
+        )
+        .unwrap_or_else(|e| panic!("{gw} after the rollback: {e:#}: {:?}", health(&lab, gw)));
     }
 }
