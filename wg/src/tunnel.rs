@@ -199,8 +199,9 @@ impl Tunnel {
             )
         })?;
         let server = uapi::Server::bind(&cfg.interface)?;
-        let mut fds = tun::open(&cfg.interface, cfg.queues.max(1) + 1)?;
-        let control = match steer::attach(&fds[0], cfg.queues.max(1) as u32) {
+        let data_queues = cfg.queues.max(1);
+        let mut fds = tun::open(&cfg.interface, data_queues + 1)?;
+        let control = match steer::attach(&fds[0], data_queues as u32) {
             Ok(()) => Some(fds.remove(0)),
             Err(e) => {
                 // A program left on the device by an earlier run would otherwise keep
@@ -386,6 +387,27 @@ const READ_ROOM: usize = 65_536;
 /// WireGuard's data message overhead (header and tag) plus the padding to 16 bytes.
 const SEAL_OVERHEAD: usize = 32 + 15;
 
+/// Reads packets from a TUN queue into `plain` after `used` until the burst is full, the
+/// room for one more is gone, or the queue is empty (`Ok(true)`).
+fn read_burst(
+    fd: &OwnedFd,
+    plain: &mut [u8],
+    used: &mut usize,
+    packets: &mut Vec<(usize, usize)>,
+) -> nix::Result<bool> {
+    while packets.len() < BURST && plain.len() - *used >= READ_ROOM {
+        match nix::unistd::read(fd, &mut plain[*used..]) {
+            Ok(n) => {
+                packets.push((*used, n));
+                *used += n;
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Reads one queue of the TUN, encrypts and sends. A data queue's task first takes what
 /// waits in the control queue, before each burst: under a saturating flow the data queue
 /// is never empty, and control packets must not wait behind it (see `steer`).
@@ -409,34 +431,19 @@ async fn tun_to_udp(
             // Read a burst: one lock for its encryption, and GSO runs for its sending.
             packets.clear();
             let mut used = 0;
-            while let Some(c) = &control {
-                if packets.len() == BURST || plain.len() - used < READ_ROOM {
-                    break;
-                }
-                match nix::unistd::read(c.get_ref(), &mut plain[used..]) {
-                    Ok(n) => {
-                        packets.push((used, n));
-                        used += n;
-                    }
-                    // Empty (EAGAIN), or broken: the control queue's own task reports it.
-                    Err(_) => break,
-                }
+            if let Some(c) = &control {
+                // Empty, or broken: the control queue's own task reports that.
+                let _ = read_burst(c.get_ref(), &mut plain, &mut used, &mut packets);
             }
-            while packets.len() < BURST && plain.len() - used >= READ_ROOM {
-                match nix::unistd::read(fd.get_ref(), &mut plain[used..]) {
-                    Ok(n) => {
-                        packets.push((used, n));
-                        used += n;
-                    }
-                    Err(nix::errno::Errno::EAGAIN) => {
-                        guard.clear_ready();
-                        drained = true;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
-                        return;
-                    }
+            match read_burst(fd.get_ref(), &mut plain, &mut used, &mut packets) {
+                Ok(true) => {
+                    guard.clear_ready();
+                    drained = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
+                    return;
                 }
             }
             lens.clear();
@@ -501,6 +508,8 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
     }
 }
 
+/// Decrypts one datagram from `from` and writes what it carries to the TUN; a late one
+/// (`Admit::ControlOnly`) only if it is network control.
 async fn receive(
     shared: &Shared,
     fd: &AsyncFd<OwnedFd>,

@@ -69,7 +69,7 @@ impl Udp {
         // The receive queue is where a saturated tunnel queues (the receiving side's
         // decryption and TUN writes are the bottleneck). Its length is kept by time, not
         // by this size: datagrams that waited too long are shed unread (see
-        // `tunnel::shed`), small ones never, so the BFD inside the tunnel gets through.
+        // `crate::shed`), small ones never, so the BFD inside the tunnel gets through.
         // The size only has to hold that much (1 MiB is ~5 ms at the rate one tunnel
         // carries here) so that the kernel's tail drop, blind to what it drops, stays out.
         let _ = setsockopt(&fd, sockopt::RcvBuf, &(1 << 20));

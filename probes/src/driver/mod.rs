@@ -315,7 +315,7 @@ struct Entry {
     /// `None` while the session's interface does not exist (not yet created, or gone):
     /// reopened at the next transmission, so a tunnel or line interface that appears
     /// later, or is re-created with a new index, gets its session back.
-    sock: Option<net::TxSocket>,
+    sock: Option<UdpSocket>,
     dest: SocketAddr,
     ifindex: Option<u32>,
     tx: Option<Due>,
@@ -358,7 +358,7 @@ impl Entry {
         if self.sock.is_none() {
             let s = &self.spec;
             self.sock = net::tx_socket(
-                self.dest,
+                s.peer,
                 s.local,
                 s.interface.as_deref(),
                 self.session.local_disc(),
@@ -369,12 +369,7 @@ impl Entry {
         let Some(sock) = &self.sock else { return };
         // A full socket buffer or an unreachable peer loses this packet, which is what BFD
         // is there to notice. A vanished interface also needs a new socket.
-        let sent = if sock.connected {
-            sock.sock.send(bytes)
-        } else {
-            sock.sock.send_to(bytes, self.dest)
-        };
-        if let Err(e) = sent {
+        if let Err(e) = sock.send_to(bytes, self.dest) {
             if is_missing_interface(&e) {
                 self.sock = None;
             }
@@ -517,8 +512,7 @@ impl Engine {
     fn add(&mut self, spec: SessionSpec, now: Instant) -> io::Result<SessionId> {
         let id = self.next_disc;
         self.next_disc = self.next_disc.wrapping_add(1).max(1);
-        let dest = SocketAddr::new(spec.peer, spec.peer_port);
-        let sock = match net::tx_socket(dest, spec.local, spec.interface.as_deref(), id) {
+        let sock = match net::tx_socket(spec.peer, spec.local, spec.interface.as_deref(), id) {
             Ok(s) => Some(s),
             Err(e) if is_missing_interface(&e) => None,
             Err(e) => return Err(e),
@@ -533,7 +527,7 @@ impl Engine {
         let mut session = Session::new(cfg, now);
         let first = session.take_outputs();
         let entry = Entry {
-            dest,
+            dest: SocketAddr::new(spec.peer, spec.peer_port),
             ifindex: spec.interface.as_deref().and_then(net::ifindex),
             spec,
             session,

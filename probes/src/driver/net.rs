@@ -135,21 +135,13 @@ pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
 }
 
 /// A transmit socket for one session: TTL 255, optionally bound to an interface and a
-/// local address, with a source port from the range RFC 5881 §4 requires. Connected to
-/// the peer where a route exists (`connected` says so): the kernel then keeps the route
-/// instead of looking it up for every packet.
-pub struct TxSocket {
-    pub sock: UdpSocket,
-    pub connected: bool,
-}
-
+/// local address, with a source port from the range RFC 5881 §4 requires.
 pub fn tx_socket(
-    dest: SocketAddr,
+    peer: IpAddr,
     local: Option<IpAddr>,
     interface: Option<&str>,
     seed: u32,
-) -> io::Result<TxSocket> {
-    let peer = dest.ip();
+) -> io::Result<UdpSocket> {
     let unspecified = if peer.is_ipv6() {
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     } else {
@@ -185,14 +177,9 @@ pub fn tx_socket(
             &SockaddrStorage::from(SocketAddr::new(local, port)),
         ) {
             Ok(()) => {
-                // No route yet (the line is down at start): sent unconnected, looked up
-                // per packet, which finds the route once it is back.
-                let connected =
-                    nix::sys::socket::connect(fd.as_fd().as_raw_fd(), &SockaddrStorage::from(dest))
-                        .is_ok();
-                let sock = UdpSocket::from(fd);
-                sock.set_nonblocking(true)?;
-                return Ok(TxSocket { sock, connected });
+                let s = UdpSocket::from(fd);
+                s.set_nonblocking(true)?;
+                return Ok(s);
             }
             Err(e) => last = e.into(),
         }
