@@ -384,6 +384,11 @@ impl Programmer {
                 }
             }
             let choice = select::choose(&candidates);
+            let healthy: Vec<(String, u16)> = candidates
+                .iter()
+                .filter(|c| c.healthy)
+                .map(|c| (c.name.clone(), 1))
+                .collect();
             wants.push(SiteWant {
                 index,
                 prefixes: self
@@ -393,6 +398,8 @@ impl Programmer {
                     .unwrap_or_else(|| Arc::new([])),
                 v4: members(cfg, name, &choice, Family::V4),
                 v6: members(cfg, name, &choice, Family::V6),
+                standby_v4: member_list(cfg, name, &healthy, Family::V4),
+                standby_v6: member_list(cfg, name, &healthy, Family::V6),
             });
             choices.push((name.clone(), choice));
         }

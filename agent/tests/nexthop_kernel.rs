@@ -1,6 +1,6 @@
 //! The nexthop codec against the real kernel, in a network namespace this test makes (root).
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crosslink::fib::nexthop::{Kind, Nexthop};
 use crosslink::fib::{FibError, Nexthops};
@@ -30,7 +30,11 @@ fn ip(ns: &str, args: &[&str]) -> String {
 /// A fresh namespace `PREFIX-PID` (one left by a killed run is replaced), deleted on drop.
 fn netns(prefix: &str) -> Netns {
     let ns = Netns(format!("{prefix}-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    // Quiet: usually there is none to remove.
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns.0])
+        .stderr(Stdio::null())
+        .status();
     assert!(Command::new("ip")
         .args(["netns", "add", &ns.0])
         .status()
@@ -173,11 +177,26 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
             .map(|i| format!("198.18.{i}.0/24").parse().unwrap())
             .collect();
         let wanted: BTreeSet<ipnet::IpNet> = prefixes.iter().copied().collect();
+        let line = Member {
+            slot: 0,
+            ifindex: line1,
+            gateway: Some("192.0.2.2".parse().unwrap()),
+            weight: 1,
+        };
+        let tun = |slot, ifindex, weight| Member {
+            slot,
+            ifindex,
+            gateway: None,
+            weight,
+        };
+        // Every path healthy: all three objects stay, in the group or beside it.
         let site = |v4: Members| SiteWant {
             index: 0,
             prefixes: prefixes.clone(),
             v4,
             v6: Members::Keep,
+            standby_v4: vec![line.clone(), tun(1, t1, 1), tun(2, t2, 1)],
+            standby_v6: Vec::new(),
         };
         let reconcile = |want: SiteWant| {
             let fib = fib.clone();
@@ -191,12 +210,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
                 p
             }
         };
-        let on_line = site(Members::Set(vec![Member {
-            slot: 0,
-            ifindex: line1,
-            gateway: Some("192.0.2.2".parse().unwrap()),
-            weight: 1,
-        }]));
+        let on_line = site(Members::Set(vec![line.clone()]));
         let p = reconcile(on_line.clone()).await;
         assert_eq!(p.conflicts, vec!["198.18.7.0/24".parse().unwrap()]);
         let gid = plan::group_id(0, Family::V4);
@@ -220,25 +234,15 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         );
 
         // Failover: the routes follow one group replace.
-        let tunnels = site(Members::Set(vec![
-            Member {
-                slot: 1,
-                ifindex: t1,
-                gateway: None,
-                weight: 1,
-            },
-            Member {
-                slot: 2,
-                ifindex: t2,
-                gateway: None,
-                weight: 2,
-            },
-        ]));
+        let tunnels = site(Members::Set(vec![tun(1, t1, 1), tun(2, t2, 2)]));
         let p = reconcile(tunnels.clone()).await;
         assert!(
-            p.ops.iter().all(|o| !matches!(o, plan::Op::Route { .. })),
-            "{p:?}"
+            matches!(&p.ops[..], [plan::Op::Nexthop(n)] if n.id == gid),
+            "one group replace, nothing else: {p:?}"
         );
+        let kept = plan::member_id(0, 0, Family::V4).to_string();
+        let standby = ip(&name, &["nexthop", "show", "id", &kept]);
+        assert!(standby.contains("via 192.0.2.2 dev line1"), "{standby}");
         let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
         assert!(r.contains("dev tun1") && r.contains("dev tun2"), "{r}");
 
