@@ -278,6 +278,10 @@ struct Programmer {
     moved: Vec<String>,
     /// The config generation the policy's settings and paths are from (see `reload`).
     config_generation: u64,
+    /// `touches` when this pass read the signals (see `pass`).
+    touches_seen: u64,
+    /// The last pass left its route work to this one.
+    routes_deferred: bool,
 }
 
 async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
@@ -311,6 +315,8 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         state_file,
         moved: Vec::new(),
         config_generation: 0,
+        touches_seen: 0,
+        routes_deferred: false,
     };
     loop {
         p.pass().await;
@@ -332,6 +338,7 @@ impl Programmer {
     /// The wanted state of every site, and whether the prefix set changed.
     fn wants(&mut self) -> (Vec<SiteWant>, bool) {
         let mut st = lock(&self.state);
+        self.touches_seen = st.touches();
         if st.config_generation() != self.config_generation {
             self.config_generation = st.config_generation();
             let cfg = st.config();
@@ -475,10 +482,20 @@ impl Programmer {
         let scan_due = self
             .last_route_scan
             .is_none_or(|t| t.elapsed() >= ROUTE_SCAN);
-        if scan_due || prefixes_changed || created_group {
-            match self.sync(&wants, true).await {
-                Ok((_, e)) => errors.extend(e),
-                Err(e) => errors.push(e.to_string()),
+        if scan_due || prefixes_changed || created_group || self.routes_deferred {
+            // A signal that changed while this pass ran may move traffic (the two families'
+            // withdrawals come over two sessions, a few hundred µs apart): the next pass
+            // switches first and does the route work, deferred once, never twice in a row.
+            // Not when a group was just created: its routes are gone until re-added.
+            let newer = lock(&self.state).touches() != self.touches_seen;
+            if newer && !created_group && !self.routes_deferred {
+                self.routes_deferred = true;
+            } else {
+                self.routes_deferred = false;
+                match self.sync(&wants, true).await {
+                    Ok((_, e)) => errors.extend(e),
+                    Err(e) => errors.push(e.to_string()),
+                }
             }
         }
         self.report(errors);
