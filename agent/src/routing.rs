@@ -462,7 +462,7 @@ impl Programmer {
         let (wants, prefixes_changed) = self.wants();
         self.save_marks();
         let mut errors = Vec::new();
-        let created_group = match self.sync(&wants, false).await {
+        let created = match self.sync(&wants, false).await {
             Ok((created, e)) => {
                 errors.extend(e);
                 created
@@ -472,6 +472,18 @@ impl Programmer {
                 return self.report(vec![e.to_string()]);
             }
         };
+        let created_group = !created.is_empty();
+        if created_group {
+            let routes = plan::desired(&wants, &[], true).routes;
+            let restore = routes.into_iter().filter(|(_, g)| created.contains(g));
+            errors.extend(
+                self.fib
+                    .restore(restore)
+                    .await
+                    .iter()
+                    .map(ToString::to_string),
+            );
+        }
         if !self.moved.is_empty() {
             let took = started.elapsed();
             let st = lock(&self.state);
@@ -552,18 +564,22 @@ impl Programmer {
     }
 
     /// One reconcile against a fresh dump; `with_routes: false` leaves routes out on both
-    /// sides. Returns whether a group was created (its routes are then due) and what the
+    /// sides. Returns the groups it created (their routes are then due) and what the
     /// kernel refused.
     async fn sync(
         &mut self,
         wants: &[SiteWant],
         with_routes: bool,
-    ) -> Result<(bool, Vec<String>), crate::fib::FibError> {
+    ) -> Result<(BTreeSet<u32>, Vec<String>), crate::fib::FibError> {
         let kernel = self.fib.kernel(&self.wanted, with_routes).await?;
         let want = plan::desired(wants, &kernel.nexthops, with_routes);
-        let created = want.nexthops.values().any(|n| {
-            matches!(n.kind, Kind::Group(_)) && !kernel.nexthops.iter().any(|k| k.id == n.id)
-        });
+        let created: BTreeSet<u32> = want
+            .nexthops
+            .values()
+            .filter(|n| matches!(n.kind, Kind::Group(_)))
+            .filter(|n| !kernel.nexthops.iter().any(|k| k.id == n.id))
+            .map(|n| n.id)
+            .collect();
         let plan = plan::diff(&want, &kernel);
         if with_routes {
             self.last_route_scan = Some(Instant::now());

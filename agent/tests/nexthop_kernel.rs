@@ -259,6 +259,27 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
             "{ours}"
         );
 
+        // A carrier loss takes the group's last member, the group and its routes: they are
+        // put back without a dump, and the foreign route at our metric stays as it is.
+        ip(&name, &["nexthop", "del", "id", &gid.to_string()]);
+        let k = fib.kernel(&BTreeSet::new(), false).await.unwrap();
+        let d = plan::desired(std::slice::from_ref(&tunnels), &k.nexthops, false);
+        assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
+        let errors = fib.restore(prefixes.iter().map(|p| (*p, gid))).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
+        assert_eq!(
+            ours.lines().filter(|l| l.starts_with("198.18.")).count(),
+            7,
+            "{ours}"
+        );
+        let foreign = ip(&name, &["route", "show", "198.18.7.0/24"]);
+        assert!(foreign.contains("proto static"), "{foreign}");
+        assert!(
+            reconcile(tunnels.clone()).await.is_empty(),
+            "nothing left to do"
+        );
+
         // The site goes away: our objects go, the foreign route stays.
         let k = fib.kernel(&wanted, true).await.unwrap();
         let errors = fib.apply(&plan::diff(&plan::Desired::default(), &k)).await;

@@ -133,6 +133,20 @@ impl Fib {
         Ok(Kernel { nexthops, routes })
     }
 
+    /// Puts back the routes of groups the kernel deleted (with their routes) when their
+    /// last member's link lost its carrier, without the dump a reconcile starts with:
+    /// every route is dropped traffic until it is back. Adds only (see `routes::add`), so
+    /// another protocol's route is never replaced; the reconcile that follows checks.
+    pub async fn restore(&self, routes: impl Iterator<Item = (IpNet, u32)>) -> Vec<FibError> {
+        let mut errors = Vec::new();
+        for (dst, nhid) in routes {
+            if let Err(e) = routes::add(&self.routes, dst, nhid).await {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
     /// Carries out `plan` in order. A member the kernel refuses (its interface just lost
     /// carrier) is left out of the groups that follow, so the other members still take the
     /// traffic; every refusal is returned for the log, and the next reconcile retries.

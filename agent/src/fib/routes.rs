@@ -99,6 +99,25 @@ pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> 
         .map_err(|e| error(e, &format!("route {dst} nhid {nhid}")))
 }
 
+/// Adds our route at `dst` unless a route is there at our metric (theirs or ours): never
+/// overwrites, so it is safe without a dump. Ok when the route exists.
+pub async fn add(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
+    let mut m = message(dst, METRIC);
+    m.attributes.push(RouteAttribute::NhId(nhid));
+    match h
+        .route()
+        .add(m)
+        .execute()
+        .await
+        .map_err(|e| error(e, &format!("route {dst} nhid {nhid}")))
+    {
+        Err(FibError::Kernel { err, .. }) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 /// Deletes our route at `dst`/`metric`; the protocol in the request makes the kernel
 /// match only ours.
 pub async fn delete(h: &Handle, dst: IpNet, metric: u32) -> Result<(), FibError> {

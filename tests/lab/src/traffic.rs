@@ -172,10 +172,14 @@ fn receive(
                 }
             }
             Ok(_) => {}
+            // EINTR: a signal for another thread of the process (a bench once lost a
+            // whole run to one).
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => return Err(e.into()),
         }
