@@ -2,19 +2,20 @@
 //! costs, for crosslink and for the lab's BIRD baseline (BIRD BGP + BFD on the gateways,
 //! wireguard-go backup) in the same run.
 //!
-//! Part 1, for BFD 10 ms × 3 and 100 ms × 3, CUTS cuts (default 10) of each kind at gwa's
-//! end of line 1: (a) carrier loss (`ip link set down`), (b) a silent drop of everything
-//! with the link up (nftables). Outage: the longest gap seen by the traffic probe (1,000
-//! packets/s each way between ha and hb), the worse direction; then the line is healed
-//! and the packets lost while traffic returns are counted.
+//! Part 1, for BFD 10 ms × 3 and 100 ms × 3, CUTS cuts (default 10, 0 skips it) of each
+//! kind at gwa's end of line 1: (a) carrier loss (`ip link set down`), (b) a silent drop
+//! of everything with the link up (nftables). Outage: the longest gap seen by the traffic
+//! probe (1,000 packets/s each way between ha and hb), the worse direction; then the line
+//! is healed and the packets lost while traffic returns are counted.
 //!
 //! Part 2, with 100, 10,000 and 100,000 site prefixes (both line routers announce them,
-//! BFD 10 ms × 3, TABLE_CUTS silent cuts each, default 3, 0 skips it): the outage of a flow to the
-//! last prefix; for crosslink the switch itself (the nexthop update's netlink time from
-//! its log), for BIRD the replacement of every route one by one.
+//! BFD 10 ms × 3, TABLE_CUTS cuts each, default 3, 0 skips it; silent cuts, or carrier
+//! cuts with `carrier`): the outage of a flow to the last prefix; for crosslink the switch
+//! itself (the nexthop update's netlink time from its log), for BIRD the replacement of
+//! every route one by one.
 //!
-//! `cargo bench -p crosslink-lab --bench failover [-- CUTS [TABLE_CUTS]]` (root; build the
-//! release agent first). Prints figures; asserts nothing about speed.
+//! `cargo bench -p crosslink-lab --bench failover [-- CUTS [TABLE_CUTS [carrier]]]` (root;
+//! build the release agent first). Prints figures; asserts nothing about speed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -216,7 +217,7 @@ struct TableRun {
     loaded_s: f64,
 }
 
-fn part2(mode: GatewayMode, n: u32, cuts: usize) -> TableRun {
+fn part2(mode: GatewayMode, n: u32, cuts: usize, kind: Cut) -> TableRun {
     let started = Instant::now();
     let lab = Lab::up(table_options(mode, n)).expect("lab up");
     wait_line(&lab, Line(1), Duration::from_secs(120)).expect("lab on line 1");
@@ -272,7 +273,7 @@ fn part2(mode: GatewayMode, n: u32, cuts: usize) -> TableRun {
         .expect("probe to the last prefix");
         std::thread::sleep(Duration::from_millis(500));
         let skip = log_lines(&lab);
-        lab.cut(Side::A, Line(1), Cut::Blackhole).expect("cut");
+        lab.cut(Side::A, Line(1), kind).expect("cut");
         let moved = towards(Line(2));
         std::thread::sleep(Duration::from_millis(500));
         let r = probe.stop().expect("probe");
@@ -301,7 +302,14 @@ fn main() {
     let (cuts, table_cuts): (usize, usize) = table::args(10, 3);
     println!("failover benchmark: {cuts} cuts per kind and interval, {table_cuts} per table size");
     let mut rows = Vec::new();
-    for ms in [10u64, 100] {
+    // `carrier` anywhere on the command line: part 2 cuts the carrier instead.
+    let table_kind = if std::env::args().any(|a| a == "carrier") {
+        Cut::Carrier
+    } else {
+        Cut::Blackhole
+    };
+    let intervals: &[u64] = if cuts == 0 { &[] } else { &[10, 100] };
+    for &ms in intervals {
         let ours = part1(GatewayMode::Crosslink, ms, cuts);
         let bird = part1(GatewayMode::Bird, ms, cuts);
         for ((kind, mut c), (_, mut b)) in ours.into_iter().zip(bird) {
@@ -323,8 +331,8 @@ fn main() {
         &[100, 10_000, 100_000]
     };
     for &n in sizes {
-        let mut ours = part2(GatewayMode::Crosslink, n, table_cuts);
-        let mut bird = part2(GatewayMode::Bird, n, table_cuts);
+        let mut ours = part2(GatewayMode::Crosslink, n, table_cuts, table_kind);
+        let mut bird = part2(GatewayMode::Bird, n, table_cuts, table_kind);
         table_rows.push(format!(
             "| {n:>7} | {:>15} | {:>15} | {:>15} | {:>6.0} s / {:>4.0} s |",
             median_max(&mut ours.switch_ms),
