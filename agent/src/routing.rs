@@ -120,14 +120,37 @@ fn policy_status(p: &PathPolicy, why: &str) -> PolicyStatus {
 
 /// The kernel members of `choice` for one family: a line through its router's address of
 /// that family, a tunnel out of its interface. A path whose interface is gone is left out.
-fn members(cfg: &Config, site: &str, choice: &Choice, family: Family) -> Members {
+/// Interface indexes looked up at most once per pass: a lookup is a socket, an ioctl and a
+/// close, and a pass resolves every chosen and every healthy path for both families while
+/// the switch waits. Not kept across passes (an interface may be re-created).
+#[derive(Default)]
+struct Ifindexes(BTreeMap<String, Option<u32>>);
+
+impl Ifindexes {
+    fn get(&mut self, name: &str) -> Option<u32> {
+        if let Some(i) = self.0.get(name) {
+            return *i;
+        }
+        let i = nix::net::if_::if_nametoindex(name).ok();
+        self.0.insert(name.to_owned(), i);
+        i
+    }
+}
+
+fn members(
+    cfg: &Config,
+    site: &str,
+    choice: &Choice,
+    family: Family,
+    ifindexes: &mut Ifindexes,
+) -> Members {
     if choice.mode == Mode::AllDown {
-        return match member_list(cfg, site, &choice.fallback, family) {
+        return match member_list(cfg, site, &choice.fallback, family, ifindexes) {
             m if m.is_empty() => Members::Keep,
             m => Members::KeepOr(m),
         };
     }
-    let out = member_list(cfg, site, &choice.members, family);
+    let out = member_list(cfg, site, &choice.members, family, ifindexes);
     // A family the chosen paths do not carry (a line without an IPv6 neighbour) keeps
     // what it has rather than losing its routes.
     if out.is_empty() {
@@ -137,7 +160,13 @@ fn members(cfg: &Config, site: &str, choice: &Choice, family: Family) -> Members
     }
 }
 
-fn member_list(cfg: &Config, site: &str, chosen: &[(String, u16)], family: Family) -> Vec<Member> {
+fn member_list(
+    cfg: &Config,
+    site: &str,
+    chosen: &[(String, u16)],
+    family: Family,
+    ifindexes: &mut Ifindexes,
+) -> Vec<Member> {
     let mut out = Vec::new();
     for (slot, p) in cfg.paths_of(site).enumerate() {
         let Some((_, weight)) = chosen.iter().find(|(n, _)| n == p.name()) else {
@@ -157,7 +186,7 @@ fn member_list(cfg: &Config, site: &str, chosen: &[(String, u16)], family: Famil
             }
             PathRef::Tunnel(t) => (t.interface.get_ref(), None),
         };
-        let Ok(ifindex) = nix::net::if_::if_nametoindex(iface.as_str()) else {
+        let Some(ifindex) = ifindexes.get(iface) else {
             continue;
         };
         out.push(Member {
@@ -376,6 +405,7 @@ impl Programmer {
         let mut wants = Vec::new();
         let mut choices = Vec::new();
         let mut views = Vec::new();
+        let mut ifindexes = Ifindexes::default();
         for (index, site) in cfg.sites.iter().enumerate() {
             let name = site.name.get_ref();
             let (Ok(index), true) = (
@@ -403,10 +433,10 @@ impl Programmer {
                     .get(name)
                     .cloned()
                     .unwrap_or_else(|| Arc::new([])),
-                v4: members(cfg, name, &choice, Family::V4),
-                v6: members(cfg, name, &choice, Family::V6),
-                standby_v4: member_list(cfg, name, &healthy, Family::V4),
-                standby_v6: member_list(cfg, name, &healthy, Family::V6),
+                v4: members(cfg, name, &choice, Family::V4, &mut ifindexes),
+                v6: members(cfg, name, &choice, Family::V6, &mut ifindexes),
+                standby_v4: member_list(cfg, name, &healthy, Family::V4, &mut ifindexes),
+                standby_v6: member_list(cfg, name, &healthy, Family::V6, &mut ifindexes),
             });
             choices.push((name.clone(), choice));
         }
@@ -683,7 +713,7 @@ mod tests {
         let c = choice(Mode::Lines, &["l1"]);
         let lo = nix::net::if_::if_nametoindex("lo").unwrap();
         assert_eq!(
-            members(&cfg, "b", &c, Family::V4),
+            members(&cfg, "b", &c, Family::V4, &mut Ifindexes::default()),
             Members::Set(vec![Member {
                 slot: 0,
                 ifindex: lo,
@@ -692,12 +722,18 @@ mod tests {
             }])
         );
         assert_eq!(
-            members(&cfg, "b", &c, Family::V6),
+            members(&cfg, "b", &c, Family::V6, &mut Ifindexes::default()),
             Members::Keep,
             "no IPv6 neighbour: the IPv6 routes stay as they are"
         );
         assert_eq!(
-            members(&cfg, "b", &choice(Mode::AllDown, &[]), Family::V4),
+            members(
+                &cfg,
+                "b",
+                &choice(Mode::AllDown, &[]),
+                Family::V4,
+                &mut Ifindexes::default()
+            ),
             Members::Keep
         );
     }

@@ -593,6 +593,15 @@ mod tests {
         st
     }
 
+    /// The test config's state with `l1`'s interface up (keep the directory alive).
+    fn line_up_state() -> (tempfile::TempDir, AgentState) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("eth-up")).unwrap();
+        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
+        let st = state_with_sysfs(dir.path());
+        (dir, st)
+    }
+
     #[test]
     fn status_reports_only_measured_health() {
         let dir = tempfile::tempdir().unwrap();
@@ -712,10 +721,7 @@ mod tests {
 
     #[test]
     fn a_router_restarting_gracefully_keeps_its_line_up_until_its_restart_time() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("eth-up")).unwrap();
-        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
-        let mut st = state_with_sysfs(dir.path());
+        let (_dir, mut st) = line_up_state();
         let peer = IpAddr::from([192, 0, 2, 2]);
         let mut n = NeighborState::new("l1", peer);
         n.reported = true;
@@ -755,10 +761,7 @@ mod tests {
 
     #[test]
     fn a_line_whose_router_withdrew_the_site_is_down_while_another_line_announces_it() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("eth-up")).unwrap();
-        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
-        let mut st = state_with_sysfs(dir.path());
+        let (_dir, mut st) = line_up_state();
         let established = |line: &str, peer: [u8; 4], routes: &[&str]| {
             let mut n = NeighborState::new(line, IpAddr::from(peer));
             n.reported = true;

@@ -88,11 +88,16 @@ pub async fn dump(h: &Handle, wanted: &BTreeSet<IpNet>) -> Result<Vec<KernelRout
     Ok(out)
 }
 
-pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
+/// Our route at `dst` through nexthop (group) `nhid`.
+fn through(dst: IpNet, nhid: u32) -> RouteMessage {
     let mut m = message(dst, METRIC);
     m.attributes.push(RouteAttribute::NhId(nhid));
+    m
+}
+
+pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
     h.route()
-        .add(m)
+        .add(through(dst, nhid))
         .replace()
         .execute()
         .await
@@ -102,11 +107,9 @@ pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> 
 /// Adds our route at `dst` unless a route is there at our metric (theirs or ours): never
 /// overwrites, so it is safe without a dump. Ok when the route exists.
 pub async fn add(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
-    let mut m = message(dst, METRIC);
-    m.attributes.push(RouteAttribute::NhId(nhid));
     match h
         .route()
-        .add(m)
+        .add(through(dst, nhid))
         .execute()
         .await
         .map_err(|e| error(e, &format!("route {dst} nhid {nhid}")))
