@@ -1,7 +1,6 @@
 //! wireguard-go + wg on a gateway: the baseline's backup tunnels (and the reference the
 //! throughput benchmark measures crosslink against), set up as an operator would.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,8 +18,11 @@ pub fn start(lab: &mut Lab, side: Side, t: Tunnel) -> Result<()> {
     let name = format!("wireguard-go-{iface}");
     lab.spawn(&name, gw, &["wireguard-go", "-f", &iface])?;
     let sock = format!("/var/run/wireguard/{iface}.sock");
+    // Answering, not just present: the path is shared by every namespace, so a file can
+    // be a dead process's, and wireguard-go creates it before it listens. `wg` talking to
+    // neither falls back to kernel netlink ("Protocol not supported" here).
     lab.wait_for(&format!("{name}'s socket"), Duration::from_secs(10), || {
-        Ok(Path::new(&sock).exists())
+        Ok(std::os::unix::net::UnixStream::connect(&sock).is_ok())
     })?;
     let (key, _) = crate::setup::tunnel_key(lab, side, t)?;
     let (_, peer) = crate::setup::tunnel_key(lab, side.other(), t)?;
