@@ -329,10 +329,14 @@ impl Sessions {
             let mut ncfg = ncfg.clone();
             // Our forwarding state survives a session's restart (the R bit).
             ncfg.session.restarted |= plan.changed.contains(peer);
-            let handle = driver::spawn(ncfg.clone(), self.events.clone());
+            // The neighbour's state goes in before its session runs: a router that was
+            // waiting for us (a restart) brings the session up within a millisecond, and
+            // an event for a peer not in the state is dropped — a lost Up left the line
+            // "waiting for its prefixes" and a lost UPDATE left it announcing nothing.
             lock(state)
                 .bgp
                 .insert(*peer, NeighborState::new(line, *peer));
+            let handle = driver::spawn(ncfg.clone(), self.events.clone());
             self.running.insert(
                 *peer,
                 Running {
