@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -406,34 +408,41 @@ impl AgentState {
         }
     }
 
-    /// A line whose routers announce nothing of its site while another line of the site
-    /// does: the line router has withdrawn the far side (it lost its own path there, e.g.
-    /// its link to the far gateway), so the line carries nothing whatever its sessions say.
-    /// Sites whose lines announce nothing at all (static configurations) are left to the
-    /// other signals.
+    /// A line whose routers announce nothing of its site in a family while another line of
+    /// the site does: the line router has withdrawn the far side (it lost its own path
+    /// there, e.g. its link to the far gateway), so the line carries nothing of that family
+    /// whatever its sessions say. Judged per family because the families' withdrawals come
+    /// over their own sessions, often hundreds of µs apart, and the first one already tells.
+    /// Only families the line has a neighbour of (the only ones routed over it); sites
+    /// whose lines announce nothing at all (static configurations) are left to the other
+    /// signals.
     fn routes_withdrawn(&self, path: PathRef<'_>, own: &[&NeighborState]) -> Option<String> {
         let PathRef::Line(line) = path else {
             return None;
         };
-        if own.iter().any(|n| !n.learned.is_empty()) {
-            return None;
-        }
         let site = line.site.get_ref();
-        let mut others = self
+        let is_v6 = |p: &IpNet| matches!(p, IpNet::V6(_));
+        let announces = |n: &NeighborState, v6: bool| n.learned.keys().any(|p| is_v6(p) == v6);
+        let others: Vec<&str> = self
             .config
             .lines
             .iter()
-            .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref());
-        let announced_elsewhere = others.any(|l| {
-            self.bgp.values().any(|n| {
-                &n.line == l.name.get_ref()
-                    && n.state == bgp::fsm::State::Established
-                    && !n.learned.is_empty()
-            })
-        });
-        announced_elsewhere.then(|| {
-            format!("the line router announces no route of site {site} (another line does)")
-        })
+            .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref())
+            .map(|l| l.name.get_ref().as_str())
+            .collect();
+        let withdrawn = [false, true].into_iter().find(|&v6| {
+            line.neighbors.get_ref().iter().any(|a| a.is_ipv6() == v6)
+                && !own.iter().any(|n| announces(n, v6))
+                && self.bgp.values().any(|n| {
+                    others.contains(&n.line.as_str())
+                        && n.state == bgp::fsm::State::Established
+                        && announces(n, v6)
+                })
+        })?;
+        let family = if withdrawn { "IPv6" } else { "IPv4" };
+        Some(format!(
+            "the line router announces no {family} route of site {site} (another line does)"
+        ))
     }
 
     /// Up while the last handshake is fresh; down with the reason otherwise.
@@ -560,7 +569,17 @@ mod tests {
     use super::*;
 
     fn state_with_sysfs(dir: &Path) -> AgentState {
-        let src = r#"
+        state_from(LINES, dir)
+    }
+
+    fn state_from(src: &str, dir: &Path) -> AgentState {
+        let cfg = crate::config::parse(src, Path::new("t.toml"), dir).unwrap();
+        let mut st = AgentState::new(cfg, Path::new("t.toml"));
+        st.sysfs_net = dir.to_path_buf();
+        st
+    }
+
+    const LINES: &str = r#"
             [gateway]
             name = "gw"
             asn = 65001
@@ -587,11 +606,6 @@ mod tests {
             neighbors = ["192.0.2.10"]
             peer_asn = 65102
         "#;
-        let cfg = crate::config::parse(src, Path::new("t.toml"), dir).unwrap();
-        let mut st = AgentState::new(cfg, Path::new("t.toml"));
-        st.sysfs_net = dir.to_path_buf();
-        st
-    }
 
     /// The test config's state with `l1`'s interface up (keep the directory alive).
     fn line_up_state() -> (tempfile::TempDir, AgentState) {
@@ -796,7 +810,7 @@ mod tests {
         assert!(st
             .path_status(p)
             .reason
-            .contains("announces no route of site b"));
+            .contains("announces no IPv4 route of site b"));
         // While the far gateway restarts, its routes coming and going at the line
         // routers are its restart, not the line failing.
         let peer = IpAddr::from([198, 18, 2, 1]);
@@ -813,6 +827,85 @@ mod tests {
                 far_end_quiet: Some((probes::driver::FarEnd::Restarted, Instant::now())),
             },
         );
+        assert_eq!(bgp_of(&st, "l1").state, Health::Up);
+    }
+
+    #[test]
+    fn a_family_withdrawn_on_one_line_and_announced_on_another_takes_the_line_down() {
+        let dir = tempfile::tempdir().unwrap();
+        for iface in ["eth1", "eth2"] {
+            std::fs::create_dir(dir.path().join(iface)).unwrap();
+            std::fs::write(dir.path().join(iface).join("carrier"), "1\n").unwrap();
+        }
+        let src = r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "eth1"
+            neighbors = ["192.0.2.2", "2001:db8::2"]
+            peer_asn = 65101
+            [[line]]
+            name = "l2"
+            site = "b"
+            interface = "eth2"
+            neighbors = ["192.0.2.6"]
+            peer_asn = 65102
+        "#;
+        let mut st = state_from(src, dir.path());
+        let session = |line: &str, peer: &str, routes: &[&str]| {
+            let peer: IpAddr = peer.parse().unwrap();
+            let mut n = NeighborState::new(line, peer);
+            n.reported = true;
+            n.state = bgp::fsm::State::Established;
+            for r in routes {
+                n.learned.insert(r.parse().unwrap(), peer);
+            }
+            (peer, n)
+        };
+        let bgp_of = |st: &AgentState, line: &str| {
+            let p = st.config().find_path(line).unwrap();
+            st.path_status(p).signals[2].clone()
+        };
+        let sessions = [
+            session("l1", "192.0.2.2", &["198.18.2.0/24"]),
+            session("l1", "2001:db8::2", &["2001:db8:2::/48"]),
+            // l2 carries both families over one IPv4 session (MP-BGP).
+            session("l2", "192.0.2.6", &["198.18.2.0/24", "2001:db8:2::/48"]),
+        ];
+        st.bgp.extend(sessions);
+        assert_eq!(bgp_of(&st, "l1").state, Health::Up);
+        // lr1 withdraws IPv6 first (its own session); IPv4 is still announced.
+        st.bgp.extend([session("l1", "2001:db8::2", &[])]);
+        let s = bgp_of(&st, "l1");
+        assert_eq!(s.state, Health::Down);
+        let p = st.config().find_path("l1").unwrap();
+        assert!(st
+            .path_status(p)
+            .reason
+            .contains("announces no IPv6 route of site b"));
+        // l2 has no IPv6 neighbour, so IPv6 is never routed over it: l1's IPv6 sessions
+        // announcing nothing says nothing about l2.
+        st.bgp
+            .extend([session("l2", "192.0.2.6", &["198.18.2.0/24"])]);
+        assert_eq!(bgp_of(&st, "l1").state, Health::Up, "nobody announces IPv6");
+        st.bgp.extend([
+            session("l1", "2001:db8::2", &["2001:db8:2::/48"]),
+            session("l2", "192.0.2.6", &[]),
+        ]);
+        // l2 withdraws everything while l1 announces both: down for IPv4, its only family.
+        assert_eq!(bgp_of(&st, "l2").state, Health::Down);
+        let p = st.config().find_path("l2").unwrap();
+        assert!(st
+            .path_status(p)
+            .reason
+            .contains("announces no IPv4 route of site b"));
         assert_eq!(bgp_of(&st, "l1").state, Health::Up);
     }
 
