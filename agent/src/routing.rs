@@ -421,6 +421,7 @@ impl Programmer {
                 }
             }
             let choice = select::choose(&candidates);
+            let fallback = select::fallback(&candidates, &choice);
             let healthy: Vec<(String, u16)> = candidates
                 .iter()
                 .filter(|c| c.healthy)
@@ -437,6 +438,8 @@ impl Programmer {
                 v6: members(cfg, name, &choice, Family::V6, &mut ifindexes),
                 standby_v4: member_list(cfg, name, &healthy, Family::V4, &mut ifindexes),
                 standby_v6: member_list(cfg, name, &healthy, Family::V6, &mut ifindexes),
+                fallback_v4: members(cfg, name, &fallback, Family::V4, &mut ifindexes),
+                fallback_v6: members(cfg, name, &fallback, Family::V6, &mut ifindexes),
             });
             choices.push((name.clone(), choice));
         }
@@ -505,7 +508,12 @@ impl Programmer {
         let created_group = !created.is_empty();
         if created_group {
             let routes = plan::desired(&wants, &[], true).routes;
-            let restore = routes.into_iter().filter(|(_, g)| created.contains(g));
+            // The main routes first: until they are back, traffic takes the fallback.
+            let (main, fallback): (Vec<_>, Vec<_>) = routes
+                .into_iter()
+                .filter(|(_, g)| created.contains(g))
+                .partition(|((_, metric), _)| *metric == plan::METRIC);
+            let restore = main.into_iter().chain(fallback);
             errors.extend(
                 self.fib
                     .restore(restore)

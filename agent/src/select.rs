@@ -154,6 +154,26 @@ pub fn choose(paths: &[Candidate]) -> Choice {
     }
 }
 
+/// Where the traffic goes when every path `primary` chose loses its link at once: the
+/// choice among the other paths (the next line tier, else the tunnels). The kernel then
+/// deletes the main group with its routes and the site's fallback routes take over until
+/// the agent has put them back. `AllDown` when no other path is healthy.
+pub fn fallback(paths: &[Candidate], primary: &Choice) -> Choice {
+    let rest: Vec<Candidate> = paths
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if primary.members.iter().any(|(n, _)| *n == c.name) {
+                c.healthy = false;
+                c.unproven = false;
+                c.why = "carries the traffic".into();
+            }
+            c
+        })
+        .collect();
+    choose(&rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +299,34 @@ mod tests {
         let c = choose(&[l1, line("l2", 20, true), tunnel("t1", 1, true)]);
         assert_eq!(c.mode, Mode::Lines);
         assert_eq!(c.members, [("l2".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn the_fallback_is_the_choice_without_the_chosen_paths() {
+        let paths = [
+            line("l1", 10, true),
+            line("l2", 20, true),
+            tunnel("t1", 1, true),
+            tunnel("t2", 3, true),
+        ];
+        let primary = choose(&paths);
+        let f = fallback(&paths, &primary);
+        assert_eq!(f.mode, Mode::Lines, "the next tier: {}", f.reason);
+        assert_eq!(members(&f), [("l2", 1)]);
+        // With the next tier down, the tunnels by weight.
+        let paths = [
+            line("l1", 10, true),
+            line("l2", 20, false),
+            tunnel("t1", 1, true),
+            tunnel("t2", 3, true),
+        ];
+        let f = fallback(&paths, &choose(&paths));
+        assert_eq!(f.mode, Mode::Failover);
+        assert_eq!(members(&f), [("t1", 1), ("t2", 3)]);
+        // On the tunnels already: nothing else is healthy, the kernel's group stays.
+        let paths = [line("l1", 10, false), tunnel("t1", 1, true)];
+        let f = fallback(&paths, &choose(&paths));
+        assert_eq!(f.mode, Mode::AllDown);
+        assert!(f.members.is_empty() && f.fallback.is_empty());
     }
 }

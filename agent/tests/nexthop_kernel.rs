@@ -159,7 +159,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
             "add",
             "198.18.7.0/24",
             "dev",
-            "lr1",
+            "tp1",
             "metric",
             "20",
             "proto",
@@ -190,14 +190,17 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
             weight,
         };
         // Every path healthy: all three objects stay, in the group or beside it.
-        let site = |v4: Members| SiteWant {
+        let with_fallback = |v4: Members, fallback_v4: Members| SiteWant {
             index: 0,
             prefixes: prefixes.clone(),
             v4,
             v6: Members::Keep,
             standby_v4: vec![line.clone(), tun(1, t1, 1), tun(2, t2, 1)],
             standby_v6: Vec::new(),
+            fallback_v4,
+            fallback_v6: Members::Keep,
         };
+        let site = |v4: Members| with_fallback(v4, Members::Keep);
         let reconcile = |want: SiteWant| {
             let fib = fib.clone();
             let wanted = wanted.clone();
@@ -225,7 +228,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         );
         let foreign = ip(&name, &["route", "show", "198.18.7.0/24"]);
         assert!(
-            foreign.contains("proto static") && foreign.contains("dev lr1"),
+            foreign.contains("proto static") && foreign.contains("dev tp1"),
             "{foreign}"
         );
         assert!(
@@ -265,7 +268,9 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         let k = fib.kernel(&BTreeSet::new(), false).await.unwrap();
         let d = plan::desired(std::slice::from_ref(&tunnels), &k.nexthops, false);
         assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
-        let errors = fib.restore(prefixes.iter().map(|p| (*p, gid))).await;
+        let errors = fib
+            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)))
+            .await;
         assert!(errors.is_empty(), "{errors:?}");
         let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
         assert_eq!(
@@ -278,6 +283,52 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         assert!(
             reconcile(tunnels.clone()).await.is_empty(),
             "nothing left to do"
+        );
+
+        // Back on the line, with the tunnels as the fallback: every prefix a second time, at
+        // the fallback metric through a group of its own.
+        let fgid = plan::fallback_group_id(0, Family::V4);
+        let tunnel_members = || vec![tun(1, t1, 1), tun(2, t2, 1)];
+        let guarded = with_fallback(
+            Members::Set(vec![line.clone()]),
+            Members::Set(tunnel_members()),
+        );
+        reconcile(guarded.clone()).await;
+        let r = ip(&name, &["route", "show", "198.18.3.0/24"]);
+        assert!(
+            r.contains(&format!("nhid {gid}")) && r.contains(&format!("metric {METRIC}")),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!("nhid {fgid}"))
+                && r.contains(&format!("metric {}", plan::FALLBACK_METRIC)),
+            "{r}"
+        );
+        let get = |dst: &str| ip(&name, &["route", "get", dst]);
+        assert!(get("198.18.3.1").contains("dev line1"));
+        // The line loses its carrier: the kernel deletes the line's object, the group it
+        // was the only member of and the routes through it. The fallback routes carry at
+        // once, before the agent has done anything.
+        ip(&name, &["link", "set", "dev", "lr1", "down"]);
+        let after_cut = get("198.18.3.1");
+        assert!(
+            after_cut.contains("dev tun1") || after_cut.contains("dev tun2"),
+            "{after_cut}"
+        );
+        assert!(!ip(&name, &["route", "show", "198.18.3.0/24"]).contains(&format!("nhid {gid} ")));
+        // The agent then moves the site to the tunnels and puts the main routes back.
+        let mut on_tunnels = with_fallback(Members::Set(tunnel_members()), Members::Keep);
+        on_tunnels.standby_v4 = tunnel_members();
+        let k = fib.kernel(&BTreeSet::new(), false).await.unwrap();
+        let d = plan::desired(std::slice::from_ref(&on_tunnels), &k.nexthops, false);
+        assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
+        let errors = fib
+            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)))
+            .await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            reconcile(on_tunnels.clone()).await.is_empty(),
+            "the fallback group is kept as it is"
         );
 
         // The site goes away: our objects go, the foreign route stays.

@@ -137,10 +137,13 @@ impl Fib {
     /// last member's link lost its carrier, without the dump a reconcile starts with:
     /// every route is dropped traffic until it is back. Adds only (see `routes::add`), so
     /// another protocol's route is never replaced; the reconcile that follows checks.
-    pub async fn restore(&self, routes: impl Iterator<Item = (IpNet, u32)>) -> Vec<FibError> {
+    pub async fn restore(
+        &self,
+        routes: impl Iterator<Item = ((IpNet, u32), u32)>,
+    ) -> Vec<FibError> {
         let mut errors = Vec::new();
-        for (dst, nhid) in routes {
-            if let Err(e) = routes::add(&self.routes, dst, nhid).await {
+        for ((dst, metric), nhid) in routes {
+            if let Err(e) = routes::add(&self.routes, dst, metric, nhid).await {
                 errors.push(e);
             }
         }
@@ -178,7 +181,9 @@ impl Fib {
                     }
                 },
                 Op::DelNexthop(id) => self.nexthops.delete(*id).await,
-                Op::Route { dst, nhid } => routes::replace(&self.routes, *dst, *nhid).await,
+                Op::Route { dst, metric, nhid } => {
+                    routes::replace(&self.routes, *dst, *metric, *nhid).await
+                }
                 Op::DelRoute { dst, metric } => routes::delete(&self.routes, *dst, *metric).await,
             };
             if let Err(e) = r {

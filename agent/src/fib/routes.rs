@@ -10,7 +10,7 @@ use netlink_packet_route::route::{
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::plan::{KernelRoute, METRIC, PROTOCOL};
+use super::plan::{KernelRoute, PROTOCOL};
 use super::FibError;
 
 /// The kernel's refusal as such (with its errno), anything else as a transport error.
@@ -88,28 +88,28 @@ pub async fn dump(h: &Handle, wanted: &BTreeSet<IpNet>) -> Result<Vec<KernelRout
     Ok(out)
 }
 
-/// Our route at `dst` through nexthop (group) `nhid`.
-fn through(dst: IpNet, nhid: u32) -> RouteMessage {
-    let mut m = message(dst, METRIC);
+/// Our route at `dst`/`metric` through nexthop (group) `nhid`.
+fn through(dst: IpNet, metric: u32, nhid: u32) -> RouteMessage {
+    let mut m = message(dst, metric);
     m.attributes.push(RouteAttribute::NhId(nhid));
     m
 }
 
-pub async fn replace(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
+pub async fn replace(h: &Handle, dst: IpNet, metric: u32, nhid: u32) -> Result<(), FibError> {
     h.route()
-        .add(through(dst, nhid))
+        .add(through(dst, metric, nhid))
         .replace()
         .execute()
         .await
         .map_err(|e| error(e, &format!("route {dst} nhid {nhid}")))
 }
 
-/// Adds our route at `dst` unless a route is there at our metric (theirs or ours): never
+/// Adds our route at `dst` unless a route is there at `metric` (theirs or ours): never
 /// overwrites, so it is safe without a dump. Ok when the route exists.
-pub async fn add(h: &Handle, dst: IpNet, nhid: u32) -> Result<(), FibError> {
+pub async fn add(h: &Handle, dst: IpNet, metric: u32, nhid: u32) -> Result<(), FibError> {
     match h
         .route()
-        .add(through(dst, nhid))
+        .add(through(dst, metric, nhid))
         .execute()
         .await
         .map_err(|e| error(e, &format!("route {dst} nhid {nhid}")))
