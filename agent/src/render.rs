@@ -20,6 +20,12 @@ pub fn status(s: &Status) -> String {
         );
         let active = site.active_path.as_deref().unwrap_or("-");
         let _ = writeln!(out, "  active: {active} ({})", site.active_reason);
+        if let Some(f) = &site.fallback_path {
+            let _ = writeln!(
+                out,
+                "  fallback: {f} (if the active paths all lose their link)"
+            );
+        }
         let _ = writeln!(
             out,
             "  learned over BGP: {} prefixes",

@@ -441,7 +441,7 @@ impl Programmer {
                 fallback_v4: members(cfg, name, &fallback, Family::V4, &mut ifindexes),
                 fallback_v6: members(cfg, name, &fallback, Family::V6, &mut ifindexes),
             });
-            choices.push((name.clone(), choice));
+            choices.push((name.clone(), choice, fallback));
         }
         let lines: Vec<String> = cfg.lines.iter().map(|l| l.name.get_ref().clone()).collect();
         for e in self.policy.take_events() {
@@ -455,7 +455,8 @@ impl Programmer {
             let a = self.policy.advertise(&l);
             st.set_advertise(&l, a);
         }
-        for (name, choice) in choices {
+        for (name, choice, fallback) in choices {
+            st.fallback.insert(name.clone(), fallback);
             if let Some(kind) = transition(st.active.get(&name), &choice) {
                 tracing::warn!(site = %name, "{kind}: {}", choice.reason);
                 st.record(kind, None, format!("site {name}: {}", choice.reason));

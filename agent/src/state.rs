@@ -80,6 +80,8 @@ pub struct AgentState {
     pub(crate) tunnels: BTreeMap<String, TunnelView>,
     /// What carries each site's traffic, as last programmed (absent: not programmed).
     pub(crate) active: BTreeMap<String, crate::select::Choice>,
+    /// Per site, the paths of its fallback group (see `select::fallback`).
+    pub(crate) fallback: BTreeMap<String, crate::select::Choice>,
     /// Bumped whenever a learned route comes or goes, so the route set is rebuilt only then.
     pub(crate) routes_generation: u64,
     /// Woken on every change of a signal the route selection reads.
@@ -133,6 +135,7 @@ impl AgentState {
             bfd: BTreeMap::new(),
             tunnels: BTreeMap::new(),
             active: BTreeMap::new(),
+            fallback: BTreeMap::new(),
             routes_generation: 0,
             changed: Arc::new(Notify::new()),
             touches: std::sync::atomic::AtomicU64::new(0),
@@ -259,6 +262,7 @@ impl AgentState {
                 || "routes not programmed yet".to_owned(),
                 |c| c.reason.clone(),
             ),
+            fallback_path: self.fallback.get(site).and_then(paths_of),
             learned_prefixes: self.learned_prefixes(site),
             paths: cfg.paths_of(site).map(|p| self.path_status(p)).collect(),
         }
@@ -266,16 +270,7 @@ impl AgentState {
 
     /// The paths carrying `site`'s traffic, comma-separated, when any does.
     pub(crate) fn active_paths(&self, site: &str) -> Option<String> {
-        self.active
-            .get(site)
-            .map(|c| {
-                c.members
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .filter(|s| !s.is_empty())
+        self.active.get(site).and_then(paths_of)
     }
 
     fn learned_prefixes(&self, site: &str) -> usize {
@@ -564,6 +559,12 @@ fn bfd_signal<'a>(
     }
 }
 
+/// The paths of a choice, comma-separated; none when it has none.
+fn paths_of(c: &crate::select::Choice) -> Option<String> {
+    let names: Vec<&str> = c.members.iter().map(|(n, _)| n.as_str()).collect();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,6 +640,30 @@ mod tests {
         assert_eq!(paths[1].state, Health::Down);
         assert_eq!(paths[2].signals[0].state, Health::Absent);
         assert_eq!(paths[2].state, Health::Down);
+    }
+
+    #[test]
+    fn status_names_the_active_and_the_fallback_paths() {
+        let (_dir, mut st) = line_up_state();
+        let site = st.config.sites[0].name.get_ref().clone();
+        let choice = |members: &[&str]| crate::select::Choice {
+            mode: crate::select::Mode::Lines,
+            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
+            fallback: Vec::new(),
+            reason: "why".into(),
+        };
+        st.active.insert(site.clone(), choice(&["line1"]));
+        st.fallback
+            .insert(site.clone(), choice(&["inet1", "inet2"]));
+        let s = &st.status().sites[0];
+        assert_eq!(s.active_path.as_deref(), Some("line1"));
+        assert_eq!(s.fallback_path.as_deref(), Some("inet1, inet2"));
+        st.fallback.insert(site, choice(&[]));
+        assert_eq!(
+            st.status().sites[0].fallback_path,
+            None,
+            "nothing else healthy"
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct SiteStatus {
     /// The path carrying the site's traffic, when the agent knows it.
     pub active_path: Option<String>,
     pub active_reason: String,
+    /// Where the fallback routes send the traffic if the active paths all lose their link
+    /// at once (until the agent has moved the site); none when no other path is healthy.
+    #[serde(default)]
+    pub fallback_path: Option<String>,
     /// Distinct prefixes learned over BGP on the site's lines.
     pub learned_prefixes: usize,
     pub paths: Vec<PathStatus>,

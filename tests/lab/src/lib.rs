@@ -113,6 +113,9 @@ impl Lab {
             namespaces: Vec::new(),
             _lock: lock,
         };
+        if lab.opts.mode == GatewayMode::Crosslink {
+            warn_if_stale(&lab.crosslink_bin()?);
+        }
         // On error the partly built lab is dropped here, which tears it down.
         setup::topology(&mut lab)?;
         setup::daemons(&mut lab)?;
@@ -496,4 +499,49 @@ fn remove_stale() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Says so (once per process) when the agent binary the lab runs is older than the agent's
+/// sources: `cargo bench -p crosslink-lab` and `cargo test -p crosslink-lab` build the lab,
+/// not the agent, and a figure measured on an old binary is worse than none.
+fn warn_if_stale(bin: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let newest = ["agent/src", "bgp/src", "probes/src", "wg/src"]
+            .iter()
+            .filter_map(|d| newest_file(&root.join(d)))
+            .max();
+        eprintln!("lab: agent binary {}", bin.display());
+        if let (Some(built), Some((changed, file))) = (built, newest) {
+            if changed > built {
+                eprintln!(
+                    "lab: WARNING: {} changed after this binary was built; rebuild it (cargo build [--release] -p crosslink)",
+                    file.display()
+                );
+            }
+        }
+    });
+}
+
+/// The most recently modified file under `dir`, recursively.
+fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut todo = vec![dir.to_path_buf()];
+    // Bounded: the sources are a few dozen directories.
+    for _ in 0..10_000 {
+        let Some(d) = todo.pop() else { break };
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if let Ok(t) = meta.modified() {
+                if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                    newest = Some((t, e.path()));
+                }
+            }
+        }
+    }
+    newest
 }
