@@ -496,8 +496,8 @@ impl Programmer {
         let (wants, prefixes_changed) = self.wants();
         self.save_marks();
         let mut errors = Vec::new();
-        let created = match self.sync(&wants, false).await {
-            Ok((created, e)) => {
+        let created = match self.sync(&wants, false, || false).await {
+            Ok((created, e, _)) => {
                 errors.extend(e);
                 created
             }
@@ -507,6 +507,10 @@ impl Programmer {
             }
         };
         let created_group = !created.is_empty();
+        // Route work may be cut short once, when a signal changes while it runs: the next
+        // pass switches first and then carries on (see `Fib::apply_until`).
+        let may_stop = !self.routes_deferred;
+        let mut stopped = false;
         if created_group {
             let routes = plan::desired(&wants, &[], true).routes;
             // The main routes first: until they are back, traffic takes the fallback.
@@ -515,13 +519,9 @@ impl Programmer {
                 .filter(|(_, g)| created.contains(g))
                 .partition(|((_, metric), _)| *metric == plan::METRIC);
             let restore = main.into_iter().chain(fallback);
-            errors.extend(
-                self.fib
-                    .restore(restore)
-                    .await
-                    .iter()
-                    .map(ToString::to_string),
-            );
+            let (e, done) = self.fib.restore(restore, self.stop_check(may_stop)).await;
+            errors.extend(e.iter().map(ToString::to_string));
+            stopped = !done;
         }
         if !self.moved.is_empty() {
             let took = started.elapsed();
@@ -533,7 +533,9 @@ impl Programmer {
         let scan_due = self
             .last_route_scan
             .is_none_or(|t| t.elapsed() >= ROUTE_SCAN);
-        if scan_due || prefixes_changed || created_group || self.routes_deferred {
+        if stopped {
+            self.routes_deferred = true;
+        } else if scan_due || prefixes_changed || created_group || self.routes_deferred {
             // A signal that changed while this pass ran may move traffic (the two families'
             // withdrawals come over two sessions, a few hundred µs apart): the next pass
             // switches first and does the route work, deferred once, never twice in a row.
@@ -543,13 +545,26 @@ impl Programmer {
                 self.routes_deferred = true;
             } else {
                 self.routes_deferred = false;
-                match self.sync(&wants, true).await {
-                    Ok((_, e)) => errors.extend(e),
+                let stop = self.stop_check(may_stop);
+                match self.sync(&wants, true, stop).await {
+                    Ok((_, e, done)) => {
+                        errors.extend(e);
+                        self.routes_deferred = !done;
+                    }
                     Err(e) => errors.push(e.to_string()),
                 }
             }
         }
         self.report(errors);
+    }
+
+    /// Whether route work should stop for a switch: some signal changed since this pass
+    /// read them. `allowed: false` (the route work was cut short last time) never stops,
+    /// so a table streaming in cannot keep the routes from being done.
+    fn stop_check(&self, allowed: bool) -> impl Fn() -> bool {
+        let state = self.state.clone();
+        let seen = self.touches_seen;
+        move || allowed && lock(&state).touches() != seen
     }
 
     /// Keeps the operator's failovers and drains on disk whenever they change.
@@ -603,13 +618,14 @@ impl Programmer {
     }
 
     /// One reconcile against a fresh dump; `with_routes: false` leaves routes out on both
-    /// sides. Returns the groups it created (their routes are then due) and what the
-    /// kernel refused.
+    /// sides. Returns the groups it created (their routes are then due), what the kernel
+    /// refused, and whether it got through the plan (`stop`, see `Fib::apply_until`).
     async fn sync(
         &mut self,
         wants: &[SiteWant],
         with_routes: bool,
-    ) -> Result<(BTreeSet<u32>, Vec<String>), crate::fib::FibError> {
+        stop: impl Fn() -> bool,
+    ) -> Result<(BTreeSet<u32>, Vec<String>, bool), crate::fib::FibError> {
         let kernel = self.fib.kernel(&self.wanted, with_routes).await?;
         let want = plan::desired(wants, &kernel.nexthops, with_routes);
         let created: BTreeSet<u32> = want
@@ -630,18 +646,28 @@ impl Programmer {
             }
         }
         if plan.is_empty() {
-            return Ok((created, Vec::new()));
+            return Ok((created, Vec::new(), true));
         }
         let started = Instant::now();
-        let errors = self.fib.apply(&plan).await;
+        let (errors, done) = self.fib.apply_until(&plan, stop).await;
         let took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if with_routes {
+        if !done {
+            tracing::info!(
+                ops = plan.ops.len(),
+                took_us,
+                "route work cut short for a switch; the next pass carries on"
+            );
+        } else if with_routes {
             tracing::debug!(ops = plan.ops.len(), took_us, "routes updated");
         } else {
             // The switch itself: whatever the prefix count, a few nexthop operations.
             tracing::info!(ops = plan.ops.len(), took_us, "nexthop groups updated");
         }
-        Ok((created, errors.iter().map(ToString::to_string).collect()))
+        Ok((
+            created,
+            errors.iter().map(ToString::to_string).collect(),
+            done,
+        ))
     }
 
     /// Logs refusals once, not on every retry, and says when they clear.

@@ -268,10 +268,10 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         let k = fib.kernel(&BTreeSet::new(), false).await.unwrap();
         let d = plan::desired(std::slice::from_ref(&tunnels), &k.nexthops, false);
         assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
-        let errors = fib
-            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)))
+        let (errors, done) = fib
+            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)), || false)
             .await;
-        assert!(errors.is_empty(), "{errors:?}");
+        assert!(errors.is_empty() && done, "{errors:?}");
         let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
         assert_eq!(
             ours.lines().filter(|l| l.starts_with("198.18.")).count(),
@@ -322,10 +322,10 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         let k = fib.kernel(&BTreeSet::new(), false).await.unwrap();
         let d = plan::desired(std::slice::from_ref(&on_tunnels), &k.nexthops, false);
         assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
-        let errors = fib
-            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)))
+        let (errors, done) = fib
+            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)), || false)
             .await;
-        assert!(errors.is_empty(), "{errors:?}");
+        assert!(errors.is_empty() && done, "{errors:?}");
         assert!(
             reconcile(on_tunnels.clone()).await.is_empty(),
             "the fallback group is kept as it is"
@@ -344,5 +344,92 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
             ""
         );
         assert!(ip(&name, &["route", "show", "198.18.7.0/24"]).contains("proto static"));
+    });
+}
+
+/// Route work stops between chunks when asked (a switch became due) and leaves a state the
+/// kernel holds; the next run does the rest.
+#[test]
+fn route_work_stops_between_chunks_when_asked() {
+    use crosslink::fib::plan::{self, Family, Member, Members, SiteWant, METRIC};
+    use crosslink::fib::{Fib, ROUTE_CHUNK};
+    use std::collections::BTreeSet;
+
+    let ns = netns("xl-chunk");
+    ip(
+        &ns.0,
+        &["link", "add", "tun1", "type", "veth", "peer", "name", "tp1"],
+    );
+    for d in ["tun1", "tp1", "lo"] {
+        ip(&ns.0, &["link", "set", "dev", d, "up"]);
+    }
+    let t1 = ifindex(&ns.0, "tun1");
+    let name = ns.0.clone();
+    run_in(&ns, move || async move {
+        let (fib, a, b) = Fib::connect().unwrap();
+        tokio::spawn(a);
+        tokio::spawn(b);
+        let n = ROUTE_CHUNK * 2 + 10;
+        let prefixes: std::sync::Arc<[ipnet::IpNet]> = (0..n)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+            .collect();
+        let wanted: BTreeSet<ipnet::IpNet> = prefixes.iter().copied().collect();
+        let tun = Member {
+            slot: 0,
+            ifindex: t1,
+            gateway: None,
+            weight: 1,
+        };
+        let site = SiteWant {
+            index: 0,
+            prefixes,
+            v4: Members::Set(vec![tun.clone()]),
+            v6: Members::Keep,
+            standby_v4: vec![tun],
+            standby_v6: Vec::new(),
+            fallback_v4: Members::Keep,
+            fallback_v6: Members::Keep,
+        };
+        let ours = || {
+            ip(
+                &name,
+                &["route", "show", "proto", &plan::PROTOCOL.to_string()],
+            )
+            .lines()
+            .filter(|l| l.starts_with("10."))
+            .count()
+        };
+        let plan_now = || {
+            let fib = fib.clone();
+            let wanted = wanted.clone();
+            let site = site.clone();
+            async move {
+                let k = fib.kernel(&wanted, true).await.unwrap();
+                plan::diff(&plan::desired(&[site], &k.nexthops, true), &k)
+            }
+        };
+        // Asked to stop at the first look: the group and one chunk of routes are in.
+        let asked = std::cell::Cell::new(0);
+        let (errors, done) = fib
+            .apply_until(&plan_now().await, || {
+                asked.set(asked.get() + 1);
+                true
+            })
+            .await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(!done);
+        assert_eq!(asked.get(), 1);
+        assert_eq!(ours(), ROUTE_CHUNK);
+        let gid = plan::group_id(0, Family::V4).to_string();
+        assert!(ip(&name, &["nexthop", "show", "id", &gid]).contains("group"));
+        // The next run plans the rest only and gets through.
+        let rest = plan_now().await;
+        assert_eq!(rest.ops.len(), n - ROUTE_CHUNK);
+        let (errors, done) = fib.apply_until(&rest, || false).await;
+        assert!(errors.is_empty() && done, "{errors:?}");
+        assert_eq!(ours(), n);
+        assert!(plan_now().await.is_empty());
+        let r = ip(&name, &["route", "show", "10.2.9.0/24"]);
+        assert!(r.contains(&format!("metric {METRIC}")), "{r}");
     });
 }

@@ -98,6 +98,10 @@ impl Nexthops {
     }
 }
 
+/// Route operations between two looks at whether to stop (see `Fib::apply`): about 2 ms of
+/// route work at the 7 µs each measured.
+pub const ROUTE_CHUNK: usize = 256;
+
 /// Both halves of the FIB: nexthop objects (our codec) and routes (rtnetlink).
 #[derive(Clone)]
 pub struct Fib {
@@ -137,26 +141,48 @@ impl Fib {
     /// last member's link lost its carrier, without the dump a reconcile starts with:
     /// every route is dropped traffic until it is back. Adds only (see `routes::add`), so
     /// another protocol's route is never replaced; the reconcile that follows checks.
+    /// Stops when `stop` says so, as `apply` does; returns what the kernel refused and
+    /// whether every route was added.
     pub async fn restore(
         &self,
         routes: impl Iterator<Item = ((IpNet, u32), u32)>,
-    ) -> Vec<FibError> {
+        stop: impl Fn() -> bool,
+    ) -> (Vec<FibError>, bool) {
         let mut errors = Vec::new();
-        for ((dst, metric), nhid) in routes {
+        for (i, ((dst, metric), nhid)) in routes.enumerate() {
+            if i > 0 && i % ROUTE_CHUNK == 0 && stop() {
+                return (errors, false);
+            }
             if let Err(e) = routes::add(&self.routes, dst, metric, nhid).await {
                 errors.push(e);
             }
         }
-        errors
+        (errors, true)
     }
 
     /// Carries out `plan` in order. A member the kernel refuses (its interface just lost
     /// carrier) is left out of the groups that follow, so the other members still take the
     /// traffic; every refusal is returned for the log, and the next reconcile retries.
     pub async fn apply(&self, plan: &Plan) -> Vec<FibError> {
+        self.apply_until(plan, || false).await.0
+    }
+
+    /// As `apply`, but asks `stop` every `ROUTE_CHUNK` route operations and leaves the
+    /// rest when it says so: a table's worth of route work (0.7 s at 100,000) must not hold
+    /// up a switch that became due meanwhile. Any prefix of the plan is a state the kernel
+    /// accepts (see `plan::diff`), and the next reconcile does the rest. Returns the
+    /// refusals and whether the whole plan was carried out.
+    pub async fn apply_until(&self, plan: &Plan, stop: impl Fn() -> bool) -> (Vec<FibError>, bool) {
         let mut errors = Vec::new();
         let mut refused: BTreeSet<u32> = BTreeSet::new();
+        let mut route_ops = 0usize;
         for op in &plan.ops {
+            if matches!(op, Op::Route { .. } | Op::DelRoute { .. }) {
+                if route_ops > 0 && route_ops % ROUTE_CHUNK == 0 && stop() {
+                    return (errors, false);
+                }
+                route_ops += 1;
+            }
             let r = match op {
                 Op::Nexthop(nh) => match &nh.kind {
                     Kind::Group(members) => {
@@ -190,6 +216,6 @@ impl Fib {
                 errors.push(e);
             }
         }
-        errors
+        (errors, true)
     }
 }
