@@ -15,7 +15,8 @@
 //! every route one by one.
 //!
 //! `cargo bench -p crosslink-lab --bench failover [-- CUTS [TABLE_CUTS [carrier]]]` (root;
-//! build the release agent first). Prints figures; asserts nothing about speed.
+//! build the release agent first). `FAILOVER_INTERVALS=5,10` sets part 1's BFD intervals
+//! in ms (default 10,100). Prints figures; asserts nothing about speed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -313,8 +314,19 @@ fn main() {
     } else {
         Cut::Blackhole
     };
-    let intervals: &[u64] = if cuts == 0 { &[] } else { &[10, 100] };
-    for &ms in intervals {
+    let intervals: Vec<u64> = match std::env::var("FAILOVER_INTERVALS") {
+        _ if cuts == 0 => Vec::new(),
+        Ok(list) => list
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .expect("FAILOVER_INTERVALS: milliseconds, e.g. 5,10")
+            })
+            .collect(),
+        Err(_) => vec![10, 100],
+    };
+    for &ms in &intervals {
         let ours = part1(GatewayMode::Crosslink, ms, cuts);
         let bird = part1(GatewayMode::Bird, ms, cuts);
         for ((kind, mut c), (_, mut b)) in ours.into_iter().zip(bird) {

@@ -1,0 +1,153 @@
+//! A choice of paths as kernel nexthop members: a line through its router's address of
+//! each family, a tunnel out of its interface.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, PathRef};
+use crate::fib::plan::{Family, Member, Members};
+use crate::select::{Choice, Mode};
+
+/// Interface indexes looked up at most once per pass: a lookup is a socket, an ioctl and a
+/// close, and a pass resolves every chosen and every healthy path for both families while
+/// the switch waits. Not kept across passes (an interface may be re-created).
+#[derive(Default)]
+pub(super) struct Ifindexes(BTreeMap<String, Option<u32>>);
+
+impl Ifindexes {
+    pub(super) fn get(&mut self, name: &str) -> Option<u32> {
+        if let Some(i) = self.0.get(name) {
+            return *i;
+        }
+        let i = nix::net::if_::if_nametoindex(name).ok();
+        self.0.insert(name.to_owned(), i);
+        i
+    }
+}
+
+/// The kernel members of `choice` for one family. A path whose interface is gone is left
+/// out; nothing chosen (or nothing of this family) keeps what the kernel has.
+pub(super) fn members(
+    cfg: &Config,
+    site: &str,
+    choice: &Choice,
+    family: Family,
+    ifindexes: &mut Ifindexes,
+) -> Members {
+    if choice.mode == Mode::AllDown {
+        return match member_list(cfg, site, &choice.fallback, family, ifindexes) {
+            m if m.is_empty() => Members::Keep,
+            m => Members::KeepOr(m),
+        };
+    }
+    let out = member_list(cfg, site, &choice.members, family, ifindexes);
+    // A family the chosen paths do not carry (a line without an IPv6 neighbour) keeps
+    // what it has rather than losing its routes.
+    if out.is_empty() {
+        Members::Keep
+    } else {
+        Members::Set(out)
+    }
+}
+
+/// The members for the `chosen` paths with their weights, in the site's path order.
+pub(super) fn member_list(
+    cfg: &Config,
+    site: &str,
+    chosen: &[(String, u16)],
+    family: Family,
+    ifindexes: &mut Ifindexes,
+) -> Vec<Member> {
+    let mut out = Vec::new();
+    for (slot, p) in cfg.paths_of(site).enumerate() {
+        let Some((_, weight)) = chosen.iter().find(|(n, _)| n == p.name()) else {
+            continue;
+        };
+        let (iface, gateway) = match p {
+            PathRef::Line(l) => {
+                let gw = l
+                    .neighbors
+                    .get_ref()
+                    .iter()
+                    .find(|a| Family::of(**a) == family);
+                match gw {
+                    Some(gw) => (l.interface.get_ref(), Some(*gw)),
+                    None => continue,
+                }
+            }
+            PathRef::Tunnel(t) => (t.interface.get_ref(), None),
+        };
+        let Some(ifindex) = ifindexes.get(iface) else {
+            continue;
+        };
+        out.push(Member {
+            slot: slot as u8,
+            ifindex,
+            gateway,
+            weight: *weight,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn choice(mode: Mode, members: &[&str]) -> Choice {
+        Choice {
+            mode,
+            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
+            fallback: Vec::new(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn members_follow_the_choice_per_family() {
+        let src = r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "lo"
+            neighbors = ["192.0.2.2"]
+            peer_asn = 65101
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+        let c = choice(Mode::Lines, &["l1"]);
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        assert_eq!(
+            members(&cfg, "b", &c, Family::V4, &mut Ifindexes::default()),
+            Members::Set(vec![Member {
+                slot: 0,
+                ifindex: lo,
+                gateway: Some(IpAddr::from([192, 0, 2, 2])),
+                weight: 1
+            }])
+        );
+        assert_eq!(
+            members(&cfg, "b", &c, Family::V6, &mut Ifindexes::default()),
+            Members::Keep,
+            "no IPv6 neighbour: the IPv6 routes stay as they are"
+        );
+        assert_eq!(
+            members(
+                &cfg,
+                "b",
+                &choice(Mode::AllDown, &[]),
+                Family::V4,
+                &mut Ifindexes::default()
+            ),
+            Members::Keep
+        );
+    }
+}
