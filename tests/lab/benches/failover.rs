@@ -3,10 +3,12 @@
 //! wireguard-go backup) in the same run.
 //!
 //! Part 1, for BFD 10 ms × 3 and 100 ms × 3, CUTS cuts (default 10, 0 skips it) of each
-//! kind at gwa's end of line 1: (a) carrier loss (`ip link set down`), (b) a silent drop
-//! of everything with the link up (nftables). Outage: the longest gap seen by the traffic
-//! probe (1,000 packets/s each way between ha and hb), the worse direction; then the line
-//! is healed and the packets lost while traffic returns are counted.
+//! kind on line 1: (a) carrier loss at gwa's end (`ip link set down`), (b) a silent drop
+//! of everything with the link up (nftables) at gwa's end, (c) the same at gwb's end: the
+//! far side of the line for gwa, whose line router and BGP session stay up (only
+//! end-to-end BFD sees it). Outage: the longest gap seen by the traffic probe (1,000
+//! packets/s each way between ha and hb), the worse direction; then the line is healed and
+//! the packets lost while traffic returns are counted. `FAILOVER_KINDS=a,b,c` picks kinds.
 //!
 //! Part 2, with 100, 10,000 and 100,000 site prefixes (both line routers announce them,
 //! BFD 10 ms × 3, TABLE_CUTS cuts each, default 3, 0 skips it; silent cuts, or carrier
@@ -65,16 +67,18 @@ fn stop(p: (TrafficProbe, TrafficProbe)) -> (ProbeReport, ProbeReport) {
 
 /// One cut and return: (outage ms, packets lost on return), or None when the lab did
 /// not settle (reported, not counted).
-fn cycle(lab: &Lab, kind: Cut) -> Option<(f64, u64)> {
+fn cycle(lab: &Lab, kind: Cut, at: Side) -> Option<(f64, u64)> {
     let p = both(lab);
     std::thread::sleep(Duration::from_millis(300));
-    lab.cut(Side::A, Line(1), kind).ok()?;
+    lab.cut(at, Line(1), kind).ok()?;
     let moved = wait_line(lab, Line(2), Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let (ab, ba) = stop(p);
     if let Err(e) = moved {
         eprintln!("  not moved: {e:#}");
-        let _ = lab.heal(Side::A, Line(1));
+        let _ = lab.heal(at, Line(1));
+        // Back on line 1 before the next cut, whatever kept the traffic there.
+        let _ = wait_line(lab, Line(1), Duration::from_secs(60));
         return None;
     }
     let outage = ab.longest_gap_ms.max(ba.longest_gap_ms);
@@ -84,7 +88,7 @@ fn cycle(lab: &Lab, kind: Cut) -> Option<(f64, u64)> {
     );
     let p = both(lab);
     std::thread::sleep(Duration::from_millis(200));
-    lab.heal(Side::A, Line(1)).ok()?;
+    lab.heal(at, Line(1)).ok()?;
     let back = wait_line(lab, Line(1), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(300));
     let (ab, ba) = stop(p);
@@ -110,25 +114,37 @@ struct Cuts {
     lost: Vec<f64>,
 }
 
-fn part1(mode: GatewayMode, interval_ms: u64, cuts: usize) -> Vec<(Cut, Cuts)> {
+/// The kinds of part 1: label, fault, and where on line 1.
+const KINDS: [(&str, Cut, Side); 3] = [
+    ("a", Cut::Carrier, Side::A),
+    ("b", Cut::Blackhole, Side::A),
+    ("c", Cut::Blackhole, Side::B),
+];
+
+fn part1(
+    mode: GatewayMode,
+    interval_ms: u64,
+    cuts: usize,
+    kinds: &[&str],
+) -> Vec<(&'static str, Cut, Cuts)> {
     let lab = Lab::up(options(mode, interval_ms)).expect("lab up");
     wait_line(&lab, Line(1), Duration::from_secs(90)).expect("lab on line 1");
     // Past the start-up transients (tunnels first, BFD slow start).
     std::thread::sleep(Duration::from_secs(3));
     let mut out = Vec::new();
-    for kind in [Cut::Carrier, Cut::Blackhole] {
+    for (label, kind, at) in KINDS.into_iter().filter(|k| kinds.contains(&k.0)) {
         let mut c = Cuts {
             outage: Vec::new(),
             lost: Vec::new(),
         };
         for i in 0..cuts {
-            if let Some((o, l)) = cycle(&lab, kind) {
-                eprintln!("  {mode:?} {interval_ms} ms {kind:?} #{i}: outage {o:.1} ms, lost on return {l}");
+            if let Some((o, l)) = cycle(&lab, kind, at) {
+                eprintln!("  {mode:?} {interval_ms} ms ({label}) {kind:?} #{i}: outage {o:.1} ms, lost on return {l}");
                 c.outage.push(o);
                 c.lost.push(l as f64);
             }
         }
-        out.push((kind, c));
+        out.push((label, kind, c));
     }
     out
 }
@@ -326,13 +342,14 @@ fn main() {
             .collect(),
         Err(_) => vec![10, 100],
     };
+    let kinds_env = std::env::var("FAILOVER_KINDS").unwrap_or_else(|_| "a,b,c".into());
+    let kinds: Vec<&str> = kinds_env.split(',').map(str::trim).collect();
     for &ms in &intervals {
-        let ours = part1(GatewayMode::Crosslink, ms, cuts);
-        let bird = part1(GatewayMode::Bird, ms, cuts);
-        for ((kind, mut c), (_, mut b)) in ours.into_iter().zip(bird) {
+        let ours = part1(GatewayMode::Crosslink, ms, cuts, &kinds);
+        let bird = part1(GatewayMode::Bird, ms, cuts, &kinds);
+        for ((label, kind, mut c), (_, _, mut b)) in ours.into_iter().zip(bird) {
             rows.push(format!(
-                "| ({}) {:<8} | {ms:>3} ms × 3 | {:>15} | {:>15} | {:>11} | {:>11} |",
-                if kind == Cut::Carrier { "a" } else { "b" },
+                "| ({label}) {:<8} | {ms:>3} ms × 3 | {:>15} | {:>15} | {:>11} | {:>11} |",
                 format!("{kind:?}").to_lowercase(),
                 median_max(&mut c.outage),
                 median_max(&mut b.outage),
