@@ -175,6 +175,19 @@ pub fn fallback(paths: &[Candidate], primary: &Choice) -> Choice {
 }
 
 #[cfg(test)]
+impl Choice {
+    /// `members` at weight 1, for tests.
+    pub(crate) fn of(mode: Mode, members: &[&str]) -> Choice {
+        Choice {
+            mode,
+            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
+            fallback: Vec::new(),
+            reason: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -646,12 +646,8 @@ mod tests {
     fn status_names_the_active_and_the_fallback_paths() {
         let (_dir, mut st) = line_up_state();
         let site = st.config.sites[0].name.get_ref().clone();
-        let choice = |members: &[&str]| crate::select::Choice {
-            mode: crate::select::Mode::Lines,
-            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
-            fallback: Vec::new(),
-            reason: "why".into(),
-        };
+        let choice =
+            |members: &[&str]| crate::select::Choice::of(crate::select::Mode::Lines, members);
         st.active.insert(site.clone(), choice(&["line1"]));
         st.fallback
             .insert(site.clone(), choice(&["inet1", "inet2"]));

@@ -269,7 +269,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         let d = plan::desired(std::slice::from_ref(&tunnels), &k.nexthops, false);
         assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
         let (errors, done) = fib
-            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)), || false)
+            .restore(prefixes.iter().map(|p| ((METRIC, *p), gid)), || false)
             .await;
         assert!(errors.is_empty() && done, "{errors:?}");
         let ours = ip(&name, &["route", "show", "proto", &PROTOCOL.to_string()]);
@@ -323,7 +323,7 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         let d = plan::desired(std::slice::from_ref(&on_tunnels), &k.nexthops, false);
         assert!(fib.apply(&plan::diff(&d, &k)).await.is_empty());
         let (errors, done) = fib
-            .restore(prefixes.iter().map(|p| ((*p, METRIC), gid)), || false)
+            .restore(prefixes.iter().map(|p| ((METRIC, *p), gid)), || false)
             .await;
         assert!(errors.is_empty() && done, "{errors:?}");
         assert!(

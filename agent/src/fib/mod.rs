@@ -145,11 +145,11 @@ impl Fib {
     /// whether every route was added.
     pub async fn restore(
         &self,
-        routes: impl Iterator<Item = ((IpNet, u32), u32)>,
+        routes: impl Iterator<Item = ((u32, IpNet), u32)>,
         stop: impl Fn() -> bool,
     ) -> (Vec<FibError>, bool) {
         let mut errors = Vec::new();
-        for (i, ((dst, metric), nhid)) in routes.enumerate() {
+        for (i, ((metric, dst), nhid)) in routes.enumerate() {
             if i > 0 && i % ROUTE_CHUNK == 0 && stop() {
                 return (errors, false);
             }

@@ -152,11 +152,12 @@ pub struct Kernel {
     pub routes: Vec<KernelRoute>,
 }
 
-/// The objects we want: nexthops by id, routes by prefix and metric to their group.
+/// The objects we want: nexthops by id, routes by metric and prefix to their group (so the
+/// main routes come first in order: they carry the traffic).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub nexthops: BTreeMap<u32, Nexthop>,
-    pub routes: BTreeMap<(IpNet, u32), u32>,
+    pub routes: BTreeMap<(u32, IpNet), u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +227,7 @@ pub fn desired(sites: &[SiteWant], kernel: &[Nexthop], routes: bool) -> Desired 
                 }
                 for p in site.prefixes.iter() {
                     if Family::of(p.addr()) == family {
-                        out.routes.entry((p.trunc(), metric)).or_insert(gid);
+                        out.routes.entry((metric, p.trunc())).or_insert(gid);
                     }
                 }
             }
@@ -309,27 +310,25 @@ pub fn diff(want: &Desired, kernel: &Kernel) -> Plan {
             }
         }
     }
-    let at_metric: BTreeMap<(IpNet, u32), &KernelRoute> = kernel
+    let at_metric: BTreeMap<(u32, IpNet), &KernelRoute> = kernel
         .routes
         .iter()
         .filter(|r| r.metric == METRIC || r.metric == FALLBACK_METRIC)
-        .map(|r| ((r.dst, r.metric), r))
+        .map(|r| ((r.metric, r.dst), r))
         .collect();
     let mut conflicts = std::collections::BTreeSet::new();
-    for metric in [METRIC, FALLBACK_METRIC] {
-        for (&(dst, _), &nhid) in want.routes.iter().filter(|((_, m), _)| *m == metric) {
-            match at_metric.get(&(dst, metric)) {
-                Some(r) if r.protocol != PROTOCOL => {
-                    conflicts.insert(dst);
-                }
-                Some(r) if r.nhid == Some(nhid) => {}
-                _ => plan.ops.push(Op::Route { dst, metric, nhid }),
+    for (&(metric, dst), &nhid) in &want.routes {
+        match at_metric.get(&(metric, dst)) {
+            Some(r) if r.protocol != PROTOCOL => {
+                conflicts.insert(dst);
             }
+            Some(r) if r.nhid == Some(nhid) => {}
+            _ => plan.ops.push(Op::Route { dst, metric, nhid }),
         }
     }
     plan.conflicts = conflicts.into_iter().collect();
     for r in kernel.routes.iter().filter(|r| r.protocol == PROTOCOL) {
-        if !want.routes.contains_key(&(r.dst, r.metric)) {
+        if !want.routes.contains_key(&(r.metric, r.dst)) {
             plan.ops.push(Op::DelRoute {
                 dst: r.dst,
                 metric: r.metric,

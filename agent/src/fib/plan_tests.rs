@@ -468,14 +468,7 @@ fn fallback_routes_come_after_the_main_ones_through_a_group_of_their_own() {
     let plan = diff(&want, &k2);
     assert_eq!(plan.conflicts, [net("198.18.2.0/24")]);
     assert!(plan.is_empty(), "{plan:?}");
-    let only_main = desired(
-        &[site(
-            Members::Set(vec![line(0, 7, "192.0.2.2")]),
-            Members::Keep,
-        )],
-        &[],
-        true,
-    );
+    let (only_main, _) = on_line1_v4();
     let plan = diff(&only_main, &k);
     assert_eq!(
         plan.ops,

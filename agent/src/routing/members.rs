@@ -95,15 +95,6 @@ mod tests {
 
     use super::*;
 
-    fn choice(mode: Mode, members: &[&str]) -> Choice {
-        Choice {
-            mode,
-            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
-            fallback: Vec::new(),
-            reason: String::new(),
-        }
-    }
-
     #[test]
     fn members_follow_the_choice_per_family() {
         let src = r#"
@@ -123,7 +114,7 @@ mod tests {
         "#;
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
-        let c = choice(Mode::Lines, &["l1"]);
+        let c = Choice::of(Mode::Lines, &["l1"]);
         let lo = nix::net::if_::if_nametoindex("lo").unwrap();
         assert_eq!(
             members(&cfg, "b", &c, Family::V4, &mut Ifindexes::default()),
@@ -143,7 +134,7 @@ mod tests {
             members(
                 &cfg,
                 "b",
-                &choice(Mode::AllDown, &[]),
+                &Choice::of(Mode::AllDown, &[]),
                 Family::V4,
                 &mut Ifindexes::default()
             ),

@@ -434,13 +434,9 @@ impl Programmer {
         let may_stop = !self.routes_deferred;
         let mut stopped = false;
         if created_group {
+            // In metric order: the main routes first, the fallback carries until they are back.
             let routes = plan::desired(&wants, &[], true).routes;
-            // The main routes first: until they are back, traffic takes the fallback.
-            let (main, fallback): (Vec<_>, Vec<_>) = routes
-                .into_iter()
-                .filter(|(_, g)| created.contains(g))
-                .partition(|((_, metric), _)| *metric == plan::METRIC);
-            let restore = main.into_iter().chain(fallback);
+            let restore = routes.into_iter().filter(|(_, g)| created.contains(g));
             let (e, done) = self.fib.restore(restore, self.stop_check(may_stop)).await;
             errors.extend(e.iter().map(ToString::to_string));
             stopped = !done;
@@ -614,34 +610,25 @@ impl Programmer {
 mod tests {
     use super::*;
 
-    fn choice(mode: Mode, members: &[&str]) -> Choice {
-        Choice {
-            mode,
-            members: members.iter().map(|m| ((*m).to_owned(), 1)).collect(),
-            fallback: Vec::new(),
-            reason: String::new(),
-        }
-    }
-
     #[test]
     fn transitions_are_named_for_the_operator() {
-        let lines = choice(Mode::Lines, &["l1"]);
-        let tunnels = choice(Mode::Failover, &["t1", "t2"]);
+        let lines = Choice::of(Mode::Lines, &["l1"]);
+        let tunnels = Choice::of(Mode::Failover, &["t1", "t2"]);
         assert_eq!(transition(None, &lines), Some("path-change"));
-        assert_eq!(transition(None, &choice(Mode::AllDown, &[])), None);
+        assert_eq!(transition(None, &Choice::of(Mode::AllDown, &[])), None);
         assert_eq!(transition(Some(&lines), &lines), None);
         assert_eq!(transition(Some(&lines), &tunnels), Some("failover"));
         assert_eq!(
-            transition(Some(&tunnels), &choice(Mode::Failover, &["t2"])),
+            transition(Some(&tunnels), &Choice::of(Mode::Failover, &["t2"])),
             Some("failover")
         );
         assert_eq!(transition(Some(&tunnels), &lines), Some("return"));
         assert_eq!(
-            transition(Some(&lines), &choice(Mode::AllDown, &[])),
+            transition(Some(&lines), &Choice::of(Mode::AllDown, &[])),
             Some("all-paths-down")
         );
         assert_eq!(
-            transition(Some(&lines), &choice(Mode::Lines, &["l2"])),
+            transition(Some(&lines), &Choice::of(Mode::Lines, &["l2"])),
             Some("path-change")
         );
     }
