@@ -49,12 +49,18 @@ impl BfdView {
                 .map_or("unknown".into(), |s| s.as_str().to_owned()),
             local_diag: self.local_diag.map(|d| d.to_string()),
             remote_diag: self.remote_diag.map(|d| d.to_string()),
-            detection_ms: s.map(|s| s.detection_time.as_secs_f64() * 1000.0),
-            rtt_ms: s.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
+            detection_ms: s.map(|s| ms(s.detection_time)),
+            rtt_ms: s.and_then(|s| s.rtt).map(ms),
             loss: s.and_then(|s| s.loss),
             up_seconds: s.and_then(|s| s.up_for).map(|d| d.as_secs()),
+            tx_gap_p99_ms: s.and_then(|s| s.tx_gap_p99).map(ms),
+            tx_gap_max_ms: s.and_then(|s| s.tx_gap_max).map(ms),
         }
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn auth(line: &Line) -> Option<AuthConfig> {
@@ -182,12 +188,22 @@ async fn add(bfd: &Bfd, spec: &SessionSpec) -> Option<SessionId> {
 /// interface is missing) is logged, shown as `unknown` and tried again.
 pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sessions> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let bfd = Arc::new(Bfd::start(DriverOptions::default(), tx)?);
+    let opts = DriverOptions {
+        cpu: crate::cpus::bfd_cpu(),
+        ..DriverOptions::default()
+    };
+    let bfd = Arc::new(Bfd::start(opts, tx)?);
     match bfd.priority() {
         p @ probes::driver::priority::Priority::Normal(_) => {
             tracing::warn!("BFD thread scheduling: {p}; under CPU load its packets may run late")
         }
         p => tracing::info!("BFD thread scheduling: {p}"),
+    }
+    if let Some(why) = crate::cpus::planned() {
+        match bfd.cpu() {
+            Some(Err(e)) => tracing::warn!("BFD thread not pinned ({e}); it runs on any CPU"),
+            _ => tracing::info!("{why}"),
+        }
     }
     let sessions = Sessions {
         bfd: bfd.clone(),

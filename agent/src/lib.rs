@@ -6,6 +6,7 @@ pub mod bfd;
 pub mod bgp;
 pub mod config;
 pub mod control;
+pub mod cpus;
 pub mod fib;
 pub mod links;
 pub mod logging;

@@ -292,7 +292,10 @@ fn run_agent(config_file: &Path, socket: Option<PathBuf>) -> anyhow::Result<Exit
     if let Some(s) = socket {
         cfg.control.socket = s;
     }
+    // Before any thread starts, so that every one of them is placed (see `cpus`).
+    crosslink::cpus::init(cfg.bfd_host.cpu);
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(crosslink::cpus::enter_control)
         .enable_all()
         .build()?;
     rt.block_on(crosslink::run(cfg, config_file, shutdown_signal()))?;

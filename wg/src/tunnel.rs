@@ -317,7 +317,7 @@ fn data_plane() -> io::Result<&'static tokio::runtime::Runtime> {
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
                 .thread_name("wg")
-                .on_thread_start(raise_priority)
+                .on_thread_start(enter_data_plane)
                 .enable_all()
                 .build()
         })
@@ -330,13 +330,23 @@ fn data_plane() -> io::Result<&'static tokio::runtime::Runtime> {
 pub const DATA_PLANE_NICE: i32 = -5;
 
 /// Applies `DATA_PLANE_NICE` to the calling thread where allowed (root, CAP_SYS_NICE, or
-/// systemd's `LimitNICE=`); otherwise the thread stays at the process's priority.
-fn raise_priority() {
+/// systemd's `LimitNICE=`; otherwise the thread stays at the process's priority), and
+/// every CPU of the process.
+fn enter_data_plane() {
     #[allow(unsafe_code)]
     // SAFETY: plain syscall; on Linux PRIO_PROCESS with id 0 is the calling thread.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DATA_PLANE_NICE) };
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "data plane thread keeps its nice value");
+    }
+    // A thread inherits its creator's CPUs, and the runtime may be built from a thread
+    // the agent keeps to some of them (its control threads stay off the BFD CPU). The data
+    // plane needs every core the process has: those of the main thread, which the agent
+    // never narrows.
+    use nix::sched::{sched_getaffinity, sched_setaffinity};
+    use nix::unistd::{getpid, Pid};
+    if let Ok(all) = sched_getaffinity(getpid()) {
+        let _ = sched_setaffinity(Pid::from_raw(0), &all);
     }
 }
 

@@ -88,9 +88,9 @@ impl PathRef<'_> {
 pub(crate) mod tests;
 
 /// Sections a reload cannot apply: the control socket and the metrics endpoint are bound
-/// once (the CLI and Prometheus would lose them mid-change), and the operator's state file
-/// is where the marks were just read from.
-const RESTART_ONLY: &[&str] = &["control", "metrics"];
+/// once (the CLI and Prometheus would lose them mid-change), the operator's state file
+/// is where the marks were just read from, and threads take their CPUs when they start.
+const RESTART_ONLY: &[&str] = &["control", "metrics", "bfd"];
 
 /// The settings that differ between two config sources, as dotted paths (`line[0].bfd`,
 /// `gateway.router_id`; a line added or removed shows as `line`). Sources that do not parse
@@ -206,5 +206,8 @@ name = "line2"
         let both = format!("[metrics]\nlisten = \"127.0.0.1:2\"\n{BASE}");
         assert_eq!(needs_restart(&metrics, &both), ["metrics.listen"]);
         assert_eq!(needs_restart(BASE, "[gateway"), ["(the file as a whole)"]);
+        let cpu = format!("[bfd]\ncpu = 1\n{BASE}");
+        let none = format!("[bfd]\ncpu = \"none\"\n{BASE}");
+        assert_eq!(needs_restart(&cpu, &none), ["bfd.cpu"]);
     }
 }

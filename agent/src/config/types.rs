@@ -27,6 +27,9 @@ pub struct Config {
     pub metrics: Metrics,
     #[serde(default)]
     pub policy: Policy,
+    /// The BFD thread's place on the host (the sessions' timers are per line).
+    #[serde(default, rename = "bfd")]
+    pub bfd_host: BfdHost,
     #[serde(default, rename = "site")]
     pub sites: Vec<Site>,
     #[serde(default, rename = "line")]
@@ -65,6 +68,43 @@ impl Default for Control {
             socket: default_socket(),
             group: default_group(),
             state_file: default_state_file(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdHost {
+    #[serde(default)]
+    pub cpu: BfdCpu,
+}
+
+/// Which CPU the BFD thread keeps to itself: the agent's other threads that enter the
+/// kernel for long (route programming) stay off it. `Auto`: the last CPU the agent may
+/// use, when it may use two or more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BfdCpu {
+    #[default]
+    Auto,
+    None,
+    Cpu(usize),
+}
+
+impl<'de> Deserialize<'de> for BfdCpu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(BfdCpu::Cpu(n)),
+            Raw::Word(w) if w == "auto" => Ok(BfdCpu::Auto),
+            Raw::Word(w) if w == "none" => Ok(BfdCpu::None),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "cpu must be \"auto\", \"none\" or a CPU number, not {w:?}"
+            ))),
         }
     }
 }

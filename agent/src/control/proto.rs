@@ -219,6 +219,12 @@ pub struct BfdStatus {
     pub loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_seconds: Option<u64>,
+    /// 99th percentile and largest gap between our periodic transmissions (last 4,096):
+    /// a gap near the detection time means our own sender is being starved, not the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_gap_p99_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_gap_max_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

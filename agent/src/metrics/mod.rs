@@ -250,6 +250,13 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
         "Negotiated BFD detection time.",
         &["path", "neighbor", "kind"],
     );
+    let bfd_tx_gap = gauge(
+        &r,
+        "crosslink_bfd_transmit_gap_p99_seconds",
+        "99th percentile gap between our periodic BFD transmissions (last 4,096); near the \
+         detection time, our own sender is starved.",
+        &["path", "neighbor", "kind"],
+    );
     let bgp_up = int_gauge(
         &r,
         "crosslink_bgp_session_established",
@@ -372,6 +379,9 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
                 }
                 if let Some(v) = b.detection_ms {
                     bfd_detect.with_label_values(&l).set(v / 1000.0);
+                }
+                if let Some(v) = b.tx_gap_p99_ms {
+                    bfd_tx_gap.with_label_values(&l).set(v / 1000.0);
                 }
             }
             for n in &p.bgp {

@@ -37,7 +37,7 @@ fn status() -> Status {
                     "state": "up", "reason": "",
                     "signals": [{"name": "carrier", "state": "up"}, {"name": "handshake", "state": "up"}],
                     "bfd": [{"neighbor": "169.254.101.1", "kind": "end-to-end", "state": "Up",
-                             "rtt_ms": 0.25, "loss": 0.0}],
+                             "rtt_ms": 0.25, "loss": 0.0, "tx_gap_p99_ms": 9.5}],
                     "tunnel": {"running": true, "handshake_age_seconds": 10,
                                "rx_bytes": 1000, "tx_bytes": 2000, "rx_packets": 10, "tx_packets": 20},
                     "policy": {"admitted": true, "penalty": 0.0, "degraded": false, "operator": "none"}
@@ -100,6 +100,10 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
         (
             r#"crosslink_bfd_rtt_seconds{kind="end-to-end",neighbor="169.254.101.1",path="inet1"}"#,
             "0.00025",
+        ),
+        (
+            r#"crosslink_bfd_transmit_gap_p99_seconds{kind="end-to-end",neighbor="169.254.101.1",path="inet1"}"#,
+            "0.0095",
         ),
         (
             r#"crosslink_bgp_session_established{line="line1",neighbor="198.19.11.2"}"#,

@@ -122,6 +122,8 @@ pub struct DriverOptions {
     /// come before timers in every wake-up, so a late read never fakes a Down; with the
     /// transmit timers aligned (`Engine::align`) most reads ride on a transmit wake-up.
     pub max_read_delay: Duration,
+    /// The CPU the thread keeps to (see `priority::pin_current_thread`); `None`: any.
+    pub cpu: Option<usize>,
 }
 
 impl Default for DriverOptions {
@@ -133,6 +135,7 @@ impl Default for DriverOptions {
             bind_v6: Some(Ipv6Addr::UNSPECIFIED),
             rtt_every: Duration::from_secs(1),
             max_read_delay: Duration::from_millis(5),
+            cpu: None,
         }
     }
 }
@@ -193,6 +196,7 @@ pub struct Bfd {
     wake: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
     priority: priority::Priority,
+    cpu: Option<Result<usize, String>>,
 }
 
 impl Bfd {
@@ -224,7 +228,12 @@ impl Bfd {
             .spawn(move || {
                 // Wake-ups exactly on time: the default slack is 50 µs.
                 let _ = nix::sys::prctl::set_timerslack(1_000);
-                let _ = prio_tx.send(priority::raise_current_thread());
+                let pinned = opts.cpu.map(|c| {
+                    priority::pin_current_thread(&[c])
+                        .map(|()| c)
+                        .map_err(|e| format!("CPU {c}: {e}"))
+                });
+                let _ = prio_tx.send((priority::raise_current_thread(), pinned));
                 Engine {
                     opts,
                     rx,
@@ -234,7 +243,7 @@ impl Bfd {
                 }
                 .run(&cmds, &w);
             })?;
-        let priority = prio_rx
+        let (priority, cpu) = prio_rx
             .recv()
             .map_err(|_| io::Error::other("BFD thread died at start"))?;
         Ok(Bfd {
@@ -242,12 +251,18 @@ impl Bfd {
             wake,
             thread: Some(thread),
             priority,
+            cpu,
         })
     }
 
     /// The scheduling priority the BFD thread got, for the log.
     pub fn priority(&self) -> priority::Priority {
         self.priority
+    }
+
+    /// The CPU the thread keeps to, if it was asked to keep to one; or why it could not.
+    pub fn cpu(&self) -> Option<&Result<usize, String>> {
+        self.cpu.as_ref()
     }
 
     fn send(&self, c: Cmd) {

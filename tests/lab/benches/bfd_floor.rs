@@ -27,8 +27,8 @@ fn bird_sessions(lab: &Lab, node: Node) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The agent's `bfd-down` events since the start: (path, message).
-fn downs(lab: &Lab, gw: Node) -> Vec<(String, String)> {
+/// The agent's `bfd-down` events since the start: (path, message, seconds of the day).
+fn downs(lab: &Lab, gw: Node) -> Vec<(String, String, f64)> {
     let out = lab.crosslink(gw, &["events", "--json"]).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     v.as_array()
@@ -39,9 +39,66 @@ fn downs(lab: &Lab, gw: Node) -> Vec<(String, String)> {
             (
                 e["path"].as_str().unwrap_or("").to_owned(),
                 e["message"].as_str().unwrap_or("").to_owned(),
+                e["at"].as_str().map_or(0.0, seconds_of_day),
             )
         })
         .collect()
+}
+
+/// `2026-11-24T09:10:11.123Z` -> 33011.123.
+fn seconds_of_day(at: &str) -> f64 {
+    let t = at.split('T').nth(1).unwrap_or("").trim_end_matches('Z');
+    t.split(':')
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .fold(0.0, |acc, f| acc * 60.0 + f)
+}
+
+/// Down events within 50 ms of each other are one moment: a moment that takes sessions
+/// on unrelated paths (and both gateways) points at the machine (a vCPU stall, steal),
+/// a lone Down at the path or a sender.
+fn moments(mut at: Vec<f64>) -> Vec<usize> {
+    at.sort_by(f64::total_cmp);
+    let mut out: Vec<usize> = Vec::new();
+    let mut last = f64::NEG_INFINITY;
+    for t in at {
+        match out.last_mut() {
+            Some(n) if t - last <= 0.05 => *n += 1,
+            _ => out.push(1),
+        }
+        last = t;
+    }
+    out
+}
+
+/// Time the hypervisor ran something else on our vCPUs, in clock ticks (`/proc/stat`).
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(8))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Each BFD session's largest and 99th-percentile transmit gap: (path, neighbor, p99, max).
+fn tx_gaps(lab: &Lab, gw: Node) -> Vec<(String, String, f64, f64)> {
+    let out = lab.crosslink(gw, &["status", "--json"]).unwrap_or_default();
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let mut v = Vec::new();
+    for p in s["sites"][0]["paths"].as_array().into_iter().flatten() {
+        for b in p["bfd"].as_array().into_iter().flatten() {
+            v.push((
+                p["name"].as_str().unwrap_or("").to_owned(),
+                b["neighbor"].as_str().unwrap_or("").to_owned(),
+                b["tx_gap_p99_ms"].as_f64().unwrap_or(f64::NAN),
+                b["tx_gap_max_ms"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    v
 }
 
 fn all_up(lab: &Lab, gw: Node) -> bool {
@@ -87,6 +144,7 @@ fn main() {
 
     println!("BFD at {ms} ms x 3 for {minutes} min, table churn on gwa and iperf3 through inet1");
     let start = Instant::now();
+    let steal0 = steal_ticks();
     let run = Duration::from_secs(minutes * 60);
     let mut churns = 0;
     while start.elapsed() < run {
@@ -110,24 +168,32 @@ fn main() {
         .flatten()
         .filter(|s| !birds_after.iter().flatten().any(|a| a == *s))
         .count();
-    println!("  {churns} full-table announce/withdraw cycles");
+    let steal = steal_ticks().saturating_sub(steal0);
+    // USER_HZ is 100 on every Linux we run on; two vCPUs.
+    let steal_pct = steal as f64 / (start.elapsed().as_secs_f64() * 100.0 * 2.0) * 100.0;
+    println!("  {churns} full-table announce/withdraw cycles; steal {steal_pct:.2} % of the vCPUs");
+    let mut all_at = Vec::new();
     for gw in [Node::Gwa, Node::Gwb] {
         let d = downs(&lab, gw);
-        let with_router = d.iter().filter(|(_, m)| m.starts_with("BFD with")).count();
+        let with_router = d
+            .iter()
+            .filter(|(_, m, _)| m.starts_with("BFD with"))
+            .count();
         let e2e_line = d
             .iter()
-            .filter(|(p, m)| m.starts_with("end-to-end") && p.starts_with("line"))
+            .filter(|(p, m, _)| m.starts_with("end-to-end") && p.starts_with("line"))
             .count();
         let e2e_tunnel = d
             .iter()
-            .filter(|(p, m)| m.starts_with("end-to-end") && p.starts_with("inet"))
+            .filter(|(p, m, _)| m.starts_with("end-to-end") && p.starts_with("inet"))
             .count();
         println!(
             "  {gw}: Down events: {with_router} with the line routers, {e2e_line} end to end over lines, {e2e_tunnel} end to end over tunnels"
         );
         // Which session and why (timed out here, or the far end saw the silence first).
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
-        for (p, m) in &d {
+        for (p, m, at) in &d {
+            all_at.push(*at);
             let why = if m.to_lowercase().contains("neighbor signaled") {
                 "far end"
             } else {
@@ -138,7 +204,21 @@ fn main() {
         if !by.is_empty() {
             println!("    {by:?}");
         }
+        let gaps = tx_gaps(&lab, gw);
+        let worst = gaps.iter().map(|g| g.3).fold(0.0, f64::max);
+        let p99 = gaps.iter().map(|g| g.2).fold(0.0, f64::max);
+        println!(
+            "    transmit gaps (last 4,096 per session): worst p99 {p99:.2} ms, max {worst:.2} ms"
+        );
+        for (path, peer, p99, max) in gaps.iter().filter(|g| g.3 > ms as f64 * 2.0) {
+            println!("      {path} {peer}: p99 {p99:.2} ms, max {max:.2} ms");
+        }
     }
+    let m = moments(all_at);
+    println!(
+        "  Down events fall in {} moments (50 ms apart), sizes {m:?}",
+        m.len()
+    );
     println!("  BIRD (lr1, lr2): {bird_flaps} sessions flapped");
     drop(lab);
 }
