@@ -6,6 +6,7 @@
 //! each with single-hop BFD.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,8 +42,20 @@ const BGP_TIMERS: &str = "\
     error forget time 10;
 ";
 
-fn header(out: &mut String, router_id: &str, log: &Path, bfd: BfdTimers, bfd_ifaces: &str) {
+/// `neighbors`: BFD sessions of their own, `(address, interface)`, besides those BGP asks for.
+fn header(
+    out: &mut String,
+    router_id: &str,
+    log: &Path,
+    bfd: BfdTimers,
+    bfd_ifaces: &str,
+    neighbors: &[(IpAddr, String)],
+) {
     let ms = bfd.interval.as_millis().max(1);
+    let neighbors: String = neighbors
+        .iter()
+        .map(|(a, dev)| format!("  neighbor {a} dev \"{dev}\";\n"))
+        .collect();
     let _ = write!(
         out,
         "log \"{log}\" all;
@@ -53,7 +66,7 @@ protocol kernel kernel4 {{ ipv4 {{ export where source ~ [RTS_BGP, RTS_STATIC]; 
 protocol kernel kernel6 {{ ipv6 {{ export where source ~ [RTS_BGP, RTS_STATIC]; }}; }}
 protocol bfd {{
   interface \"{bfd_ifaces}\" {{ interval {ms} ms; multiplier {mult}; }};
-}}
+{neighbors}}}
 ",
         log = log.display(),
         mult = bfd.multiplier,
@@ -69,6 +82,8 @@ enum BfdMode {
     /// that shares fate with the peer's control plane): a peer that restarts gracefully
     /// keeps its routes. What a line router must do for a hitless restart of crosslink.
     Graceful,
+    /// The session ignores BFD (the BFD session runs on its own).
+    Off,
 }
 
 /// `filters`: the channel's import and export filters.
@@ -85,6 +100,7 @@ fn session(
     let bfd = match bfd {
         BfdMode::On => "on",
         BfdMode::Graceful => "graceful",
+        BfdMode::Off => "off",
     };
     let _ = write!(
         out,
@@ -101,14 +117,28 @@ fn session(
 }
 
 /// Line router `lrN`: transit between the two gateways, BGP with both, routes into its kernel.
-pub fn line_router_config(line: Line, log: &Path, bfd: BfdTimers) -> String {
+/// `bgp_ignores_bfd`: the side whose gateway's BGP sessions do not follow BFD, though BFD
+/// with it runs (see `LabOptions::line_bgp_ignores_bfd`).
+pub fn line_router_config(
+    line: Line,
+    log: &Path,
+    bfd: BfdTimers,
+    bgp_ignores_bfd: Option<Side>,
+) -> String {
     let mut out = String::new();
+    let neighbors: Vec<(IpAddr, String)> = bgp_ignores_bfd
+        .into_iter()
+        .flat_map(|side| {
+            [false, true].map(|v6| (line.addr(side, false, v6), side.gateway().name().into()))
+        })
+        .collect();
     header(
         &mut out,
         &line.addr(Side::A, true, false).to_string(),
         log,
         bfd,
         "gw*",
+        &neighbors,
     );
     for side in [Side::A, Side::B] {
         for v6 in [false, true] {
@@ -122,7 +152,11 @@ pub fn line_router_config(line: Line, log: &Path, bfd: BfdTimers) -> String {
                 peer,
                 v6,
                 ("all", "all"),
-                BfdMode::Graceful,
+                if bgp_ignores_bfd == Some(side) {
+                    BfdMode::Off
+                } else {
+                    BfdMode::Graceful
+                },
             );
         }
     }
@@ -139,6 +173,7 @@ pub fn gateway_config(side: Side, log: &Path, bfd: BfdTimers) -> String {
         log,
         bfd,
         "line*",
+        &[],
     );
     out.push_str("protocol direct { ipv4; ipv6; interface \"lan\"; }\n");
     // The backup: the far lan over both wireguard-go tunnels (ECMP), preferred less than
@@ -237,5 +272,37 @@ line2_v6   BGP        ---        start  19:40:02.456  Connect       Socket: Conn
         assert!(cfg.contains("neighbor 2001:db8:21::2 as 65102"));
         assert_eq!(cfg.matches("bgp_local_pref = 90").count(), 2);
         assert!(cfg.contains("interval 100 ms; multiplier 3"));
+    }
+
+    /// BGP with gwb ignores BFD, and BFD with gwb runs on its own; BIRD takes the file.
+    #[test]
+    fn line_router_whose_bgp_with_gwb_ignores_bfd() {
+        let log = std::env::temp_dir().join(format!("lr1-{}.log", std::process::id()));
+        let cfg = line_router_config(Line(1), &log, BfdTimers::default(), Some(Side::B));
+        assert!(cfg.contains("neighbor 198.19.12.1 dev \"gwb\";"), "{cfg}");
+        assert!(
+            cfg.contains("neighbor 2001:db8:12::1 dev \"gwb\";"),
+            "{cfg}"
+        );
+        let session = |name: &str| {
+            let at = cfg.find(&format!("protocol bgp {name} ")).unwrap();
+            cfg[at..at + cfg[at..].find("\n}").unwrap()].to_owned()
+        };
+        assert!(session("gwb_v4").contains("bfd off;"));
+        assert!(session("gwb_v6").contains("bfd off;"));
+        assert!(session("gwa_v4").contains("bfd graceful;"));
+        let file = std::env::temp_dir().join(format!("lr1-{}.conf", std::process::id()));
+        std::fs::write(&file, &cfg).unwrap();
+        let parsed = std::process::Command::new("bird")
+            .args(["-p", "-c"])
+            .arg(&file)
+            .output()
+            .expect("bird (Debian package bird2) is installed");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            parsed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&parsed.stderr)
+        );
     }
 }

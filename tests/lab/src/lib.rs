@@ -57,6 +57,11 @@ pub struct LabOptions {
     pub bird_hook: Option<ConfigHook>,
     /// Applied to the crosslink configs of the gateways.
     pub crosslink_hook: Option<ConfigHook>,
+    /// The line routers' BGP sessions with this side's gateway do not follow BFD (BFD with
+    /// it still runs, on its own). As when each cloud has its own line router: a silent
+    /// failure at that gateway's end of a line then reaches the other gateway only through
+    /// end-to-end BFD, or else the BGP hold time.
+    pub line_bgp_ignores_bfd: Option<Side>,
 }
 
 impl LabOptions {
@@ -67,6 +72,7 @@ impl LabOptions {
             crosslink_bin: None,
             bird_hook: None,
             crosslink_hook: None,
+            line_bgp_ignores_bfd: None,
         }
     }
 

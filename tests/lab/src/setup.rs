@@ -169,7 +169,8 @@ pub fn daemons(lab: &mut Lab) -> Result<()> {
     for line in Line::ALL {
         let node = line.router();
         let log = lab.dir.join(format!("{node}.bird.log"));
-        start_bird(lab, node, &bird::line_router_config(line, &log, bfd))?;
+        let cfg = bird::line_router_config(line, &log, bfd, lab.opts.line_bgp_ignores_bfd);
+        start_bird(lab, node, &cfg)?;
     }
     for side in [Side::A, Side::B] {
         let gw = side.gateway();
