@@ -91,6 +91,7 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
         }
         if let Some(target) = line.probe_target {
             // Bound to the line so the probe crosses it, whatever the routing table prefers.
+            let interval = line.bfd.end_to_end();
             let mut s = SessionSpec::multi_hop(name, target, None, interval, mult);
             s.interface = Some(iface.clone());
             s.fate = Some(line.site.get_ref().clone());
@@ -104,7 +105,7 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
                 .lines
                 .iter()
                 .filter(|l| l.site.get_ref() == t.site.get_ref())
-                .map(|l| (l.bfd.interval.0, *l.bfd.multiplier.get_ref()))
+                .map(|l| (l.bfd.end_to_end(), *l.bfd.multiplier.get_ref()))
                 .min()
                 .unwrap_or((Duration::from_millis(100), 3));
             let mut s = SessionSpec::multi_hop(t.name.get_ref(), target, None, interval, mult);

@@ -207,6 +207,37 @@ mod tests {
             .all(|c| c.0 == "line1" && !c.1 && c.2 == Some(crate::bfd::Change::Replace)));
     }
 
+    /// The end-to-end interval retimes the end-to-end sessions over the line and the
+    /// tunnels' (the site's fastest now), not the sessions with the line router.
+    #[test]
+    fn an_end_to_end_interval_retimes_only_the_end_to_end_sessions() {
+        let dir = key_dir();
+        let old = example(dir.path(), str::to_owned);
+        let new = example(dir.path(), |s| {
+            s.replacen(
+                "multiplier = 3\n",
+                "multiplier = 3\nend_to_end_interval = \"3ms\"\n",
+                1,
+            )
+        });
+        let plan = bfd_plan(&old, &new);
+        let timers = Some(crate::bfd::Change::Timers);
+        assert!(plan.iter().all(|c| c.1 && c.2 == timers), "{plan:?}");
+        let mut paths: Vec<&str> = plan.iter().map(|c| c.0.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["inet1", "inet2", "line1"]);
+        let e2e = crate::bfd::specs(&new)
+            .into_iter()
+            .filter(|s| s.multihop && s.name != "line2")
+            .map(|s| s.desired_min_tx)
+            .collect::<Vec<_>>();
+        assert!(
+            e2e.iter()
+                .all(|&t| t == std::time::Duration::from_millis(3)),
+            "{e2e:?}"
+        );
+    }
+
     fn bgp_plan(old: &Config, new: &Config) -> Vec<(String, &'static str)> {
         let (o, _) = crate::bgp::wanted(old, false);
         let (n, errors) = crate::bgp::wanted(new, false);

@@ -242,6 +242,11 @@ pub enum MaxPrefixAction {
 pub struct Bfd {
     #[serde(default = "default_bfd_interval")]
     pub interval: Dur,
+    /// The end-to-end sessions' interval over this line, and the site's tunnels' when it
+    /// is the site's fastest; default `interval`. Crosslink to crosslink holds shorter
+    /// intervals than a line router may (see `[bfd] cpu`).
+    #[serde(default)]
+    pub end_to_end_interval: Option<Dur>,
     #[serde(default = "default_multiplier")]
     pub multiplier: Spanned<u8>,
     /// RFC 5880 §6.7 authentication of the sessions with the line router.
@@ -253,9 +258,16 @@ impl Default for Bfd {
     fn default() -> Self {
         Bfd {
             interval: default_bfd_interval(),
+            end_to_end_interval: None,
             multiplier: default_multiplier(),
             auth: None,
         }
+    }
+}
+
+impl Bfd {
+    pub fn end_to_end(&self) -> Duration {
+        self.end_to_end_interval.unwrap_or(self.interval).0
     }
 }
 

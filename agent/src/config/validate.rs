@@ -326,16 +326,20 @@ fn check_lines(c: &mut Checker<'_>, cfg: &Config) {
                 "the graceful restart capability carries 0 to 4095 s",
             );
         }
-        let interval = line.bfd.interval.0;
-        if interval.as_micros() < 1000 || interval.as_secs() > 60 {
-            c.err(
-                line.name.span(),
-                format!(
-                    "line `{}`: BFD interval {interval:?} is out of range",
-                    line.name.get_ref()
-                ),
-                "use 1ms to 60s",
-            );
+        for (what, interval) in [
+            ("interval", line.bfd.interval.0),
+            ("end_to_end_interval", line.bfd.end_to_end()),
+        ] {
+            if interval.as_micros() < 1000 || interval.as_secs() > 60 {
+                c.err(
+                    line.name.span(),
+                    format!(
+                        "line `{}`: BFD {what} {interval:?} is out of range",
+                        line.name.get_ref()
+                    ),
+                    "use 1ms to 60s",
+                );
+            }
         }
         if *line.bfd.multiplier.get_ref() == 0 {
             c.err(
