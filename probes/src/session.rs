@@ -226,8 +226,11 @@ impl Session {
     }
 
     /// Fraction of the packets the peer should have sent over `window` that did not
-    /// arrive. The peer sends every `max(its desired tx, our required rx)` less 0-25% jitter,
-    /// so 87.5% of that interval is the expected mean spacing.
+    /// arrive: the holes up to the last packet that did. The peer sends every `max(its
+    /// desired tx, our required rx)` less 0-25% jitter, so 87.5% of that interval is the
+    /// expected mean spacing. Silence since the last packet is not counted: it is either
+    /// a packet not yet due or a peer gone quiet, which the detection time judges (a
+    /// far gateway that restarts must not look like loss on every path at once).
     pub fn loss(&mut self, window: Duration, now: Instant) -> Option<f64> {
         if self.state != State::Up {
             return None;
@@ -237,7 +240,9 @@ impl Session {
             .stats
             .up_since
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        let span = window.min(up_for);
+        let from = window.min(up_for);
+        let last = now.saturating_duration_since(*self.rx_times.back()?);
+        let span = from.checked_sub(last)?;
         let mean = self.rx_in_use.max(self.remote_desired_tx).mul_f64(0.875);
         if span < mean * 4 || mean.is_zero() {
             return None;
@@ -246,7 +251,7 @@ impl Session {
         let got = self
             .rx_times
             .iter()
-            .filter(|t| now.saturating_duration_since(**t) <= span)
+            .filter(|t| now.saturating_duration_since(**t) <= from)
             .count() as f64;
         Some((1.0 - got / expected).clamp(0.0, 1.0))
     }

@@ -524,6 +524,30 @@ fn loss_over_a_window() {
     assert_eq!(sim.a.state(), State::Up, "multiplier 5 rides it out");
 }
 
+/// Found in the lab: a far gateway killed while its sessions were young read as 24-28 %
+/// loss on every path at once (the silence before the detection time counted), and the
+/// paths were taken down as degraded instead of being held for the restart.
+#[test]
+fn silence_shorter_than_the_detection_time_is_not_loss() {
+    // Detection 50 ms: the cut, the interval before it and the one after stay inside.
+    let mut sim = Sim::new(cfg(1, 10, 5), cfg(2, 10, 5));
+    sim.run_for(Duration::from_secs(3));
+    sim.cut = Some(Side::A);
+    sim.run_for(25 * MS);
+    assert_eq!(sim.a.state(), State::Up);
+    let loss = sim.a.loss(100 * MS, sim.now).unwrap();
+    assert!(
+        loss < 0.05,
+        "25 ms of silence in a 100 ms window read as {loss}"
+    );
+    // Once packets come again the silence is a hole, and counts (holes alone:
+    // `loss_over_a_window`).
+    sim.cut = None;
+    sim.run_for(15 * MS);
+    let loss = sim.a.loss(100 * MS, sim.now).unwrap();
+    assert!(loss > 0.1, "a 25 ms hole in 100 ms read as {loss}");
+}
+
 #[test]
 fn the_slow_start_before_the_agreed_rate_is_not_counted_as_loss() {
     let mut sim = Sim::new(cfg(1, 100, 3), cfg(2, 100, 3));
