@@ -24,35 +24,28 @@ pub struct Plan {
     pub why: String,
 }
 
+impl Plan {
+    fn unpinned(why: String) -> Plan {
+        Plan {
+            bfd: None,
+            control: None,
+            why: format!("BFD thread not pinned: {why}"),
+        }
+    }
+}
+
 /// The plan for a process that may run on `allowed`.
 pub fn plan(choice: BfdCpu, allowed: &[usize]) -> Plan {
     let bfd = match choice {
-        BfdCpu::None => {
-            return Plan {
-                bfd: None,
-                control: None,
-                why: "BFD thread not pinned ([bfd] cpu = \"none\")".into(),
-            }
-        }
+        BfdCpu::None => return Plan::unpinned("[bfd] cpu = \"none\"".into()),
         BfdCpu::Auto if allowed.len() < 2 => {
-            return Plan {
-                bfd: None,
-                control: None,
-                why: format!(
-                    "BFD thread not pinned: the agent may use {} CPU(s)",
-                    allowed.len()
-                ),
-            }
+            return Plan::unpinned(format!("the agent may use {} CPU(s)", allowed.len()))
         }
         BfdCpu::Auto => allowed[allowed.len() - 1],
         BfdCpu::Cpu(c) if !allowed.contains(&c) => {
-            return Plan {
-                bfd: None,
-                control: None,
-                why: format!(
-                    "BFD thread not pinned: CPU {c} ([bfd] cpu) is not among the agent's CPUs {allowed:?}"
-                ),
-            }
+            return Plan::unpinned(format!(
+                "CPU {c} ([bfd] cpu) is not among the agent's CPUs {allowed:?}"
+            ))
         }
         BfdCpu::Cpu(c) => c,
     };
@@ -72,15 +65,11 @@ pub fn plan(choice: BfdCpu, allowed: &[usize]) -> Plan {
 static PLAN: OnceLock<Plan> = OnceLock::new();
 
 /// Decides once for the process, from the CPUs the calling thread may use.
-pub fn init(choice: BfdCpu) -> &'static Plan {
+pub fn init(choice: BfdCpu) {
     PLAN.get_or_init(|| match allowed_cpus() {
         Ok(allowed) => plan(choice, &allowed),
-        Err(e) => Plan {
-            bfd: None,
-            control: None,
-            why: format!("BFD thread not pinned: the agent's CPUs are unknown ({e})"),
-        },
-    })
+        Err(e) => Plan::unpinned(format!("the agent's CPUs are unknown ({e})")),
+    });
 }
 
 /// The BFD thread's CPU, once `init` ran (never in unit tests).

@@ -102,6 +102,11 @@ impl Nexthops {
 /// route work at the 7 µs each measured.
 pub const ROUTE_CHUNK: usize = 256;
 
+/// Whether `done` route operations end a chunk, where route work may stop.
+fn chunk_done(done: usize) -> bool {
+    done > 0 && done % ROUTE_CHUNK == 0
+}
+
 /// Both halves of the FIB: nexthop objects (our codec) and routes (rtnetlink).
 #[derive(Clone)]
 pub struct Fib {
@@ -150,7 +155,7 @@ impl Fib {
     ) -> (Vec<FibError>, bool) {
         let mut errors = Vec::new();
         for (i, ((metric, dst), nhid)) in routes.enumerate() {
-            if i > 0 && i % ROUTE_CHUNK == 0 && stop() {
+            if chunk_done(i) && stop() {
                 return (errors, false);
             }
             if let Err(e) = routes::add(&self.routes, dst, metric, nhid).await {
@@ -178,7 +183,7 @@ impl Fib {
         let mut route_ops = 0usize;
         for op in &plan.ops {
             if matches!(op, Op::Route { .. } | Op::DelRoute { .. }) {
-                if route_ops > 0 && route_ops % ROUTE_CHUNK == 0 && stop() {
+                if chunk_done(route_ops) && stop() {
                     return (errors, false);
                 }
                 route_ops += 1;
