@@ -135,6 +135,23 @@ fn lab_in_failover() -> Lab {
     for gw in [Node::Gwa, Node::Gwb] {
         wait_active(&lab, gw, &Line(1).ifname(), Duration::from_secs(60));
     }
+    // Every path up before the cut, the tunnels' end-to-end BFD included: cut while a
+    // tunnel session has never been up, the line's own end-to-end Down finds no session
+    // that heard gwa lately and is judged a quiet far end, which holds the line for 30 s
+    // (see `probes::driver::fate`); seen once in CI. The test is about a settled lab.
+    for gw in [Node::Gwa, Node::Gwb] {
+        lab.wait_for(
+            &format!("every path of {gw} up"),
+            Duration::from_secs(30),
+            || {
+                let s = lab.status(gw)?;
+                Ok(s["sites"][0]["paths"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().all(|p| p["state"] == "up")))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(30)));
+    }
     for line in Line::ALL {
         lab.cut(Side::A, line, Cut::Carrier).unwrap();
     }
