@@ -492,6 +492,7 @@ async fn tun_to_udp(
 async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
+    let mut shedder = shed::Shedder::default();
     loop {
         let r = match shared.udp.recv(&mut buf).await {
             Ok(r) => r,
@@ -505,8 +506,9 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
         let datagrams = buf[..r.bytes].chunks(r.segment);
         c.rx_packets
             .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
         for datagram in datagrams {
-            let admit = shed::admit(r.waited, datagram.len());
+            let admit = shedder.admit(now, r.waited, datagram.len());
             if admit == Admit::Shed {
                 c.rx_shed.fetch_add(1, Ordering::Relaxed);
                 continue;
