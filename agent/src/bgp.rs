@@ -40,6 +40,8 @@ pub struct NeighborState {
     pub advertised: usize,
     /// Routes learned from this neighbour: prefix -> next hop.
     pub learned: HashMap<IpNet, IpAddr>,
+    /// Those of `learned` tagged GRACEFUL_SHUTDOWN (RFC 8326): the far side drains the line.
+    pub graceful_shutdown: HashSet<IpNet>,
 }
 
 impl NeighborState {
@@ -56,6 +58,7 @@ impl NeighborState {
             rejected: 0,
             advertised: 0,
             learned: HashMap::new(),
+            graceful_shutdown: HashSet::new(),
         }
     }
 
@@ -429,7 +432,12 @@ impl Sessions {
             let mut new = export_policy(cfg, line, false);
             if drained {
                 match line.export.drain {
-                    DrainMode::Prepend => new.prepend = new.prepend.saturating_add(DRAIN_PREPEND),
+                    // RFC 8326: a far side that honours GRACEFUL_SHUTDOWN (crosslink
+                    // does) moves at once; one that does not sees the longer path.
+                    DrainMode::Prepend => {
+                        new.prepend = new.prepend.saturating_add(DRAIN_PREPEND);
+                        new.communities.push(bgp::wire::GRACEFUL_SHUTDOWN);
+                    }
                     DrainMode::Withdraw => new.withdrawn = true,
                 }
             }
@@ -528,8 +536,14 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             };
             for p in &delta.withdrawn {
                 n.learned.remove(p);
+                n.graceful_shutdown.remove(p);
+            }
+            for (p, _) in &delta.added {
+                n.graceful_shutdown.remove(p);
             }
             n.learned.extend(delta.added.iter().copied());
+            n.graceful_shutdown
+                .extend(delta.graceful_shutdown.iter().copied());
             n.rejected += delta.rejected.len() as u64;
             n.last_routes_at = Some(Instant::now());
             st.routes_generation += 1;

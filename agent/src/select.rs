@@ -14,6 +14,9 @@ pub struct Candidate {
     /// Not healthy, but nothing measured says it is down either: a tunnel whose handshake
     /// is done while its end-to-end BFD has not reported yet (right after a start).
     pub unproven: bool,
+    /// A healthy line the far side asks to be left (why): it carries traffic only when no
+    /// other line can (see `AgentState::far_side_draining`).
+    pub draining: Option<String>,
     /// Why the path is not healthy (empty when it is).
     pub why: String,
 }
@@ -57,37 +60,51 @@ fn reasons<'a>(c: impl Iterator<Item = &'a Candidate>) -> String {
 }
 
 pub fn choose(paths: &[Candidate]) -> Choice {
-    let best_tier = paths
-        .iter()
-        .filter(|c| c.healthy)
-        .filter_map(|c| match c.kind {
-            CandidateKind::Line { priority } => Some(priority),
-            CandidateKind::Tunnel { .. } => None,
-        })
-        .min();
     let lines = || {
         paths
             .iter()
             .filter(|c| matches!(c.kind, CandidateKind::Line { .. }))
     };
-    if let Some(tier) = best_tier {
+    // Healthy lines the far side does not drain first; those it drains before the tunnels.
+    let usable = |c: &Candidate, drained: bool| c.healthy && c.draining.is_some() == drained;
+    let best_tier = |drained: bool| {
+        lines()
+            .filter(|c| usable(c, drained))
+            .filter_map(|c| match c.kind {
+                CandidateKind::Line { priority } => Some(priority),
+                CandidateKind::Tunnel { .. } => None,
+            })
+            .min()
+    };
+    let best = best_tier(false)
+        .map(|t| (t, false))
+        .or_else(|| best_tier(true).map(|t| (t, true)));
+    if let Some((tier, drained)) = best {
         let members: Vec<(String, u16)> = lines()
-            .filter(|c| c.healthy && c.kind == CandidateKind::Line { priority: tier })
+            .filter(|c| usable(c, drained) && c.kind == CandidateKind::Line { priority: tier })
             .map(|c| (c.name.clone(), 1))
             .collect();
         let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
         let better_down: Vec<&Candidate> = lines()
+            .filter(|c| !c.healthy)
             .filter(|c| matches!(c.kind, CandidateKind::Line { priority } if priority < tier))
             .collect();
-        let reason = if better_down.is_empty() {
-            format!("line {} healthy (priority {tier})", names.join(", "))
-        } else {
-            format!(
-                "line {} healthy (priority {tier}); preferred line down: {}",
-                names.join(", "),
+        let mut reason = format!("line {} healthy (priority {tier})", names.join(", "));
+        if !better_down.is_empty() {
+            reason += &format!(
+                "; preferred line down: {}",
                 reasons(better_down.into_iter())
-            )
-        };
+            );
+        }
+        let left: Vec<String> = lines()
+            .filter(|c| c.healthy && !drained)
+            .filter_map(|c| Some(format!("{}: {}", c.name, c.draining.as_ref()?)))
+            .collect();
+        if drained {
+            reason += ", though the far side drains it: no other line is healthy";
+        } else if !left.is_empty() {
+            reason += &format!("; left for the far side: {}", left.join("; "));
+        }
         return Choice {
             mode: Mode::Lines,
             members,
@@ -197,6 +214,7 @@ mod tests {
             kind: CandidateKind::Line { priority },
             healthy,
             unproven: false,
+            draining: None,
             why: if healthy { "" } else { "BFD Down" }.into(),
         }
     }
@@ -207,6 +225,7 @@ mod tests {
             kind: CandidateKind::Tunnel { weight },
             healthy,
             unproven: false,
+            draining: None,
             why: if healthy { "" } else { "no handshake" }.into(),
         }
     }
@@ -341,5 +360,42 @@ mod tests {
         let f = fallback(&paths, &choose(&paths));
         assert_eq!(f.mode, Mode::AllDown);
         assert!(f.members.is_empty() && f.fallback.is_empty());
+    }
+
+    fn drained(mut c: Candidate) -> Candidate {
+        c.draining = Some("GRACEFUL_SHUTDOWN".into());
+        c
+    }
+
+    #[test]
+    fn a_line_the_far_side_drains_is_left_for_the_next_line_then_the_tunnels() {
+        let paths = [
+            drained(line("l1", 10, true)),
+            line("l2", 20, true),
+            tunnel("t1", 1, true),
+        ];
+        let c = choose(&paths);
+        assert_eq!(members(&c), [("l2", 1)]);
+        assert!(
+            c.reason.contains("left for the far side: l1"),
+            "{}",
+            c.reason
+        );
+        assert!(!c.reason.contains("preferred line down"), "{}", c.reason);
+        // Should l2 lose its link, the drained line still beats the tunnels.
+        assert_eq!(members(&fallback(&paths, &c)), [("l1", 1)]);
+        // With no other line it carries the traffic, and says so.
+        let paths = [
+            drained(line("l1", 10, true)),
+            line("l2", 20, false),
+            tunnel("t1", 1, true),
+        ];
+        let c = choose(&paths);
+        assert_eq!((c.mode, members(&c)), (Mode::Lines, vec![("l1", 1)]));
+        assert!(
+            c.reason.contains("though the far side drains it"),
+            "{}",
+            c.reason
+        );
     }
 }

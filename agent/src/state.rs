@@ -440,6 +440,37 @@ impl AgentState {
         ))
     }
 
+    /// A line whose router tags every route of the site it announces with
+    /// GRACEFUL_SHUTDOWN (RFC 8326) while another line of the site announces the site
+    /// untagged: the far side is taking the line out of service and asks to be left first.
+    /// Such a line is not down (no penalty, no hold-down): it is used only when no other
+    /// line is, as the RFC's LOCAL_PREF 0 would have it.
+    pub(crate) fn far_side_draining(&self, line: &crate::config::Line) -> Option<String> {
+        let name = line.name.get_ref();
+        let site = line.site.get_ref();
+        let own: Vec<&NeighborState> = self.bgp.values().filter(|n| &n.line == name).collect();
+        let announced = own.iter().any(|n| !n.learned.is_empty());
+        let all_tagged = own
+            .iter()
+            .all(|n| n.learned.keys().all(|p| n.graceful_shutdown.contains(p)));
+        if !announced || !all_tagged {
+            return None;
+        }
+        let other_untagged = self.config.lines.iter().any(|l| {
+            l.site.get_ref() == site
+                && l.name.get_ref() != name
+                && self.bgp.values().any(|n| {
+                    &n.line == l.name.get_ref()
+                        && n.state == bgp::fsm::State::Established
+                        && n.learned.keys().any(|p| !n.graceful_shutdown.contains(p))
+                })
+        });
+        other_untagged.then(|| {
+            "its router's routes carry GRACEFUL_SHUTDOWN (RFC 8326): the far side drains it"
+                .to_owned()
+        })
+    }
+
     /// Up while the last handshake is fresh; down with the reason otherwise.
     fn handshake_signal(&self, tunnel: &str) -> (&'static str, Health, Option<String>) {
         let Some(v) = self.tunnels.get(tunnel) else {
@@ -940,5 +971,53 @@ mod tests {
         let ev: Vec<&Event> = st.events().collect();
         assert_eq!(ev.len(), EVENT_LOG_CAPACITY);
         assert_eq!(ev[0].message, "event 5");
+    }
+
+    #[test]
+    fn a_line_whose_router_tags_the_site_graceful_shutdown_is_drained_by_the_far_side() {
+        let (_dir, mut st) = line_up_state();
+        let neighbor = |line: &str, peer: [u8; 4], routes: &[&str], tagged: bool| {
+            let mut n = NeighborState::new(line, IpAddr::from(peer));
+            n.reported = true;
+            n.state = bgp::fsm::State::Established;
+            for r in routes {
+                let p: IpNet = r.parse().unwrap();
+                n.learned.insert(p, IpAddr::from(peer));
+                if tagged {
+                    n.graceful_shutdown.insert(p);
+                }
+            }
+            n
+        };
+        let draining = |st: &AgentState, name: &str| {
+            let line = st
+                .config()
+                .lines
+                .iter()
+                .find(|l| l.name.get_ref() == name)
+                .unwrap()
+                .clone();
+            st.far_side_draining(&line)
+        };
+        let (p1, p2) = (IpAddr::from([192, 0, 2, 2]), IpAddr::from([192, 0, 2, 6]));
+        st.bgp
+            .insert(p1, neighbor("l1", [192, 0, 2, 2], &["198.18.2.0/24"], true));
+        // No other line announces the site: l1 is all there is, drained or not.
+        st.bgp
+            .insert(p2, neighbor("l2", [192, 0, 2, 6], &[], false));
+        assert_eq!(draining(&st, "l1"), None);
+        st.bgp.insert(
+            p2,
+            neighbor("l2", [192, 0, 2, 6], &["198.18.2.0/24"], false),
+        );
+        assert!(draining(&st, "l1").unwrap().contains("GRACEFUL_SHUTDOWN"));
+        assert_eq!(draining(&st, "l2"), None);
+        // Not a failure: no signal of l1 goes down for it.
+        let p = st.config().find_path("l1").unwrap();
+        assert_ne!(st.path_status(p).state, Health::Down);
+        // Both drained: neither is left for the other.
+        st.bgp
+            .insert(p2, neighbor("l2", [192, 0, 2, 6], &["198.18.2.0/24"], true));
+        assert_eq!(draining(&st, "l1"), None);
     }
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::wire::{err, AsPath, Ctx, Family, Notification, Origin, PathAttrs, Update};
+use crate::wire::{
+    err, AsPath, Ctx, Family, Notification, Origin, PathAttrs, Update, GRACEFUL_SHUTDOWN,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaxPrefixAction {
@@ -53,6 +55,9 @@ struct Entry {
 pub struct RibDelta {
     /// New or changed routes with their next hop.
     pub added: Vec<(IpNet, IpAddr)>,
+    /// Those of `added` that carry GRACEFUL_SHUTDOWN (RFC 8326): the neighbour asks to be
+    /// left for any other path while it still forwards.
+    pub graceful_shutdown: Vec<IpNet>,
     pub withdrawn: Vec<IpNet>,
     /// Announced prefixes refused by the import filter, with the reason.
     pub rejected: Vec<(IpNet, &'static str)>,
@@ -203,6 +208,9 @@ impl AdjRibIn {
         }
         if changed {
             d.added.push((p, attrs.next_hop));
+            if attrs.attrs.communities.contains(&GRACEFUL_SHUTDOWN) {
+                d.graceful_shutdown.push(p);
+            }
         }
     }
 

@@ -311,8 +311,10 @@ pub struct Export {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DrainMode {
-    /// Announce with three more AS-path prepends: the far side prefers another line, and
-    /// still has this one if every other fails.
+    /// Announce with three more AS-path prepends and the GRACEFUL_SHUTDOWN community
+    /// (RFC 8326): the far side prefers another line (a crosslink or a router honouring
+    /// the community at once, others by path length), and still has this one if every
+    /// other fails.
     #[default]
     Prepend,
     /// Withdraw our announcements on the line.

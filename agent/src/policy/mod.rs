@@ -55,6 +55,8 @@ pub struct Observation {
     pub up: bool,
     /// See `Candidate::unproven`.
     pub unproven: bool,
+    /// See `Candidate::draining`.
+    pub draining: Option<String>,
     /// Why the path is not up (empty when it is).
     pub why: String,
     /// Probe loss over the policy window, where measured.
@@ -321,6 +323,7 @@ impl Policy {
                 kind: o.kind,
                 healthy: admitted,
                 unproven: o.unproven,
+                draining: o.draining.clone(),
                 why,
             });
         }

@@ -122,6 +122,7 @@ impl Sim {
                     kind: *kind,
                     up: down.is_empty(),
                     unproven: false,
+                    draining: None,
                     why: down
                         .iter()
                         .map(|s| format!("{s} down"))

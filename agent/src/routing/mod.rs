@@ -92,9 +92,14 @@ fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
                 n.established_at.is_some_and(|t| t.elapsed() >= TABLE_QUIET)
                     && n.last_routes_at.is_none_or(|t| t.elapsed() >= TABLE_QUIET)
             });
+            let draining = match p {
+                PathRef::Line(l) => st.far_side_draining(l),
+                PathRef::Tunnel(_) => None,
+            };
             Observation {
                 up: s.state == Health::Up,
                 unproven: s.state == Health::Unknown && some_evidence,
+                draining,
                 why: s.reason,
                 name: s.name,
                 kind,

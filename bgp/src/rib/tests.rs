@@ -234,3 +234,17 @@ fn export_builds_announcements_with_the_line_policy() {
         .is_empty());
     assert_eq!(ex.withdrawals(&[Family::Ipv4, Family::Ipv6]).len(), 2);
 }
+
+#[test]
+fn routes_tagged_graceful_shutdown_are_reported_as_such() {
+    let mut rib = AdjRibIn::new(policy(100));
+    let mut u = announce(&["198.18.2.0/24"], vec![65101, 65002]);
+    u.attrs.communities = vec![(65101 << 16) | 7, GRACEFUL_SHUTDOWN];
+    let d = rib.apply(&u, true);
+    assert_eq!(d.graceful_shutdown, [net("198.18.2.0/24")]);
+    // The drain ends: the same route without the community is a change, not tagged.
+    u.attrs.communities.pop();
+    let d = rib.apply(&u, true);
+    assert_eq!(d.added.len(), 1);
+    assert!(d.graceful_shutdown.is_empty(), "{d:?}");
+}

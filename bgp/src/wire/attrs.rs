@@ -222,6 +222,11 @@ pub struct RawAttr {
     pub value: Vec<u8>,
 }
 
+/// Well-known community GRACEFUL_SHUTDOWN (RFC 8326 §5, 65535:0): the sender is about to
+/// take the path out of service and asks its neighbours to prefer any other path
+/// (LOCAL_PREF 0) while it still carries traffic, so they move first and lose nothing.
+pub const GRACEFUL_SHUTDOWN: u32 = 0xFFFF_0000;
+
 /// The attributes of a route, minus MP_REACH/MP_UNREACH (which carry NLRI, see `Update`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PathAttrs {

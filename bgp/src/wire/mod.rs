@@ -16,7 +16,7 @@ mod tests;
 
 use std::fmt;
 
-pub use attrs::{AsPath, AsSegment, Origin, PathAttrs, RawAttr, SegmentKind};
+pub use attrs::{AsPath, AsSegment, Origin, PathAttrs, RawAttr, SegmentKind, GRACEFUL_SHUTDOWN};
 pub use nlri::{decode_prefixes, encode_prefix, Family};
 pub use open::{Capability, GracefulRestart, Open};
 pub use update::{MpReach, MpUnreach, Update};

@@ -276,6 +276,12 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    // ... tagged GRACEFUL_SHUTDOWN (RFC 8326), which gwb honours: it leaves line 1 first.
+    let route = lab
+        .birdc(Node::Lr1, &format!("show route {gwa_lan} all"))
+        .unwrap();
+    assert!(route.contains("(65535,0)"), "{route}");
+    wait_active(&lab, Node::Gwb, "line2", Duration::from_secs(5));
     assert_eq!(
         active(&lab, Node::Gwa),
         "line1",
@@ -318,6 +324,7 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
     );
     lab.crosslink(Node::Gwa, &["undrain", "line1"]).unwrap();
     wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(10));
+    wait_active(&lab, Node::Gwb, "line1", Duration::from_secs(10));
     assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "none");
 }
 
