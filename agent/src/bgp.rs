@@ -547,6 +547,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.rejected += delta.rejected.len() as u64;
             n.last_routes_at = Some(Instant::now());
             st.routes_generation += 1;
+            st.routes_changed_at = n.last_routes_at;
             (peer, None)
         }
     };

@@ -84,6 +84,9 @@ pub struct AgentState {
     pub(crate) fallback: BTreeMap<String, crate::select::Choice>,
     /// Bumped whenever a learned route comes or goes, so the route set is rebuilt only then.
     pub(crate) routes_generation: u64,
+    /// When the last UPDATE changed a learned route: a table streaming in is rebuilt once it
+    /// pauses, not per UPDATE.
+    pub(crate) routes_changed_at: Option<Instant>,
     /// Woken on every change of a signal the route selection reads.
     changed: Arc<Notify>,
     /// How many times `changed` was notified: tells a pass whether a change came in while
@@ -137,6 +140,7 @@ impl AgentState {
             active: BTreeMap::new(),
             fallback: BTreeMap::new(),
             routes_generation: 0,
+            routes_changed_at: None,
             changed: Arc::new(Notify::new()),
             touches: std::sync::atomic::AtomicU64::new(0),
             operator_queue: Vec::new(),

@@ -69,6 +69,9 @@ pub async fn previous_run_left_routes(sites: usize) -> bool {
 
 /// After an UPDATE, a line's table counts as re-learned once this passes with no other.
 const TABLE_QUIET: Duration = Duration::from_secs(1);
+/// A table streaming in is routed once its UPDATEs pause this long (they come back to
+/// back, a few ms apart at most, while a router sends a full table).
+const TABLE_SETTLE: Duration = Duration::from_millis(50);
 
 /// What the signals say about each path of `site`, for the policy.
 fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
@@ -221,6 +224,8 @@ struct Programmer {
     wanted: BTreeSet<IpNet>,
     prefixes_generation: Option<u64>,
     prefixes_built: Option<Instant>,
+    /// When a prefix rebuild held back while a table streams in is due.
+    prefixes_due: Option<Instant>,
     last_route_scan: Option<Instant>,
     last_errors: Vec<String>,
     conflicts: Vec<IpNet>,
@@ -262,6 +267,7 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         wanted: BTreeSet::new(),
         prefixes_generation: None,
         prefixes_built: None,
+        prefixes_due: None,
         last_route_scan: None,
         last_errors: Vec::new(),
         conflicts: Vec::new(),
@@ -282,7 +288,10 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         let wait = p
             .policy
             .next_deadline(now)
-            .map_or(RECONCILE, |t| (t - now).min(RECONCILE));
+            .into_iter()
+            .chain(p.prefixes_due)
+            .map(|t| t.saturating_duration_since(now))
+            .fold(RECONCILE, Duration::min);
         tokio::select! {
             () = changes.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -305,9 +314,22 @@ impl Programmer {
             self.prefixes_built = None;
         }
         // While a full table streams in, the generation moves with every UPDATE: rebuild
-        // (and re-sync the routes) at most once per RECONCILE; the timer pass catches up.
-        let prefixes_changed = self.prefixes_generation != Some(st.routes_generation)
-            && self.prefixes_built.is_none_or(|t| t.elapsed() >= RECONCILE);
+        // (and re-sync the routes) once the stream pauses for TABLE_SETTLE, and at least
+        // once per RECONCILE while it goes on. A single UPDATE after a quiet spell is
+        // rebuilt at once. (Waiting for the RECONCILE alone kept 10,000 learned prefixes
+        // out of the kernel for a second after the table was in.)
+        let pending = self.prefixes_generation != Some(st.routes_generation);
+        let settled = st
+            .routes_changed_at
+            .is_none_or(|t| t.elapsed() >= TABLE_SETTLE);
+        let prefixes_changed =
+            pending && (settled || self.prefixes_built.is_none_or(|t| t.elapsed() >= RECONCILE));
+        self.prefixes_due = match (pending && !prefixes_changed, st.routes_changed_at) {
+            (true, Some(t)) => {
+                Some((t + TABLE_SETTLE).min(self.prefixes_built.map_or(t, |b| b + RECONCILE)))
+            }
+            _ => None,
+        };
         if prefixes_changed {
             self.prefixes_generation = Some(st.routes_generation);
             self.prefixes_built = Some(Instant::now());
