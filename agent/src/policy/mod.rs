@@ -117,6 +117,10 @@ pub struct Event {
 }
 
 /// The policy's view of a path, for status.
+/// A path out of service that was back up for less than this before going down again is
+/// still in the failure that took it out (see `judge`).
+const SAME_FAILURE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathPolicy {
     pub admitted: bool,
@@ -356,6 +360,12 @@ impl Policy {
         }
         let now_up = o.up && !p.degraded;
         if was_up && !now_up {
+            // Back for a moment while out of service, then down again: still the failure
+            // that took it out (a restarting line router brings up its sessions, then its
+            // routes, family by family, each a brief "down"), charged once. A path that
+            // flaps faster than this never passes its hold-down anyway.
+            let up_for = p.up_since.map(|t| now.saturating_duration_since(t));
+            let same_failure = !p.admitted && up_for.is_some_and(|d| d < SAME_FAILURE);
             p.held = true;
             p.up_since = None;
             let why = if o.up {
@@ -363,8 +373,13 @@ impl Policy {
             } else {
                 o.why.clone()
             };
-            events.push(("path-down", format!("{}: {why}", o.name)));
-            if p.penalty.flap(&s.damping, now) {
+            let charged = if same_failure {
+                " (the failure it was recovering from: no new flap penalty)"
+            } else {
+                ""
+            };
+            events.push(("path-down", format!("{}: {why}{charged}", o.name)));
+            if !same_failure && p.penalty.flap(&s.damping, now) {
                 let v = p.penalty.value(&s.damping, now);
                 events.push((
                     "path-suppressed",

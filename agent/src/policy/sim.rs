@@ -562,3 +562,32 @@ fn a_reloaded_hold_down_applies_to_the_return_already_waiting() {
     sim.policy.retain(|p| p != "t2");
     assert!(!sim.policy.marks().contains_key("t2"));
 }
+
+#[test]
+fn a_line_router_restart_costs_one_penalty_however_its_sessions_come_back() {
+    let mut sim = Sim::new();
+    sim.secs(10);
+    // lr1 dies: BFD goes down.
+    sim.set("line1", "bfd", false);
+    sim.secs(5);
+    // It comes back: BFD and BGP up, then for a moment no route of one family, then of
+    // the other, as its sessions with the far gateway come up one by one.
+    sim.set("line1", "bfd", true);
+    for _ in 0..2 {
+        sim.run(Duration::from_millis(20));
+        sim.set("line1", "bgp", false);
+        sim.run(Duration::from_millis(20));
+        sim.set("line1", "bgp", true);
+    }
+    sim.secs(60);
+    let downs = sim
+        .events()
+        .iter()
+        .filter(|(_, k, p)| *k == "path-down" && *p == "line1")
+        .count();
+    assert_eq!(downs, 3, "each is told: {:?}", sim.events());
+    let s = sim.policy.status("line1", sim.now).unwrap();
+    assert!(s.penalty < 1000.0, "charged once: {}", s.penalty);
+    assert!(s.suppressed_for.is_none());
+    assert_eq!(sim.changes(), [(10_010, "line2"), (45_090, "line1")]);
+}
