@@ -7,9 +7,12 @@
 //! by a killed run is removed by the next `Lab::up`, and its daemons die with their parent.
 
 pub mod bird;
+pub mod demo;
 pub mod fault;
 pub mod netns;
+pub mod paths;
 pub mod process;
+pub mod timeline;
 pub mod topology;
 pub mod traffic;
 pub mod wggo;
@@ -280,6 +283,11 @@ impl Lab {
     pub fn heal(&self, side: Side, line: Line) -> Result<()> {
         fault::heal(&side.gateway().ns(), &line.ifname())?;
         setup::far_end_routes(side, line)
+    }
+
+    /// Marks the probe's packets with the path that carried them (see `paths`).
+    pub fn mark_paths(&self) -> Result<()> {
+        paths::mark()
     }
 
     /// Starts the traffic probe from `from`'s host to the other side's host.

@@ -1,10 +1,13 @@
-//! `crosslink-lab`: bring the two-cloud lab up and run the failover demo, or keep it up for
-//! exploring, or clean up a lab left by a killed run.
+//! `crosslink-lab`: run the failover demo (`lab::demo`), or keep a lab up for exploring, or
+//! clean up a lab left by a killed run.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use lab::demo::{self, DemoOptions, Gateways};
+use lab::topology::ALL_NODES;
 use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, Side};
 
 #[derive(Parser)]
@@ -14,8 +17,10 @@ struct Cli {
     command: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
+    /// crosslink on the gateways, then the BIRD baseline, side by side.
+    Both,
     /// BIRD 2 on the gateways: the baseline an engineer would build instead.
     Bird,
     /// crosslink on the gateways.
@@ -31,9 +36,10 @@ enum CutKind {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Bring the lab up, send traffic, cut line 1, show the failover, heal it, show the return.
+    /// Bring the lab up, send traffic, cut line 1, then both lines, heal them, drain a line;
+    /// then the same cut on the BIRD baseline; print the figures and draw a timeline.
     Demo {
-        #[arg(long, value_enum, default_value_t = Mode::Bird)]
+        #[arg(long, value_enum, default_value_t = Mode::Both)]
         mode: Mode,
         #[arg(long, value_enum, default_value_t = CutKind::Blackhole)]
         cut: CutKind,
@@ -41,14 +47,20 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         loss: u8,
         /// BFD transmit interval in milliseconds (detection = interval x multiplier).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 10)]
         bfd_ms: u64,
         #[arg(long, default_value_t = 3)]
         bfd_multiplier: u8,
+        /// crosslink's hold-down before a healed line carries traffic again, in seconds.
+        #[arg(long, default_value_t = 3)]
+        hold_down: u64,
+        /// Where to write the timeline picture (SVG; its data goes beside it as .json).
+        #[arg(long, default_value = "target/crosslink-demo/timeline.svg")]
+        plot: PathBuf,
     },
     /// Bring the lab up and keep it until Ctrl-C (explore with `ip netns exec xl-gwa ...`).
     Up {
-        #[arg(long, value_enum, default_value_t = Mode::Bird)]
+        #[arg(long, value_enum, default_value_t = Mode::Crosslink)]
         mode: Mode,
     },
     /// Remove a lab left behind by a killed run.
@@ -63,45 +75,90 @@ fn main() -> Result<()> {
             loss,
             bfd_ms,
             bfd_multiplier,
+            hold_down,
+            plot,
         } => {
-            let mut opts = options(mode);
+            let mut opts = DemoOptions {
+                gateways: match mode {
+                    Mode::Both => Gateways::Both,
+                    Mode::Bird => Gateways::Bird,
+                    Mode::Crosslink => Gateways::Crosslink,
+                },
+                cut: match cut {
+                    CutKind::Carrier => Cut::Carrier,
+                    CutKind::Blackhole => Cut::Blackhole,
+                    CutKind::Loss => Cut::Loss(loss),
+                },
+                plot,
+                ..DemoOptions::default()
+            };
             opts.bfd.interval = Duration::from_millis(bfd_ms);
             opts.bfd.multiplier = bfd_multiplier;
-            let cut = match cut {
-                CutKind::Carrier => Cut::Carrier,
-                CutKind::Blackhole => Cut::Blackhole,
-                CutKind::Loss => Cut::Loss(loss),
-            };
-            demo(opts, cut)
+            opts.hold_down = Duration::from_secs(hold_down);
+            let report = demo::run(&opts, &mut std::io::stdout())?;
+            if let Some(c) = &report.crosslink {
+                let lost = c.ret.lost[0] + c.ret.lost[1];
+                if lost > 0 {
+                    bail!("crosslink lost {lost} packets on the return to line 1");
+                }
+            }
+            Ok(())
         }
-        Cmd::Up { mode } => up(options(mode)),
+        Cmd::Up { mode } => up(LabOptions::new(if mode == Mode::Bird {
+            GatewayMode::Bird
+        } else {
+            GatewayMode::Crosslink
+        })),
         Cmd::Clean => {
             // Taking the lab lock removes stale namespaces; the lab built then is dropped.
-            drop(Lab::up(options(Mode::Bird))?);
+            drop(Lab::up(LabOptions::new(GatewayMode::Bird))?);
             println!("no lab left on this machine");
             Ok(())
         }
     }
 }
 
-fn options(mode: Mode) -> LabOptions {
-    LabOptions::new(match mode {
-        Mode::Bird => GatewayMode::Bird,
-        Mode::Crosslink => GatewayMode::Crosslink,
-    })
-}
-
-fn step(msg: &str) {
-    println!("\n==> {msg}");
-}
-
 fn up(opts: LabOptions) -> Result<()> {
+    let mode = opts.mode;
     let lab = Lab::up(opts)?;
     lab.wait_bird_established(Duration::from_secs(60))?;
+    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
+        lab.both_on(Line(1))
+    })?;
     println!(
-        "lab is up; files in {}. Press Ctrl-C to tear it down.",
+        "lab is up; its configs, sockets and logs are in {}",
         lab.dir().display()
     );
+    println!("namespaces: {}", ALL_NODES.map(|n| n.ns()).join(" "));
+    println!("explore it (as root, in another terminal):");
+    for gw in [Node::Gwa, Node::Gwb] {
+        match mode {
+            GatewayMode::Crosslink => println!(
+                "  ip netns exec {} {} --config {} status",
+                gw.ns(),
+                lab.crosslink_bin()?.display(),
+                lab.crosslink_config(gw).display()
+            ),
+            GatewayMode::Bird => println!(
+                "  ip netns exec {} birdc -s {} show protocols",
+                gw.ns(),
+                lab.bird_socket(gw).display()
+            ),
+        }
+    }
+    for lr in [Node::Lr1, Node::Lr2] {
+        println!(
+            "  ip netns exec {} birdc -s {} show route",
+            lr.ns(),
+            lab.bird_socket(lr).display()
+        );
+    }
+    println!(
+        "  ip netns exec xl-gwa ip route get {}",
+        Side::B.host_addr(false)
+    );
+    println!("  ip netns exec xl-ha ping {}", Side::B.host_addr(false));
+    println!("Press Ctrl-C to tear it down.");
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc_channel(tx)?;
     let _ = rx.recv();
@@ -119,89 +176,5 @@ fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) -> Result<()> {
         let _ = set.wait();
         let _ = tx.send(());
     });
-    Ok(())
-}
-
-fn demo(opts: LabOptions, cut: Cut) -> Result<()> {
-    let mode = opts.mode;
-    step(&format!(
-        "bringing up the lab (gateways run {})",
-        if mode == GatewayMode::Bird {
-            "BIRD 2"
-        } else {
-            "crosslink"
-        }
-    ));
-    let lab = Lab::up(opts)?;
-    let hb = Side::B.host_addr(false);
-    if mode == GatewayMode::Crosslink {
-        // The agent does not speak BGP or program routes yet: show what it observes.
-        step("crosslink status on gwa");
-        print!("{}", lab.crosslink(Node::Gwa, &["status"])?);
-        step(&format!("cutting line 1 at gwa ({cut})"));
-        lab.cut(Side::A, Line(1), cut)?;
-        std::thread::sleep(Duration::from_millis(300));
-        print!("{}", lab.crosslink(Node::Gwa, &["status"])?);
-        lab.heal(Side::A, Line(1))?;
-        println!("\ncrosslink does not route traffic yet (BGP, BFD and route switching are later issues); run `--mode bird` for the traffic demo.");
-        return Ok(());
-    }
-    lab.wait_bird_established(Duration::from_secs(60))?;
-    step("BGP and BFD on gwa");
-    print!("{}", lab.birdc(Node::Gwa, "show protocols")?);
-    print!("{}", lab.birdc(Node::Gwa, "show bfd sessions")?);
-    lab.wait_for(
-        "gwa's route to hb over line 1",
-        Duration::from_secs(30),
-        || Ok(lab.line_towards(Node::Gwa, hb)? == Some(Line(1))),
-    )?;
-    step("gwa's route to hb (learned over BGP)");
-    print!(
-        "{}",
-        lab.exec(Node::Gwa, &["ip", "-4", "route", "show", "198.18.2.0/24"])?
-    );
-    print!(
-        "{}",
-        lab.exec(Node::Gwa, &["ip", "-6", "route", "show", "2001:db8:b::/64"])?
-    );
-
-    step(&format!(
-        "traffic ha -> hb at 1000 packets/s; cutting line 1 at gwa ({cut})"
-    ));
-    let probe = lab.probe(Side::A, false, 1000)?;
-    std::thread::sleep(Duration::from_secs(1));
-    lab.cut(Side::A, Line(1), cut)?;
-    let moved = lab.wait_for(
-        "the route to move to line 2",
-        Duration::from_secs(10),
-        || Ok(lab.line_towards(Node::Gwa, hb)? == Some(Line(2))),
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    let report = probe.stop()?;
-    match moved {
-        Ok(t) => println!(
-            "BIRD moved to line 2 after {:.0} ms",
-            t.as_secs_f64() * 1000.0
-        ),
-        Err(e) => println!("traffic stayed on line 1: {e:#}"),
-    }
-    println!("failover: {report}  (outage = longest gap)");
-
-    step("healing line 1; BIRD returns once BFD and BGP are back");
-    let probe = lab.probe(Side::A, false, 1000)?;
-    lab.heal(Side::A, Line(1))?;
-    let back = lab.wait_for(
-        "the route to return to line 1",
-        Duration::from_secs(60),
-        || Ok(lab.line_towards(Node::Gwa, hb)? == Some(Line(1))),
-    )?;
-    std::thread::sleep(Duration::from_secs(1));
-    let report = probe.stop()?;
-    println!("back on line 1 after {:.1} s", back.as_secs_f64());
-    println!("return: {report}");
-    if report.received == 0 {
-        bail!("no traffic reached hb after the heal");
-    }
-    step("done; the lab is torn down");
     Ok(())
 }

@@ -1,0 +1,226 @@
+//! Steps 1-5 of the demo: crosslink on both gateways through a silent failure of line 1,
+//! of both lines, the heal and return, and a planned drain.
+
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+
+use super::figures::{self, first_on, fmt_ms, ms_after, DIRECTIONS};
+use super::{
+    both_on, cut, cut_figures, heal, marker, panel, print_cut, print_return, push_cut_markers,
+    push_return_markers, DemoOptions, Probes, Steps, FORWARDER, RATE,
+};
+use super::{CrosslinkFigures, DrainFigures};
+use crate::timeline::{Marker, MarkerKind, Panel};
+use crate::{GatewayMode, Lab, LabOptions, Line, Node};
+
+fn options(opts: &DemoOptions) -> LabOptions {
+    let hold = opts.hold_down.as_millis();
+    let drain = opts.drain_delay.as_millis();
+    let mut lab = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(move |_, cfg| {
+        format!("{cfg}\n[policy]\nhold_down = \"{hold}ms\"\ndrain_delay = \"{drain}ms\"\n")
+    });
+    lab.bfd = opts.bfd;
+    lab
+}
+
+/// Steps 1-5; the picture's panel covers steps 2-4.
+pub(super) fn run(
+    opts: &DemoOptions,
+    step: &mut Steps,
+    out: &mut dyn Write,
+) -> Result<(CrosslinkFigures, Panel)> {
+    step.next(
+        out,
+        "the lab: crosslink on gwa and gwb; two lines through BIRD line routers lr1, lr2; two WireGuard tunnels inet1, inet2 over the internet",
+    )?;
+    let lab = Lab::up(options(opts))?;
+    lab.mark_paths()?;
+    both_on(&lab, Line(1), Duration::from_secs(60))?;
+    wait_every_session(&lab)?;
+    // BFD leaves its slow start (1 s packets) once up; RTTs come with the fast packets.
+    std::thread::sleep(Duration::from_secs(2));
+    writeln!(out, "$ crosslink status   (on gwa)")?;
+    write!(out, "{}", lab.crosslink(Node::Gwa, &["status"])?)?;
+
+    let mut f = CrosslinkFigures::default();
+    step.next(
+        out,
+        &format!(
+            "{} of line 1 at gwa, traffic {RATE} packets/s each way",
+            opts.cut
+        ),
+    )?;
+    let probes = Probes::start()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let cut1 = cut(&lab, Line(1), opts.cut)?;
+    both_on(&lab, Line(2), Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(1));
+    f.line_cut = cut_figures(&probes.so_far(), cut1.0, Instant::now(), &["line2"]);
+    f.line_cut.detected_ms = detections(&lab, cut1.1, "line1", out)?;
+    print_cut(out, &f.line_cut)?;
+
+    step.next(
+        out,
+        &format!("{} of line 2 as well: both lines down", opts.cut),
+    )?;
+    let cut2 = cut(&lab, Line(2), opts.cut)?;
+    lab.wait_for(
+        "both gateways on the tunnels",
+        Duration::from_secs(10),
+        || {
+            Ok(active(&lab, Node::Gwa) == "inet1, inet2"
+                && active(&lab, Node::Gwb) == "inet1, inet2")
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    f.both_cut = cut_figures(
+        &probes.so_far(),
+        cut2.0,
+        Instant::now(),
+        &["inet1", "inet2"],
+    );
+    f.both_cut.detected_ms = detections(&lab, cut2.1, "line2", out)?;
+    print_cut(out, &f.both_cut)?;
+
+    step.next(
+        out,
+        &format!(
+            "both lines healed: back to line 1 after the hold-down ({} s)",
+            opts.hold_down.as_secs_f64()
+        ),
+    )?;
+    let healed = heal(&lab, &[Line(2), Line(1)])?;
+    both_on(&lab, Line(1), opts.hold_down + Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let traces = probes.stop()?;
+    for (i, t) in traces.iter().enumerate() {
+        f.ret.lost[i] = t.between(healed, t.last_send).lost;
+        f.ret.back_ms[i] = first_on(t, "line1", healed).map(|b| ms_after(b, healed));
+    }
+    print_return(out, &f.ret)?;
+
+    let origin = cut1.0;
+    let mut markers: [Vec<Marker>; 2] = Default::default();
+    for (i, m) in markers.iter_mut().enumerate() {
+        m.push(marker(0.0, MarkerKind::Cut, "cut line1".into()));
+        push_cut_markers(m, 0.0, &f.line_cut, i, "line2");
+        let c2 = ms_after(cut2.0, origin);
+        m.push(marker(c2, MarkerKind::Cut, "cut line2".into()));
+        push_cut_markers(m, c2, &f.both_cut, i, "tunnels");
+        push_return_markers(m, ms_after(healed, origin), "heal both", &f.ret, i);
+    }
+    let panel = panel("crosslink", &traces, origin, markers);
+
+    step.next(
+        out,
+        "`crosslink drain line1` on gwa, then `crosslink undrain line1`",
+    )?;
+    f.drain = drain(&lab, opts, out)?;
+    Ok((f, panel))
+}
+
+/// The site's active path on `gw`, as status says.
+fn active(lab: &Lab, gw: Node) -> String {
+    lab.status(gw)
+        .ok()
+        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Every BFD session of both agents up, the tunnels' too: a cut before the tunnels' probes
+/// are up would leave the far gateway no witness of ours being alive.
+fn wait_every_session(lab: &Lab) -> Result<()> {
+    for gw in [Node::Gwa, Node::Gwb] {
+        lab.wait_for("every BFD session up", Duration::from_secs(30), || {
+            let s = lab.status(gw)?;
+            Ok(s["sites"][0]["paths"].as_array().is_some_and(|paths| {
+                paths.iter().all(|p| {
+                    p["state"] == "up"
+                        && p["bfd"]
+                            .as_array()
+                            .is_some_and(|b| b.iter().all(|b| b["state"] == "Up"))
+                })
+            }))
+        })?;
+    }
+    Ok(())
+}
+
+/// How long after `since` each forwarding gateway's agent declared `path` down; prints the
+/// event lines as `crosslink events` shows them.
+fn detections(
+    lab: &Lab,
+    since: SystemTime,
+    path: &str,
+    out: &mut dyn Write,
+) -> Result<[Option<f64>; 2]> {
+    let mut found = [None; 2];
+    for (i, gw) in FORWARDER.iter().enumerate() {
+        let events = lab.crosslink(*gw, &["events"])?;
+        writeln!(
+            out,
+            "  $ crosslink events   (on {gw}; what moved the traffic)"
+        )?;
+        match figures::event_lines(&events, since, "path-down", path).first() {
+            Some(l) => {
+                writeln!(out, "  {l}")?;
+                found[i] = figures::event_time(l).map(|t| figures::wall_ms_after(t, since));
+            }
+            None => writeln!(out, "  (no path-down event for {path})")?,
+        }
+        for l in figures::event_lines(&events, since, "path-change", "-")
+            .iter()
+            .chain(&figures::event_lines(&events, since, "failover", "-"))
+            .take(1)
+        {
+            writeln!(out, "  {l}")?;
+        }
+    }
+    Ok(found)
+}
+
+/// Step 5: a planned drain. The far side moves first (it hears the drain over BGP), ours
+/// after the drain delay; then undrain brings line 1 back.
+fn drain(lab: &Lab, opts: &DemoOptions, out: &mut dyn Write) -> Result<DrainFigures> {
+    let mut f = DrainFigures::default();
+    let probes = Probes::start()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let drained = Instant::now();
+    let drained_wall = SystemTime::now();
+    writeln!(out, "$ crosslink drain line1")?;
+    write!(out, "{}", lab.crosslink(Node::Gwa, &["drain", "line1"])?)?;
+    lab.wait_for(
+        "gwa on line 2",
+        opts.drain_delay + Duration::from_secs(10),
+        || Ok(active(lab, Node::Gwa) == "line2"),
+    )?;
+    // The far side heard it over BGP: lr1 passed our routes on with GRACEFUL_SHUTDOWN.
+    let events = lab.crosslink(Node::Gwb, &["events"])?;
+    if let Some(l) = figures::event_lines(&events, drained_wall, "path-change", "-").first() {
+        writeln!(out, "  $ crosslink events   (on gwb, the far side)\n  {l}")?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let undrained = Instant::now();
+    writeln!(out, "$ crosslink undrain line1")?;
+    write!(out, "{}", lab.crosslink(Node::Gwa, &["undrain", "line1"])?)?;
+    both_on(lab, Line(1), Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let traces = probes.stop()?;
+    for (i, dir) in DIRECTIONS.iter().enumerate() {
+        let t = &traces[i];
+        f.moved_ms[i] = first_on(t, "line2", drained).map(|m| ms_after(m, drained));
+        f.lost[i] = t.between(drained, undrained).lost;
+        f.undrain_lost[i] = t.between(undrained, t.last_send).lost;
+        writeln!(
+            out,
+            "    {dir} (sent by {}): on line2 {} after the drain; {} lost while draining, {} on undrain",
+            FORWARDER[i],
+            fmt_ms(f.moved_ms[i]),
+            f.lost[i],
+            f.undrain_lost[i],
+        )?;
+    }
+    Ok(f)
+}
