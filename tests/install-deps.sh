@@ -10,6 +10,7 @@ packages=(
   wireguard-go     # the foreign WireGuard peer (userspace; no kernel module here)
   wireguard-tools  # wg: configures wireguard-go, and `wg show` on crosslink's tunnels
   iperf3      # tunnel throughput benchmark and load
+  iputils-ping  # ping across the tunnels in the WireGuard interop tests
   prometheus  # promtool: the alert rules' unit tests and the metrics lint
   systemd     # systemd-analyze verify / security on the unit (systemd need not run)
   util-linux  # unshare, nsenter and setpriv for the agent's integration tests
