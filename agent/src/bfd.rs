@@ -2,7 +2,7 @@
 //! multi-hop session to the remote gateway across each line and each tunnel, run by the
 //! probes crate's driver on its own thread; their state as `status` shows it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,31 @@ pub struct BfdView {
 }
 
 impl BfdView {
+    /// Not one packet from the peer since the session started, though we send: a line
+    /// router with no BFD configured, or a far end that does not run it.
+    pub fn unanswered(&self) -> bool {
+        self.state != Some(State::Up)
+            && self
+                .detail
+                .as_ref()
+                .is_some_and(|d| d.rx_packets == 0 && d.tx_packets > 0)
+    }
+
+    /// Why the peer may be silent, for an operator.
+    pub fn unanswered_why(&self) -> String {
+        if self.end_to_end {
+            format!(
+                "the far gateway at {} does not answer end-to-end BFD: does it run crosslink, with this address as its end of the path?",
+                self.peer
+            )
+        } else {
+            format!(
+                "the line router at {} does not answer BFD: is BFD configured on it? (`[line.bfd] enabled = false` if it runs none)",
+                self.peer
+            )
+        }
+    }
+
     pub fn to_status(&self) -> BfdStatus {
         let s = self.detail.as_ref();
         BfdStatus {
@@ -55,6 +80,7 @@ impl BfdView {
             up_seconds: s.and_then(|s| s.up_for).map(|d| d.as_secs()),
             tx_gap_p99_ms: s.and_then(|s| s.tx_gap_p99).map(ms),
             tx_gap_max_ms: s.and_then(|s| s.tx_gap_max).map(ms),
+            unanswered: self.unanswered(),
         }
     }
 }
@@ -84,7 +110,13 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
         let iface = line.interface.get_ref();
         let interval = line.bfd.interval.0;
         let mult = *line.bfd.multiplier.get_ref();
-        for &peer in line.neighbors.get_ref() {
+        // A router without BFD answers none: no sessions, rather than sessions held Down.
+        let routers: &[IpAddr] = if *line.bfd.enabled.get_ref() {
+            line.neighbors.get_ref()
+        } else {
+            &[]
+        };
+        for &peer in routers {
             let mut s = SessionSpec::single_hop(name, peer, iface, interval, mult);
             s.auth = auth(line);
             out.push(s);
@@ -376,6 +408,8 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
 async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u32;
+    // Sessions whose silent peer has been reported, so that it is said once.
+    let mut told: HashSet<Key> = HashSet::new();
     loop {
         tick.tick().await;
         ticks = ticks.wrapping_add(1);
@@ -385,13 +419,24 @@ async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
         let window = lock(&state).config().policy.loss_window.0;
         let all = bfd.status(window).await;
         let mut st = lock(&state);
+        let settled = st.past_startup_grace();
+        let mut silent = Vec::new();
         for s in all {
-            if let Some(v) = st.bfd.get_mut(&(s.name.clone(), s.peer, s.multihop)) {
+            let key = (s.name.clone(), s.peer, s.multihop);
+            if let Some(v) = st.bfd.get_mut(&key) {
                 v.state = Some(s.state);
                 v.local_diag = Some(s.local_diag);
                 v.remote_diag = s.remote_diag;
                 v.detail = Some(s);
+                if settled && v.unanswered() && told.insert(key) {
+                    silent.push((v.line.clone(), v.unanswered_why()));
+                }
             }
+        }
+        told.retain(|k| st.bfd.contains_key(k));
+        for (line, why) in silent {
+            tracing::warn!(path = %line, "{why}");
+            st.record("bfd-unanswered", Some(&line), why);
         }
     }
 }

@@ -46,6 +46,9 @@ pub async fn run(
         config_file.display()
     );
     tracing::info!(socket = %config.control.socket.display(), "{summary}");
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     // What a reload compares against (see `config::changes`).
     let mut running_source = std::fs::read_to_string(config_file).unwrap_or_default();
     let state = Arc::new(Mutex::new(AgentState::new(config, config_file)));

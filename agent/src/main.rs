@@ -260,6 +260,9 @@ fn check_config(file: &Path, running: Option<&Path>) -> ExitCode {
                 cfg.lines.len(),
                 cfg.tunnels.len()
             );
+            for w in &cfg.warnings {
+                eprintln!("{w}");
+            }
             if let Some(old) = running {
                 // A missing running config (first install) needs a start anyway.
                 let old = std::fs::read_to_string(old).unwrap_or_default();

@@ -92,6 +92,9 @@ pub async fn reload(
         }
         Ok(cfg) => cfg,
     };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let changed = config::changes(running, &source);
     let pending = config::needs_restart(running, &source);
     // The routes first: removed paths leave the groups before their sessions end, so

@@ -211,6 +211,12 @@ impl AgentState {
         self.config_generation
     }
 
+    /// Past the first seconds after the start, when sessions that have not come up yet are
+    /// evidence of nothing.
+    pub(crate) fn past_startup_grace(&self) -> bool {
+        self.started.elapsed() >= BFD_STARTUP_GRACE
+    }
+
     pub fn record(&mut self, kind: &str, path: Option<&str>, message: impl Into<String>) {
         if self.events.len() == EVENT_LOG_CAPACITY {
             self.events.pop_front();
@@ -324,11 +330,12 @@ impl AgentState {
         signals.push(("carrier", carrier, carrier_why));
         match kind {
             PathKind::Line => {
-                signals.push(bfd_signal(
-                    "bfd",
-                    bfd.iter().filter(|v| !v.end_to_end),
-                    young,
-                ));
+                let bfd_on = matches!(path, PathRef::Line(l) if *l.bfd.enabled.get_ref());
+                signals.push(if bfd_on {
+                    bfd_signal("bfd", bfd.iter().filter(|v| !v.end_to_end), young)
+                } else {
+                    ("bfd", Health::Off, None)
+                });
                 let mut b = bgp_signal(&bgp);
                 if b.1 == Health::Up && !bfd.iter().any(|v| far_end_restarting(v)) {
                     if let Some(why) = self.routes_withdrawn(path, &bgp) {
@@ -573,6 +580,7 @@ fn bfd_signal<'a>(
     }
     match down {
         None => (name, Health::Up, None),
+        Some(v) if v.unanswered() => (name, Health::Down, Some(v.unanswered_why())),
         Some(v) => {
             let state = v.state.map_or("not started", |s| s.as_str());
             let diag = v

@@ -4,6 +4,7 @@
 mod error;
 mod types;
 mod validate;
+mod warnings;
 
 use std::path::Path;
 
@@ -33,6 +34,7 @@ pub fn parse(src: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigEr
     let mut cfg: Config = toml::from_str(src).map_err(|e| ConfigErrors(vec![loc.from_toml(&e)]))?;
     let errors = validate::validate(&mut cfg, &loc, base_dir);
     if errors.is_empty() {
+        cfg.warnings = warnings::warnings(&cfg, &loc);
         Ok(cfg)
     } else {
         Err(ConfigErrors(errors))

@@ -36,6 +36,9 @@ pub struct Config {
     pub lines: Vec<Line>,
     #[serde(default, rename = "tunnel")]
     pub tunnels: Vec<Tunnel>,
+    /// What the file may get wrong though it is valid (see `warnings`); not a key.
+    #[serde(skip)]
+    pub warnings: Vec<super::ConfigError>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +243,12 @@ pub enum MaxPrefixAction {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bfd {
+    /// BFD with the line router. Off when the router does not run it (many do not: AWS
+    /// Direct Connect only when the customer asks for it): the line is then judged by its
+    /// carrier, its BGP sessions (the hold time) and the end-to-end BFD over it to the far
+    /// gateway when `probe_target` is set.
+    #[serde(default = "default_true")]
+    pub enabled: Spanned<bool>,
     #[serde(default = "default_bfd_interval")]
     pub interval: Dur,
     /// The end-to-end sessions' interval over this line, and the site's tunnels' when it
@@ -257,6 +266,7 @@ pub struct Bfd {
 impl Default for Bfd {
     fn default() -> Self {
         Bfd {
+            enabled: default_true(),
             interval: default_bfd_interval(),
             end_to_end_interval: None,
             multiplier: default_multiplier(),
@@ -506,6 +516,9 @@ fn default_max_prefixes() -> u32 {
 }
 fn default_bfd_interval() -> Dur {
     Dur(Duration::from_millis(100))
+}
+fn default_true() -> Spanned<bool> {
+    Spanned::new(0..0, true)
 }
 fn default_multiplier() -> Spanned<u8> {
     Spanned::new(0..0, 3)

@@ -118,6 +118,8 @@ pub enum Health {
     Down,
     /// The interface does not exist on this host.
     Absent,
+    /// Not run on this path by the configuration (a line whose BFD is turned off).
+    Off,
 }
 
 impl Health {
@@ -127,6 +129,7 @@ impl Health {
             Health::Up => "up",
             Health::Down => "down",
             Health::Absent => "absent",
+            Health::Off => "off",
         }
     }
 }
@@ -225,6 +228,9 @@ pub struct BfdStatus {
     pub tx_gap_p99_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx_gap_max_ms: Option<f64>,
+    /// Not one packet from the peer since the session started (see the path's reason).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -232,6 +232,12 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
         "1 when the BFD session is Up.",
         &["path", "neighbor", "kind"],
     );
+    let bfd_unanswered = int_gauge(
+        &r,
+        "crosslink_bfd_session_unanswered",
+        "1 when the peer has not sent one BFD packet since the session started (BFD not configured on it?).",
+        &["path", "neighbor", "kind"],
+    );
     let bfd_rtt = gauge(
         &r,
         "crosslink_bfd_rtt_seconds",
@@ -371,6 +377,7 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
             for b in &p.bfd {
                 let l = [p.name.as_str(), b.neighbor.as_str(), b.kind.as_str()];
                 bfd_up.with_label_values(&l).set(flag(b.state == "Up"));
+                bfd_unanswered.with_label_values(&l).set(flag(b.unanswered));
                 if let Some(v) = b.rtt_ms {
                     bfd_rtt.with_label_values(&l).set(v / 1000.0);
                 }
