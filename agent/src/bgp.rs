@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bgp::driver::{self, Event, Handle, Listener, NeighborConfig, Peer, SocketOptions, BGP_PORT};
 use bgp::fsm::{SessionConfig, State};
-use bgp::rib::{ExportPolicy, ImportPolicy, MaxPrefixAction};
+use bgp::rib::{ExportPolicy, ImportBound, ImportPolicy, MaxPrefixAction};
 use bgp::wire::Family;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
@@ -37,6 +37,8 @@ pub struct NeighborState {
     /// While the peer restarts gracefully (RFC 4724), until when its routes are kept.
     pub restarting_until: Option<Instant>,
     pub rejected: u64,
+    /// What the import filter refused, by reason.
+    pub refused: crate::refused::Refused,
     pub advertised: usize,
     /// Routes learned from this neighbour: prefix -> next hop.
     pub learned: HashMap<IpNet, IpAddr>,
@@ -56,6 +58,7 @@ impl NeighborState {
             last_error: None,
             restarting_until: None,
             rejected: 0,
+            refused: Default::default(),
             advertised: 0,
             learned: HashMap::new(),
             graceful_shutdown: HashSet::new(),
@@ -77,6 +80,12 @@ impl NeighborState {
             established_seconds: self.established_at.map(|t| t.elapsed().as_secs()),
             prefixes_received: self.learned.len(),
             prefixes_rejected: self.rejected,
+            rejected_by_reason: self
+                .refused
+                .by_reason
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
             prefixes_advertised: self.advertised,
             last_error: self.last_error.clone(),
         }
@@ -146,11 +155,6 @@ fn neighbor_config(
         .iter()
         .find(|s| s.name.get_ref() == line.site.get_ref())
         .context("line names an unknown site")?;
-    let bounds = if site.aggregates.is_empty() {
-        &site.prefixes
-    } else {
-        &site.aggregates
-    };
     let md5_key = match &line.md5_key_file {
         Some(f) => {
             let key = std::fs::read_to_string(f.get_ref())
@@ -178,7 +182,11 @@ fn neighbor_config(
         },
         session,
         import: ImportPolicy {
-            aggregates: bounds.iter().map(|p| p.get_ref().0).collect(),
+            bounds: site
+                .import_bounds()
+                .into_iter()
+                .map(|(net, max_len)| ImportBound { net, max_len })
+                .collect(),
             max_prefixes: line.max_prefixes,
             action: match line.max_prefix_action {
                 config::MaxPrefixAction::Warn => MaxPrefixAction::Warn,
@@ -545,9 +553,12 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.graceful_shutdown
                 .extend(delta.graceful_shutdown.iter().copied());
             n.rejected += delta.rejected.len() as u64;
+            let refused = n.refused.note(&delta.rejected);
+            let line = n.line.clone();
             n.last_routes_at = Some(Instant::now());
             st.routes_generation += 1;
             st.routes_changed_at = n.last_routes_at;
+            tell_refused(st, peer, &line, refused);
             (peer, None)
         }
     };
@@ -555,6 +566,33 @@ pub fn apply(st: &mut AgentState, ev: Event) {
     if let Some((kind, msg)) = record {
         let line = st.bgp.get(&peer).map(|n| n.line.clone());
         st.record(kind, line.as_deref(), msg);
+    }
+}
+
+/// Logs each newly refused prefix; the first are events too, and so is each power of ten
+/// the count passes (see `refused`).
+fn tell_refused(st: &mut AgentState, peer: IpAddr, line: &str, tell: crate::refused::Tell) {
+    for (p, why) in &tell.log {
+        tracing::warn!(%peer, path = %line, prefix = %p, reason = why.label(), "prefix refused: {why}");
+    }
+    for (p, why) in tell.events {
+        st.record(
+            "prefix-refused",
+            Some(line),
+            format!("{p} from {peer} refused ({}): {why}", why.label()),
+        );
+    }
+    if let Some(total) = tell.milestone {
+        let by = st
+            .bgp
+            .get(&peer)
+            .map(|n| n.refused.summary())
+            .unwrap_or_default();
+        st.record(
+            "prefix-refused",
+            Some(line),
+            format!("{total} prefixes from {peer} refused so far ({by})"),
+        );
     }
 }
 

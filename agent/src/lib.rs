@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod operator_state;
 pub mod policy;
+pub mod refused;
 pub mod reload;
 pub mod routing;
 pub mod select;

@@ -101,9 +101,19 @@ pub fn status(s: &Status) -> String {
                     .last_error
                     .as_deref()
                     .map_or(String::new(), |e| format!("  last error: {e}"));
+                let why = if b.rejected_by_reason.is_empty() {
+                    String::new()
+                } else {
+                    let by: Vec<String> = b
+                        .rejected_by_reason
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect();
+                    format!(" ({})", by.join(", "))
+                };
                 let _ = writeln!(
                     out,
-                    "      bgp {} {}{up}  received {} rejected {} advertised {}{err}",
+                    "      bgp {} {}{up}  received {} rejected {}{why} advertised {}{err}",
                     b.neighbor,
                     b.state,
                     b.prefixes_received,

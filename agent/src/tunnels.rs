@@ -62,8 +62,8 @@ pub fn tunnel_config(cfg: &Config, t: &TunnelCfg) -> anyhow::Result<TunnelConfig
     let mut allowed: Vec<IpNet> = site
         .prefixes
         .iter()
-        .chain(&site.aggregates)
         .map(|p| p.get_ref().0)
+        .chain(site.aggregates.iter().map(|a| a.get_ref().prefix.0))
         .chain(t.addresses.iter().map(IpNet::trunc))
         .collect();
     allowed.sort_unstable();

@@ -1,8 +1,9 @@
 //! Adj-RIB-In of one session, with the import filter, and the export side (what we
 //! announce and how), both sans-IO.
 //!
-//! Import accepts only prefixes inside the site's aggregates and caps their number, so a
-//! leak on the line router cannot pull this host's traffic. Path attributes are interned:
+//! Import accepts only prefixes inside the site's aggregates, no longer than each allows
+//! (a prefix-list's `le`), never a default route, and caps their number, so a leak or a
+//! more-specific on the line router cannot pull this host's traffic. Each refusal says why. Path attributes are interned:
 //! the 100,000 routes of a table share a few hundred attribute sets, so each route costs
 //! its prefix, a pointer and a flag.
 
@@ -24,10 +25,73 @@ pub enum MaxPrefixAction {
     Teardown,
 }
 
+/// An aggregate of the site and the longest prefix accepted inside it, as a prefix-list
+/// entry `198.18.0.0/16 le 24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportBound {
+    pub net: IpNet,
+    pub max_len: u8,
+}
+
+impl ImportBound {
+    fn admits(&self, p: &IpNet) -> bool {
+        self.net.contains(p) && p.prefix_len() <= self.max_len
+    }
+}
+
+/// Why an announced prefix was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rejection {
+    /// RFC 7606 treat-as-withdraw: an attribute of the UPDATE was malformed (which one).
+    Malformed(&'static str),
+    /// RFC 4271 §6.3: on eBGP the AS_PATH must start with the neighbour's ASN.
+    FirstAs,
+    /// Our own ASN in the AS_PATH (RFC 4271 §9.1.2): a loop.
+    AsLoop,
+    /// 0.0.0.0/0 or ::/0: it would pull all of this host's traffic onto the line.
+    DefaultRoute,
+    /// Not inside any aggregate of the site.
+    OutsideSite,
+    /// Inside an aggregate but longer than it allows: a more-specific that would win over
+    /// the site's own routes.
+    TooSpecific,
+    /// Beyond max_prefixes while the action is to tear the session down.
+    MaxPrefix,
+}
+
+impl Rejection {
+    /// A bounded label for counters and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Malformed(_) => "malformed",
+            Rejection::FirstAs => "first-as",
+            Rejection::AsLoop => "as-loop",
+            Rejection::DefaultRoute => "default-route",
+            Rejection::OutsideSite => "outside-site",
+            Rejection::TooSpecific => "too-specific",
+            Rejection::MaxPrefix => "max-prefix",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Malformed(why) => write!(f, "malformed UPDATE ({why}), treated as withdraw"),
+            Rejection::FirstAs => f.write_str("AS_PATH does not start with the neighbour's ASN"),
+            Rejection::AsLoop => f.write_str("AS_PATH contains our own ASN (loop)"),
+            Rejection::DefaultRoute => f.write_str("a default route"),
+            Rejection::OutsideSite => f.write_str("outside the site's aggregates"),
+            Rejection::TooSpecific => f.write_str("more specific than the site's aggregates allow"),
+            Rejection::MaxPrefix => f.write_str("beyond max_prefixes"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportPolicy {
-    /// Accepted prefixes must lie inside one of these.
-    pub aggregates: Vec<IpNet>,
+    /// Accepted prefixes must lie inside one of these, no longer than it allows.
+    pub bounds: Vec<ImportBound>,
     pub max_prefixes: u32,
     pub action: MaxPrefixAction,
     /// Our ASN: a path that already contains it is a loop.
@@ -60,7 +124,7 @@ pub struct RibDelta {
     pub graceful_shutdown: Vec<IpNet>,
     pub withdrawn: Vec<IpNet>,
     /// Announced prefixes refused by the import filter, with the reason.
-    pub rejected: Vec<(IpNet, &'static str)>,
+    pub rejected: Vec<(IpNet, Rejection)>,
     /// Set when the accepted count passed the limit.
     pub over_limit: Option<u32>,
 }
@@ -126,7 +190,10 @@ impl AdjRibIn {
                 d.withdrawn.push(*p);
             }
         }
-        let verdict = u.treat_as_withdraw.or_else(|| self.path_check(u, ebgp));
+        let verdict = u
+            .treat_as_withdraw
+            .map(Rejection::Malformed)
+            .or_else(|| self.path_check(u, ebgp));
         if let Some(why) = verdict {
             // RFC 7606 treat-as-withdraw (or a path we must not use): the announced
             // prefixes are gone, whatever we held for them before.
@@ -175,22 +242,47 @@ impl AdjRibIn {
     }
 
     /// RFC 4271 §6.3 and §9.1.2: paths we may not use. Returns the reason.
-    fn path_check(&self, u: &Update, ebgp: bool) -> Option<&'static str> {
+    fn path_check(&self, u: &Update, ebgp: bool) -> Option<Rejection> {
         let path = u.attrs.as_path.as_ref()?;
         u.announced().next()?;
         if ebgp && path.first_asn() != Some(self.policy.peer_asn) {
-            return Some("AS_PATH does not start with the neighbour's ASN");
+            return Some(Rejection::FirstAs);
         }
         if path.contains(self.policy.local_asn) {
-            return Some("AS_PATH contains our own ASN (loop)");
+            return Some(Rejection::AsLoop);
         }
         None
     }
 
+    /// Why the import filter refuses `p`, if it does (the count limit aside).
+    fn refuses(&self, p: &IpNet) -> Option<Rejection> {
+        if p.prefix_len() == 0 {
+            Some(Rejection::DefaultRoute)
+        } else if self.policy.bounds.iter().any(|b| b.admits(p)) {
+            None
+        } else if self.policy.bounds.iter().any(|b| b.net.contains(p)) {
+            Some(Rejection::TooSpecific)
+        } else {
+            Some(Rejection::OutsideSite)
+        }
+    }
+
     fn accept(&mut self, p: IpNet, attrs: &Arc<RouteAttrs>, d: &mut RibDelta) {
-        if !self.policy.aggregates.iter().any(|a| a.contains(&p)) {
-            d.rejected.push((p, "outside the site's aggregates"));
-            // An earlier accepted version of it cannot exist: it would have been refused too.
+        if let Some(why) = self.refuses(&p) {
+            // An earlier accepted version of it cannot exist: it would have been refused
+            // too (a new policy removes what it no longer admits).
+            d.rejected.push((p, why));
+            return;
+        }
+        let new = !self.routes.contains_key(&p);
+        if new
+            && self.policy.action == MaxPrefixAction::Teardown
+            && self.routes.len() >= self.policy.max_prefixes as usize
+        {
+            // Never installed, even for the moment before the session closes: a leak
+            // must not pull traffic.
+            d.rejected.push((p, Rejection::MaxPrefix));
+            d.over_limit = Some(self.policy.max_prefixes);
             return;
         }
         let changed = match self.routes.get(&p) {
@@ -287,11 +379,10 @@ impl AdjRibIn {
     /// admits but refused before come only when the peer sends them again.
     pub fn set_policy(&mut self, policy: ImportPolicy) -> Vec<IpNet> {
         self.policy = policy;
-        let aggregates = &self.policy.aggregates;
         let gone: Vec<IpNet> = self
             .routes
             .keys()
-            .filter(|p| !aggregates.iter().any(|a| a.contains(*p)))
+            .filter(|p| self.refuses(p).is_some())
             .copied()
             .collect();
         for p in &gone {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bgp::driver::{self, Event, Listener, NeighborConfig, Peer, SocketOptions};
 use bgp::fsm::{SessionConfig, State};
-use bgp::rib::{ExportPolicy, ImportPolicy, MaxPrefixAction};
+use bgp::rib::{ExportPolicy, ImportBound, ImportPolicy, MaxPrefixAction};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
@@ -16,6 +16,14 @@ const B: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
+}
+
+/// An aggregate admitting any prefix inside it.
+fn bound(s: &str) -> ImportBound {
+    ImportBound {
+        net: net(s),
+        max_len: 32,
+    }
 }
 
 fn neighbor(
@@ -44,7 +52,7 @@ fn neighbor(
         },
         session,
         import: ImportPolicy {
-            aggregates: vec![net("198.18.0.0/15")],
+            bounds: vec![bound("198.18.0.0/15")],
             max_prefixes: 100,
             action: MaxPrefixAction::Teardown,
             local_asn,
@@ -272,7 +280,7 @@ async fn a_wider_import_filter_learns_what_was_refused_without_a_reset() {
     assert_eq!(delta.rejected.len(), 1);
 
     // Wider: 10.9.0.0/16 arrives on the route refresh.
-    import.aggregates = vec![net("198.18.0.0/15"), net("10.0.0.0/8")];
+    import.bounds = vec![bound("198.18.0.0/15"), bound("10.0.0.0/8")];
     assert!(
         b.set_import(import.clone()).await,
         "both speakers support route refresh"
@@ -289,7 +297,7 @@ async fn a_wider_import_filter_learns_what_was_refused_without_a_reset() {
     assert_eq!(delta.added, vec![(net("10.9.0.0/16"), A)]);
 
     // Narrower: 198.18.1.0/24 is withdrawn at once.
-    import.aggregates = vec![net("10.0.0.0/8")];
+    import.bounds = vec![bound("10.0.0.0/8")];
     assert!(b.set_import(import).await);
     let Event::Routes { delta, .. } = next_event(
         &mut brx,

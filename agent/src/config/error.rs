@@ -100,6 +100,8 @@ impl<'a> Locator<'a> {
             || message.contains("not an IP prefix")
             || message.contains("host bits")
             || message.contains("not a community")
+            || message.contains("not an aggregate")
+            || message.contains("`le` must be")
             || message.starts_with("unknown variant")
             || message.starts_with("invalid value")
         {

@@ -281,3 +281,55 @@ fn site_without_paths_is_refused() {
     assert_eq!((e.line, e.column), pos(&src, "\"cloud-c\""));
     assert!(e.message.contains("no line and no tunnel"), "{e}");
 }
+
+#[test]
+fn aggregates_bound_the_prefix_length_as_a_prefix_list_does() {
+    let dir = key_dir();
+    // The example: 198.18.2.0/23 and 2001:db8:b::/48 with no `le`: nothing longer than the
+    // site's longest configured prefix of the family (/24, /64).
+    let cfg = parse_in(dir.path(), EXAMPLE).unwrap();
+    let site = &cfg.sites[0];
+    let bounds: Vec<String> = site
+        .import_bounds()
+        .iter()
+        .map(|(n, l)| format!("{n} le {l}"))
+        .collect();
+    assert_eq!(bounds, ["198.18.2.0/23 le 24", "2001:db8:b::/48 le 64"]);
+    let src = replace(
+        r#"aggregates = ["198.18.2.0/23", "2001:db8:b::/48"]"#,
+        r#"aggregates = ["198.18.2.0/23 le 28", "2001:db8:b::/48"]"#,
+    );
+    let cfg = parse_in(dir.path(), &src).unwrap();
+    assert_eq!(cfg.sites[0].import_bounds()[0].1, 28);
+    // Without aggregates the prefixes bound themselves.
+    let src = replace(r#"aggregates = ["198.18.2.0/23", "2001:db8:b::/48"]"#, "");
+    let cfg = parse_in(dir.path(), &src).unwrap();
+    let bounds = cfg.sites[0].import_bounds();
+    assert_eq!(bounds[0], ("198.18.2.0/24".parse().unwrap(), 24));
+}
+
+#[test]
+fn a_bad_le_is_located_with_its_range() {
+    for bad in [
+        "198.18.2.0/23 le 20",
+        "198.18.2.0/23 le 33",
+        "198.18.2.0/23 ge 24",
+    ] {
+        let src = replace(
+            r#"aggregates = ["198.18.2.0/23", "2001:db8:b::/48"]"#,
+            &format!(r#"aggregates = ["{bad}", "2001:db8:b::/48"]"#),
+        );
+        let e = one_error(&src);
+        assert_eq!(
+            (e.line, e.column),
+            pos(&src, &format!("\"{bad}\"")),
+            "{bad}: {e}"
+        );
+        let expected = if bad.contains(" le ") {
+            "from the aggregate's own (23) to 32"
+        } else {
+            "not an aggregate"
+        };
+        assert!(e.message.contains(expected), "{bad}: {e}");
+    }
+}

@@ -192,8 +192,98 @@ pub struct Site {
     /// Always routed towards the site, whether or not a line router announces them.
     pub prefixes: Vec<Spanned<Prefix>>,
     /// Bounds for what may be learned over BGP for this site; the prefixes when omitted.
+    /// Without `le`, nothing longer than the site's longest configured prefix of the
+    /// family is accepted (a more-specific would win over the site's own routes).
     #[serde(default)]
-    pub aggregates: Vec<Spanned<Prefix>>,
+    pub aggregates: Vec<Spanned<Aggregate>>,
+}
+
+impl Site {
+    /// The longest configured prefix length of the family of `net`, if the site has one.
+    pub fn longest_prefix(&self, net: &IpNet) -> Option<u8> {
+        self.prefixes
+            .iter()
+            .map(|p| p.get_ref().0)
+            .filter(|p| p.addr().is_ipv4() == net.addr().is_ipv4())
+            .map(|p| p.prefix_len())
+            .max()
+    }
+
+    /// What may be learned over BGP for the site: `(aggregate, longest prefix accepted)`.
+    pub fn import_bounds(&self) -> Vec<(IpNet, u8)> {
+        let longest = |net: &IpNet| self.longest_prefix(net).unwrap_or(0).max(net.prefix_len());
+        if self.aggregates.is_empty() {
+            return self
+                .prefixes
+                .iter()
+                .map(|p| (p.get_ref().0, longest(&p.get_ref().0)))
+                .collect();
+        }
+        self.aggregates
+            .iter()
+            .map(|a| {
+                let a = a.get_ref();
+                (a.prefix.0, a.le.unwrap_or_else(|| longest(&a.prefix.0)))
+            })
+            .collect()
+    }
+}
+
+/// An aggregate of a site, with the longest prefix accepted inside it as a prefix-list
+/// entry has it: `198.18.0.0/16` or `198.18.0.0/16 le 24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aggregate {
+    pub prefix: Prefix,
+    pub le: Option<u8>,
+}
+
+impl FromStr for Aggregate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        // Errors quote the whole value first: that is how the config error finds it.
+        let prefix = |p: &str| p.parse::<Prefix>().map_err(|e| format!("`{s}`: {e}"));
+        let (prefix, le) = match words.as_slice() {
+            [p] => (p.parse::<Prefix>()?, None),
+            [p, "le", n] => {
+                let prefix = prefix(p)?;
+                let max = if prefix.0.addr().is_ipv4() { 32 } else { 128 };
+                let n: u8 = n
+                    .parse()
+                    .ok()
+                    .filter(|n| (prefix.0.prefix_len()..=max).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "`{s}`: `le` must be a length from the aggregate's own ({}) to {max}",
+                            prefix.0.prefix_len()
+                        )
+                    })?;
+                (prefix, Some(n))
+            }
+            _ => {
+                return Err(format!(
+                    "`{s}` is not an aggregate (expected e.g. 198.18.0.0/16 or 198.18.0.0/16 le 24)"
+                ))
+            }
+        };
+        Ok(Aggregate { prefix, le })
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.le {
+            Some(n) => write!(f, "{} le {n}", self.prefix),
+            None => self.prefix.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Aggregate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

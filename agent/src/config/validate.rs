@@ -264,7 +264,7 @@ fn check_inside_aggregates(c: &mut Checker<'_>, site: &super::types::Site) {
         if !site
             .aggregates
             .iter()
-            .any(|a| a.get_ref().0.contains(&p.get_ref().0))
+            .any(|a| a.get_ref().prefix.0.contains(&p.get_ref().0))
         {
             let aggs: Vec<String> = site
                 .aggregates

@@ -2,6 +2,8 @@
 //! `command`; the reply is `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
 //! The `status` result is the documented schema behind `crosslink status --json`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the status document.
@@ -242,6 +244,10 @@ pub struct BgpStatus {
     pub established_seconds: Option<u64>,
     pub prefixes_received: usize,
     pub prefixes_rejected: u64,
+    /// The refusals by reason (`outside-site`, `too-specific`, `default-route`,
+    /// `max-prefix`, `malformed`, `first-as`, `as-loop`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_by_reason: BTreeMap<String, u64>,
     pub prefixes_advertised: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,

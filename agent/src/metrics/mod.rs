@@ -284,8 +284,8 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
     let bgp_rejected = counter(
         &r,
         "crosslink_bgp_prefixes_rejected_total",
-        "Prefixes the neighbour sent that the agent refused (outside the site, bad next hop).",
-        &["line", "neighbor"],
+        "Prefixes the neighbour sent that the import filter refused, by reason (outside-site, too-specific, default-route, max-prefix, malformed, first-as, as-loop).",
+        &["line", "neighbor", "reason"],
     );
     let tun_running = int_gauge(
         &r,
@@ -400,9 +400,11 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
                 bgp_tx
                     .with_label_values(&l)
                     .set(n.prefixes_advertised as i64);
-                bgp_rejected
-                    .with_label_values(&l)
-                    .inc_by(n.prefixes_rejected);
+                for (reason, count) in &n.rejected_by_reason {
+                    bgp_rejected
+                        .with_label_values(&[l[0], l[1], reason.as_str()])
+                        .inc_by(*count);
+                }
             }
             if let Some(t) = &p.tunnel {
                 let l = [p.name.as_str()];

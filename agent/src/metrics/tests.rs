@@ -26,7 +26,8 @@ fn status() -> Status {
                     "signals": [{"name": "carrier", "state": "up"}, {"name": "bfd", "state": "down"}],
                     "bgp": [{"neighbor": "198.19.11.2", "state": "Established",
                              "established_seconds": 100, "prefixes_received": 1,
-                             "prefixes_rejected": 2, "prefixes_advertised": 1}],
+                             "prefixes_rejected": 2, "prefixes_advertised": 1,
+                             "rejected_by_reason": {"too-specific": 1, "outside-site": 1}}],
                     "bfd": [{"neighbor": "198.19.11.2", "kind": "single-hop", "state": "Down",
                              "detection_ms": 30.0, "loss": 0.5}],
                     "policy": {"admitted": false, "reason": "BFD down", "hold_down_seconds": 12.5,
@@ -110,8 +111,12 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
             "1",
         ),
         (
-            r#"crosslink_bgp_prefixes_rejected_total{line="line1",neighbor="198.19.11.2"}"#,
-            "2",
+            r#"crosslink_bgp_prefixes_rejected_total{line="line1",neighbor="198.19.11.2",reason="too-specific"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_bgp_prefixes_rejected_total{line="line1",neighbor="198.19.11.2",reason="outside-site"}"#,
+            "1",
         ),
         (
             r#"crosslink_tunnel_transmit_bytes_total{tunnel="inet1"}"#,

@@ -7,9 +7,16 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
+fn bound(net_: &str, max_len: u8) -> ImportBound {
+    ImportBound {
+        net: net(net_),
+        max_len,
+    }
+}
+
 fn policy(max: u32) -> ImportPolicy {
     ImportPolicy {
-        aggregates: vec![net("198.18.2.0/23"), net("2001:db8:b::/48")],
+        bounds: vec![bound("198.18.2.0/23", 25), bound("2001:db8:b::/48", 64)],
         max_prefixes: max,
         action: MaxPrefixAction::Teardown,
         local_asn: 65001,
@@ -61,7 +68,9 @@ fn accepts_inside_the_aggregates_only() {
 
 #[test]
 fn routes_share_interned_attributes() {
-    let mut rib = AdjRibIn::new(policy(100_000));
+    let mut p = policy(100_000);
+    p.bounds[0].max_len = 32;
+    let mut rib = AdjRibIn::new(p);
     let prefixes: Vec<String> = (0..=255).map(|i| format!("198.18.2.{i}/32")).collect();
     let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
     rib.apply(&announce(&refs, vec![65101]), true);
@@ -97,7 +106,11 @@ fn treat_as_withdraw_removes_what_was_there() {
     bad.treat_as_withdraw = Some("invalid ORIGIN");
     let d = rib.apply(&bad, true);
     assert_eq!(d.withdrawn, vec![net("198.18.2.0/24")]);
-    assert_eq!(d.rejected, vec![(net("198.18.2.0/24"), "invalid ORIGIN")]);
+    assert_eq!(
+        d.rejected,
+        vec![(net("198.18.2.0/24"), Rejection::Malformed("invalid ORIGIN"))]
+    );
+    assert_eq!(d.rejected[0].1.label(), "malformed");
     assert!(rib.is_empty());
 }
 
@@ -105,9 +118,10 @@ fn treat_as_withdraw_removes_what_was_there() {
 fn paths_we_must_not_use() {
     let mut rib = AdjRibIn::new(policy(100));
     let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65999, 65101]), true);
-    assert!(d.rejected[0].1.contains("neighbour's ASN"));
+    assert_eq!(d.rejected[0].1, Rejection::FirstAs);
+    assert!(d.rejected[0].1.to_string().contains("neighbour's ASN"));
     let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65101, 65001]), true);
-    assert!(d.rejected[0].1.contains("loop"));
+    assert_eq!(d.rejected[0].1, Rejection::AsLoop);
     assert!(rib.is_empty());
 }
 
@@ -121,6 +135,12 @@ fn max_prefix_is_flagged_with_the_rfc4486_notification() {
     assert_eq!(d.over_limit, None);
     let d = rib.apply(&announce(&["198.18.2.0/25"], vec![65101]), true);
     assert_eq!(d.over_limit, Some(2));
+    // Beyond the limit, with the session about to close, it is never installed.
+    assert_eq!(d.rejected, [(net("198.18.2.0/25"), Rejection::MaxPrefix)]);
+    assert!(d.added.is_empty() && rib.len() == 2);
+    // An update of a route already held is no new prefix.
+    let d = rib.apply(&announce(&["198.18.2.0/24"], vec![65101, 65002]), true);
+    assert_eq!((d.added.len(), d.over_limit), (1, None));
     let n = rib.max_prefix_notification(Family::Ipv4);
     assert_eq!(
         (n.code, n.subcode, n.data),
@@ -247,4 +267,44 @@ fn routes_tagged_graceful_shutdown_are_reported_as_such() {
     let d = rib.apply(&u, true);
     assert_eq!(d.added.len(), 1);
     assert!(d.graceful_shutdown.is_empty(), "{d:?}");
+}
+
+#[test]
+fn each_refusal_says_why_default_outside_or_too_specific() {
+    let mut rib = AdjRibIn::new(policy(100));
+    let d = rib.apply(
+        &announce(
+            &[
+                "0.0.0.0/0",
+                "10.0.0.0/8",
+                "198.18.2.0/26",
+                "198.18.2.128/25",
+                "198.18.2.0/23",
+            ],
+            vec![65101],
+        ),
+        true,
+    );
+    let why: Vec<(String, &str)> = d
+        .rejected
+        .iter()
+        .map(|(p, r)| (p.to_string(), r.label()))
+        .collect();
+    assert_eq!(
+        why,
+        [
+            ("0.0.0.0/0".to_owned(), "default-route"),
+            ("10.0.0.0/8".to_owned(), "outside-site"),
+            ("198.18.2.0/26".to_owned(), "too-specific"),
+        ]
+    );
+    assert_eq!(
+        d.added.len(),
+        2,
+        "/25 and /23 are within `198.18.2.0/23 le 25`"
+    );
+    // A narrower policy removes what it no longer admits.
+    let mut p = policy(100);
+    p.bounds[0].max_len = 24;
+    assert_eq!(rib.set_policy(p), [net("198.18.2.128/25")]);
 }

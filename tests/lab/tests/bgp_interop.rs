@@ -540,7 +540,12 @@ fn max_prefix_and_aggregates() {
             cfg
         })
         .crosslink_hook(|gw, cfg| match gw {
-            Node::Gwa => line_option(cfg, "line1", "max_prefixes = 10"),
+            // Host routes are more specific than the site's /24: the aggregate allows them.
+            Node::Gwa => line_option(cfg, "line1", "max_prefixes = 10").replacen(
+                "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]",
+                "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]\naggregates = [\"198.18.2.0/24 le 32\", \"2001:db8:b::/64\"]",
+                1,
+            ),
             // And a gateway configured with the wrong ASN for lr1.
             _ => cfg.replace("peer_asn = 65101", "peer_asn = 65199"),
         });
@@ -580,6 +585,7 @@ fn max_prefix_and_aggregates() {
         n["prefixes_received"], 1,
         "only gwb's 198.18.2.0/24 is inside the site: {n}"
     );
+    assert_eq!(n["rejected_by_reason"]["outside-site"], 3, "{n}");
 
     // gwb expected AS 65199 on line 1: BIRD is told so with OPEN Message Error / Bad Peer AS.
     lab.wait_for("BIRD to see Bad Peer AS", Duration::from_secs(20), || {

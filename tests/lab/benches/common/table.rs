@@ -53,7 +53,7 @@ pub fn crosslink_lab_options(n: u32) -> LabOptions {
 pub fn crosslink_accepts(cfg: String) -> String {
     cfg.replace(
         "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]",
-        "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]\naggregates = [\"198.18.2.0/24\", \"2001:db8:b::/64\", \"10.0.0.0/8\"]",
+        "prefixes = [\"198.18.2.0/24\", \"2001:db8:b::/64\"]\naggregates = [\"198.18.2.0/24\", \"2001:db8:b::/64\", \"10.0.0.0/8 le 32\"]",
     )
     .replace("priority = 10\n", "priority = 10\nmax_prefixes = 1000000\n")
 }
