@@ -31,13 +31,17 @@ pub struct BfdView {
     /// An end-to-end session that went down because the far gateway went quiet on every
     /// path at once, or restarted (see `probes::driver::fate`), and when.
     pub far_end_quiet: Option<(FarEnd, Instant)>,
+    /// The peer has answered at least once since the agent started (a session restarted
+    /// with its interface counts from zero again; the peer is not new for that).
+    pub heard: bool,
 }
 
 impl BfdView {
     /// Not one packet from the peer since the session started, though we send: a line
     /// router with no BFD configured, or a far end that does not run it.
     pub fn unanswered(&self) -> bool {
-        self.state != Some(State::Up)
+        !self.heard
+            && self.state != Some(State::Up)
             && self
                 .detail
                 .as_ref()
@@ -48,12 +52,12 @@ impl BfdView {
     pub fn unanswered_why(&self) -> String {
         if self.end_to_end {
             format!(
-                "the far gateway at {} does not answer end-to-end BFD: does it run crosslink, with this address as its end of the path?",
+                "end-to-end BFD with {} has never been answered: does the far gateway run crosslink, with this address as its end of the path?",
                 self.peer
             )
         } else {
             format!(
-                "the line router at {} does not answer BFD: is BFD configured on it? (`[line.bfd] enabled = false` if it runs none)",
+                "BFD with {} has never been answered: is BFD configured on the line router? (`[line.bfd] enabled = false` if it runs none)",
                 self.peer
             )
         }
@@ -178,6 +182,7 @@ fn view(spec: &SessionSpec) -> BfdView {
         remote_diag: None,
         detail: None,
         far_end_quiet: None,
+        heard: false,
     }
 }
 
@@ -353,6 +358,7 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
             v.state = Some(ev.to);
             v.local_diag = Some(ev.diag);
             v.remote_diag = ev.remote_diag;
+            v.heard |= ev.to == State::Up;
             if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
                 v.far_end_quiet = Some((ev.far_end, Instant::now()));
                 quiet = Some(ev.far_end);
@@ -427,6 +433,7 @@ async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
                 v.state = Some(s.state);
                 v.local_diag = Some(s.local_diag);
                 v.remote_diag = s.remote_diag;
+                v.heard |= s.rx_packets > 0 || s.state == State::Up;
                 v.detail = Some(s);
                 if settled && v.unanswered() && told.insert(key) {
                     silent.push((v.line.clone(), v.unanswered_why()));

@@ -717,6 +717,7 @@ mod tests {
             remote_diag: None,
             detail: None,
             far_end_quiet: None,
+            heard: true,
         };
         let health =
             |v: &[BfdView]| bfd_signal("e2e-bfd", v.iter().collect::<Vec<_>>().iter(), true).1;
@@ -780,6 +781,7 @@ mod tests {
                 tx_gap_max: None,
             }),
             far_end_quiet: quiet.map(|f| (f, Instant::now())),
+            heard: true,
         };
         let lossy = view(0.29, Some(FarEnd::Silent));
         let clean = view(0.01, None);
@@ -889,6 +891,7 @@ mod tests {
                 remote_diag: None,
                 detail: None,
                 far_end_quiet: Some((probes::driver::FarEnd::Restarted, Instant::now())),
+                heard: true,
             },
         );
         assert_eq!(bgp_of(&st, "l1").state, Health::Up);

@@ -125,6 +125,6 @@ fn crosslink_mode_reports_carrier_changes_of_the_lines() {
                     .contains("BFD with"))
         },
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", status()["sites"][0]["paths"][0]));
     assert_eq!(carrier(&status(), "line1"), "up");
 }
