@@ -18,6 +18,7 @@ pub mod reload;
 pub mod routing;
 pub mod select;
 pub mod service;
+pub mod stall;
 pub mod state;
 pub mod tunnels;
 
@@ -71,6 +72,10 @@ pub async fn run(
             }
         }
         st.resumed = marks;
+        // Whether each path was in service or had failed: a restart is not a failure.
+        st.resumed_standings = operator_state::load_standings(&operator_state::standings_file(
+            &cfg.control.state_file,
+        ));
     }
     let restarted = routing::previous_run_left_routes(cfg.sites.len()).await;
     if restarted {

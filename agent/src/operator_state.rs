@@ -1,6 +1,8 @@
-//! What the operator asked of each path (failover, drain), kept on disk so that a restart
-//! or an upgrade of the agent does not silently put a line under maintenance back into
-//! service.
+//! What a restart of the agent must not forget, kept on disk: what the operator asked of
+//! each path (failover, drain), so that a line under maintenance does not silently come
+//! back into service; and each path's standing in the policy (in service, waiting out a
+//! hold-down, its flap penalty), so that a restart or an upgrade is not taken for a
+//! failure of every path.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,12 +52,62 @@ pub fn load(path: &Path) -> Marks {
 /// Writes `marks` atomically (a temporary file renamed over the old one), so a crash
 /// mid-write leaves the previous state, never half of one.
 pub fn save(path: &Path, marks: &Marks) -> std::io::Result<()> {
+    write_atomically(
+        path,
+        &serde_json::to_string_pretty(marks).map_err(std::io::Error::other)?,
+    )
+}
+
+/// A path's standing in the policy when it was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Standing {
+    /// Admitted: eligible to carry traffic (it may have been the standby).
+    pub in_service: bool,
+    /// Failed and not back yet: its return waits for the hold-down.
+    pub held: bool,
+    /// The flap penalty at `penalty_at` (Unix time, seconds); it decays from there.
+    pub penalty: f64,
+    pub penalty_at: f64,
+    pub suppressed: bool,
+}
+
+pub type Standings = BTreeMap<String, Standing>;
+
+/// Where the standings live: beside the operator's marks.
+pub fn standings_file(state_file: &Path) -> std::path::PathBuf {
+    state_file.with_extension("paths.json")
+}
+
+/// The standings saved by a previous run; none when missing or unreadable (the paths are
+/// then judged as after a first start).
+pub fn load_standings(path: &Path) -> Standings {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::error!(file = %path.display(), error = %e, "path standings corrupt; starting without them");
+            Standings::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Standings::new(),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "path standings unreadable; starting without them");
+            Standings::new()
+        }
+    }
+}
+
+/// Writes the standings atomically, as `save` does the marks.
+pub fn save_standings(path: &Path, standings: &Standings) -> std::io::Result<()> {
+    write_atomically(
+        path,
+        &serde_json::to_string_pretty(standings).map_err(std::io::Error::other)?,
+    )
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let text = serde_json::to_string_pretty(marks).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text + "\n")?;
+    std::fs::write(&tmp, format!("{text}\n"))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -78,5 +130,28 @@ mod tests {
         assert_eq!(load(&file), marks);
         std::fs::write(&file, "{ not json").unwrap();
         assert!(load(&file).is_empty());
+    }
+
+    #[test]
+    fn standings_survive_a_save_and_load_beside_the_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = standings_file(&dir.path().join("operator.json"));
+        assert_eq!(file, dir.path().join("operator.paths.json"));
+        assert!(load_standings(&file).is_empty());
+        let s: Standings = [(
+            "line2".to_owned(),
+            Standing {
+                in_service: true,
+                held: false,
+                penalty: 993.5,
+                penalty_at: 1.8e9,
+                suppressed: false,
+            },
+        )]
+        .into();
+        save_standings(&file, &s).unwrap();
+        assert_eq!(load_standings(&file), s);
+        std::fs::write(&file, "[").unwrap();
+        assert!(load_standings(&file).is_empty());
     }
 }

@@ -101,6 +101,11 @@ pub struct AgentState {
     exports_changed: Arc<Notify>,
     /// The operator's marks saved by a previous run, for the policy to take up.
     pub(crate) resumed: crate::operator_state::Marks,
+    /// The agent's own latest stall (see `stall`): while it excuses them, the signals'
+    /// downs it caused move nothing.
+    pub(crate) stall: Option<crate::stall::Stall>,
+    /// The paths' standings saved by a previous run, for the policy to take up.
+    pub(crate) resumed_standings: crate::operator_state::Standings,
     /// When the route programming last completed a pass (the service watchdog's proof of
     /// life; it passes at least once a second).
     pub last_pass: Option<Instant>,
@@ -148,6 +153,8 @@ impl AgentState {
             advertise: BTreeMap::new(),
             exports_changed: Arc::new(Notify::new()),
             resumed: crate::operator_state::Marks::new(),
+            resumed_standings: crate::operator_state::Standings::new(),
+            stall: None,
             last_pass: None,
             metrics: crate::metrics::Recorder::new(),
             event_seq: 0,
@@ -362,17 +369,34 @@ impl AgentState {
                 }
             }
         }
-        let down = signals
+        // Right after the agent's own stall, what timed out while it did not run is its
+        // failure, not the path's; a lost carrier is still the link's.
+        let stall = self.stall.filter(|s| s.excuses(Instant::now()));
+        let is_down = |(n, h, _): &&(&str, Health, Option<String>)| {
+            matches!(h, Health::Down | Health::Absent) && (stall.is_none() || *n == "carrier")
+        };
+        let down = signals.iter().find(is_down);
+        let excused = signals
             .iter()
-            .find(|(_, h, _)| matches!(h, Health::Down | Health::Absent));
+            .find(|(_, h, _)| *h == Health::Down)
+            .filter(|_| down.is_none());
         let unknown: Vec<&str> = signals
             .iter()
             .filter(|(_, h, _)| *h == Health::Unknown)
             .map(|(n, _, _)| *n)
             .collect();
-        let (state, reason) = match down {
-            Some((_, _, why)) => (Health::Down, why.clone().unwrap_or_default()),
-            None if unknown.is_empty() => match bfd.iter().find(|v| held(v)) {
+        let (state, reason) = match (down, excused, stall) {
+            (Some((_, _, why)), _, _) => (Health::Down, why.clone().unwrap_or_default()),
+            (None, Some((_, _, why)), Some(s)) => (
+                Health::Up,
+                format!(
+                    "held: the agent itself did not run for {:.1} s; {} counts as up for up to {} s while it comes back",
+                    s.length.as_secs_f64(),
+                    why.as_deref().unwrap_or("a signal down"),
+                    crate::stall::GRACE.as_secs()
+                ),
+            ),
+            _ if unknown.is_empty() => match bfd.iter().find(|v| held(v)) {
                 Some(v) => (
                     Health::Up,
                     format!(
@@ -384,7 +408,7 @@ impl AgentState {
                 ),
                 None => (Health::Up, "every signal is up".to_owned()),
             },
-            None => (
+            _ => (
                 Health::Unknown,
                 format!("not observed: {}", unknown.join(", ")),
             ),
@@ -1034,5 +1058,50 @@ mod tests {
         st.bgp
             .insert(p2, neighbor("l2", [192, 0, 2, 6], &["198.18.2.0/24"], true));
         assert_eq!(draining(&st, "l1"), None);
+    }
+
+    #[test]
+    fn after_the_agents_own_stall_timed_out_signals_hold_but_a_lost_carrier_does_not() {
+        use probes::wire::{Diag, State};
+        let (dir, mut st) = line_up_state();
+        let peer = IpAddr::from([192, 0, 2, 2]);
+        st.bfd.insert(
+            ("l1".into(), peer, false),
+            BfdView {
+                line: "l1".into(),
+                peer,
+                end_to_end: false,
+                state: Some(State::Down),
+                local_diag: Some(Diag::ControlDetectionTimeExpired),
+                remote_diag: None,
+                detail: None,
+                far_end_quiet: None,
+                heard: true,
+            },
+        );
+        let status = |st: &AgentState| st.path_status(st.config().find_path("l1").unwrap());
+        assert_eq!(status(&st).state, Health::Down);
+        // The agent was stopped for 5 s and has just resumed.
+        let since = Instant::now() - Duration::from_secs(5);
+        st.stall = Some(crate::stall::Stall {
+            since,
+            length: Duration::from_secs(5),
+        });
+        let s = status(&st);
+        assert_eq!(s.state, Health::Up, "{}", s.reason);
+        assert!(s.reason.contains("did not run for 5.0 s"), "{}", s.reason);
+        assert!(s.reason.contains("BFD with 192.0.2.2"), "{}", s.reason);
+        // A lost carrier is the link's, stall or not.
+        std::fs::write(dir.path().join("eth-up/carrier"), "0\n").unwrap();
+        assert_eq!(status(&st).state, Health::Down);
+        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
+        // Past the grace, a signal still down is the path's.
+        if let Some(long_ago) = Instant::now().checked_sub(crate::stall::GRACE * 2) {
+            st.stall = Some(crate::stall::Stall {
+                since: long_ago,
+                length: Duration::from_secs(5),
+            });
+            assert_eq!(status(&st).state, Health::Down);
+        }
     }
 }

@@ -38,6 +38,21 @@ impl Penalty {
         }
     }
 
+    /// A penalty of `value` at `now`, as a previous run left it (already decayed to now).
+    pub fn restored(value: f64, suppressed: bool, now: Instant) -> Penalty {
+        Penalty {
+            value: value.max(0.0),
+            at: now,
+            suppressed,
+        }
+    }
+
+    /// The value when last touched and when that was: it changes only with a flap, a
+    /// clear or a restore, so it tells whether there is anything new to save.
+    pub fn raw(&self) -> (f64, Instant) {
+        (self.value, self.at)
+    }
+
     /// The penalty at `now`, decayed since it was last touched.
     pub fn value(&self, s: &Settings, now: Instant) -> f64 {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
@@ -53,6 +68,11 @@ impl Penalty {
             self.suppressed = true;
         }
         self.suppressed && !was
+    }
+
+    /// Whether it was suppressed when last judged.
+    pub fn is_suppressed(&self) -> bool {
+        self.suppressed
     }
 
     /// Whether the path is suppressed at `now`; a suppressed path is released once its

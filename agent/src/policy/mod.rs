@@ -15,9 +15,9 @@ pub mod damping;
 mod sim;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::operator_state::Mark;
+use crate::operator_state::{Mark, Standing, Standings};
 use crate::select::{Candidate, CandidateKind};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +140,8 @@ struct Path {
     /// Went down since the agent started (or was not carrying traffic when the agent
     /// adopted the kernel's state): its return waits for the hold-down.
     held: bool,
+    /// Its standing came from the previous run (see `restore`).
+    restored: bool,
     degraded: bool,
     penalty: damping::Penalty,
     operator: Operator,
@@ -154,6 +156,7 @@ impl Path {
             up: false,
             up_since: None,
             held: false,
+            restored: false,
             degraded: false,
             penalty: damping::Penalty::new(now),
             operator: Operator::Normal,
@@ -207,8 +210,11 @@ impl Policy {
     /// a failover would move traffic back to a line that had not proven itself.
     pub fn adopt(&mut self, now: Instant, carrying: &[String], lines: &[String]) {
         for l in lines {
-            if !carrying.contains(l) {
-                self.path(l, now).held = true;
+            let p = self.path(l, now);
+            // A standing saved by the previous run knows better than the kernel whether
+            // the line had failed or was a healthy standby.
+            if !carrying.contains(l) && !p.restored {
+                p.held = true;
             }
         }
     }
@@ -231,6 +237,52 @@ impl Policy {
             .iter()
             .filter_map(|(name, p)| Some((name.clone(), p.operator.mark()?)))
             .collect()
+    }
+
+    /// Each path's standing, for keeping across a restart; `now_wall` is the wall clock
+    /// read with `now` (penalties are saved against it, so they decay while the agent is
+    /// away).
+    pub fn standings(&self, now: Instant, now_wall: SystemTime) -> Standings {
+        self.paths
+            .iter()
+            .map(|(name, p)| {
+                let (value, at) = p.penalty.raw();
+                let at_wall = now_wall
+                    .checked_sub(now.saturating_duration_since(at))
+                    .unwrap_or(now_wall);
+                let unix = at_wall
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                (
+                    name.clone(),
+                    Standing {
+                        in_service: p.admitted,
+                        held: p.held && !p.admitted,
+                        penalty: value,
+                        // Whole milliseconds: the same standing saves the same file.
+                        penalty_at: (unix * 1000.0).round() / 1000.0,
+                        suppressed: p.penalty.is_suppressed(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Takes up a path's standing from before a restart: a path that was in service (or
+    /// a healthy standby) carries traffic again as soon as its signals are up, with no
+    /// hold-down, since it did not fail; one that had failed still waits for its
+    /// hold-down; the flap penalty is kept, decayed over the time the agent was away.
+    pub fn restore(&mut self, now: Instant, now_wall: SystemTime, path: &str, s: Standing) {
+        let half_life = self.settings.damping.half_life.as_secs_f64().max(1e-3);
+        let saved = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s.penalty_at.max(0.0));
+        let away = now_wall
+            .duration_since(saved)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let value = s.penalty * 0.5f64.powf(away / half_life);
+        let p = self.path(path, now);
+        p.penalty = damping::Penalty::restored(value, s.suppressed, now);
+        p.held = s.held;
+        p.restored = true;
     }
 
     /// Takes up what the operator had asked before a restart. An interrupted drain starts

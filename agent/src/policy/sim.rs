@@ -591,3 +591,64 @@ fn a_line_router_restart_costs_one_penalty_however_its_sessions_come_back() {
     assert!(s.suppressed_for.is_none());
     assert_eq!(sim.changes(), [(10_010, "line2"), (45_090, "line1")]);
 }
+
+/// The previous run's standings, as saved with a wall clock `wall` at `sim`'s now.
+fn standings_of(sim: &Sim, wall: std::time::SystemTime) -> crate::operator_state::Standings {
+    sim.policy.standings(sim.now, wall)
+}
+
+#[test]
+fn a_restart_is_no_failure_the_standby_line_is_a_failover_target_at_once() {
+    // A run in steady state: line1 carries, line2 is the healthy standby.
+    let before = Sim::new();
+    let wall = std::time::SystemTime::now();
+    let saved = standings_of(&before, wall);
+    assert!(
+        saved["line2"].in_service && !saved["line2"].held,
+        "{saved:?}"
+    );
+    // The agent restarts with line1 carrying in the kernel.
+    let mut policy = Policy::new(settings());
+    let t0 = Instant::now();
+    for (path, s) in &saved {
+        policy.restore(t0, wall, path, *s);
+    }
+    policy.adopt(t0, &["line1".into()], &["line1".into(), "line2".into()]);
+    let mut sim = Sim::with(policy, &["line1"]);
+    sim.secs(3);
+    // Line 1 fails 3 s after the restart: line 2 takes it, not the tunnels.
+    sim.cut("line1", true);
+    sim.secs(1);
+    assert_eq!(sim.changes(), [(3_010, "line2")]);
+}
+
+#[test]
+fn a_restart_keeps_a_failed_line_waiting_and_its_penalty() {
+    let mut before = Sim::new();
+    before.secs(10);
+    before.cut("line1", true);
+    before.secs(5);
+    let wall = std::time::SystemTime::now();
+    let saved = standings_of(&before, wall);
+    let l1 = saved["line1"];
+    assert!(l1.held && !l1.in_service && l1.penalty > 999.0, "{l1:?}");
+    // Restarted a minute later (the penalty decays while the agent is away), line 1 up.
+    let mut policy = Policy::new(settings());
+    let t0 = Instant::now();
+    for (path, s) in &saved {
+        policy.restore(t0, wall + Duration::from_secs(60), path, *s);
+    }
+    policy.adopt(t0, &["line2".into()], &["line1".into(), "line2".into()]);
+    let mut sim = Sim::with(policy, &["line2"]);
+    sim.secs(29);
+    assert!(sim.changes().is_empty(), "line 1 waits for its hold-down");
+    sim.secs(2);
+    assert_eq!(sim.changes(), [(30_000, "line1")]);
+    let p = sim.policy.status("line1", sim.now).unwrap();
+    // 1000 at the cut, decayed over the 5 s before the save, the 60 s away and the 31 s
+    // since, at a 900 s half-life.
+    assert!(
+        (p.penalty - 1000.0 * 0.5f64.powf(96.0 / 900.0)).abs() < 1.0,
+        "{p:?}"
+    );
+}

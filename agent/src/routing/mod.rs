@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 
@@ -22,6 +22,8 @@ use crate::state::{lock, AgentState};
 
 mod members;
 use members::{member_list, members, Ifindexes};
+
+use crate::stall::StallWatch;
 
 /// Drift (a route or group deleted by someone else) is repaired within this.
 const RECONCILE: Duration = Duration::from_secs(1);
@@ -46,10 +48,11 @@ fn check_compat_mode() {
 /// Connects to the kernel and starts the programming task.
 pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {
     check_compat_mode();
+    let stall = StallWatch::start()?;
     let (fib, nh_conn, rt_conn) = Fib::connect()?;
     tokio::spawn(nh_conn);
     tokio::spawn(rt_conn);
-    tokio::spawn(run(fib, state));
+    tokio::spawn(run(fib, state, stall));
     Ok(())
 }
 
@@ -234,6 +237,10 @@ struct Programmer {
     adopted: bool,
     /// The operator's marks as last saved, and where.
     marks: crate::operator_state::Marks,
+    /// The paths' standings as last saved.
+    standings: crate::operator_state::Standings,
+    /// Whether the agent itself did not run for a while (see `stall`).
+    stall: Arc<StallWatch>,
     state_file: std::path::PathBuf,
     /// Sites whose traffic this pass moves (for the switch-time histogram).
     moved: Vec<String>,
@@ -245,18 +252,29 @@ struct Programmer {
     routes_deferred: bool,
 }
 
-async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
-    let (changes, settings, marks, state_file) = {
+async fn run(fib: Fib, state: Arc<Mutex<AgentState>>, stall: Arc<StallWatch>) {
+    let (changes, settings, marks, standings, state_file) = {
         let mut st = lock(&state);
         (
             st.changes(),
             crate::policy::Settings::from_config(&st.config().policy),
             std::mem::take(&mut st.resumed),
+            std::mem::take(&mut st.resumed_standings),
             st.config().control.state_file.clone(),
         )
     };
     let mut policy = Policy::new(settings);
     let now = Instant::now();
+    let now_wall = SystemTime::now();
+    for (path, standing) in &standings {
+        policy.restore(now, now_wall, path, *standing);
+    }
+    if !standings.is_empty() {
+        tracing::info!(
+            paths = standings.len(),
+            "took up the paths' standings of the previous run"
+        );
+    }
     for (path, mark) in &marks {
         policy.resume(now, path, *mark);
     }
@@ -274,6 +292,8 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>) {
         policy,
         adopted: false,
         marks,
+        standings,
+        stall,
         state_file,
         moved: Vec::new(),
         config_generation: 0,
@@ -346,6 +366,7 @@ impl Programmer {
                 .collect();
         }
         let now = Instant::now();
+        self.note_stall(&mut st, now);
         for r in std::mem::take(&mut st.operator_queue) {
             let answer = self.policy.command(now, &r.path, r.command);
             let _ = r.reply.send(answer);
@@ -513,7 +534,35 @@ impl Programmer {
     }
 
     /// Keeps the operator's failovers and drains on disk whenever they change.
+    /// Takes note of a stall of the agent's own process: the signals' downs it caused are
+    /// excused for a while (see `stall`), and it is told once.
+    fn note_stall(&self, st: &mut AgentState, now: Instant) {
+        let Some(s) = self.stall.latest(now) else {
+            return;
+        };
+        if st.stall.is_some_and(|known| known.since == s.since) {
+            st.stall = Some(s);
+            return;
+        }
+        st.stall = Some(s);
+        let msg = format!(
+            "the agent itself did not run for {:.1} s (stopped, or its host paused): the paths' signals have {} s to come back before anything moves or counts as a flap",
+            s.length.as_secs_f64(),
+            crate::stall::GRACE.as_secs()
+        );
+        tracing::warn!("{msg}");
+        st.record("agent-stalled", None, msg);
+    }
+
     fn save_marks(&mut self) {
+        let standings = self.policy.standings(Instant::now(), SystemTime::now());
+        if standings != self.standings {
+            let file = crate::operator_state::standings_file(&self.state_file);
+            if let Err(e) = crate::operator_state::save_standings(&file, &standings) {
+                tracing::error!(file = %file.display(), error = %e, "cannot save the paths' standings; a restart would take every path for failed");
+            }
+            self.standings = standings;
+        }
         let marks = self.policy.marks();
         if marks == self.marks {
             return;

@@ -1,0 +1,137 @@
+//! A restart of the agent, or a stall of its process, is not a failure of its paths: the
+//! standby line is a failover target as soon as its signals are back (not after a
+//! hold-down), and a stopped-then-continued agent charges no flap penalty and moves
+//! nothing. Asserts behaviour, not speed. Needs root; never skipped.
+
+use std::time::Duration;
+
+use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, Side};
+use nix::sys::signal::Signal;
+
+/// The shipped hold-down: what a line that failed waits before it carries traffic again.
+fn lab() -> Lab {
+    let opts = LabOptions::new(GatewayMode::Crosslink)
+        .crosslink_hook(|_, cfg| format!("{cfg}\n[policy]\nhold_down = \"30s\"\n"));
+    let lab = Lab::up(opts).expect("lab up");
+    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
+        lab.both_on(Line(1))
+    })
+    .unwrap();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_paths_up(&lab, gw);
+    }
+    lab
+}
+
+fn paths(lab: &Lab, gw: Node) -> Vec<serde_json::Value> {
+    lab.status(gw)
+        .ok()
+        .and_then(|s| s["sites"][0]["paths"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Every path up with every BFD session, and admitted.
+fn wait_paths_up(lab: &Lab, gw: Node) {
+    lab.wait_for(
+        &format!("{gw}: every path up"),
+        Duration::from_secs(60),
+        || {
+            let p = paths(lab, gw);
+            Ok(!p.is_empty()
+                && p.iter().all(|p| {
+                    p["state"] == "up"
+                        && p["policy"]["admitted"] == true
+                        && p["bfd"]
+                            .as_array()
+                            .is_some_and(|b| b.iter().all(|b| b["state"] == "Up"))
+                }))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}",
+            lab.crosslink(gw, &["status"]).unwrap_or_default()
+        )
+    });
+}
+
+fn active(lab: &Lab, gw: Node) -> String {
+    lab.status(gw)
+        .ok()
+        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line() {
+    let mut lab = lab();
+    // The standings the agent keeps across a restart are saved as they change.
+    std::thread::sleep(Duration::from_secs(2));
+    lab.restart_crosslink(Node::Gwa, Signal::SIGTERM).unwrap();
+    // Every path's signals back (BFD at its slow start first, BGP): line 2 never failed,
+    // so it is admitted at once, with no hold-down (before, it waited 30 s and a cut
+    // meanwhile went to the tunnels).
+    let restarted = std::time::Instant::now();
+    wait_paths_up(&lab, Node::Gwa);
+    eprintln!(
+        "every path of gwa admitted {:?} after the restart",
+        restarted.elapsed()
+    );
+    let probes = [
+        lab.probe(Side::A, false, 1000).unwrap(),
+        lab.probe(Side::B, false, 1000).unwrap(),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    lab.cut(Side::A, Line(1), Cut::Carrier).unwrap();
+    lab.wait_for("gwa on line 2", Duration::from_secs(10), || {
+        Ok(active(&lab, Node::Gwa) == "line2")
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}\n{}",
+            lab.crosslink(Node::Gwa, &["status"]).unwrap_or_default(),
+            lab.crosslink(Node::Gwa, &["events"]).unwrap_or_default()
+        )
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let [ab, ba] = probes.map(|p| p.stop().unwrap());
+    eprintln!("carrier loss on line 1 just after a restart: ha->hb {ab}; hb->ha {ba}");
+    // Onto line 2, as in steady state: not the tunnels, not a detour of seconds.
+    assert!(lab.both_on(Line(2)).unwrap());
+    for (dir, r) in [("ha -> hb", &ab), ("hb -> ha", &ba)] {
+        assert!(r.received > 1000 && r.longest_gap_ms < 1000.0, "{dir}: {r}");
+    }
+    lab.heal(Side::A, Line(1)).unwrap();
+}
+
+#[test]
+fn a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing() {
+    let mut lab = lab();
+    let probes = [
+        lab.probe(Side::A, false, 1000).unwrap(),
+        lab.probe(Side::B, false, 1000).unwrap(),
+    ];
+    lab.signal_crosslink(Node::Gwa, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    lab.signal_crosslink(Node::Gwa, Signal::SIGCONT).unwrap();
+    // Its sessions come back: BFD (slow start first) and BGP.
+    wait_paths_up(&lab, Node::Gwa);
+    let [ab, ba] = probes.map(|p| p.stop().unwrap());
+    eprintln!("agent stopped 5 s: ha->hb {ab}; hb->ha {ba}");
+    let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
+    assert!(events.contains("agent-stalled"), "{events}");
+    for p in paths(&lab, Node::Gwa) {
+        assert_eq!(p["policy"]["penalty"], 0.0, "{}: {p}\n{events}", p["name"]);
+    }
+    let after_stall: Vec<&str> = events
+        .lines()
+        .skip_while(|l| !l.contains("agent-stalled"))
+        .filter(|l| {
+            ["path-down", "path-change", "failover"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .collect();
+    assert!(after_stall.is_empty(), "{after_stall:?}\n{events}");
+    assert_eq!(active(&lab, Node::Gwa), "line1");
+}
