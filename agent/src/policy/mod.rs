@@ -270,8 +270,11 @@ impl Policy {
 
     /// Takes up a path's standing from before a restart: a path that was in service (or
     /// a healthy standby) carries traffic again as soon as its signals are up, with no
-    /// hold-down, since it did not fail; one that had failed still waits for its
-    /// hold-down; the flap penalty is kept, decayed over the time the agent was away.
+    /// hold-down, since it did not fail; the flap penalty and a suppression are kept, the
+    /// penalty decayed over the time the agent was away. One that was out of service is
+    /// left to `adopt`, which holds it when the kernel shows it not carrying: a rollback
+    /// that restarts the agent with the config before a broken one must not keep lines
+    /// out that only the broken config had failed.
     pub fn restore(&mut self, now: Instant, now_wall: SystemTime, path: &str, s: Standing) {
         let half_life = self.settings.damping.half_life.as_secs_f64().max(1e-3);
         let saved = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s.penalty_at.max(0.0));
@@ -281,8 +284,10 @@ impl Policy {
         let value = s.penalty * 0.5f64.powf(away / half_life);
         let p = self.path(path, now);
         p.penalty = damping::Penalty::restored(value, s.suppressed, now);
-        p.held = s.held;
-        p.restored = true;
+        if s.in_service {
+            p.held = false;
+            p.restored = true;
+        }
     }
 
     /// Takes up what the operator had asked before a restart. An interrupted drain starts
