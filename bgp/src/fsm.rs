@@ -474,7 +474,14 @@ impl Session {
             }
             (ConnState::Established, Message::RouteRefresh(r)) => {
                 self.restart_hold(id, now);
-                if let Some(f) = Family::from_afi_safi(r.afi, r.safi) {
+                // Only a plain request (subtype 0) asks for our routes: we announce no
+                // Enhanced Route Refresh, so BoRR and EoRR mean nothing to us, and other
+                // subtypes are ignored (RFC 7313 §5). So is a family we did not negotiate
+                // (RFC 2918 §4).
+                let negotiated = self.conn(id).and_then(|c| c.negotiated.as_ref());
+                if let Some(f) = Family::from_afi_safi(r.afi, r.safi).filter(|f| {
+                    r.subtype == 0 && negotiated.is_some_and(|n| n.families.contains(f))
+                }) {
                     self.out.push(Output::RouteRefresh(f));
                 }
             }
@@ -533,7 +540,9 @@ impl Session {
     /// session parameters.
     fn negotiate(&self, open: &Open) -> Result<Negotiated, (Notification, String)> {
         let asn = open.asn();
-        if asn != self.cfg.peer_asn {
+        // RFC 7607 §2: AS 0, in the My AS field or the 4-octet capability, is refused
+        // whatever the configuration says.
+        if asn != self.cfg.peer_asn || asn == 0 || open.my_as == 0 {
             let mut n = Notification::new(err::OPEN, err::OPEN_BAD_PEER_AS);
             n.data = open.my_as.to_be_bytes().to_vec();
             return Err((
@@ -562,6 +571,7 @@ impl Session {
             hold_time: self.cfg.hold_time.min(open.hold_time),
             ctx: Ctx {
                 four_octet_as: open.four_octet_as(),
+                ibgp: asn == self.cfg.local_asn,
             },
             families,
             route_refresh: open.route_refresh(),
@@ -580,8 +590,15 @@ impl Session {
             return true;
         };
         let this_outbound = self.conn(id).is_some_and(|c| c.outbound);
-        // The connection initiated by the speaker with the higher BGP Identifier wins.
-        let local_wins = u32::from(self.cfg.local_id) > u32::from(neg.peer_id);
+        // The connection initiated by the speaker with the higher BGP Identifier wins; with
+        // equal identifiers (eBGP only: §6.2 refuses them on iBGP), the one initiated by the
+        // speaker with the larger AS number (RFC 6286 §2.3).
+        let (ours, theirs) = (u32::from(self.cfg.local_id), u32::from(neg.peer_id));
+        let local_wins = if ours == theirs {
+            self.cfg.local_asn > neg.peer_asn
+        } else {
+            ours > theirs
+        };
         let keep_outbound = local_wins;
         let loser = if this_outbound == keep_outbound {
             other.0
@@ -651,11 +668,8 @@ impl Session {
             return;
         }
         let id = c.id;
-        for f in families {
-            let rr = RouteRefresh {
-                afi: f.afi(),
-                safi: f.safi(),
-            };
+        for &f in families {
+            let rr = RouteRefresh::request(f);
             self.out.push(Output::Send(id, Message::RouteRefresh(rr)));
         }
     }

@@ -21,6 +21,7 @@ fn messages(text: &str) -> Vec<Vec<u8>> {
 fn decode_all(text: &str) -> Vec<(Vec<u8>, Message)> {
     let ctx = Ctx {
         four_octet_as: true,
+        ibgp: false,
     };
     messages(text)
         .into_iter()
@@ -101,6 +102,7 @@ fn bird_ipv6_session() {
 fn crosslink_encodes_birds_updates_to_the_same_messages() {
     let ctx = Ctx {
         four_octet_as: true,
+        ibgp: false,
     };
     for text in [
         include_str!("vectors/bird-v4.hex"),

@@ -9,8 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = data;
     while let Ok(Some(len)) = frame_len(buf) {
         let (msg, rest) = buf.split_at(len);
-        for four_octet_as in [true, false] {
-            let ctx = Ctx { four_octet_as };
+        for (four_octet_as, ibgp) in [(true, false), (false, false), (true, true)] {
+            let ctx = Ctx { four_octet_as, ibgp };
             if let Ok(m) = Message::decode(msg, &ctx) {
                 if let Ok(bytes) = m.to_bytes(&ctx) {
                     let again = Message::decode(&bytes, &ctx).expect("our own encoding decodes");

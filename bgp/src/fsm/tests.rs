@@ -155,6 +155,7 @@ fn handshake_reaches_established_with_negotiated_parameters() {
     assert_eq!(n.hold_time, 30);
     assert_eq!(n.families, vec![Family::Ipv4, Family::Ipv6]);
     assert!(n.ctx.four_octet_as && n.route_refresh);
+    assert!(!n.ctx.ibgp, "65001 and 65101: eBGP");
     assert_eq!(h.s.state(), State::Established);
     assert_eq!(h.s.established_conn(), Some(C1));
 }
@@ -383,7 +384,11 @@ fn a_session_that_stayed_up_starts_the_backoff_over() {
 
 /// Both sides connect at once; the OPENs cross.
 fn collide(peer_id: Ipv4Addr) -> (Harness, Vec<Output>) {
-    let mut h = Harness::default();
+    collide_as(65001, 65101, peer_id)
+}
+
+fn collide_as(local_asn: u32, peer_asn: u32, peer_id: Ipv4Addr) -> (Harness, Vec<Output>) {
+    let mut h = Harness::new(SessionConfig::new(local_asn, LOCAL_ID, peer_asn));
     h.run(Input::Start);
     h.run(Input::TcpConnected(C1));
     let out = h.run(Input::TcpAccepted(C2));
@@ -393,11 +398,11 @@ fn collide(peer_id: Ipv4Addr) -> (Harness, Vec<Output>) {
     );
     h.run(Input::Received(
         C1,
-        Message::Open(peer_open(65101, 90, peer_id)),
+        Message::Open(peer_open(peer_asn, 90, peer_id)),
     ));
     let out = h.run(Input::Received(
         C2,
-        Message::Open(peer_open(65101, 90, peer_id)),
+        Message::Open(peer_open(peer_asn, 90, peer_id)),
     ));
     (h, out)
 }
@@ -422,6 +427,124 @@ fn collision_keeps_the_connection_of_the_higher_identifier() {
     assert!(!out.contains(&Output::Send(C2, Message::Keepalive)));
     h.run(Input::Received(C1, Message::Keepalive));
     assert_eq!(h.s.established_conn(), Some(C1));
+}
+
+#[test]
+fn collision_with_equal_identifiers_keeps_the_connection_of_the_larger_as() {
+    // RFC 6286 §2.3: an eBGP peer may share our identifier. The peer's AS is larger: its
+    // connection (C2, accepted) wins. Deciding by identifier alone, both sides would keep
+    // the connection the other initiated, and close both.
+    let (mut h, out) = collide_as(65001, 65101, LOCAL_ID);
+    assert_eq!(
+        notifications(&out),
+        vec![(C1, err::CEASE, err::CEASE_COLLISION)]
+    );
+    h.run(Input::Received(C2, Message::Keepalive));
+    assert_eq!(h.s.established_conn(), Some(C2));
+
+    let (mut h, out) = collide_as(65201, 65101, LOCAL_ID);
+    assert_eq!(
+        notifications(&out),
+        vec![(C2, err::CEASE, err::CEASE_COLLISION)]
+    );
+    h.run(Input::Received(C1, Message::Keepalive));
+    assert_eq!(h.s.established_conn(), Some(C1));
+}
+
+#[test]
+fn our_own_bgp_identifier_is_refused_on_ibgp_only() {
+    // RFC 6286 §2.2: the identifier must be unique within the AS, no more.
+    let mut h = Harness::new(SessionConfig::new(65001, LOCAL_ID, 65001));
+    h.run(Input::Start);
+    h.run(Input::TcpConnected(C1));
+    let out = h.run(Input::Received(
+        C1,
+        Message::Open(peer_open(65001, 90, LOCAL_ID)),
+    ));
+    assert_eq!(
+        notifications(&out),
+        vec![(C1, err::OPEN, err::OPEN_BAD_BGP_ID)]
+    );
+
+    let mut h = Harness::new(SessionConfig::new(65001, LOCAL_ID, 65001));
+    let n = h.establish(peer_open(65001, 90, PEER_ID_HIGH));
+    assert!(n.ctx.ibgp, "same AS: iBGP, LOCAL_PREF is taken");
+
+    let mut h = Harness::default();
+    let n = h.establish(peer_open(65101, 90, LOCAL_ID));
+    assert_eq!(n.peer_id, LOCAL_ID, "eBGP: the same identifier is fine");
+}
+
+#[test]
+fn as_zero_in_an_open_is_a_bad_peer_as() {
+    // RFC 7607 §2, whatever the configuration: in the My AS field or in the capability.
+    let my_as_zero = {
+        let mut o = peer_open(65101, 90, PEER_ID_HIGH);
+        o.my_as = 0;
+        o
+    };
+    for (configured, open) in [(0, peer_open(0, 90, PEER_ID_HIGH)), (65101, my_as_zero)] {
+        let mut h = Harness::new(SessionConfig::new(65001, LOCAL_ID, configured));
+        h.run(Input::Start);
+        h.run(Input::TcpConnected(C1));
+        let out = h.run(Input::Received(C1, Message::Open(open)));
+        assert_eq!(
+            notifications(&out),
+            vec![(C1, err::OPEN, err::OPEN_BAD_PEER_AS)]
+        );
+        assert_eq!(h.s.state(), State::Idle);
+    }
+}
+
+#[test]
+fn route_refresh_acts_only_on_plain_requests_for_negotiated_families() {
+    let mut h = Harness::default();
+    h.establish(Open::new(65101, 90, PEER_ID_HIGH, &[Family::Ipv4]));
+    let mut rr = |afi, safi, subtype| {
+        h.run(Input::Received(
+            C1,
+            Message::RouteRefresh(RouteRefresh { afi, safi, subtype }),
+        ))
+    };
+    assert!(rr(1, 1, 0).contains(&Output::RouteRefresh(Family::Ipv4)));
+    // RFC 2918 §4: IPv6 was not negotiated; nor is IPv4 multicast ours.
+    for (afi, safi, subtype) in [(2, 1, 0), (1, 2, 0), (1, 1, 1), (1, 1, 2), (1, 1, 7)] {
+        // BoRR/EoRR (we announce no Enhanced Route Refresh) and unknown subtypes (RFC 7313
+        // §5) are ignored too: no re-advertisement, no NOTIFICATION.
+        let out = rr(afi, safi, subtype);
+        assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                Output::RouteRefresh(_) | Output::Send(_, Message::Notification(_))
+            )),
+            "{afi}/{safi} subtype {subtype}: {out:?}"
+        );
+    }
+    assert_eq!(h.s.state(), State::Established);
+}
+
+#[test]
+fn a_peer_without_our_capabilities_is_taken_as_it_is() {
+    // RFC 5492 §3: we require no capability, so never send Unsupported Capability (2/7):
+    // a plain RFC 4271 speaker gets IPv4, 2-octet ASNs and no route refresh.
+    let mut h = Harness::default();
+    let mut open = peer_open(65101, 90, PEER_ID_HIGH);
+    open.capabilities.clear();
+    let n = h.establish(open);
+    assert_eq!(n.families, vec![Family::Ipv4]);
+    assert!(!n.ctx.four_octet_as && !n.route_refresh);
+}
+
+#[test]
+fn the_hold_timer_runs_before_the_open_too() {
+    // RFC 4271 §6.5 and §8.2.2: in OpenSent the hold timer is the large initial one.
+    let mut h = Harness::default();
+    h.run(Input::Start);
+    h.run(Input::TcpConnected(C1));
+    h.advance(240.0);
+    let out = h.run(Input::TimerExpired(Timer::Hold(C1)));
+    assert_eq!(notifications(&out), vec![(C1, err::HOLD_TIMER_EXPIRED, 0)]);
+    assert_eq!(h.s.state(), State::Idle);
 }
 
 #[test]
@@ -458,6 +581,19 @@ fn unexpected_messages_are_fsm_errors() {
     assert_eq!(
         notifications(&out),
         vec![(C1, err::FSM, err::FSM_UNEXPECTED_IN_OPENSENT)]
+    );
+
+    let mut h = Harness::default();
+    h.run(Input::Start);
+    h.run(Input::TcpConnected(C1));
+    h.run(Input::Received(
+        C1,
+        Message::Open(peer_open(65101, 90, PEER_ID_HIGH)),
+    ));
+    let out = h.run(Input::Received(C1, Message::Update(Box::default())));
+    assert_eq!(
+        notifications(&out),
+        vec![(C1, err::FSM, err::FSM_UNEXPECTED_IN_OPENCONFIRM)]
     );
 
     let mut h = Harness::default();
@@ -511,7 +647,7 @@ fn updates_flow_only_when_established() {
     assert!(matches!(out.last(), Some(Output::Update(_))));
     let out = h.run(Input::Received(
         C1,
-        Message::RouteRefresh(RouteRefresh { afi: 2, safi: 1 }),
+        Message::RouteRefresh(RouteRefresh::request(Family::Ipv6)),
     ));
     assert!(out.contains(&Output::RouteRefresh(Family::Ipv6)));
 }

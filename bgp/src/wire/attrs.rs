@@ -10,7 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{err, DecodeError, Reader, AS_TRANS};
+use super::{err, Ctx, DecodeError, Reader, AS_TRANS};
 
 pub(crate) const FLAG_OPTIONAL: u8 = 0x80;
 pub(crate) const FLAG_TRANSITIVE: u8 = 0x40;
@@ -46,6 +46,13 @@ pub enum SegmentKind {
     Sequence = 2,
     ConfedSequence = 3,
     ConfedSet = 4,
+}
+
+impl SegmentKind {
+    /// AS_CONFED_SEQUENCE or AS_CONFED_SET (RFC 5065).
+    pub fn is_confed(self) -> bool {
+        matches!(self, SegmentKind::ConfedSequence | SegmentKind::ConfedSet)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -247,8 +254,9 @@ pub(crate) enum Verdict {
     Ok,
     /// §2 attribute discard: drop the attribute, keep the routes.
     Discard(&'static str),
-    /// §2 treat-as-withdraw: the UPDATE's routes are withdrawn.
-    Withdraw(&'static str),
+    /// §2 treat-as-withdraw: the UPDATE's routes are withdrawn. The error (its `reason` is
+    /// the log line) is the NOTIFICATION should §5.2 call for a session reset instead.
+    Withdraw(DecodeError),
     /// §2 session reset.
     Reset(DecodeError),
 }
@@ -273,54 +281,107 @@ pub(crate) fn expected_flags(code: u8) -> Option<(bool, bool)> {
     }
 }
 
+/// An attribute as it was on the wire (flags, type, length, value): the Data field of the
+/// attribute NOTIFICATIONs of RFC 4271 §6.3.
+pub(crate) fn attr_bytes(flags: u8, code: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + value.len());
+    if flags & FLAG_EXT_LEN != 0 {
+        out.extend_from_slice(&[flags, code]);
+        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[flags, code, value.len() as u8]);
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+/// The UPDATE Message Error a malformed attribute would have been under RFC 4271 §6.3.
+pub(crate) fn attr_error(
+    subcode: u8,
+    why: &'static str,
+    flags: u8,
+    code: u8,
+    value: &[u8],
+) -> DecodeError {
+    DecodeError::new(err::UPDATE, subcode, why).with_data(&attr_bytes(flags, code, value))
+}
+
 impl PathAttrs {
-    /// Parses one non-MP attribute into `self`. `four_octet` is the session's AS width.
+    /// Parses one non-MP attribute into `self`, for a session negotiated as `ctx`.
     pub(crate) fn parse_one(
         &mut self,
         flags: u8,
         code: u8,
         v: &[u8],
-        four_octet: bool,
+        ctx: &Ctx,
         as4: &mut As4Pending,
     ) -> Verdict {
         use code::*;
+        let four_octet = ctx.four_octet_as;
         let width = if four_octet { 4 } else { 2 };
+        let length_error =
+            |why| Verdict::Withdraw(attr_error(err::UPDATE_ATTR_LENGTH, why, flags, code, v));
         match code {
+            // RFC 7606 §7.1.
             ORIGIN => match v {
                 [0] => self.origin = Some(Origin::Igp),
                 [1] => self.origin = Some(Origin::Egp),
                 [2] => self.origin = Some(Origin::Incomplete),
-                _ => return Verdict::Withdraw("invalid ORIGIN"),
-            },
-            AS_PATH => match AsPath::decode(v, width) {
-                Some(p) => self.as_path = Some(p),
-                None => return Verdict::Withdraw("malformed AS_PATH"),
-            },
-            NEXT_HOP => match v {
-                [a, b, c, d] => {
-                    let nh = Ipv4Addr::new(*a, *b, *c, *d);
-                    // RFC 4271 §6.3: a semantically wrong NEXT_HOP makes the routes unusable.
-                    if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
-                        return Verdict::Withdraw("NEXT_HOP is not a unicast address");
-                    }
-                    self.next_hop = Some(nh);
+                [_] => {
+                    return Verdict::Withdraw(attr_error(
+                        err::UPDATE_INVALID_ORIGIN,
+                        "invalid ORIGIN",
+                        flags,
+                        code,
+                        v,
+                    ))
                 }
-                _ => return Verdict::Withdraw("NEXT_HOP length is not 4"),
+                _ => return length_error("invalid ORIGIN length"),
             },
+            // RFC 7606 §7.2, RFC 7607 §2 (AS 0), RFC 5065 §5.3 (we are in no confederation).
+            AS_PATH => {
+                let malformed = |why| {
+                    Verdict::Withdraw(DecodeError::new(
+                        err::UPDATE,
+                        err::UPDATE_MALFORMED_AS_PATH,
+                        why,
+                    ))
+                };
+                let Some(p) = AsPath::decode(v, width) else {
+                    return malformed("malformed AS_PATH");
+                };
+                if p.contains(0) {
+                    return malformed("AS 0 in AS_PATH");
+                }
+                if p.segments.iter().any(|s| s.kind.is_confed()) {
+                    return malformed("confederation segment in AS_PATH");
+                }
+                self.as_path = Some(p);
+            }
+            // RFC 7606 §7.3. Whether the address is usable is judged once the UPDATE is
+            // read: only IPv4 NLRI use it (RFC 4760 §3 has it ignored otherwise).
+            NEXT_HOP => match v {
+                [a, b, c, d] => self.next_hop = Some(Ipv4Addr::new(*a, *b, *c, *d)),
+                _ => return length_error("NEXT_HOP length is not 4"),
+            },
+            // RFC 7606 §7.4.
             MED => match <[u8; 4]>::try_from(v) {
                 Ok(b) => self.med = Some(u32::from_be_bytes(b)),
-                Err(_) => return Verdict::Withdraw("MULTI_EXIT_DISC length is not 4"),
+                Err(_) => return length_error("MULTI_EXIT_DISC length is not 4"),
             },
+            // RFC 7606 §7.5 (the eBGP case is discarded before the flags are looked at).
             LOCAL_PREF => match <[u8; 4]>::try_from(v) {
                 Ok(b) => self.local_pref = Some(u32::from_be_bytes(b)),
-                Err(_) => return Verdict::Withdraw("LOCAL_PREF length is not 4"),
+                Err(_) => return length_error("LOCAL_PREF length is not 4"),
             },
+            // RFC 7606 §7.6.
             ATOMIC_AGGREGATE => {
                 if !v.is_empty() {
                     return Verdict::Discard("ATOMIC_AGGREGATE length is not 0");
                 }
                 self.atomic_aggregate = true;
             }
+            // RFC 7606 §7.7, RFC 7607 §2.
             AGGREGATOR => {
                 if v.len() != width + 4 {
                     return Verdict::Discard("AGGREGATOR length wrong");
@@ -330,21 +391,26 @@ impl PathAttrs {
                 } else {
                     u32::from(u16::from_be_bytes([v[0], v[1]]))
                 };
+                if asn == 0 {
+                    return Verdict::Discard("AS 0 in AGGREGATOR");
+                }
                 let id = Ipv4Addr::new(v[width], v[width + 1], v[width + 2], v[width + 3]);
                 self.aggregator = Some((asn, id));
             }
+            // RFC 7606 §7.8 and §4: a non-zero multiple of 4.
             COMMUNITIES => {
-                if v.len() % 4 != 0 {
-                    return Verdict::Withdraw("COMMUNITIES length is not a multiple of 4");
+                if v.is_empty() || v.len() % 4 != 0 {
+                    return length_error("COMMUNITIES length is not a non-zero multiple of 4");
                 }
                 self.communities = v
                     .chunks_exact(4)
                     .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
             }
+            // RFC 8092 §6.
             LARGE_COMMUNITIES => {
                 if v.is_empty() || v.len() % 12 != 0 {
-                    return Verdict::Withdraw("LARGE_COMMUNITIES length is not a multiple of 12");
+                    return length_error("LARGE_COMMUNITIES length is not a multiple of 12");
                 }
                 self.large_communities = v
                     .chunks_exact(12)
@@ -354,36 +420,46 @@ impl PathAttrs {
                     })
                     .collect();
             }
-            // RFC 6793 §6: a malformed AS4 attribute is discarded, never fatal. A 4-octet
-            // speaker must not send them at all; ignore them if it does.
-            AS4_PATH if !four_octet => match AsPath::decode(v, 4) {
-                Some(p) => as4.as4_path = Some(p),
-                None => return Verdict::Discard("malformed AS4_PATH"),
-            },
+            // RFC 6793 §6: a malformed AS4 attribute is discarded, never fatal; so is one
+            // with AS 0 (RFC 7607 §2). A 4-octet speaker must not send them at all.
+            AS4_PATH if !four_octet => {
+                let Some(mut p) = AsPath::decode(v, 4).filter(|_| v.len() >= 6) else {
+                    return Verdict::Discard("malformed AS4_PATH");
+                };
+                if p.contains(0) {
+                    return Verdict::Discard("AS 0 in AS4_PATH");
+                }
+                let before = p.segments.len();
+                p.segments.retain(|s| !s.kind.is_confed());
+                let stripped = p.segments.len() != before;
+                as4.as4_path = Some(p);
+                if stripped {
+                    // The segments go, the rest of the attribute stays.
+                    return Verdict::Discard("confederation segments dropped from AS4_PATH");
+                }
+            }
             AS4_AGGREGATOR if !four_octet => {
                 if v.len() != 8 {
                     return Verdict::Discard("AS4_AGGREGATOR length is not 8");
                 }
-                as4.as4_aggregator = Some((
-                    u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-                    Ipv4Addr::new(v[4], v[5], v[6], v[7]),
-                ));
+                let asn = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                if asn == 0 {
+                    return Verdict::Discard("AS 0 in AS4_AGGREGATOR");
+                }
+                as4.as4_aggregator = Some((asn, Ipv4Addr::new(v[4], v[5], v[6], v[7])));
             }
             AS4_PATH | AS4_AGGREGATOR => {
                 return Verdict::Discard("AS4 attribute from a 4-octet speaker")
             }
             _ if flags & FLAG_OPTIONAL == 0 => {
                 // RFC 4271 §6.3; RFC 7606 keeps this a session reset.
-                let mut data = vec![flags, code, v.len().min(255) as u8];
-                data.extend_from_slice(&v[..v.len().min(255)]);
-                return Verdict::Reset(
-                    DecodeError::new(
-                        err::UPDATE,
-                        err::UPDATE_UNRECOGNIZED_WELL_KNOWN,
-                        "unrecognized well-known attribute",
-                    )
-                    .with_data(&data),
-                );
+                return Verdict::Reset(attr_error(
+                    err::UPDATE_UNRECOGNIZED_WELL_KNOWN,
+                    "unrecognized well-known attribute",
+                    flags,
+                    code,
+                    v,
+                ));
             }
             _ if flags & FLAG_TRANSITIVE != 0 => {
                 // RFC 4271 §5: unknown optional transitive attributes pass on marked Partial.

@@ -12,6 +12,8 @@ mod open;
 mod update;
 
 #[cfg(test)]
+mod error_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
@@ -135,17 +137,22 @@ impl From<DecodeError> for Notification {
     }
 }
 
-/// What was negotiated on the session and shapes the encoding of UPDATEs.
+/// What was negotiated on the session: it shapes the encoding of UPDATEs and how a
+/// received one is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {
     /// Both sides announced the 4-octet AS capability (RFC 6793).
     pub four_octet_as: bool,
+    /// The peer is in our AS. On eBGP (the default) a received LOCAL_PREF is discarded
+    /// whatever its form (RFC 4271 §5.1.5, RFC 7606 §7.5).
+    pub ibgp: bool,
 }
 
 impl Default for Ctx {
     fn default() -> Self {
         Ctx {
             four_octet_as: true,
+            ibgp: false,
         }
     }
 }
@@ -177,23 +184,60 @@ impl fmt::Display for Notification {
             self.code,
             self.subcode
         )?;
-        // RFC 8203 shutdown communication: Cease/Admin Shutdown or Reset with a UTF-8 text.
-        if self.code == err::CEASE
-            && matches!(
+        match self.shutdown_communication() {
+            None | Some(ShutdownCommunication::Text("")) => {}
+            Some(ShutdownCommunication::Text(text)) => {
+                // Control characters are escaped: the text goes to logs, where a crafted
+                // one could pass for log lines of its own (RFC 8203 §6).
+                f.write_str(": \"")?;
+                for c in text.chars() {
+                    if c.is_control() {
+                        write!(f, "{}", c.escape_default())?;
+                    } else {
+                        write!(f, "{c}")?;
+                    }
+                }
+                f.write_str("\"")?;
+            }
+            Some(ShutdownCommunication::Malformed) => write!(
+                f,
+                ": malformed shutdown communication ({} octets)",
+                self.data.len()
+            )?,
+        }
+        Ok(())
+    }
+}
+
+/// What a Cease / Administrative Shutdown or Reset says (RFC 8203 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownCommunication<'a> {
+    Text(&'a str),
+    /// The length octet disagrees with the data, or the text is not UTF-8: RFC 8203 §4 asks
+    /// to log it and forbids to interpret it.
+    Malformed,
+}
+
+impl Notification {
+    /// The shutdown communication (RFC 8203, with the 255-octet limit of RFC 9003), or
+    /// `None` for another NOTIFICATION or one without data.
+    pub fn shutdown_communication(&self) -> Option<ShutdownCommunication<'_>> {
+        if self.code != err::CEASE
+            || !matches!(
                 self.subcode,
                 err::CEASE_ADMIN_SHUTDOWN | err::CEASE_ADMIN_RESET
             )
         {
-            if let Some((&len, text)) = self.data.split_first() {
-                if let Some(text) = text
-                    .get(..usize::from(len))
-                    .and_then(|t| std::str::from_utf8(t).ok())
-                {
-                    write!(f, ": \"{text}\"")?;
-                }
-            }
+            return None;
         }
-        Ok(())
+        let (&len, text) = self.data.split_first()?;
+        if text.len() != usize::from(len) {
+            return Some(ShutdownCommunication::Malformed);
+        }
+        Some(match std::str::from_utf8(text) {
+            Ok(t) => ShutdownCommunication::Text(t),
+            Err(_) => ShutdownCommunication::Malformed,
+        })
     }
 }
 
@@ -242,11 +286,25 @@ pub fn error_name(code: u8, subcode: u8) -> &'static str {
     }
 }
 
-/// RFC 2918 (with the RFC 7313 subtype byte, which must be 0 for a plain refresh).
+/// RFC 2918, with the message subtype of RFC 7313 §3.2 in what was the reserved octet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteRefresh {
     pub afi: u16,
     pub safi: u8,
+    /// 0: a request to re-advertise (the only one we act on); 1 and 2: the peer's BoRR and
+    /// EoRR markers (RFC 7313 §4); anything else is to be ignored (RFC 7313 §5).
+    pub subtype: u8,
+}
+
+impl RouteRefresh {
+    /// A plain refresh request (subtype 0).
+    pub fn request(family: Family) -> RouteRefresh {
+        RouteRefresh {
+            afi: family.afi(),
+            safi: family.safi(),
+            subtype: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,22 +395,29 @@ impl Message {
                 }
                 Ok(Message::Keepalive)
             }
-            msg_type::ROUTE_REFRESH => {
-                if body.len() != 4 {
-                    // RFC 7313 §5: a ROUTE-REFRESH of the wrong length is answered with
-                    // its own error code, the message as data.
-                    return Err(DecodeError::new(
-                        err::ROUTE_REFRESH,
-                        err::ROUTE_REFRESH_BAD_LENGTH,
-                        "ROUTE-REFRESH length is not 23",
-                    )
-                    .with_data(msg));
-                }
-                Ok(Message::RouteRefresh(RouteRefresh {
+            msg_type::ROUTE_REFRESH => match body.get(2) {
+                // RFC 7313 §5: an unknown subtype is ignored, whatever its length; the
+                // session passes it on to be dropped.
+                Some(&subtype) if subtype > 2 => Ok(Message::RouteRefresh(RouteRefresh {
+                    afi: u16::from_be_bytes([body[0], body[1]]),
+                    safi: body.get(3).copied().unwrap_or(0),
+                    subtype,
+                })),
+                Some(&subtype) if body.len() == 4 => Ok(Message::RouteRefresh(RouteRefresh {
                     afi: u16::from_be_bytes([body[0], body[1]]),
                     safi: body[3],
-                }))
-            }
+                    subtype,
+                })),
+                // RFC 7313 §5 for BoRR and EoRR; a plain request with ORF entries (RFC
+                // 5291, which we do not announce) or a truncated one gets the same answer:
+                // its own error code, the whole message as data.
+                _ => Err(DecodeError::new(
+                    err::ROUTE_REFRESH,
+                    err::ROUTE_REFRESH_BAD_LENGTH,
+                    "ROUTE-REFRESH length is not 23",
+                )
+                .with_data(msg)),
+            },
             other => {
                 Err(
                     DecodeError::new(err::HEADER, err::HEADER_BAD_TYPE, "unknown message type")
@@ -388,7 +453,7 @@ impl Message {
             Message::Keepalive => msg_type::KEEPALIVE,
             Message::RouteRefresh(r) => {
                 out.extend_from_slice(&r.afi.to_be_bytes());
-                out.push(0);
+                out.push(r.subtype);
                 out.push(r.safi);
                 msg_type::ROUTE_REFRESH
             }

@@ -19,8 +19,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnet::IpNet;
 
 use super::attrs::{
-    code, expected_flags, put_attr, As4Pending, PathAttrs, Verdict, FLAG_EXT_LEN, FLAG_OPTIONAL,
-    FLAG_TRANSITIVE,
+    attr_error, code, expected_flags, put_attr, As4Pending, PathAttrs, Verdict, FLAG_EXT_LEN,
+    FLAG_OPTIONAL, FLAG_TRANSITIVE,
 };
 use super::nlri::{decode_prefixes, encode_prefix, encoded_len, Family};
 use super::{err, Ctx, DecodeError, Reader, HEADER_LEN, MAX_MESSAGE_LEN};
@@ -89,7 +89,7 @@ impl Update {
         let malformed = |why| DecodeError::new(err::UPDATE, err::UPDATE_MALFORMED_ATTR_LIST, why);
         let mut r = Reader::new(body);
         let wlen = usize::from(r.u16().ok_or_else(|| malformed("truncated"))?);
-        // RFC 7606 §3 (a)/(b): if the fields cannot be located, nothing can be trusted.
+        // RFC 7606 §3 (b): if the fields cannot be located, nothing can be trusted.
         let wbytes = r
             .take(wlen)
             .ok_or_else(|| malformed("withdrawn routes length overruns the message"))?;
@@ -98,27 +98,53 @@ impl Update {
             .take(alen)
             .ok_or_else(|| malformed("path attribute length overruns the message"))?;
         let nbytes = r.rest();
+        // RFC 7606 §3 (i) and §5.3: a syntax error in either field is a session reset.
         let mut u = Update {
             withdrawn: decode_prefixes(wbytes, Family::Ipv4)?,
             nlri: decode_prefixes(nbytes, Family::Ipv4)?,
             ..Update::default()
         };
-        u.decode_attrs(abytes, ctx)?;
-        u.check_mandatory();
+        let mut found = Findings::default();
+        u.decode_attrs(abytes, ctx, &mut found)?;
+        u.check_mandatory(&mut found);
+        // RFC 7606 §5.2: attributes besides MP_UNREACH_NLRI but no reachable NLRI means we
+        // cannot be sure the NLRI were found; an error beyond attribute discard resets.
+        if let Some(e) = found.withdraw {
+            if found.other_attrs && u.announced().next().is_none() {
+                return Err(e);
+            }
+        }
         Ok(u)
     }
 
-    fn decode_attrs(&mut self, buf: &[u8], ctx: &Ctx) -> Result<(), DecodeError> {
+    fn decode_attrs(
+        &mut self,
+        buf: &[u8],
+        ctx: &Ctx,
+        found: &mut Findings,
+    ) -> Result<(), DecodeError> {
         let mut r = Reader::new(buf);
         let mut seen = [false; 256];
         let mut as4 = As4Pending::default();
         while !r.is_empty() {
             let Some((flags, code, value)) = read_attr(&mut r) else {
-                // RFC 7606 §4: a length that overruns the attribute field is treat-as-withdraw;
-                // the MP attributes, sent first (§5.1), have been read by now.
-                self.withdraw("attribute length overruns the path attributes");
+                // RFC 7606 §4: a length that overruns the attribute field, or too few octets
+                // left for an attribute header, is treat-as-withdraw; the Total Attribute
+                // Length still locates the NLRI.
+                found.other_attrs = true;
+                self.withdraw(
+                    found,
+                    DecodeError::new(
+                        err::UPDATE,
+                        err::UPDATE_ATTR_LENGTH,
+                        "attribute length overruns the path attributes",
+                    ),
+                );
                 break;
             };
+            if code != code::MP_UNREACH_NLRI {
+                found.other_attrs = true;
+            }
             let first = !std::mem::replace(&mut seen[usize::from(code)], true);
             if code == code::MP_REACH_NLRI || code == code::MP_UNREACH_NLRI {
                 if !first {
@@ -129,28 +155,52 @@ impl Update {
                         "MP_REACH_NLRI or MP_UNREACH_NLRI appears twice",
                     ));
                 }
-                self.decode_mp(flags, code, value)?;
+                self.decode_mp(flags, code, value, found)?;
                 continue;
             }
             if !first {
+                // RFC 7606 §3 (g).
                 self.discarded.push("duplicate attribute");
+                continue;
+            }
+            if code == code::LOCAL_PREF && !ctx.ibgp {
+                // RFC 7606 §7.5, RFC 4271 §5.1.5: whatever its form.
+                self.discarded.push("LOCAL_PREF from an external peer");
                 continue;
             }
             if let Some((optional, transitive)) = expected_flags(code) {
                 let has = (flags & FLAG_OPTIONAL != 0, flags & FLAG_TRANSITIVE != 0);
                 if has != (optional, transitive) {
-                    // RFC 7606 §3 (c).
-                    self.withdraw("attribute flags conflict with the type code");
+                    if matches!(
+                        code,
+                        code::ATOMIC_AGGREGATE
+                            | code::AGGREGATOR
+                            | code::AS4_PATH
+                            | code::AS4_AGGREGATOR
+                    ) {
+                        // RFC 7606 §3 (f) and RFC 6793 §6: these are only discarded.
+                        self.discarded
+                            .push("attribute flags conflict with the type code");
+                    } else {
+                        // RFC 7606 §3 (c).
+                        self.withdraw(
+                            found,
+                            attr_error(
+                                err::UPDATE_ATTR_FLAGS,
+                                "attribute flags conflict with the type code",
+                                flags,
+                                code,
+                                value,
+                            ),
+                        );
+                    }
                     continue;
                 }
             }
-            match self
-                .attrs
-                .parse_one(flags, code, value, ctx.four_octet_as, &mut as4)
-            {
+            match self.attrs.parse_one(flags, code, value, ctx, &mut as4) {
                 Verdict::Ok => {}
                 Verdict::Discard(why) => self.discarded.push(why),
-                Verdict::Withdraw(why) => self.withdraw(why),
+                Verdict::Withdraw(e) => self.withdraw(found, e),
                 Verdict::Reset(e) => return Err(e),
             }
         }
@@ -160,25 +210,35 @@ impl Update {
         Ok(())
     }
 
-    fn decode_mp(&mut self, flags: u8, code: u8, v: &[u8]) -> Result<(), DecodeError> {
-        let bad = |why| DecodeError::new(err::UPDATE, err::UPDATE_OPTIONAL_ATTR, why);
+    /// RFC 4760 §3-§4 with the error handling of RFC 7606 §5.3 and §7.11: an MP attribute
+    /// we cannot read in full hides NLRI, so it resets the session with the subcode RFC
+    /// 4760 §7 names (AFI/SAFI disable, the alternative, would leave a half-working line).
+    fn decode_mp(
+        &mut self,
+        flags: u8,
+        code: u8,
+        v: &[u8],
+        found: &mut Findings,
+    ) -> Result<(), DecodeError> {
+        let bad = |why| attr_error(err::UPDATE_OPTIONAL_ATTR, why, flags, code, v);
         if flags & FLAG_OPTIONAL == 0 || flags & FLAG_TRANSITIVE != 0 {
-            // These carry NLRI: with them in doubt, so is the whole UPDATE (RFC 7606 §7.11).
             return Err(bad("MP attribute with wrong flags"));
         }
         let mut r = Reader::new(v);
         let afi = r.u16().ok_or_else(|| bad("truncated MP attribute"))?;
         let safi = r.u8().ok_or_else(|| bad("truncated MP attribute"))?;
         let Some(family) = Family::from_afi_safi(afi, safi) else {
-            // A family we did not negotiate: RFC 4760 §7 lets us ignore it.
+            // A family we never announce (RFC 4760 sets no rule): its NLRI are not ours to
+            // use, and are ignored.
             self.discarded
-                .push("MP attribute for a family not negotiated");
+                .push("MP attribute for a family we do not speak");
             return Ok(());
         };
+        let prefixes = |buf| decode_prefixes(buf, family).map_err(|e| bad(e.reason));
         if code == code::MP_UNREACH_NLRI {
             self.mp_unreach = Some(MpUnreach {
                 family,
-                withdrawn: decode_prefixes(r.rest(), family)?,
+                withdrawn: prefixes(r.rest())?,
             });
             return Ok(());
         }
@@ -187,17 +247,22 @@ impl Update {
             .take(nh_len)
             .ok_or_else(|| bad("MP_REACH_NLRI next hop overruns"))?;
         r.u8().ok_or_else(|| bad("truncated MP_REACH_NLRI"))?; // reserved
-        let nlri = decode_prefixes(r.rest(), family)?;
         let next_hops = match (family, nh.len()) {
             (Family::Ipv4, 4) => vec![IpAddr::from(<[u8; 4]>::try_from(nh).unwrap_or_default())],
             (Family::Ipv6, 16) => vec![v6(&nh[..16])],
             (Family::Ipv6, 32) => vec![v6(&nh[..16]), v6(&nh[16..])],
-            _ => {
-                // RFC 7606 §7.11: a next hop length inconsistent with the family.
-                self.withdraw("MP_REACH_NLRI next hop length does not fit the family");
-                Vec::new()
-            }
+            // RFC 7606 §7.11: we use no extension (RFC 8950) that allows other lengths.
+            _ => return Err(bad("MP_REACH_NLRI next hop length does not fit the family")),
         };
+        let nlri = prefixes(r.rest())?;
+        if !nlri.is_empty() && !next_hops.first().is_some_and(|a| usable_next_hop(*a)) {
+            // RFC 4760 §3 and RFC 4271 §6.3: a semantically wrong next hop makes the routes
+            // unusable, no more.
+            self.withdraw(
+                found,
+                bad("MP_REACH_NLRI next hop is not a unicast address"),
+            );
+        }
         self.mp_reach = Some(MpReach {
             family,
             next_hops,
@@ -206,23 +271,46 @@ impl Update {
         Ok(())
     }
 
-    /// RFC 7606 §3 (d): a missing well-known mandatory attribute is treat-as-withdraw.
-    fn check_mandatory(&mut self) {
+    /// RFC 7606 §3 (d): a missing well-known mandatory attribute is treat-as-withdraw; so
+    /// is a NEXT_HOP for the IPv4 NLRI that is no unicast address (RFC 4271 §6.3). Without
+    /// IPv4 NLRI the NEXT_HOP is ignored (RFC 4760 §3).
+    fn check_mandatory(&mut self, found: &mut Findings) {
         let announces =
             !self.nlri.is_empty() || self.mp_reach.as_ref().is_some_and(|m| !m.nlri.is_empty());
         if !announces {
             return;
         }
-        if self.attrs.origin.is_none() || self.attrs.as_path.is_none() {
-            self.withdraw("ORIGIN or AS_PATH missing");
+        let missing = |code: u8, why| {
+            DecodeError::new(err::UPDATE, err::UPDATE_MISSING_WELL_KNOWN, why).with_data(&[code])
+        };
+        if self.attrs.origin.is_none() {
+            self.withdraw(found, missing(code::ORIGIN, "ORIGIN missing"));
         }
-        if !self.nlri.is_empty() && self.attrs.next_hop.is_none() {
-            self.withdraw("NEXT_HOP missing");
+        if self.attrs.as_path.is_none() {
+            self.withdraw(found, missing(code::AS_PATH, "AS_PATH missing"));
+        }
+        if self.nlri.is_empty() {
+            return;
+        }
+        match self.attrs.next_hop {
+            None => self.withdraw(found, missing(code::NEXT_HOP, "NEXT_HOP missing")),
+            Some(nh) if !usable_next_hop(IpAddr::V4(nh)) => self.withdraw(
+                found,
+                attr_error(
+                    err::UPDATE_INVALID_NEXT_HOP,
+                    "NEXT_HOP is not a unicast address",
+                    FLAG_TRANSITIVE,
+                    code::NEXT_HOP,
+                    &nh.octets(),
+                ),
+            ),
+            Some(_) => {}
         }
     }
 
-    fn withdraw(&mut self, why: &'static str) {
-        self.treat_as_withdraw.get_or_insert(why);
+    fn withdraw(&mut self, found: &mut Findings, e: DecodeError) {
+        self.treat_as_withdraw.get_or_insert(e.reason);
+        found.withdraw.get_or_insert(e);
     }
 
     pub(super) fn encode_body(&self, ctx: &Ctx, out: &mut Vec<u8>) {
@@ -347,6 +435,24 @@ fn chunks(prefixes: &[IpNet], room: usize) -> impl Iterator<Item = &[IpNet]> {
         rest = tail;
         Some(head)
     })
+}
+
+/// What decoding found besides the fields of `Update`.
+#[derive(Default)]
+struct Findings {
+    /// The error behind the first treat-as-withdraw verdict: the NOTIFICATION to send
+    /// should RFC 7606 §5.2 turn the verdict into a session reset.
+    withdraw: Option<DecodeError>,
+    /// An attribute other than MP_UNREACH_NLRI is present, or one could not be read.
+    other_attrs: bool,
+}
+
+/// A next hop a route can use: not unspecified, multicast or broadcast.
+fn usable_next_hop(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
 }
 
 fn v6(b: &[u8]) -> IpAddr {
