@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(
   bird2       # BGP + BFD on the line routers and the baseline gateways
+  frr         # the other line router: zebra, bgpd and bfdd, started by hand per namespace
   iproute2    # ip netns, veth, routes, nexthop objects
   nftables    # fault injection: silent drops and random loss
   procps      # sysctl inside the namespaces

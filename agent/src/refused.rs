@@ -39,6 +39,11 @@ impl Refused {
         let mut tell = Tell::default();
         for &(p, why) in rejected {
             *self.by_reason.entry(why.label()).or_default() += 1;
+            // Our own routes coming back (FRR sends them to the AS they came from) are
+            // loop detection doing its job (RFC 4271 §9.1.2), nothing to tell.
+            if why == Rejection::AsLoop {
+                continue;
+            }
             if self.told.len() < LOG_AT_MOST && self.told.insert(p) {
                 if self.told.len() <= EVENTS_AT_MOST {
                     tell.events.push((p, why));
@@ -93,6 +98,14 @@ mod tests {
         assert_eq!(r.note(&[more_specific]), Tell::default());
         assert_eq!(r.total(), 3);
         assert_eq!(r.summary(), "too-specific 2, default-route 1");
+    }
+
+    #[test]
+    fn our_own_routes_coming_back_are_counted_not_told() {
+        let mut r = Refused::default();
+        let t = r.note(&[(net("198.18.1.0/24"), Rejection::AsLoop)]);
+        assert_eq!(t, Tell::default());
+        assert_eq!(r.by_reason["as-loop"], 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod bird;
 pub mod demo;
 pub mod fault;
+pub mod frr;
 pub mod netns;
 pub mod paths;
 pub mod process;
@@ -47,6 +48,15 @@ pub enum GatewayMode {
     Bird,
 }
 
+/// What runs on the line routers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineRouter {
+    #[default]
+    Bird,
+    /// FRR's zebra, bgpd and bfdd (see `frr`).
+    Frr,
+}
+
 /// Rewrites a generated config before it is written: `(node, text) -> text`.
 pub type ConfigHook = Arc<dyn Fn(Node, String) -> String + Send + Sync>;
 
@@ -65,6 +75,7 @@ pub struct LabOptions {
     /// failure at that gateway's end of a line then reaches the other gateway only through
     /// end-to-end BFD, or else the BGP hold time.
     pub line_bgp_ignores_bfd: Option<Side>,
+    pub line_router: LineRouter,
 }
 
 impl LabOptions {
@@ -76,6 +87,7 @@ impl LabOptions {
             bird_hook: None,
             crosslink_hook: None,
             line_bgp_ignores_bfd: None,
+            line_router: LineRouter::Bird,
         }
     }
 
@@ -333,10 +345,23 @@ impl Lab {
     }
 
     fn bird_nodes(&self) -> Vec<Node> {
-        match self.opts.mode {
-            GatewayMode::Bird => vec![Node::Lr1, Node::Lr2, Node::Gwa, Node::Gwb],
-            GatewayMode::Crosslink => vec![Node::Lr1, Node::Lr2],
+        let mut nodes = Vec::new();
+        if self.opts.line_router == LineRouter::Bird {
+            nodes.extend([Node::Lr1, Node::Lr2]);
         }
+        if self.opts.mode == GatewayMode::Bird {
+            nodes.extend([Node::Gwa, Node::Gwb]);
+        }
+        nodes
+    }
+
+    pub fn line_router(&self) -> LineRouter {
+        self.opts.line_router
+    }
+
+    /// `vtysh -c cmd` against an FRR line router.
+    pub fn vtysh(&self, node: Node, cmd: &str) -> Result<String> {
+        frr::vtysh(node, cmd)
     }
 
     /// The last lines of every daemon's log, for post-mortems.

@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 
 use crate::bird;
+use crate::frr;
 use crate::netns;
 use crate::process::Proc;
 use crate::topology::{cidr, network, Line, Node, Side, Tunnel, Uplink, ALL_NODES};
-use crate::{GatewayMode, Lab};
+use crate::{GatewayMode, Lab, LineRouter};
 
 /// Namespace-wide settings. DAD off so addresses work at once; IPv6 addresses kept when a
 /// link goes down, so a healed link needs no re-addressing (as on a real router).
@@ -168,9 +169,14 @@ pub fn daemons(lab: &mut Lab) -> Result<()> {
     let bfd = lab.opts.bfd;
     for line in Line::ALL {
         let node = line.router();
-        let log = lab.dir.join(format!("{node}.bird.log"));
-        let cfg = bird::line_router_config(line, &log, bfd, lab.opts.line_bgp_ignores_bfd);
-        start_bird(lab, node, &cfg)?;
+        match lab.opts.line_router {
+            LineRouter::Bird => {
+                let log = lab.dir.join(format!("{node}.bird.log"));
+                let cfg = bird::line_router_config(line, &log, bfd, lab.opts.line_bgp_ignores_bfd);
+                start_bird(lab, node, &cfg)?;
+            }
+            LineRouter::Frr => start_frr(lab, line)?,
+        }
     }
     for side in [Side::A, Side::B] {
         let gw = side.gateway();
@@ -186,6 +192,35 @@ pub fn daemons(lab: &mut Lab) -> Result<()> {
             GatewayMode::Crosslink => start_crosslink(lab, side)?,
         }
     }
+    Ok(())
+}
+
+/// FRR's daemons on `line`'s router, zebra first; returns once bgpd answers vtysh.
+fn start_frr(lab: &mut Lab, line: Line) -> Result<()> {
+    let node = line.router();
+    frr::prepare(line, &lab.dir, lab.opts.bfd, lab.opts.line_bgp_ignores_bfd)?;
+    for daemon in frr::DAEMONS {
+        let args = frr::command(daemon, node, &lab.dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = lab.dir.join(format!("{node}.{daemon}.out"));
+        lab.procs.push(Proc::spawn(
+            &format!("{daemon}-{node}"),
+            &node.ns(),
+            &args,
+            &out,
+        )?);
+        let sock = frr::run_dir(node).join(format!("{daemon}.vty"));
+        lab.wait_for(
+            &format!("{daemon} of {node}"),
+            std::time::Duration::from_secs(10),
+            || Ok(sock.exists()),
+        )?;
+    }
+    lab.wait_for(
+        &format!("bgpd of {node} answering"),
+        std::time::Duration::from_secs(10),
+        || Ok(frr::vtysh(node, "show bgp summary").is_ok()),
+    )?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use lab::demo::{self, DemoOptions, Gateways};
 use lab::topology::ALL_NODES;
-use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, Side};
+use lab::{Cut, GatewayMode, Lab, LabOptions, Line, LineRouter, Node, Side};
 
 #[derive(Parser)]
 #[command(about = "The crosslink network-namespace lab")]
@@ -25,6 +25,14 @@ enum Mode {
     Bird,
     /// crosslink on the gateways.
     Crosslink,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Router {
+    /// BIRD 2.
+    Bird,
+    /// FRR: zebra, bgpd and bfdd.
+    Frr,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +70,9 @@ enum Cmd {
     Up {
         #[arg(long, value_enum, default_value_t = Mode::Crosslink)]
         mode: Mode,
+        /// What the line routers run.
+        #[arg(long, value_enum, default_value_t = Router::Bird)]
+        line_router: Router,
     },
     /// Remove a lab left behind by a killed run.
     Clean,
@@ -104,11 +115,17 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Up { mode } => up(LabOptions::new(if mode == Mode::Bird {
-            GatewayMode::Bird
-        } else {
-            GatewayMode::Crosslink
-        })),
+        Cmd::Up { mode, line_router } => {
+            let mut opts = LabOptions::new(if mode == Mode::Bird {
+                GatewayMode::Bird
+            } else {
+                GatewayMode::Crosslink
+            });
+            if line_router == Router::Frr {
+                opts.line_router = LineRouter::Frr;
+            }
+            up(opts)
+        }
         Cmd::Clean => {
             // Taking the lab lock removes stale namespaces; the lab built then is dropped.
             drop(Lab::up(LabOptions::new(GatewayMode::Bird))?);
@@ -147,11 +164,18 @@ fn up(opts: LabOptions) -> Result<()> {
         }
     }
     for lr in [Node::Lr1, Node::Lr2] {
-        println!(
-            "  ip netns exec {} birdc -s {} show route",
-            lr.ns(),
-            lab.bird_socket(lr).display()
-        );
+        match lab.line_router() {
+            LineRouter::Bird => println!(
+                "  ip netns exec {} birdc -s {} show route",
+                lr.ns(),
+                lab.bird_socket(lr).display()
+            ),
+            LineRouter::Frr => println!(
+                "  ip netns exec {} vtysh -N {} -c 'show bgp summary' -c 'show bfd peers'",
+                lr.ns(),
+                lr.name()
+            ),
+        }
     }
     println!(
         "  ip netns exec xl-gwa ip route get {}",
