@@ -29,6 +29,9 @@ use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
 /// diagnostic) is not taken as evidence against its path for this long: sessions send
 /// once a second until Up, so coming up takes a second or two.
 const BFD_STARTUP_GRACE: Duration = Duration::from_secs(5);
+/// How long a line router's session has, once established, to send the site's routes
+/// before announcing none of them counts as a withdrawal.
+const ROUTES_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long an end-to-end session stays counted as up after the far gateway went quiet
 /// on every path at once or restarted: long enough for its agent to come back (the
@@ -460,8 +463,17 @@ impl AgentState {
             .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref())
             .map(|l| l.name.get_ref().as_str())
             .collect();
+        // A session just established has not sent its table yet (a router coming back
+        // brings up its sessions before it has the routes to send): it says nothing yet.
+        let settled = |v6: bool| {
+            own.iter().filter(|n| n.peer.is_ipv6() == v6).all(|n| {
+                n.established_at
+                    .is_none_or(|t| t.elapsed() >= ROUTES_SETTLE)
+            })
+        };
         let withdrawn = [false, true].into_iter().find(|&v6| {
             line.neighbors.get_ref().iter().any(|a| a.is_ipv6() == v6)
+                && settled(v6)
                 && !own.iter().any(|n| announces(n, v6))
                 && self.bgp.values().any(|n| {
                     others.contains(&n.line.as_str())
@@ -1103,5 +1115,41 @@ mod tests {
             });
             assert_eq!(status(&st).state, Health::Down);
         }
+    }
+
+    #[test]
+    fn a_session_just_established_has_a_moment_to_send_its_routes() {
+        let (_dir, mut st) = line_up_state();
+        let neighbor = |line: &str, peer: [u8; 4], routes: &[&str], for_: Duration| {
+            let mut n = NeighborState::new(line, IpAddr::from(peer));
+            n.reported = true;
+            n.state = bgp::fsm::State::Established;
+            n.established_at = Instant::now().checked_sub(for_);
+            for r in routes {
+                n.learned.insert(r.parse().unwrap(), IpAddr::from(peer));
+            }
+            n
+        };
+        let bgp_of = |st: &AgentState| {
+            let p = st.config().find_path("l1").unwrap();
+            st.path_status(p).signals[2].state
+        };
+        let long = Duration::from_secs(60);
+        st.bgp.insert(
+            IpAddr::from([192, 0, 2, 6]),
+            neighbor("l2", [192, 0, 2, 6], &["198.18.2.0/24"], long),
+        );
+        // lr1 came back a moment ago and has not sent the site yet: not a withdrawal.
+        st.bgp.insert(
+            IpAddr::from([192, 0, 2, 2]),
+            neighbor("l1", [192, 0, 2, 2], &[], Duration::ZERO),
+        );
+        assert_eq!(bgp_of(&st), Health::Up);
+        // Still nothing a while later: it has none to send.
+        st.bgp.insert(
+            IpAddr::from([192, 0, 2, 2]),
+            neighbor("l1", [192, 0, 2, 2], &[], ROUTES_SETTLE * 2),
+        );
+        assert_eq!(bgp_of(&st), Health::Down);
     }
 }
