@@ -495,11 +495,12 @@ impl AgentState {
     pub(crate) fn far_side_draining(&self, line: &crate::config::Line) -> Option<String> {
         let name = line.name.get_ref();
         let site = line.site.get_ref();
+        // The tagged routes are a subset of the learned ones (see `bgp::apply`): counting
+        // them tells, whatever the size of the table.
+        let untagged = |n: &NeighborState| n.learned.len() > n.graceful_shutdown.len();
         let own: Vec<&NeighborState> = self.bgp.values().filter(|n| &n.line == name).collect();
         let announced = own.iter().any(|n| !n.learned.is_empty());
-        let all_tagged = own
-            .iter()
-            .all(|n| n.learned.keys().all(|p| n.graceful_shutdown.contains(p)));
+        let all_tagged = !own.iter().any(|n| untagged(n));
         if !announced || !all_tagged {
             return None;
         }
@@ -509,7 +510,7 @@ impl AgentState {
                 && self.bgp.values().any(|n| {
                     &n.line == l.name.get_ref()
                         && n.state == bgp::fsm::State::Established
-                        && n.learned.keys().any(|p| !n.graceful_shutdown.contains(p))
+                        && untagged(n)
                 })
         });
         other_untagged.then(|| {

@@ -464,9 +464,11 @@ impl Programmer {
         }
         let started = Instant::now();
         let (wants, prefixes_changed) = self.wants();
-        self.save_marks();
         let mut errors = Vec::new();
-        let created = match self.sync(&wants, false, || false).await {
+        let switched = self.sync(&wants, false, || false).await;
+        // On disk after the switch, never ahead of it: a failover is a change of standing.
+        self.save_marks();
+        let created = match switched {
             Ok((created, e, _)) => {
                 errors.extend(e);
                 created
@@ -533,7 +535,6 @@ impl Programmer {
         move || allowed && lock(&state).touches() != seen
     }
 
-    /// Keeps the operator's failovers and drains on disk whenever they change.
     /// Takes note of a stall of the agent's own process: the signals' downs it caused are
     /// excused for a while (see `stall`), and it is told once.
     fn note_stall(&self, st: &mut AgentState, now: Instant) {
@@ -554,6 +555,8 @@ impl Programmer {
         st.record("agent-stalled", None, msg);
     }
 
+    /// Keeps the operator's failovers and drains, and the paths' standings, on disk
+    /// whenever they change.
     fn save_marks(&mut self) {
         let standings = self.policy.standings(Instant::now(), SystemTime::now());
         if standings != self.standings {
