@@ -96,13 +96,13 @@ pub fn shares(carried: &[(String, u64)]) -> String {
 
 /// The first arrival over `path` at or after `after`.
 pub fn first_on(trace: &Trace, path: &str, after: Instant) -> Option<Instant> {
-    let ttl = paths::ttl_of(path)?;
-    trace.first_arrival(after, |t| t == ttl)
+    first_on_any(trace, &[path], after)
 }
 
-/// The first arrival over any of `paths` at or after `after`.
+/// The first arrival over any of `names` at or after `after`, in one pass.
 pub fn first_on_any(trace: &Trace, names: &[&str], after: Instant) -> Option<Instant> {
-    names.iter().filter_map(|p| first_on(trace, p, after)).min()
+    let ttls: Vec<u8> = names.iter().filter_map(|n| paths::ttl_of(n)).collect();
+    trace.first_arrival(after, |t| ttls.contains(&t))
 }
 
 /// The events of `crosslink events` (text) stamped at or after `since` whose kind is
@@ -141,16 +141,13 @@ pub fn bird_log_line(
     })
 }
 
-fn opt_ms(v: Option<f64>) -> String {
+/// "29.4 ms", "3.76 s", or a dash when nothing was measured.
+pub fn fmt_ms(v: Option<f64>) -> String {
     match v {
         Some(ms) if ms >= 1000.0 => format!("{:.2} s", ms / 1000.0),
         Some(ms) => format!("{ms:.1} ms"),
         None => "–".into(),
     }
-}
-
-pub fn fmt_ms(v: Option<f64>) -> String {
-    opt_ms(v)
 }
 
 /// The table that closes the demo: the same silent drop of line 1 on both.
@@ -189,7 +186,7 @@ pub fn side_by_side(ours: &CrosslinkFigures, bird: &BirdFigures) -> String {
             .flatten()
             .copied()
             .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
-        opt_ms(worst)
+        fmt_ms(worst)
     };
     row(
         &mut out,
