@@ -274,10 +274,10 @@ impl AdjRibIn {
             d.rejected.push((p, why));
             return;
         }
-        let new = !self.routes.contains_key(&p);
-        if new
-            && self.policy.action == MaxPrefixAction::Teardown
+        // The lookup only at the limit: a table streaming in pays nothing for it.
+        if self.policy.action == MaxPrefixAction::Teardown
             && self.routes.len() >= self.policy.max_prefixes as usize
+            && !self.routes.contains_key(&p)
         {
             // Never installed, even for the moment before the session closes: a leak
             // must not pull traffic.
