@@ -463,12 +463,15 @@ impl AgentState {
             .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref())
             .map(|l| l.name.get_ref().as_str())
             .collect();
-        // A session just established has not sent its table yet (a router coming back
-        // brings up its sessions before it has the routes to send): it says nothing yet.
+        // Only a session that is up, and has been for a moment, speaks for its router's
+        // table: one just established has not sent it yet (a router coming back brings up
+        // its sessions before it has the routes to send), one that is down (a graceful
+        // restart, excused by the BGP signal) has sent nothing to this agent yet.
         let settled = |v6: bool| {
             own.iter().filter(|n| n.peer.is_ipv6() == v6).all(|n| {
-                n.established_at
-                    .is_none_or(|t| t.elapsed() >= ROUTES_SETTLE)
+                n.state == bgp::fsm::State::Established
+                    && n.established_at
+                        .is_none_or(|t| t.elapsed() >= ROUTES_SETTLE)
             })
         };
         let withdrawn = [false, true].into_iter().find(|&v6| {
@@ -1146,7 +1149,15 @@ mod tests {
             neighbor("l1", [192, 0, 2, 2], &[], Duration::ZERO),
         );
         assert_eq!(bgp_of(&st), Health::Up);
-        // Still nothing a while later: it has none to send.
+        // Down and restarting gracefully after our own restart: nothing learned from it in
+        // this run, which says nothing of its table.
+        let mut restarting = neighbor("l1", [192, 0, 2, 2], &[], long);
+        restarting.state = bgp::fsm::State::Connect;
+        restarting.established_at = None;
+        restarting.restarting_until = Some(Instant::now() + long);
+        st.bgp.insert(IpAddr::from([192, 0, 2, 2]), restarting);
+        assert_eq!(bgp_of(&st), Health::Up);
+        // Still nothing a while after it is up: it has none to send.
         st.bgp.insert(
             IpAddr::from([192, 0, 2, 2]),
             neighbor("l1", [192, 0, 2, 2], &[], ROUTES_SETTLE * 2),
