@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{BfdAuthType, Config, Line};
 use crate::control::proto::BfdStatus;
+use crate::coupling::{self, Nudge};
 use crate::state::{lock, AgentState};
 
 /// What the agent knows of one BFD session.
@@ -34,6 +35,10 @@ pub struct BfdView {
     /// The peer has answered at least once since the agent started (a session restarted
     /// with its interface counts from zero again; the peer is not new for that).
     pub heard: bool,
+    /// Held AdminDown until the BGP session with the same router is up (see `coupling`).
+    pub waiting_for_bgp: bool,
+    /// When the session last came Up (kept once it goes down again).
+    pub last_up_at: Option<Instant>,
 }
 
 impl BfdView {
@@ -41,6 +46,7 @@ impl BfdView {
     /// router with no BFD configured, or a far end that does not run it.
     pub fn unanswered(&self) -> bool {
         !self.heard
+            && !self.waiting_for_bgp
             && self.state != Some(State::Up)
             && self
                 .detail
@@ -123,6 +129,8 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
         for &peer in routers {
             let mut s = SessionSpec::single_hop(name, peer, iface, interval, mult);
             s.auth = auth(line);
+            // Admitted once BGP with the router is up (see `coupling`).
+            s.start_admin_down = true;
             out.push(s);
         }
         if let Some(target) = line.probe_target {
@@ -154,7 +162,7 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
 }
 
 /// A session's key: its path, peer and whether it is end to end.
-type Key = (String, IpAddr, bool);
+pub(crate) type Key = (String, IpAddr, bool);
 
 fn key(spec: &SessionSpec) -> Key {
     (spec.name.clone(), spec.peer, spec.multihop)
@@ -162,7 +170,7 @@ fn key(spec: &SessionSpec) -> Key {
 
 /// The sessions as asked for, and their ids in the driver (None: could not start yet,
 /// e.g. the tunnel interface it binds to is not there; retried).
-type Running = Arc<Mutex<BTreeMap<Key, (SessionSpec, Option<SessionId>)>>>;
+pub(crate) type Running = Arc<Mutex<BTreeMap<Key, (SessionSpec, Option<SessionId>)>>>;
 
 /// Sessions that could not start are tried again every this many polls (5 s).
 const RETRY_TICKS: u32 = 10;
@@ -183,6 +191,8 @@ fn view(spec: &SessionSpec) -> BfdView {
         detail: None,
         far_end_quiet: None,
         heard: false,
+        waiting_for_bgp: spec.start_admin_down,
+        last_up_at: None,
     }
 }
 
@@ -224,7 +234,11 @@ async fn add(bfd: &Bfd, spec: &SessionSpec) -> Option<SessionId> {
 
 /// Starts the BFD thread and the sessions of `cfg`; a session that cannot start (its
 /// interface is missing) is logged, shown as `unknown` and tried again.
-pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Result<Sessions> {
+pub async fn start(
+    cfg: &Config,
+    state: Arc<Mutex<AgentState>>,
+    nudge: mpsc::UnboundedSender<Nudge>,
+) -> anyhow::Result<Sessions> {
     let (tx, rx) = mpsc::unbounded_channel();
     let opts = DriverOptions {
         cpu: crate::cpus::bfd_cpu(),
@@ -248,7 +262,7 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Resul
         running: Running::default(),
     };
     sessions.apply(cfg, &state).await;
-    tokio::spawn(fold_events(rx, state.clone()));
+    tokio::spawn(fold_events(rx, state.clone(), nudge));
     tokio::spawn(poll(bfd, sessions.running.clone(), state));
     Ok(sessions)
 }
@@ -256,6 +270,11 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> anyhow::Resul
 impl Sessions {
     pub fn driver(&self) -> &Bfd {
         &self.bfd
+    }
+
+    /// The driver and the running sessions, for the task that couples them to BGP.
+    pub(crate) fn coupled(&self) -> (Arc<Bfd>, Running) {
+        (self.bfd.clone(), self.running.clone())
     }
 
     /// Ends the sessions `cfg` no longer asks for (the peer is told: AdminDown). Runs
@@ -344,7 +363,11 @@ async fn retry(bfd: &Bfd, running: &Running) {
     }
 }
 
-async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<AgentState>>) {
+async fn fold_events(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    state: Arc<Mutex<AgentState>>,
+    nudge: mpsc::UnboundedSender<Nudge>,
+) {
     while let Some(ev) = rx.recv().await {
         let mut st = lock(&state);
         let key = st
@@ -353,12 +376,24 @@ async fn fold_events(mut rx: mpsc::UnboundedReceiver<Event>, state: Arc<Mutex<Ag
             .find(|(line, peer, _)| *line == ev.name && *peer == ev.peer)
             .cloned();
         let Some(key) = key else { continue };
+        if !key.2 {
+            // With a line router: BGP with it follows (see `coupling`). The send fails
+            // only when BFD runs without the coupling task: nothing to tell then.
+            let _ = nudge.send(if coupling::bfd_failed(ev.from, ev.to, ev.remote_diag) {
+                Nudge::BfdFailed(ev.peer)
+            } else {
+                Nudge::Changed
+            });
+        }
         let mut quiet = None;
         if let Some(v) = st.bfd.get_mut(&key) {
             v.state = Some(ev.to);
             v.local_diag = Some(ev.diag);
             v.remote_diag = ev.remote_diag;
             v.heard |= ev.to == State::Up;
+            if ev.to == State::Up {
+                v.last_up_at = Some(Instant::now());
+            }
             if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
                 v.far_end_quiet = Some((ev.far_end, Instant::now()));
                 quiet = Some(ev.far_end);

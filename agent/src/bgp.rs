@@ -99,7 +99,7 @@ struct Running {
     handle: Handle,
 }
 
-type Handles = Arc<Mutex<Vec<(IpAddr, Handle)>>>;
+pub(crate) type Handles = Arc<Mutex<Vec<(IpAddr, Handle)>>>;
 
 /// The running sessions. Dropping this ends them without a NOTIFICATION (see
 /// `driver::Handle`).
@@ -201,10 +201,15 @@ fn neighbor_config(
 
 /// Starts a session per line neighbour and the passive listener, and the tasks that fold
 /// their events into the agent state.
-pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>, restarted: bool) -> Sessions {
+pub async fn start(
+    cfg: &Config,
+    state: Arc<Mutex<AgentState>>,
+    restarted: bool,
+    nudge: mpsc::UnboundedSender<crate::coupling::Nudge>,
+) -> Sessions {
     let (tx, rx) = mpsc::channel(1024);
     let handles = Handles::default();
-    tokio::spawn(fold_events(rx, state.clone()));
+    tokio::spawn(fold_events(rx, state.clone(), nudge));
     tokio::spawn(poll_counters(handles.clone(), state.clone()));
     let mut s = Sessions {
         running: BTreeMap::new(),
@@ -269,6 +274,11 @@ pub(crate) fn import_only(
 }
 
 impl Sessions {
+    /// The running sessions' handles, kept current across reloads.
+    pub(crate) fn handles(&self) -> Handles {
+        self.handles.clone()
+    }
+
     /// Brings the sessions to what `cfg` asks: new neighbours start, removed ones end
     /// with a Cease, changed ones (AS, timers, key, interface, import bounds) restart;
     /// the others are not touched. A neighbour whose new config cannot be built keeps
@@ -485,10 +495,18 @@ impl Sessions {
     }
 }
 
-async fn fold_events(mut rx: mpsc::Receiver<Event>, state: Arc<Mutex<AgentState>>) {
+async fn fold_events(
+    mut rx: mpsc::Receiver<Event>,
+    state: Arc<Mutex<AgentState>>,
+    nudge: mpsc::UnboundedSender<crate::coupling::Nudge>,
+) {
     while let Some(ev) = rx.recv().await {
-        let mut st = lock(&state);
-        apply(&mut st, ev);
+        let session = !matches!(ev, Event::Routes { .. });
+        apply(&mut lock(&state), ev);
+        if session {
+            // BFD with the router follows (see `coupling`); no task without BFD.
+            let _ = nudge.send(crate::coupling::Nudge::Changed);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod bfd;
 pub mod bgp;
 pub mod config;
 pub mod control;
+pub mod coupling;
 pub mod cpus;
 pub mod fib;
 pub mod links;
@@ -84,14 +85,26 @@ pub async fn run(
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers
     // (which then keep our routes: graceful restart).
-    let mut sessions = bgp::start(&cfg, state.clone(), restarted).await;
+    // BFD with each line router follows the BGP session with it, and BGP follows BFD.
+    let (nudge, nudges) = tokio::sync::mpsc::unbounded_channel();
+    let mut sessions = bgp::start(&cfg, state.clone(), restarted, nudge.clone()).await;
     sessions.sync_exports(&cfg, &state).await;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
     let mut tunnels = tunnels::start(&cfg, state.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
     // runs, and status shows BFD as unknown.
-    let mut bfd = match bfd::start(&cfg, state.clone()).await {
-        Ok(b) => Some(b),
+    let mut bfd = match bfd::start(&cfg, state.clone(), nudge).await {
+        Ok(b) => {
+            let (driver, running) = b.coupled();
+            tokio::spawn(coupling::run(
+                nudges,
+                driver,
+                running,
+                sessions.handles(),
+                state.clone(),
+            ));
+            Some(b)
+        }
         Err(e) => {
             tracing::error!(error = %e, "BFD could not start");
             None

@@ -610,7 +610,7 @@ fn bfd_signal<'a>(
     let starting = |v: &BfdView| {
         young
             && v.state != Some(probes::wire::State::Up)
-            && v.local_diag.is_none_or(|d| d == probes::wire::Diag::None)
+            && (v.waiting_for_bgp || v.local_diag.is_none_or(|d| d == probes::wire::Diag::None))
     };
     let down = sessions
         .iter()
@@ -621,6 +621,14 @@ fn bfd_signal<'a>(
     match down {
         None => (name, Health::Up, None),
         Some(v) if v.unanswered() => (name, Health::Down, Some(v.unanswered_why())),
+        Some(v) if v.waiting_for_bgp => (
+            name,
+            Health::Down,
+            Some(format!(
+                "BFD with {} waits for the BGP session with it (it starts once BGP is up)",
+                v.peer
+            )),
+        ),
         Some(v) => {
             let state = v.state.map_or("not started", |s| s.as_str());
             let diag = v
@@ -758,6 +766,8 @@ mod tests {
             detail: None,
             far_end_quiet: None,
             heard: true,
+            waiting_for_bgp: false,
+            last_up_at: None,
         };
         let health =
             |v: &[BfdView]| bfd_signal("e2e-bfd", v.iter().collect::<Vec<_>>().iter(), true).1;
@@ -822,6 +832,8 @@ mod tests {
             }),
             far_end_quiet: quiet.map(|f| (f, Instant::now())),
             heard: true,
+            waiting_for_bgp: false,
+            last_up_at: None,
         };
         let lossy = view(0.29, Some(FarEnd::Silent));
         let clean = view(0.01, None);
@@ -932,6 +944,8 @@ mod tests {
                 detail: None,
                 far_end_quiet: Some((probes::driver::FarEnd::Restarted, Instant::now())),
                 heard: true,
+                waiting_for_bgp: false,
+                last_up_at: None,
             },
         );
         assert_eq!(bgp_of(&st, "l1").state, Health::Up);
@@ -1093,6 +1107,8 @@ mod tests {
                 detail: None,
                 far_end_quiet: None,
                 heard: true,
+                waiting_for_bgp: false,
+                last_up_at: None,
             },
         );
         let status = |st: &AgentState| st.path_status(st.config().find_path("l1").unwrap());

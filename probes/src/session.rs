@@ -36,6 +36,9 @@ pub struct SessionConfig {
     pub required_min_rx: Duration,
     pub detect_mult: u8,
     pub auth: Option<AuthConfig>,
+    /// Start AdminDown, for a client that admits the session later (`Input::AdminUp`):
+    /// BFD with a line router runs once the BGP session with it is up.
+    pub start_admin_down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,9 +159,14 @@ pub struct Session {
 impl Session {
     pub fn new(cfg: SessionConfig, now: Instant) -> Session {
         let seed = u64::from(cfg.local_disc).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let (state, diag) = if cfg.start_admin_down {
+            (State::AdminDown, Diag::AdministrativelyDown)
+        } else {
+            (State::Down, Diag::None)
+        };
         let mut s = Session {
-            state: State::Down,
-            diag: Diag::None,
+            state,
+            diag,
             remote_disc: 0,
             remote_state: State::Down,
             remote_min_rx: Duration::from_micros(1),
@@ -404,10 +412,18 @@ impl Session {
             return;
         }
         self.arm_detect(arrived);
+        let before = self.state;
         self.transition_on(p.state, now);
         if p.poll {
             // §6.8.6: answer a Poll with a Final at once, not at the next transmit time.
             self.send(true, now);
+        } else if self.state != before && self.poll != Some(now) {
+            // The peer waits for our answer to move on (Down -> Init -> Up): at the slow
+            // rate that is up to a second per step, and a peer that replaced its session
+            // (a new discriminator, Down) would otherwise wait as long to hear that ours
+            // went down with it. One packet per change the peer caused; coming Up already
+            // sent its Poll.
+            self.send(false, now);
         }
     }
 
@@ -517,6 +533,8 @@ impl Session {
         if self.state == State::AdminDown {
             self.change(State::Down, Diag::None, now);
             self.diag = Diag::None;
+            // The peer learns at once that we are ready, not at the next slow packet.
+            self.send(false, now);
         }
     }
 

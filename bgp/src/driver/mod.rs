@@ -76,6 +76,7 @@ enum Command {
     Accepted(TcpStream),
     Stop(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
+    Teardown(crate::wire::Notification),
 }
 
 /// Controls one neighbour's session task; dropping every handle ends the task and closes
@@ -123,6 +124,12 @@ impl Handle {
         if self.tx.send(Command::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Closes the session with `n` (e.g. Cease/BFD Down) and lets it come up again after
+    /// the idle hold time, or at once when the peer connects.
+    pub async fn teardown(&self, n: crate::wire::Notification) {
+        let _ = self.tx.send(Command::Teardown(n)).await;
     }
 
     /// Sends Cease/Administrative Shutdown and ends the task.
@@ -255,6 +262,7 @@ impl Task {
                 let id = self.register(stream);
                 self.input(Input::TcpAccepted(id)).await;
             }
+            Command::Teardown(n) => self.input(Input::Teardown(n)).await,
             Command::Stop(_) | Command::Close(_) => {}
         }
     }

@@ -84,6 +84,8 @@ pub mod err {
     pub const CEASE_CONNECTION_REJECTED: u8 = 5;
     pub const CEASE_COLLISION: u8 = 7;
     pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
+    /// RFC 9384: the BFD session the BGP session follows went down.
+    pub const CEASE_BFD_DOWN: u8 = 10;
 
     pub const ROUTE_REFRESH: u8 = 7;
     pub const ROUTE_REFRESH_BAD_LENGTH: u8 = 1;
@@ -280,6 +282,7 @@ pub fn error_name(code: u8, subcode: u8) -> &'static str {
         (CEASE, CEASE_CONNECTION_REJECTED) => "Cease / Connection Rejected",
         (CEASE, CEASE_COLLISION) => "Cease / Connection Collision Resolution",
         (CEASE, CEASE_OUT_OF_RESOURCES) => "Cease / Out of Resources",
+        (CEASE, CEASE_BFD_DOWN) => "Cease / BFD Down",
         (CEASE, _) => "Cease",
         (ROUTE_REFRESH, _) => "ROUTE-REFRESH Message Error",
         _ => "unknown error code",

@@ -60,6 +60,8 @@ pub struct SessionSpec {
     /// Sessions to the same far end share a fate group: when one goes down, the others
     /// tell whether the path failed or the far end itself went quiet (see `FarEnd`).
     pub fate: Option<String>,
+    /// Starts AdminDown until `Bfd::set_admin_up` (see `SessionConfig::start_admin_down`).
+    pub start_admin_down: bool,
 }
 
 impl SessionSpec {
@@ -82,6 +84,7 @@ impl SessionSpec {
             detect_mult: mult,
             auth: None,
             fate: None,
+            start_admin_down: false,
         }
     }
 
@@ -104,6 +107,7 @@ impl SessionSpec {
             detect_mult: mult,
             auth: None,
             fate: None,
+            start_admin_down: false,
         }
     }
 }
@@ -538,6 +542,7 @@ impl Engine {
             required_min_rx: spec.required_min_rx,
             detect_mult: spec.detect_mult,
             auth: spec.auth.clone(),
+            start_admin_down: spec.start_admin_down,
         };
         let mut session = Session::new(cfg, now);
         let first = session.take_outputs();

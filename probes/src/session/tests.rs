@@ -41,6 +41,7 @@ fn cfg(disc: u32, ms: u32, mult: u8) -> SessionConfig {
         required_min_rx: ms * MS,
         detect_mult: mult,
         auth: None,
+        start_admin_down: false,
     }
 }
 
@@ -560,4 +561,61 @@ fn the_slow_start_before_the_agreed_rate_is_not_counted_as_loss() {
     }
     assert_eq!(sim.a.state(), State::Up);
     assert!(worst < 0.05, "a clean start measured {worst} loss");
+}
+
+#[test]
+fn a_session_started_admin_down_stays_down_until_admitted_then_comes_up_without_slow_steps() {
+    let mut held = cfg(1, 10, 3);
+    held.start_admin_down = true;
+    let mut sim = Sim::new(held, cfg(2, 10, 3));
+    assert_eq!(sim.a.state(), State::AdminDown);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(
+        (sim.a.state(), sim.b.state()),
+        (State::AdminDown, State::Down)
+    );
+    assert_eq!(sim.last_sent(Side::A).state, State::AdminDown);
+    assert_eq!(sim.last_sent(Side::A).diag, Diag::AdministrativelyDown);
+    // Admitted: each step of the three-way handshake is answered as it arrives, so both
+    // are Up after the peer's next slow packet, not a second per step later.
+    let admitted = sim.now;
+    sim.input(Side::A, Input::AdminUp);
+    sim.run_for(Duration::from_millis(1100));
+    assert_eq!((sim.a.state(), sim.b.state()), (State::Up, State::Up));
+    let up = sim.last_change_at(Side::A, State::Up).unwrap();
+    assert!(
+        up - admitted <= Duration::from_millis(1010),
+        "{:?}",
+        up - admitted
+    );
+}
+
+#[test]
+fn a_peer_that_replaces_its_session_hears_our_down_at_once() {
+    let mut sim = Sim::new(cfg(1, 1000, 3), cfg(2, 1000, 3));
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.a.state(), State::Up);
+    // B deletes its session and starts a new one (a new discriminator, Down), as FRR's
+    // bfdd does when bgpd registers the peer again with its local address.
+    sim.b = Session::new(cfg(7, 1000, 3), sim.now);
+    let first = sim.b.take_outputs();
+    sim.apply(Side::B, first);
+    let replaced = sim.now;
+    sim.run_for(Duration::from_secs(3));
+    let down = sim.last_change_at(Side::A, State::Down).unwrap();
+    let answered = sim
+        .sent
+        .iter()
+        .find(|(t, s, p)| *t >= down && *s == Side::A && p.your_disc == 7)
+        .map(|(t, _, _)| *t)
+        .unwrap();
+    assert_eq!(answered, down, "our Down goes out as we go down");
+    assert_eq!((sim.a.state(), sim.b.state()), (State::Up, State::Up));
+    let up = sim.last_change_at(Side::B, State::Up).unwrap();
+    // Two of B's slow packets at most (its first is up to a second away), not four.
+    assert!(
+        up - replaced <= Duration::from_millis(2010),
+        "{:?}",
+        up - replaced
+    );
 }

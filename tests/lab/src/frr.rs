@@ -54,6 +54,9 @@ pub fn config(daemon: &str, line: Line, bfd: BfdTimers, bgp_ignores_bfd: Option<
     match daemon {
         "zebra" => {}
         "bfdd" => {
+            // The lab's record of every session bgpd asks for and bfdd drops: what a start
+            // looks like from the router's side (see `tests/frr_line_routers.rs`).
+            out.push_str("debug bfd peer\ndebug bfd zebra\n!\n");
             let ms = bfd.interval.as_millis().max(10);
             let _ = write!(
                 out,
@@ -73,7 +76,10 @@ pub fn config(daemon: &str, line: Line, bfd: BfdTimers, bgp_ignores_bfd: Option<
                 }
             }
         }
-        "bgpd" => bgpd(&mut out, line, bgp_ignores_bfd),
+        "bgpd" => {
+            out.push_str("debug bgp bfd\ndebug bgp neighbor-events\n!\n");
+            bgpd(&mut out, line, bgp_ignores_bfd)
+        }
         other => panic!("no config for {other}"),
     }
     out

@@ -387,6 +387,34 @@ impl Lab {
         setup::start_bird_again(self, node)
     }
 
+    /// Kills every daemon of `line`'s router (SIGKILL: a crash or a power cut) and starts
+    /// them again with the same config: BIRD, or FRR's zebra, bfdd and bgpd.
+    pub fn restart_line_router(&mut self, line: Line) -> Result<()> {
+        let node = line.router();
+        match self.opts.line_router {
+            LineRouter::Bird => self.restart_bird(node),
+            LineRouter::Frr => {
+                let names: Vec<String> =
+                    frr::DAEMONS.iter().map(|d| format!("{d}-{node}")).collect();
+                for p in self
+                    .procs
+                    .iter()
+                    .filter(|p| names.iter().any(|n| n == p.name()))
+                {
+                    p.signal(nix::sys::signal::Signal::SIGKILL)?;
+                }
+                // Dropping a process reaps it.
+                self.procs.retain(|p| !names.iter().any(|n| n == p.name()));
+                // A killed daemon leaves its sockets and pid files; the new ones refuse them.
+                let run = frr::run_dir(node);
+                for entry in std::fs::read_dir(&run)?.flatten() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                setup::start_frr_again(self, line)
+            }
+        }
+    }
+
     /// Sends `sig` to the crosslink agent on `gateway`.
     pub fn signal_crosslink(&mut self, gateway: Node, sig: nix::sys::signal::Signal) -> Result<()> {
         self.process(&format!("crosslink-{gateway}"))

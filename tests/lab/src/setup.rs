@@ -195,10 +195,15 @@ pub fn daemons(lab: &mut Lab) -> Result<()> {
     Ok(())
 }
 
-/// FRR's daemons on `line`'s router, zebra first; returns once bgpd answers vtysh.
 fn start_frr(lab: &mut Lab, line: Line) -> Result<()> {
-    let node = line.router();
     frr::prepare(line, &lab.dir, lab.opts.bfd, lab.opts.line_bgp_ignores_bfd)?;
+    start_frr_again(lab, line)
+}
+
+/// FRR's daemons on `line`'s router with the configs already written, zebra first;
+/// returns once bgpd answers vtysh.
+pub fn start_frr_again(lab: &mut Lab, line: Line) -> Result<()> {
+    let node = line.router();
     for daemon in frr::DAEMONS {
         let args = frr::command(daemon, node, &lab.dir);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -125,3 +125,121 @@ fn a_silent_drop_on_a_line_through_frr_fails_over_and_comes_back() {
     eprintln!("return, FRR line routers: ha->hb {ab}; hb->ha {ba}");
     assert_eq!((ab.lost, ba.lost), (0, 0), "{ab} / {ba}");
 }
+
+/// FRR's own account of a start with `gw`: per peer, BGP sessions dropped and BFD
+/// sessions that went down, as `(peer, dropped, bfd_down)`.
+fn frr_flaps(lab: &Lab, lr: Node) -> Vec<(String, u64, u64)> {
+    let bgp: serde_json::Value =
+        serde_json::from_str(&lab.vtysh(lr, "show bgp neighbors json").unwrap()).unwrap();
+    let bfd: serde_json::Value =
+        serde_json::from_str(&lab.vtysh(lr, "show bfd peers counters json").unwrap()).unwrap();
+    let mut out = Vec::new();
+    for (peer, n) in bgp.as_object().into_iter().flatten() {
+        let dropped = n["connectionsDropped"].as_u64().unwrap_or(0);
+        let down = bfd
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["peer"] == peer.as_str())
+            .map(|b| b["session-down-events"].as_u64().unwrap_or(0))
+            .sum();
+        out.push((peer.clone(), dropped, down));
+    }
+    out
+}
+
+/// bgpd's own log of `lr` from byte `seen` on (moved past what it read): every BFD
+/// session it saw go from Up to Down and every NOTIFICATION it sent. A BFD session bfdd
+/// deleted under bgpd is gone from `show bfd peers counters`; the log keeps it.
+fn bgpd_flaps(lab: &Lab, lr: Node, seen: &mut usize) -> Vec<String> {
+    let log = std::fs::read_to_string(lab.dir().join(format!("{lr}.bgpd.log"))).unwrap();
+    let new = log.get(*seen..).unwrap_or_default();
+    *seen = log.len();
+    new.lines()
+        .filter(|l| l.contains("NOTIFICATION: sent") || l.contains("bfd state Up -> Down"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn ten_starts_against_frr_show_no_bfd_down_and_no_cease() {
+    let mut flapped = Vec::new();
+    for start in 0..10 {
+        let lab = lab();
+        for gw in [Node::Gwa, Node::Gwb] {
+            wait_sessions_up(&lab, gw);
+        }
+        // Long enough for a late flap to show: bgpd re-registers its BFD peers when the
+        // session is Established, and a Cease would close it within the detection time.
+        std::thread::sleep(Duration::from_secs(3));
+        for lr in [Node::Lr1, Node::Lr2] {
+            for (peer, dropped, down) in frr_flaps(&lab, lr) {
+                if dropped > 0 || down > 0 {
+                    flapped.push(format!("start {start}: {lr} {peer}: {dropped} BGP sessions dropped, {down} BFD down"));
+                }
+            }
+            for l in bgpd_flaps(&lab, lr, &mut 0) {
+                flapped.push(format!("start {start}: {lr} bgpd: {l}"));
+            }
+        }
+    }
+    assert!(flapped.is_empty(), "{flapped:#?}");
+}
+
+/// Drops BGP to and from `lr` (TCP port 179) until `release_bgp`: the router's BGP then
+/// comes up seconds after its BFD could, as with a router whose connect-retry timer is long.
+fn hold_bgp(lr: Node) {
+    lab::netns::exec_with_input(
+        &lr.ns(),
+        &["nft", "-f", "-"],
+        "table inet holdbgp { chain in { type filter hook input priority 0; tcp dport 179 drop; tcp sport 179 drop; }; }\n",
+    )
+    .unwrap();
+}
+
+fn release_bgp(lr: Node) {
+    lab::netns::exec(&lr.ns(), &["nft", "delete", "table", "inet", "holdbgp"]).unwrap();
+}
+
+/// FRR's bgpd registers each BFD peer again, with the session's local address, once BGP
+/// is Established, deleting the session it registered at start: a BFD session that came
+/// Up before BGP would be deleted under it, and bgpd closes BGP with Cease/BFD Down.
+/// crosslink lets BFD with a router run only once BGP with it is up, so a router that
+/// restarts — and one whose BGP comes up seconds after its BFD could — comes back with no
+/// BFD Down and no dropped session on the router's side.
+#[test]
+fn frr_restarted_under_a_running_crosslink_comes_back_without_a_flap() {
+    let mut lab = lab();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_sessions_up(&lab, gw);
+    }
+    let mut flapped = Vec::new();
+    let mut seen = 0;
+    for restart in 0..6 {
+        let late = restart % 2 == 1;
+        if late {
+            hold_bgp(Node::Lr1);
+        }
+        lab.restart_line_router(Line(1)).unwrap();
+        if late {
+            // Three of BFD's slow-start seconds: time enough for it to come up first.
+            std::thread::sleep(Duration::from_secs(3));
+            release_bgp(Node::Lr1);
+        }
+        for gw in [Node::Gwa, Node::Gwb] {
+            wait_sessions_up(&lab, gw);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        for (peer, dropped, down) in frr_flaps(&lab, Node::Lr1) {
+            if dropped > 0 || down > 0 {
+                flapped.push(format!("restart {restart} (BGP late: {late}): lr1 {peer}: {dropped} BGP sessions dropped, {down} BFD down"));
+            }
+        }
+        for l in bgpd_flaps(&lab, Node::Lr1, &mut seen) {
+            flapped.push(format!(
+                "restart {restart} (BGP late: {late}): lr1 bgpd: {l}"
+            ));
+        }
+    }
+    assert!(flapped.is_empty(), "{flapped:#?}\n{}", lab.log_tails(30));
+}

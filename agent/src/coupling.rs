@@ -1,0 +1,201 @@
+//! BFD and BGP with a line router bring each other up and down, BGP first, as a router
+//! couples its own BGP to BFD (RFC 5882 §4.3):
+//!
+//! - The single-hop BFD session with a line router starts AdminDown and is admitted once
+//!   the BGP session with that router is Established. It is held AdminDown again while it
+//!   is not Up and BGP is not Established. Why: a router's BGP may register its BFD peer
+//!   again once the session is up — FRR 8.4's bgpd does, with the session's local address
+//!   instead of the wildcard it started with — which deletes a BFD session that came Up
+//!   before BGP did; bgpd takes that as BFD Down and closes BGP with Cease/BFD Down, a
+//!   flap on every start where BFD was quicker than BGP. Held back until then, the only
+//!   session the router ever brings Up is the one it keeps.
+//! - When BFD with the router goes from Up to Down (not by the router's AdminDown, which
+//!   RFC 5882 §3.2 says is no failure), the BGP session with it is closed with Cease/BFD
+//!   Down (RFC 9384), as the router's own BGP does on its side. Both then come back in the
+//!   order above, and a router whose BGP lingers (a 90 s hold time) cannot bring a BFD
+//!   session Up under a BGP session it is about to replace.
+//!
+//! The rules are pure functions; `run` is the task that applies them.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bgp::fsm::State as BgpState;
+use bgp::wire::{err, Notification};
+use probes::driver::{Bfd, SessionId};
+use probes::wire::{Diag, State};
+use tokio::sync::mpsc;
+
+use crate::state::{lock, AgentState};
+
+/// Whether the BFD session with a router may run: BGP with it is up, or BFD already is
+/// (a BGP session that drops on its own does not take a working BFD session down).
+pub fn admitted(bgp_established: bool, bfd: Option<State>) -> bool {
+    bgp_established || bfd == Some(State::Up)
+}
+
+/// Whether a BFD transition with a router is a failure BGP with it follows: not the
+/// router saying it is administratively down.
+pub fn bfd_failed(from: State, to: State, remote_diag: Option<Diag>) -> bool {
+    from == State::Up && to == State::Down && remote_diag != Some(Diag::AdministrativelyDown)
+}
+
+/// Whether a BFD failure closes the BGP session: only one that was up when this BFD
+/// session came Up. A router that restarts takes seconds to be noticed by BFD at the slow
+/// rate, or less than its detection time after the kill; its new BGP session can be up
+/// before its old BFD session is seen to go, and is not the one that failed.
+pub fn closes_bgp(bgp_established_at: Option<Instant>, bfd_up_at: Option<Instant>) -> bool {
+    matches!((bgp_established_at, bfd_up_at), (Some(b), Some(u)) if b <= u)
+}
+
+/// What wakes the task; it also looks every `TICK` (a session started or replaced by a
+/// reload, a retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nudge {
+    /// A BGP session or a BFD session changed state.
+    Changed,
+    /// BFD with this router went down: close BGP with it.
+    BfdFailed(IpAddr),
+}
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// The BFD sessions the task admits: the agent's running sessions with their specs.
+type Sessions = crate::bfd::Running;
+
+pub async fn run(
+    mut rx: mpsc::UnboundedReceiver<Nudge>,
+    bfd: Arc<Bfd>,
+    sessions: Sessions,
+    bgp: crate::bgp::Handles,
+    state: Arc<Mutex<AgentState>>,
+) {
+    // What we last told the driver, by session; a session not here is as it started.
+    let mut admin: HashMap<SessionId, bool> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let nudge = tokio::select! {
+            n = rx.recv() => match n {
+                Some(n) => Some(n),
+                None => return,
+            },
+            _ = tick.tick() => None,
+        };
+        if let Some(Nudge::BfdFailed(peer)) = nudge {
+            close_bgp(peer, &bgp, &state).await;
+        }
+        reconcile(&bfd, &sessions, &state, &mut admin);
+    }
+}
+
+async fn close_bgp(peer: IpAddr, bgp: &crate::bgp::Handles, state: &Mutex<AgentState>) {
+    let line = {
+        let st = lock(state);
+        let Some(n) = st.bgp.get(&peer) else { return };
+        let up_at = st
+            .bfd
+            .get(&(n.line.clone(), peer, false))
+            .and_then(|v| v.last_up_at);
+        if n.state != BgpState::Established || !closes_bgp(n.established_at, up_at) {
+            return;
+        }
+        n.line.clone()
+    };
+    let handle = lock(bgp)
+        .iter()
+        .find(|(p, _)| *p == peer)
+        .map(|(_, h)| h.clone());
+    let Some(handle) = handle else { return };
+    let msg = format!(
+        "BFD with {peer} went down: closing the BGP session with it (Cease/BFD Down); both come back together, BGP first"
+    );
+    tracing::warn!(path = %line, "{msg}");
+    lock(state).record("bgp-follows-bfd", Some(&line), msg);
+    handle
+        .teardown(Notification::new(err::CEASE, err::CEASE_BFD_DOWN))
+        .await;
+}
+
+/// Admits or holds every coupled session as the rules say, and marks the held ones for
+/// `status`.
+fn reconcile(
+    bfd: &Bfd,
+    sessions: &Sessions,
+    state: &Mutex<AgentState>,
+    admin: &mut HashMap<SessionId, bool>,
+) {
+    let coupled: Vec<(crate::bfd::Key, SessionId)> = lock(sessions)
+        .iter()
+        .filter(|(_, (spec, _))| spec.start_admin_down)
+        .filter_map(|(k, (_, id))| id.map(|id| (k.clone(), id)))
+        .collect();
+    admin.retain(|id, _| coupled.iter().any(|(_, i)| i == id));
+    let mut st = lock(state);
+    for (key, id) in coupled {
+        let peer = key.1;
+        let bgp_up = st
+            .bgp
+            .get(&peer)
+            .is_some_and(|n| n.state == BgpState::Established);
+        let Some(view) = st.bfd.get_mut(&key) else {
+            continue;
+        };
+        let want = admitted(bgp_up, view.state);
+        view.waiting_for_bgp = !want;
+        if admin.get(&id).copied().unwrap_or(false) != want {
+            bfd.set_admin_up(id, want);
+            admin.insert(id, want);
+            tracing::debug!(line = %key.0, %peer, admitted = want, "BFD follows BGP");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bfd_runs_once_bgp_is_up_and_survives_bgp_dropping_while_up() {
+        assert!(!admitted(false, None));
+        assert!(!admitted(false, Some(State::AdminDown)));
+        assert!(admitted(true, Some(State::AdminDown)));
+        // BGP dropped on its own (hold timer): a working BFD session is kept...
+        assert!(admitted(false, Some(State::Up)));
+        // ... until it is down too; then it waits for BGP again.
+        assert!(!admitted(false, Some(State::Down)));
+        assert!(!admitted(false, Some(State::Init)));
+    }
+
+    #[test]
+    fn a_bfd_failure_is_a_down_from_up_and_the_routers_admin_down_is_not() {
+        assert!(bfd_failed(
+            State::Up,
+            State::Down,
+            Some(Diag::ControlDetectionTimeExpired)
+        ));
+        assert!(bfd_failed(State::Up, State::Down, None));
+        assert!(!bfd_failed(
+            State::Up,
+            State::Down,
+            Some(Diag::AdministrativelyDown)
+        ));
+        assert!(!bfd_failed(State::Init, State::Down, None));
+        assert!(!bfd_failed(State::Down, State::AdminDown, None));
+    }
+
+    #[test]
+    fn only_the_bgp_session_the_failed_bfd_session_ran_under_is_closed() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        // BGP first, then BFD admitted: a failure of the line closes BGP.
+        assert!(closes_bgp(Some(t), Some(t + s)));
+        // The router restarted: its new BGP session came up before our BFD noticed the
+        // old session was gone. That failure is not the new session's.
+        assert!(!closes_bgp(Some(t + 2 * s), Some(t + s)));
+        assert!(!closes_bgp(None, Some(t)));
+        assert!(!closes_bgp(Some(t), None));
+    }
+}
