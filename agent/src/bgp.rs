@@ -34,6 +34,11 @@ pub struct NeighborState {
     /// When routes last came or went: a table still streaming in is not re-learned yet.
     pub last_routes_at: Option<Instant>,
     pub last_error: Option<String>,
+    /// The peer announced graceful restart, so it marks the end of its initial table of
+    /// each family with End-of-RIB (RFC 4724 §2).
+    pub sends_end_of_rib: bool,
+    /// Families whose initial table the peer has finished sending, this session.
+    pub synced: HashSet<Family>,
     /// While the peer restarts gracefully (RFC 4724), until when its routes are kept.
     pub restarting_until: Option<Instant>,
     pub rejected: u64,
@@ -56,6 +61,8 @@ impl NeighborState {
             established_at: None,
             last_routes_at: None,
             last_error: None,
+            sends_end_of_rib: false,
+            synced: HashSet::new(),
             restarting_until: None,
             rejected: 0,
             refused: Default::default(),
@@ -501,7 +508,7 @@ async fn fold_events(
     nudge: mpsc::UnboundedSender<crate::coupling::Nudge>,
 ) {
     while let Some(ev) = rx.recv().await {
-        let session = !matches!(ev, Event::Routes { .. });
+        let session = matches!(ev, Event::Up { .. } | Event::Down { .. });
         apply(&mut lock(&state), ev);
         if session {
             // BFD with the router follows (see `coupling`); no task without BFD.
@@ -520,6 +527,8 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.reported = true;
             n.state = State::Established;
             n.established_at = Some(Instant::now());
+            n.sends_end_of_rib = negotiated.graceful_restart.is_some();
+            n.synced.clear();
             n.last_error = None;
             n.restarting_until = None;
             let msg = format!(
@@ -539,6 +548,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.reported = true;
             n.state = State::Idle;
             n.established_at = None;
+            n.synced.clear();
             n.last_error = Some(reason.clone());
             n.restarting_until = graceful.map(|d| Instant::now() + d);
             let reason = match graceful {
@@ -555,6 +565,14 @@ pub fn apply(st: &mut AgentState, ev: Event) {
                     format!("BGP session with {peer} down: {reason}"),
                 )),
             )
+        }
+        Event::EndOfRib { peer, family } => {
+            if let Some(n) = st.bgp.get_mut(&peer) {
+                n.synced.insert(family);
+                // A table judged withdrawn may be judged now.
+                st.touch();
+            }
+            return;
         }
         Event::Routes { peer, delta } => {
             let Some(n) = st.bgp.get_mut(&peer) else {

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
+use bgp::wire::Family;
 use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,9 @@ const BFD_STARTUP_GRACE: Duration = Duration::from_secs(5);
 /// How long a line router's session has, once established, to send the site's routes
 /// before announcing none of them counts as a withdrawal.
 const ROUTES_SETTLE: Duration = Duration::from_secs(1);
+/// The longest a router that sends End-of-RIB is waited for before its table is judged
+/// anyway (a router that announces the capability and never sends the marker).
+const EOR_WAIT: Duration = Duration::from_secs(10);
 
 /// How long an end-to-end session stays counted as up after the far gateway went quiet
 /// on every path at once or restarted: long enough for its agent to come back (the
@@ -463,15 +467,20 @@ impl AgentState {
             .filter(|l| l.site.get_ref() == site && l.name.get_ref() != line.name.get_ref())
             .map(|l| l.name.get_ref().as_str())
             .collect();
-        // Only a session that is up, and has been for a moment, speaks for its router's
-        // table: one just established has not sent it yet (a router coming back brings up
-        // its sessions before it has the routes to send), one that is down (a graceful
-        // restart, excused by the BGP signal) has sent nothing to this agent yet.
+        // Only a session that is up and has sent its table speaks for its router: one just
+        // established has not sent it yet (a router coming back brings up its sessions
+        // before it has the routes to send), one that is down (a graceful restart, excused
+        // by the BGP signal) has sent nothing to this agent yet. A router that marks the
+        // end of its table (End-of-RIB) is waited for, up to EOR_WAIT; one that does not
+        // is given ROUTES_SETTLE.
         let settled = |v6: bool| {
+            let family = if v6 { Family::Ipv6 } else { Family::Ipv4 };
             own.iter().filter(|n| n.peer.is_ipv6() == v6).all(|n| {
+                let up_for = n.established_at.map_or(Duration::MAX, |t| t.elapsed());
                 n.state == bgp::fsm::State::Established
-                    && n.established_at
-                        .is_none_or(|t| t.elapsed() >= ROUTES_SETTLE)
+                    && (n.synced.contains(&family)
+                        || up_for >= EOR_WAIT
+                        || (!n.sends_end_of_rib && up_for >= ROUTES_SETTLE))
             })
         };
         let withdrawn = [false, true].into_iter().find(|&v6| {
@@ -1178,6 +1187,20 @@ mod tests {
             IpAddr::from([192, 0, 2, 2]),
             neighbor("l1", [192, 0, 2, 2], &[], ROUTES_SETTLE * 2),
         );
+        assert_eq!(bgp_of(&st), Health::Down);
+        // A router that sends End-of-RIB is waited for, past the settle time...
+        let mut marks = neighbor("l1", [192, 0, 2, 2], &[], ROUTES_SETTLE * 2);
+        marks.sends_end_of_rib = true;
+        st.bgp.insert(IpAddr::from([192, 0, 2, 2]), marks.clone());
+        assert_eq!(bgp_of(&st), Health::Up);
+        // ... and its table, once complete without the site, is a withdrawal at once.
+        marks.synced.insert(Family::Ipv4);
+        st.bgp.insert(IpAddr::from([192, 0, 2, 2]), marks.clone());
+        assert_eq!(bgp_of(&st), Health::Down);
+        // One that never sends the marker is judged after EOR_WAIT.
+        marks.synced.clear();
+        marks.established_at = Instant::now().checked_sub(EOR_WAIT * 2);
+        st.bgp.insert(IpAddr::from([192, 0, 2, 2]), marks);
         assert_eq!(bgp_of(&st), Health::Down);
     }
 }

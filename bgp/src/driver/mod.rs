@@ -55,6 +55,11 @@ pub enum Event {
         peer: IpAddr,
         delta: RibDelta,
     },
+    /// The peer's initial table of `family` is complete (RFC 4724 End-of-RIB).
+    EndOfRib {
+        peer: IpAddr,
+        family: Family,
+    },
 }
 
 /// A snapshot for `crosslink status` and metrics.
@@ -569,6 +574,13 @@ impl Task {
         if let Some(f) = u.end_of_rib() {
             let gone = self.rib.sweep_stale(Some(f));
             self.emit_withdrawn(gone).await;
+            let _ = self
+                .events
+                .send(Event::EndOfRib {
+                    peer: self.cfg.peer,
+                    family: f,
+                })
+                .await;
             return None;
         }
         let ebgp = self.cfg.session.peer_asn != self.cfg.session.local_asn;

@@ -121,7 +121,10 @@ fn with_bird_at_100ms_admin_down_and_silent_drop() {
 
     // BIRD's BFD disabled: BIRD 2.0.12 just stops sending (it never sends AdminDown, see
     // the note in the loopback test, which checks AdminDown against our own peer), so we
-    // see the detection time expire, and the session return when BIRD does.
+    // see the detection time expire, and the session return when BIRD does. The BGP
+    // session with the router follows BFD down (Cease/BFD Down) and BFD waits for it to be
+    // back (see the agent's `coupling`): the session's state moves on from Down, so the
+    // detection is read from the events.
     lab.birdc(Node::Lr2, "disable bfd1").unwrap();
     let n = addr(Side::A, Line(2), true, false);
     wait_session(
@@ -130,8 +133,15 @@ fn with_bird_at_100ms_admin_down_and_silent_drop() {
         ("line2", "single-hop", &n),
         "down",
         Duration::from_secs(5),
-        |b| b["state"] == "Down" && b["local_diag"] == "control detection time expired",
+        |b| !up(b),
     );
+    let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
+    for said in [
+        format!("BFD with {n} Up -> Down (control detection time expired)"),
+        format!("BFD with {n} went down: closing the BGP session with it (Cease/BFD Down)"),
+    ] {
+        assert!(events.contains(&said), "{said}:\n{events}");
+    }
     lab.birdc(Node::Lr2, "enable bfd1").unwrap();
     wait_session(
         &lab,
@@ -152,7 +162,7 @@ fn with_bird_at_100ms_admin_down_and_silent_drop() {
         ("line1", "single-hop", &n),
         "down by silence",
         Duration::from_secs(5),
-        |b| b["state"] == "Down" && b["local_diag"] == "control detection time expired",
+        |b| !up(b),
     );
     let took = t0.elapsed();
     // Status is polled here (a CLI process each time): the bound is loose on purpose; the
@@ -160,9 +170,29 @@ fn with_bird_at_100ms_admin_down_and_silent_drop() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
     assert!(
-        events.contains("bfd-down") && events.contains("control detection time expired"),
+        events.contains(&format!(
+            "BFD with {n} Up -> Down (control detection time expired)"
+        )),
         "{events}"
     );
+    // BGP cannot come back across the drop, so BFD waits for it, and says so.
+    wait_session(
+        &lab,
+        Node::Gwa,
+        ("line1", "single-hop", &n),
+        "held for BGP",
+        Duration::from_secs(10),
+        |b| b["state"] == "AdminDown",
+    );
+    let s = status(&lab, Node::Gwa);
+    let line1 = s["sites"][0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "line1")
+        .unwrap()
+        .clone();
+    assert_eq!(line1["state"], "down", "{line1}");
     lab.heal(Side::A, Line(1)).unwrap();
     wait_session(
         &lab,
