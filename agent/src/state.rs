@@ -619,7 +619,8 @@ fn bfd_signal<'a>(
     let starting = |v: &BfdView| {
         young
             && v.state != Some(probes::wire::State::Up)
-            && (v.waiting_for_bgp || v.local_diag.is_none_or(|d| d == probes::wire::Diag::None))
+            && ((v.waiting_for_bgp && v.last_up_at.is_none())
+                || v.local_diag.is_none_or(|d| d == probes::wire::Diag::None))
     };
     let down = sessions
         .iter()
@@ -633,10 +634,17 @@ fn bfd_signal<'a>(
         Some(v) if v.waiting_for_bgp => (
             name,
             Health::Down,
-            Some(format!(
-                "BFD with {} waits for the BGP session with it (it starts once BGP is up)",
-                v.peer
-            )),
+            Some(if v.last_up_at.is_some() {
+                format!(
+                    "BFD with {} went down; it waits for the BGP session with it to come back",
+                    v.peer
+                )
+            } else {
+                format!(
+                    "BFD with {} waits for the BGP session with it (it starts once BGP is up)",
+                    v.peer
+                )
+            }),
         ),
         Some(v) => {
             let state = v.state.map_or("not started", |s| s.as_str());

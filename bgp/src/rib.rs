@@ -57,6 +57,9 @@ pub enum Rejection {
     TooSpecific,
     /// Beyond max_prefixes while the action is to tear the session down.
     MaxPrefix,
+    /// RFC 4271 §6.3: the NEXT_HOP is our own address on the session: forwarding by it
+    /// would loop back to us.
+    NextHopSelf,
 }
 
 impl Rejection {
@@ -70,6 +73,7 @@ impl Rejection {
             Rejection::OutsideSite => "outside-site",
             Rejection::TooSpecific => "too-specific",
             Rejection::MaxPrefix => "max-prefix",
+            Rejection::NextHopSelf => "next-hop-self",
         }
     }
 }
@@ -84,6 +88,7 @@ impl std::fmt::Display for Rejection {
             Rejection::OutsideSite => f.write_str("outside the site's aggregates"),
             Rejection::TooSpecific => f.write_str("more specific than the site's aggregates allow"),
             Rejection::MaxPrefix => f.write_str("beyond max_prefixes"),
+            Rejection::NextHopSelf => f.write_str("NEXT_HOP is our own address"),
         }
     }
 }
@@ -140,6 +145,8 @@ impl RibDelta {
 
 pub struct AdjRibIn {
     policy: ImportPolicy,
+    /// Our address on the established connection (see `set_local`).
+    local: Option<IpAddr>,
     routes: HashMap<IpNet, Entry>,
     interned: HashSet<Arc<RouteAttrs>>,
     rejected_total: u64,
@@ -149,6 +156,7 @@ impl AdjRibIn {
     pub fn new(policy: ImportPolicy) -> AdjRibIn {
         AdjRibIn {
             policy,
+            local: None,
             routes: HashMap::new(),
             interned: HashSet::new(),
             rejected_total: 0,
@@ -183,6 +191,27 @@ impl AdjRibIn {
     }
 
     /// Applies an UPDATE received on an Established session with the negotiated `ctx`.
+    /// Our address on the session now established: routes whose next hop it is are
+    /// refused (RFC 4271 §6.3).
+    pub fn set_local(&mut self, local: Option<IpAddr>) {
+        self.local = local;
+    }
+
+    /// Refuses `prefixes` for `why`, withdrawing what was held for them.
+    fn refuse_all<'a>(
+        &mut self,
+        prefixes: impl Iterator<Item = &'a IpNet>,
+        why: Rejection,
+        d: &mut RibDelta,
+    ) {
+        for p in prefixes {
+            if self.remove(p) {
+                d.withdrawn.push(*p);
+            }
+            d.rejected.push((*p, why));
+        }
+    }
+
     pub fn apply(&mut self, u: &Update, ebgp: bool) -> RibDelta {
         let mut d = RibDelta::default();
         for p in u.withdrawn_all() {
@@ -197,22 +226,21 @@ impl AdjRibIn {
         if let Some(why) = verdict {
             // RFC 7606 treat-as-withdraw (or a path we must not use): the announced
             // prefixes are gone, whatever we held for them before.
-            for p in u.announced() {
-                if self.remove(p) {
-                    d.withdrawn.push(*p);
-                }
-                d.rejected.push((*p, why));
-            }
+            self.refuse_all(u.announced(), why, &mut d);
             self.rejected_total += d.rejected.len() as u64;
             return d;
         }
+        let local = self.local;
+        let ours = |nh: IpAddr| local == Some(nh);
         let mut attrs = u.attrs.clone();
         if ebgp {
             // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
             attrs.local_pref = None;
         }
         if !u.nlri.is_empty() {
-            if let Some(nh) = u.attrs.next_hop {
+            if u.attrs.next_hop.is_some_and(|nh| ours(IpAddr::V4(nh))) {
+                self.refuse_all(u.nlri.iter(), Rejection::NextHopSelf, &mut d);
+            } else if let Some(nh) = u.attrs.next_hop {
                 let shared = self.intern(RouteAttrs {
                     next_hop: IpAddr::V4(nh),
                     attrs: attrs.clone(),
@@ -224,7 +252,9 @@ impl AdjRibIn {
         }
         if let Some(mp) = &u.mp_reach {
             // Prefer the global next hop; a link-local one alone is usable on the link.
-            if let Some(nh) = mp.next_hops.first() {
+            if mp.next_hops.first().is_some_and(|nh| ours(*nh)) {
+                self.refuse_all(mp.nlri.iter(), Rejection::NextHopSelf, &mut d);
+            } else if let Some(nh) = mp.next_hops.first() {
                 let shared = self.intern(RouteAttrs {
                     next_hop: *nh,
                     attrs,

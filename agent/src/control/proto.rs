@@ -174,6 +174,10 @@ pub struct PolicyStatus {
     pub hold_down_seconds: Option<f64>,
     /// Flap penalty now (RFC 2439 style; decays with the half-life).
     pub penalty: f64,
+    /// Failures charged a penalty since the agent started (a path already out of service
+    /// can fail again: each is a flap).
+    #[serde(default)]
+    pub flaps: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_seconds: Option<f64>,
     pub degraded: bool,
@@ -245,7 +249,7 @@ pub struct BgpStatus {
     pub prefixes_received: usize,
     pub prefixes_rejected: u64,
     /// The refusals by reason (`outside-site`, `too-specific`, `default-route`,
-    /// `max-prefix`, `malformed`, `first-as`, `as-loop`).
+    /// `max-prefix`, `malformed`, `first-as`, `as-loop`, `next-hop-self`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub prefixes_advertised: usize,

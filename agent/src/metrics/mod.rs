@@ -56,7 +56,7 @@ impl Recorder {
         let transitions = IntCounterVec::new(
             Opts::new(
                 "crosslink_path_transitions_total",
-                "Paths entering or leaving service, by the reason (failed signal, loss, operator, return).",
+                "Paths entering or leaving service, by the reason (failed signal, loss, operator, return); a path out of service that fails again (charged another flap penalty) counts as leaving it again.",
             ),
             &["path", "kind", "to", "reason"],
         )
@@ -99,6 +99,26 @@ impl Recorder {
         self.transitions
             .with_label_values(&[path, kind, to, reason])
             .inc();
+    }
+
+    /// Transitions of `path` to `to` ("up" or "down") counted so far, for every reason.
+    #[cfg(test)]
+    pub(crate) fn transitions_of(&self, path: &str, to: &str) -> u64 {
+        use prometheus::core::Collector;
+        self.transitions
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                let has = |k: &str, v: &str| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == k && l.value() == v)
+                };
+                has("path", path) && has("to", to)
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 
     pub fn failover(&self, site: &str, reason: Reason) {
@@ -284,7 +304,7 @@ fn snapshot(s: &Status) -> Vec<MetricFamily> {
     let bgp_rejected = counter(
         &r,
         "crosslink_bgp_prefixes_rejected_total",
-        "Prefixes the neighbour sent that the import filter refused, by reason (outside-site, too-specific, default-route, max-prefix, malformed, first-as, as-loop).",
+        "Prefixes the neighbour sent that the import filter refused, by reason (outside-site, too-specific, default-route, max-prefix, malformed, first-as, as-loop, next-hop-self).",
         &["line", "neighbor", "reason"],
     );
     let tun_running = int_gauge(

@@ -126,6 +126,7 @@ pub struct PathPolicy {
     pub admitted: bool,
     pub hold_down_left: Option<Duration>,
     pub penalty: f64,
+    pub flaps: u64,
     pub suppressed_for: Option<Duration>,
     pub degraded: bool,
     pub operator: &'static str,
@@ -144,6 +145,8 @@ struct Path {
     restored: bool,
     degraded: bool,
     penalty: damping::Penalty,
+    /// Failures charged to `penalty` since the agent started.
+    flaps: u64,
     operator: Operator,
     admitted: bool,
     /// Why it is not admitted, as last decided.
@@ -159,6 +162,7 @@ impl Path {
             restored: false,
             degraded: false,
             penalty: damping::Penalty::new(now),
+            flaps: 0,
             operator: Operator::Normal,
             admitted: false,
             why: String::new(),
@@ -436,6 +440,9 @@ impl Policy {
                 ""
             };
             events.push(("path-down", format!("{}: {why}{charged}", o.name)));
+            if !same_failure {
+                p.flaps += 1;
+            }
             if !same_failure && p.penalty.flap(&s.damping, now) {
                 let v = p.penalty.value(&s.damping, now);
                 events.push((
@@ -550,6 +557,7 @@ impl Policy {
                 )
                 .flatten(),
             penalty: pen.value(&s.damping, now),
+            flaps: p.flaps,
             suppressed_for: suppressed
                 .then(|| pen.reuse_at(&s.damping, now).map(|t| t - now))
                 .flatten(),

@@ -266,6 +266,9 @@ fn flapping_every_two_seconds_for_ten_minutes_changes_the_group_once() {
     assert_eq!(sim.changes(), [(10_010, "line2")]);
     let downs = sim.events().iter().filter(|e| e.1 == "path-down").count();
     assert_eq!(downs, 150);
+    // Each a failure of its own (up 2 s each time), each counted for the alerts, though
+    // the line left service once.
+    assert_eq!(sim.policy.status("line1", sim.now).unwrap().flaps, 150);
     let suppressed: Vec<u64> = sim
         .events()
         .iter()
@@ -588,6 +591,7 @@ fn a_line_router_restart_costs_one_penalty_however_its_sessions_come_back() {
     assert_eq!(downs, 3, "each is told: {:?}", sim.events());
     let s = sim.policy.status("line1", sim.now).unwrap();
     assert!(s.penalty < 1000.0, "charged once: {}", s.penalty);
+    assert_eq!(s.flaps, 1, "and counted once");
     assert!(s.suppressed_for.is_none());
     assert_eq!(sim.changes(), [(10_010, "line2"), (45_090, "line1")]);
 }

@@ -126,6 +126,7 @@ fn policy_status(p: &PathPolicy, why: &str) -> PolicyStatus {
         },
         hold_down_seconds: p.hold_down_left.map(|d| d.as_secs_f64()),
         penalty: (p.penalty * 10.0).round() / 10.0,
+        flaps: p.flaps,
         suppressed_seconds: p.suppressed_for.map(|d| d.as_secs_f64()),
         degraded: p.degraded,
         operator: p.operator.to_owned(),
@@ -162,9 +163,14 @@ fn count_transitions(
 ) -> BTreeMap<String, Reason> {
     let mut down = BTreeMap::new();
     for (path, view) in now {
-        let was = st.policy.get(path).map(|v| v.admitted);
-        if was.is_none() || was == Some(view.admitted) {
+        let Some(before) = st.policy.get(path) else {
             continue; // the first verdict after a start is no transition
+        };
+        // A path out of service that fails again (charged another flap penalty) leaves
+        // service again as far as the counters go: flaps must reach the alerts.
+        let failed_again = !view.admitted && view.flaps > before.flaps;
+        if before.admitted == view.admitted && !failed_again {
+            continue;
         }
         let reason = if view.admitted {
             "healthy"
@@ -688,6 +694,54 @@ impl Programmer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_that_fails_again_while_out_of_service_counts_as_leaving_it_again() {
+        let cfg = crate::config::parse(
+            r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "eth-up"
+            neighbors = ["192.0.2.2"]
+            peer_asn = 65101
+            "#,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap();
+        let mut st = AgentState::new(cfg, std::path::Path::new("t.toml"));
+        let view = |admitted: bool, flaps: u64| PolicyStatus {
+            admitted,
+            reason: String::new(),
+            hold_down_seconds: None,
+            penalty: 0.0,
+            flaps,
+            suppressed_seconds: None,
+            degraded: false,
+            operator: "none".into(),
+        };
+        let pass = |st: &mut AgentState, v: PolicyStatus| {
+            let views = BTreeMap::from([("l1".to_owned(), v)]);
+            count_transitions(st, &views);
+            st.policy = views;
+        };
+        pass(&mut st, view(true, 0)); // the first verdict: no transition
+        pass(&mut st, view(false, 1)); // fails
+        pass(&mut st, view(false, 1)); // still out, nothing new
+        pass(&mut st, view(false, 2)); // back for a moment in hold-down, fails again
+        pass(&mut st, view(false, 3));
+        pass(&mut st, view(true, 3)); // returns
+        assert_eq!(st.metrics.transitions_of("l1", "down"), 3);
+        assert_eq!(st.metrics.transitions_of("l1", "up"), 1);
+    }
 
     #[test]
     fn transitions_are_named_for_the_operator() {

@@ -444,6 +444,12 @@ impl Task {
         tracing::info!(peer = %self.cfg.peer, asn = neg.peer_asn, hold = neg.hold_time, families = ?neg.families, "BGP session established");
         self.established_at = Some(Instant::now());
         self.warned_max_prefix = false;
+        let local = self
+            .fsm
+            .established_conn()
+            .and_then(|id| self.conns.get(&id))
+            .map(|c| c.local.ip());
+        self.rib.set_local(local);
         let _ = self
             .events
             .send(Event::Up {

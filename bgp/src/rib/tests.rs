@@ -308,3 +308,35 @@ fn each_refusal_says_why_default_outside_or_too_specific() {
     p.bounds[0].max_len = 24;
     assert_eq!(rib.set_policy(p), [net("198.18.2.128/25")]);
 }
+
+#[test]
+fn a_route_whose_next_hop_is_our_own_address_is_refused() {
+    let mut rib = AdjRibIn::new(policy(100));
+    let v4 = announce(&["198.18.2.0/24"], vec![65101]);
+    assert_eq!(rib.apply(&v4, true).added.len(), 1);
+    // The peer now says the next hop is us (RFC 4271 §6.3): the held route goes too.
+    rib.set_local(Some("198.19.11.2".parse().unwrap()));
+    let d = rib.apply(&v4, true);
+    assert_eq!(d.withdrawn, vec![net("198.18.2.0/24")]);
+    assert_eq!(
+        d.rejected,
+        vec![(net("198.18.2.0/24"), Rejection::NextHopSelf)]
+    );
+    assert_eq!(Rejection::NextHopSelf.label(), "next-hop-self");
+    let v6 = Update {
+        attrs: announce(&[], vec![65101]).attrs,
+        mp_reach: Some(MpReach {
+            family: Family::Ipv6,
+            next_hops: vec!["2001:db8:11::1".parse().unwrap()],
+            nlri: vec![net("2001:db8:b::/64")],
+        }),
+        ..Update::default()
+    };
+    rib.set_local(Some("2001:db8:11::1".parse().unwrap()));
+    let d = rib.apply(&v6, true);
+    assert!(d.added.is_empty(), "{d:?}");
+    assert_eq!(d.rejected[0].1, Rejection::NextHopSelf);
+    // Another address of ours on another session is no concern of this one.
+    rib.set_local(Some("2001:db8:12::1".parse().unwrap()));
+    assert_eq!(rib.apply(&v6, true).added.len(), 1);
+}

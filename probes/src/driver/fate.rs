@@ -23,15 +23,34 @@ pub enum FarEnd {
     Restarted,
 }
 
+/// Another session of the group, as a witness of the far end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Witness {
+    /// When it last heard the far end say Up.
+    pub last_up: Option<Instant>,
+    /// Since when it has been Up (None: it is not).
+    pub up_since: Option<Instant>,
+}
+
 /// Judges an Up session's fall to Down against the rest of its fate group.
 /// `heard`: when this session last heard the far end say Up, and the far end's transmit
-/// interval; `others`: when each other session of the group last did.
+/// interval; `others`: the other sessions of the group.
 pub fn judge(
     diag: Diag,
     remote_diag: Option<Diag>,
     heard: (Option<Instant>, Duration),
-    others: &[Option<Instant>],
+    others: &[Witness],
 ) -> FarEnd {
+    // A witness must have been Up since before our last packet: one that came Up since
+    // then may be talking to a far end that restarted meanwhile (its new agent answers
+    // within our detection time), which says nothing of whether our path works.
+    let others: Vec<Option<Instant>> = others
+        .iter()
+        .map(|w| {
+            let steady = w.up_since.is_some_and(|u| heard.0.is_none_or(|h| u <= h));
+            w.last_up.filter(|_| steady)
+        })
+        .collect();
     match diag {
         Diag::NeighborSignaledSessionDown if remote_diag == Some(Diag::None) => FarEnd::Restarted,
         Diag::ControlDetectionTimeExpired if !others.is_empty() => {
@@ -55,6 +74,17 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Witnesses Up since long before, that last heard the far end at these times.
+    fn steady(last: &[Option<Instant>]) -> Vec<Witness> {
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(60));
+        last.iter()
+            .map(|&last_up| Witness {
+                last_up,
+                up_since: long_ago,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_far_end_heard_elsewhere_after_our_packet_was_due_is_alive() {
         let t0 = Instant::now();
@@ -64,7 +94,7 @@ mod tests {
                 Diag::ControlDetectionTimeExpired,
                 Some(Diag::None),
                 heard,
-                others,
+                &steady(others),
             )
         };
         // Another path heard Up 25 ms after our last: the far end lives, our path failed.
@@ -101,14 +131,50 @@ mod tests {
                     Diag::NeighborSignaledSessionDown,
                     Some(remote),
                     heard,
-                    &[None]
+                    &steady(&[None])
                 ),
                 FarEnd::Unjudged
             );
         }
         assert_eq!(
-            judge(Diag::AdministrativelyDown, None, heard, &[None]),
+            judge(Diag::AdministrativelyDown, None, heard, &steady(&[None])),
             FarEnd::Unjudged
+        );
+    }
+
+    #[test]
+    fn a_witness_that_came_up_after_our_last_packet_does_not_count() {
+        let t0 = Instant::now();
+        let heard = (Some(t0), 10 * MS);
+        // The far end's agent was killed just after t0 and its new one brought another
+        // path Up again 30 ms later, before our detection time ran out: a restart, not a
+        // failure of our path.
+        let restarted = Witness {
+            last_up: Some(t0 + 31 * MS),
+            up_since: Some(t0 + 30 * MS),
+        };
+        assert_eq!(
+            judge(
+                Diag::ControlDetectionTimeExpired,
+                Some(Diag::None),
+                heard,
+                &[restarted]
+            ),
+            FarEnd::Silent
+        );
+        // Up all along, it heard the far end after our packet was due: our path failed.
+        let steady = Witness {
+            up_since: Some(t0 - 5 * MS),
+            ..restarted
+        };
+        assert_eq!(
+            judge(
+                Diag::ControlDetectionTimeExpired,
+                Some(Diag::None),
+                heard,
+                &[steady]
+            ),
+            FarEnd::Alive
         );
     }
 }

@@ -17,7 +17,7 @@
 //! tokio channel; status is answered on a oneshot.
 
 pub mod fate;
-pub use fate::{judge, FarEnd};
+pub use fate::{judge, FarEnd, Witness};
 mod net;
 pub mod priority;
 mod timing;
@@ -586,13 +586,16 @@ impl Engine {
             if let (State::Up, Some(me), Some(group)) =
                 (ev.from, me, me.and_then(|m| m.spec.fate.as_ref()))
             {
-                let others: Vec<Option<Instant>> = self
+                let heard = (me.session.stats().last_up_rx, me.session.rx_interval());
+                let others: Vec<Witness> = self
                     .sessions
                     .iter()
                     .filter(|(id, o)| **id != ev.id && o.spec.fate.as_ref() == Some(group))
-                    .map(|(_, o)| o.session.stats().last_up_rx)
+                    .map(|(_, o)| Witness {
+                        last_up: o.session.stats().last_up_rx,
+                        up_since: o.session.stats().up_since,
+                    })
                     .collect();
-                let heard = (me.session.stats().last_up_rx, me.session.rx_interval());
                 ev.far_end = judge(ev.diag, ev.remote_diag, heard, &others);
             }
             let _ = self.events.send(ev);

@@ -387,6 +387,29 @@ impl Lab {
         setup::start_bird_again(self, node)
     }
 
+    /// The supervised processes of `line`'s router: BIRD, or FRR's zebra, bfdd and bgpd.
+    fn line_router_procs(&self, line: Line) -> Vec<String> {
+        let node = line.router();
+        match self.opts.line_router {
+            LineRouter::Bird => vec![format!("bird-{node}")],
+            LineRouter::Frr => frr::DAEMONS.iter().map(|d| format!("{d}-{node}")).collect(),
+        }
+    }
+
+    /// Kills every daemon of `line`'s router (SIGKILL: a crash or a power cut); they stay
+    /// down until `restart_line_router`.
+    pub fn kill_line_router(&mut self, line: Line) -> Result<()> {
+        let names = self.line_router_procs(line);
+        for p in self
+            .procs
+            .iter()
+            .filter(|p| names.iter().any(|n| n == p.name()))
+        {
+            p.signal(nix::sys::signal::Signal::SIGKILL)?;
+        }
+        Ok(())
+    }
+
     /// Kills every daemon of `line`'s router (SIGKILL: a crash or a power cut) and starts
     /// them again with the same config: BIRD, or FRR's zebra, bfdd and bgpd.
     pub fn restart_line_router(&mut self, line: Line) -> Result<()> {
@@ -394,15 +417,8 @@ impl Lab {
         match self.opts.line_router {
             LineRouter::Bird => self.restart_bird(node),
             LineRouter::Frr => {
-                let names: Vec<String> =
-                    frr::DAEMONS.iter().map(|d| format!("{d}-{node}")).collect();
-                for p in self
-                    .procs
-                    .iter()
-                    .filter(|p| names.iter().any(|n| n == p.name()))
-                {
-                    p.signal(nix::sys::signal::Signal::SIGKILL)?;
-                }
+                self.kill_line_router(line)?;
+                let names = self.line_router_procs(line);
                 // Dropping a process reaps it.
                 self.procs.retain(|p| !names.iter().any(|n| n == p.name()));
                 // A killed daemon leaves its sockets and pid files; the new ones refuse them.
@@ -473,6 +489,24 @@ impl Lab {
     pub fn process(&mut self, name: &str) -> Option<&mut Proc> {
         self.procs.iter_mut().find(|p| p.name() == name)
     }
+}
+
+/// For each test function `name(router: LineRouter)`, a module `name` with the tests
+/// `bird` and `frr`: the same test against each kind of line router (`name::bird`).
+#[macro_export]
+macro_rules! against_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn bird() {
+                super::$name($crate::LineRouter::Bird)
+            }
+            #[test]
+            fn frr() {
+                super::$name($crate::LineRouter::Frr)
+            }
+        }
+    )*};
 }
 
 /// A WireGuard private key in `path` (made with `wg genkey`, mode 0600, when the file does

@@ -1,22 +1,35 @@
-//! Failover and return end to end: crosslink on both gateways (symmetric), BIRD on the line
-//! routers, two tunnels, the traffic probe at 1,000 packets/s in both directions between ha
-//! and hb. Asserts paths and behaviour, not speed. Needs root; never skipped.
+//! Failover and return end to end: crosslink on both gateways (symmetric), BIRD or FRR on
+//! the line routers (every test runs against both: `<test>::bird`, `<test>::frr`), two
+//! tunnels, the traffic probe at 1,000 packets/s in both directions between ha and hb.
+//! Asserts paths and behaviour, not speed. Needs root; never skipped.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, ProbeReport, Side, TrafficProbe};
+use lab::{
+    Cut, GatewayMode, Lab, LabOptions, Line, LineRouter, Node, ProbeReport, Side, TrafficProbe,
+};
+
+lab::against_both!(
+    carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss,
+    silent_drop_on_both_lines_rides_the_tunnels_and_comes_back,
+    drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes,
+    a_line_router_that_dies_is_left_and_taken_back_once_it_is_healthy,
+    an_agent_killed_in_normal_state_loses_no_packet_on_the_lines,
+    an_agent_killed_in_failover_resumes_tunnel_traffic,
+);
 
 /// Short enough for a test, long enough to see the line wait.
 const HOLD_DOWN: Duration = Duration::from_secs(4);
 
-fn lab() -> Lab {
-    let opts = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(|_, cfg| {
+fn lab(router: LineRouter) -> Lab {
+    let mut opts = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(|_, cfg| {
         format!(
             "{cfg}\n[policy]\nhold_down = \"{}s\"\ndrain_delay = \"2s\"\n",
             HOLD_DOWN.as_secs()
         )
     });
+    opts.line_router = router;
     let lab = Lab::up(opts).expect("lab up");
     for gw in [Node::Gwa, Node::Gwb] {
         wait_active(&lab, gw, "line1", Duration::from_secs(60));
@@ -45,6 +58,35 @@ fn lab() -> Lab {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
     }
     lab
+}
+
+/// lr1's route to `prefix` as it shows it: the length of its AS path, whether it carries
+/// GRACEFUL_SHUTDOWN (65535:0), and the router's own text of it.
+fn lr1_route(lab: &Lab, prefix: &str) -> anyhow::Result<(usize, bool, String)> {
+    match lab.line_router() {
+        LineRouter::Bird => {
+            let r = lab.birdc(Node::Lr1, &format!("show route {prefix} all"))?;
+            let len = r
+                .lines()
+                .find(|l| l.contains("BGP.as_path"))
+                .map_or(0, |l| {
+                    l.split_whitespace()
+                        .filter(|w| w.parse::<u32>().is_ok())
+                        .count()
+                });
+            Ok((len, r.contains("(65535,0)"), r))
+        }
+        LineRouter::Frr => {
+            let r = lab.vtysh(Node::Lr1, &format!("show bgp ipv4 unicast {prefix} json"))?;
+            let v: serde_json::Value = serde_json::from_str(&r)?;
+            let path = &v["paths"][0];
+            let len = path["aspath"]["length"].as_u64().unwrap_or(0) as usize;
+            let gshut = path["community"]["list"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|c| c == "gracefulShutdown"));
+            Ok((len, gshut, r))
+        }
+    }
 }
 
 fn active(lab: &Lab, gw: Node) -> String {
@@ -175,9 +217,10 @@ fn return_without_loss(lab: &mut Lab, heal: impl FnOnce(&mut Lab)) {
     );
 }
 
-#[test]
-fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss() {
-    let mut lab = lab();
+fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss(
+    router: LineRouter,
+) {
+    let mut lab = lab(router);
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Carrier).unwrap();
@@ -194,9 +237,8 @@ fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss
     heal_and_return_without_loss(&mut lab);
 }
 
-#[test]
-fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
-    let mut lab = lab();
+fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back(router: LineRouter) {
+    let mut lab = lab(router);
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
@@ -254,33 +296,21 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back() {
     heal_and_return_without_loss(&mut lab);
 }
 
-#[test]
-fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
-    let mut lab = lab();
+fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes(router: LineRouter) {
+    let mut lab = lab(router);
     let out = lab.crosslink(Node::Gwa, &["drain", "line1"]).unwrap();
     assert!(out.contains("draining"), "{out}");
-    // lr1 hears our prefixes with three more AS-path prepends, at once.
+    // lr1 hears our prefixes with three more AS-path prepends, at once, tagged
+    // GRACEFUL_SHUTDOWN (RFC 8326), which gwb honours: it leaves line 1 first.
     let gwa_lan = lab::topology::network(host(Side::A));
     lab.wait_for(
         "lr1 sees the prepended path",
         Duration::from_secs(10),
-        || {
-            let r = lab.birdc(Node::Lr1, &format!("show route {gwa_lan} all"))?;
-            Ok(r.lines().any(|l| {
-                l.contains("BGP.as_path")
-                    && l.split_whitespace()
-                        .filter(|w| w.parse::<u32>().is_ok())
-                        .count()
-                        >= 4
-            }))
-        },
+        || Ok(lr1_route(&lab, &gwa_lan.to_string())?.0 >= 4),
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
-    // ... tagged GRACEFUL_SHUTDOWN (RFC 8326), which gwb honours: it leaves line 1 first.
-    let route = lab
-        .birdc(Node::Lr1, &format!("show route {gwa_lan} all"))
-        .unwrap();
-    assert!(route.contains("(65535,0)"), "{route}");
+    let (_, gshut, route) = lr1_route(&lab, &gwa_lan.to_string()).unwrap();
+    assert!(gshut, "{route}");
     wait_active(&lab, Node::Gwb, "line2", Duration::from_secs(5));
     assert_eq!(
         active(&lab, Node::Gwa),
@@ -328,15 +358,11 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes() {
     assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "none");
 }
 
-#[test]
-fn a_line_router_whose_bird_dies_is_left_and_taken_back_once_it_is_healthy() {
-    let mut lab = lab();
+fn a_line_router_that_dies_is_left_and_taken_back_once_it_is_healthy(router: LineRouter) {
+    let mut lab = lab(router);
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
-    lab.process("bird-lr1")
-        .expect("BIRD on lr1")
-        .signal(nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    lab.kill_line_router(Line(1)).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {
         wait_active(&lab, gw, "line2", Duration::from_secs(10));
     }
@@ -345,19 +371,18 @@ fn a_line_router_whose_bird_dies_is_left_and_taken_back_once_it_is_healthy() {
     for (dir, r) in [("ha -> hb", &ab), ("hb -> ha", &ba)] {
         assert!(r.received > 1000 && r.longest_gap_ms < 1000.0, "{dir}: {r}");
     }
-    eprintln!("BIRD on lr1 killed: ha->hb {ab}; hb->ha {ba}");
+    eprintln!("{router:?} on lr1 killed: ha->hb {ab}; hb->ha {ba}");
     let why = lab.status(Node::Gwa).unwrap()["sites"][0]["paths"][0]["reason"].clone();
     let why = why.as_str().unwrap_or_default();
     assert!(why.contains("BGP") || why.contains("BFD"), "{why}");
-    return_without_loss(&mut lab, |lab| lab.restart_bird(Node::Lr1).unwrap());
+    return_without_loss(&mut lab, |lab| lab.restart_line_router(Line(1)).unwrap());
 }
 
 /// (e) A crash of the agent in normal state: the kernel keeps forwarding on gwa, the line
 /// routers keep gwa's routes (graceful restart), and gwb sees gwa go quiet on every path
 /// at once and keeps its routes: not one packet lost on the lines.
-#[test]
-fn an_agent_killed_in_normal_state_loses_no_packet_on_the_lines() {
-    let mut lab = lab();
+fn an_agent_killed_in_normal_state_loses_no_packet_on_the_lines(router: LineRouter) {
+    let mut lab = lab(router);
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.restart_crosslink(Node::Gwa, nix::sys::signal::Signal::SIGKILL)
@@ -405,9 +430,8 @@ fn an_agent_killed_in_normal_state_loses_no_packet_on_the_lines() {
 /// (e) A crash in failover: the tunnels die with the agent (userspace WireGuard) and
 /// resume with the new one; the adopted routes stay on the tunnels (the lines are still
 /// cut) and return once the lines heal.
-#[test]
-fn an_agent_killed_in_failover_resumes_tunnel_traffic() {
-    let mut lab = lab();
+fn an_agent_killed_in_failover_resumes_tunnel_traffic(router: LineRouter) {
+    let mut lab = lab(router);
     lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
     lab.cut(Side::A, Line(2), Cut::Blackhole).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {

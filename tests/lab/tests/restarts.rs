@@ -1,17 +1,24 @@
 //! A restart of the agent, or a stall of its process, is not a failure of its paths: the
 //! standby line is a failover target as soon as its signals are back (not after a
 //! hold-down), and a stopped-then-continued agent charges no flap penalty and moves
-//! nothing. Asserts behaviour, not speed. Needs root; never skipped.
+//! nothing; a line router's restart costs its line one flap penalty, however its
+//! sessions come back (against BIRD and FRR). Asserts behaviour, not speed. Needs root;
+//! never skipped.
 
 use std::time::Duration;
 
-use lab::{Cut, GatewayMode, Lab, LabOptions, Line, Node, Side};
+use lab::{Cut, GatewayMode, Lab, LabOptions, Line, LineRouter, Node, Side};
 use nix::sys::signal::Signal;
 
 /// The shipped hold-down: what a line that failed waits before it carries traffic again.
 fn lab() -> Lab {
-    let opts = LabOptions::new(GatewayMode::Crosslink)
+    lab_with(LineRouter::Bird)
+}
+
+fn lab_with(router: LineRouter) -> Lab {
+    let mut opts = LabOptions::new(GatewayMode::Crosslink)
         .crosslink_hook(|_, cfg| format!("{cfg}\n[policy]\nhold_down = \"30s\"\n"));
+    opts.line_router = router;
     let lab = Lab::up(opts).expect("lab up");
     lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
         lab.both_on(Line(1))
@@ -134,4 +141,49 @@ fn a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing() {
         .collect();
     assert!(after_stall.is_empty(), "{after_stall:?}\n{events}");
     assert_eq!(active(&lab, Node::Gwa), "line1");
+}
+
+lab::against_both!(a_line_router_restart_costs_one_penalty);
+
+fn path(lab: &Lab, gw: Node, name: &str) -> serde_json::Value {
+    paths(lab, gw)
+        .into_iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_default()
+}
+
+/// The router comes back with its sessions one by one (BFD, then BGP per family, then
+/// the routes): the line is down once, charged once, counted once, on either gateway.
+fn a_line_router_restart_costs_one_penalty(router: LineRouter) {
+    let mut lab = lab_with(router);
+    lab.kill_line_router(Line(1)).unwrap();
+    for gw in [Node::Gwa, Node::Gwb] {
+        lab.wait_for(&format!("{gw} off line 1"), Duration::from_secs(10), || {
+            Ok(active(&lab, gw) == "line2")
+        })
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    lab.restart_line_router(Line(1)).unwrap();
+    for gw in [Node::Gwa, Node::Gwb] {
+        lab.wait_for(
+            &format!("{gw}: line 1's signals back"),
+            Duration::from_secs(30),
+            || Ok(path(&lab, gw, "line1")["state"] == "up"),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    }
+    // A few seconds for whatever still trickles in (a late family, a late route).
+    std::thread::sleep(Duration::from_secs(5));
+    for gw in [Node::Gwa, Node::Gwb] {
+        let p = path(&lab, gw, "line1");
+        let events = lab.crosslink(gw, &["events"]).unwrap_or_default();
+        assert_eq!(p["policy"]["flaps"], 1, "{gw}: {p}\n{events}");
+        let penalty = p["policy"]["penalty"].as_f64().unwrap();
+        assert!(
+            penalty > 0.0 && penalty <= 1000.0,
+            "{gw}: one penalty: {p}\n{events}"
+        );
+        assert_eq!(p["policy"]["suppressed_seconds"], serde_json::Value::Null);
+    }
 }
