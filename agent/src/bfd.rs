@@ -379,11 +379,13 @@ async fn fold_events(
         if !key.2 {
             // With a line router: BGP with it follows (see `coupling`). The send fails
             // only when BFD runs without the coupling task: nothing to tell then.
-            let _ = nudge.send(if coupling::bfd_failed(ev.from, ev.to, ev.remote_diag) {
-                Nudge::BfdFailed(ev.peer)
-            } else {
-                Nudge::Changed
-            });
+            let _ = nudge.send(
+                if coupling::bfd_failed(ev.from, ev.to, ev.remote_state, ev.remote_diag) {
+                    Nudge::BfdFailed(ev.peer)
+                } else {
+                    Nudge::Changed
+                },
+            );
         }
         let mut quiet = None;
         if let Some(v) = st.bfd.get_mut(&key) {
@@ -419,11 +421,14 @@ async fn fold_events(
             continue;
         }
         let what = if key.2 { "end-to-end BFD" } else { "BFD" };
-        let remote = ev
-            .remote_diag
-            .filter(|d| *d != Diag::None)
-            .map(|d| format!(", peer says {d}"))
-            .unwrap_or_default();
+        let remote = if ev.to != State::Up && ev.remote_state == Some(State::AdminDown) {
+            ", the peer is administratively down".to_owned()
+        } else {
+            ev.remote_diag
+                .filter(|d| *d != Diag::None)
+                .map(|d| format!(", peer says {d}"))
+                .unwrap_or_default()
+        };
         let msg = format!(
             "{what} with {} {} -> {} ({}{remote})",
             ev.peer,

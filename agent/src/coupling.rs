@@ -37,9 +37,18 @@ pub fn admitted(bgp_established: bool, bfd: Option<State>) -> bool {
 }
 
 /// Whether a BFD transition with a router is a failure BGP with it follows: not the
-/// router saying it is administratively down.
-pub fn bfd_failed(from: State, to: State, remote_diag: Option<Diag>) -> bool {
-    from == State::Up && to == State::Down && remote_diag != Some(Diag::AdministrativelyDown)
+/// router saying it is administratively down (by its state; FRR 8.4 sends AdminDown with
+/// no diagnostic, others with diag 7).
+pub fn bfd_failed(
+    from: State,
+    to: State,
+    remote: Option<State>,
+    remote_diag: Option<Diag>,
+) -> bool {
+    from == State::Up
+        && to == State::Down
+        && remote != Some(State::AdminDown)
+        && remote_diag != Some(Diag::AdministrativelyDown)
 }
 
 /// Whether a BFD failure closes the BGP session: only one that was up when this BFD
@@ -174,16 +183,25 @@ mod tests {
         assert!(bfd_failed(
             State::Up,
             State::Down,
+            None,
             Some(Diag::ControlDetectionTimeExpired)
         ));
-        assert!(bfd_failed(State::Up, State::Down, None));
+        assert!(bfd_failed(State::Up, State::Down, None, None));
         assert!(!bfd_failed(
             State::Up,
             State::Down,
+            None,
             Some(Diag::AdministrativelyDown)
         ));
-        assert!(!bfd_failed(State::Init, State::Down, None));
-        assert!(!bfd_failed(State::Down, State::AdminDown, None));
+        assert!(!bfd_failed(State::Init, State::Down, None, None));
+        assert!(!bfd_failed(State::Down, State::AdminDown, None, None));
+        // FRR's AdminDown carries no diagnostic: its state says it.
+        assert!(!bfd_failed(
+            State::Up,
+            State::Down,
+            Some(State::AdminDown),
+            Some(Diag::None)
+        ));
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct Stats {
     pub remote_state: Option<State>,
     /// When the last packet saying Up arrived: proof the peer's BFD was alive then.
     pub last_up_rx: Option<Instant>,
+    /// When the session last fell from Up.
+    pub down_at: Option<Instant>,
 }
 
 pub struct Session {
@@ -494,6 +496,9 @@ impl Session {
                 self.advertise(self.cfg.desired_min_tx, self.required_rx, now);
             }
             State::Down | State::AdminDown => {
+                if from == State::Up {
+                    self.stats.down_at = Some(now);
+                }
                 self.stats.up_since = None;
                 self.poll = None;
                 self.advertise(SLOW_TX.max(self.cfg.desired_min_tx), self.required_rx, now);

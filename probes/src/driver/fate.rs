@@ -28,8 +28,8 @@ pub enum FarEnd {
 pub struct Witness {
     /// When it last heard the far end say Up.
     pub last_up: Option<Instant>,
-    /// Since when it has been Up (None: it is not).
-    pub up_since: Option<Instant>,
+    /// When it last fell from Up.
+    pub down_at: Option<Instant>,
 }
 
 /// Judges an Up session's fall to Down against the rest of its fate group.
@@ -41,13 +41,13 @@ pub fn judge(
     heard: (Option<Instant>, Duration),
     others: &[Witness],
 ) -> FarEnd {
-    // A witness must have been Up since before our last packet: one that came Up since
-    // then may be talking to a far end that restarted meanwhile (its new agent answers
-    // within our detection time), which says nothing of whether our path works.
+    // A witness that lost the far end itself after our last packet and has heard it
+    // again since may be talking to a far end that restarted meanwhile (its new agent
+    // answers within our detection time), which says nothing of whether our path works.
     let others: Vec<Option<Instant>> = others
         .iter()
         .map(|w| {
-            let steady = w.up_since.is_some_and(|u| heard.0.is_none_or(|h| u <= h));
+            let steady = w.down_at.is_none_or(|d| heard.0.is_some_and(|h| d <= h));
             w.last_up.filter(|_| steady)
         })
         .collect();
@@ -74,13 +74,12 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Witnesses Up since long before, that last heard the far end at these times.
+    /// Witnesses that never went down, that last heard the far end at these times.
     fn steady(last: &[Option<Instant>]) -> Vec<Witness> {
-        let long_ago = Instant::now().checked_sub(Duration::from_secs(60));
         last.iter()
             .map(|&last_up| Witness {
                 last_up,
-                up_since: long_ago,
+                down_at: None,
             })
             .collect()
     }
@@ -143,38 +142,35 @@ mod tests {
     }
 
     #[test]
-    fn a_witness_that_came_up_after_our_last_packet_does_not_count() {
+    fn a_witness_that_lost_the_far_end_after_our_last_packet_does_not_count() {
         let t0 = Instant::now();
         let heard = (Some(t0), 10 * MS);
-        // The far end's agent was killed just after t0 and its new one brought another
-        // path Up again 30 ms later, before our detection time ran out: a restart, not a
-        // failure of our path.
+        let judge_by = |w: Witness| {
+            judge(
+                Diag::ControlDetectionTimeExpired,
+                Some(Diag::None),
+                heard,
+                &[w],
+            )
+        };
+        // The far end's agent was killed just after t0: another path timed it out too,
+        // and its new agent answered there 30 ms later, before our detection time ran
+        // out. A restart, not a failure of our path.
         let restarted = Witness {
             last_up: Some(t0 + 31 * MS),
-            up_since: Some(t0 + 30 * MS),
+            down_at: Some(t0 + 20 * MS),
         };
-        assert_eq!(
-            judge(
-                Diag::ControlDetectionTimeExpired,
-                Some(Diag::None),
-                heard,
-                &[restarted]
-            ),
-            FarEnd::Silent
-        );
-        // Up all along, it heard the far end after our packet was due: our path failed.
-        let steady = Witness {
-            up_since: Some(t0 - 5 * MS),
-            ..restarted
-        };
-        assert_eq!(
-            judge(
-                Diag::ControlDetectionTimeExpired,
-                Some(Diag::None),
-                heard,
-                &[steady]
-            ),
-            FarEnd::Alive
-        );
+        assert_eq!(judge_by(restarted), FarEnd::Silent);
+        // Up all along (or down only before our last packet), it heard the far end after
+        // our packet was due: our path failed.
+        for down_at in [None, Some(t0 - 5 * MS)] {
+            assert_eq!(
+                judge_by(Witness {
+                    down_at,
+                    ..restarted
+                }),
+                FarEnd::Alive
+            );
+        }
     }
 }

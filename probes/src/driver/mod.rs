@@ -156,6 +156,8 @@ pub struct Event {
     pub to: State,
     pub diag: Diag,
     pub remote_diag: Option<Diag>,
+    /// The state the peer last said it was in.
+    pub remote_state: Option<State>,
     /// For an Up session going down in a fate group: what the group says about the far end.
     pub far_end: FarEnd,
 }
@@ -365,6 +367,7 @@ impl Entry {
                         to,
                         diag,
                         remote_diag: self.session.stats().remote_diag,
+                        remote_state: self.session.stats().remote_state,
                         far_end: FarEnd::Unjudged,
                     });
                 }
@@ -593,7 +596,7 @@ impl Engine {
                     .filter(|(id, o)| **id != ev.id && o.spec.fate.as_ref() == Some(group))
                     .map(|(_, o)| Witness {
                         last_up: o.session.stats().last_up_rx,
-                        up_since: o.session.stats().up_since,
+                        down_at: o.session.stats().down_at,
                     })
                     .collect();
                 ev.far_end = judge(ev.diag, ev.remote_diag, heard, &others);

@@ -243,3 +243,78 @@ fn frr_restarted_under_a_running_crosslink_comes_back_without_a_flap() {
     }
     assert!(flapped.is_empty(), "{flapped:#?}\n{}", lab.log_tails(30));
 }
+
+/// FRR's operator shuts its BFD peer down (AdminDown, diag 7): crosslink takes the
+/// session down but keeps BGP with the router (RFC 5882 §3.2: AdminDown is no failure),
+/// and BFD comes back when the router enables it again.
+#[test]
+fn frr_taking_bfd_administratively_down_leaves_bgp_up() {
+    let lab = lab();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_sessions_up(&lab, gw);
+    }
+    let (peer, local) = (
+        Line(1).addr(Side::A, false, false),
+        Line(1).addr(Side::A, true, false),
+    );
+    let bfd_peer = format!("peer {peer} local-address {local} interface gwa");
+    let conf = |shut: &str| {
+        lab::netns::exec(
+            &Node::Lr1.ns(),
+            &[
+                "vtysh",
+                "-N",
+                "lr1",
+                "-c",
+                "configure terminal",
+                "-c",
+                "bfd",
+                "-c",
+                &bfd_peer,
+                "-c",
+                shut,
+            ],
+        )
+        .unwrap()
+    };
+    conf("shutdown");
+    let session = |lab: &Lab| -> serde_json::Value {
+        let s = lab.status(Node::Gwa).unwrap();
+        s["sites"][0]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "line1")
+            .and_then(|p| p["bfd"].as_array())
+            .and_then(|b| {
+                b.iter()
+                    .find(|b| b["neighbor"] == local.to_string())
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    lab.wait_for("BFD with lr1 down", Duration::from_secs(10), || {
+        Ok(session(&lab)["state"] != "Up")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", session(&lab)));
+    std::thread::sleep(Duration::from_secs(2));
+    let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
+    assert!(
+        events.contains("the peer is administratively down"),
+        "{events}"
+    );
+    assert!(!events.contains("closing the BGP session"), "{events}");
+    let s = lab.status(Node::Gwa).unwrap();
+    let line1 = &s["sites"][0]["paths"][0];
+    assert!(
+        line1["bgp"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["state"] == "Established")),
+        "BGP stays up: {line1}"
+    );
+    conf("no shutdown");
+    lab.wait_for("BFD with lr1 back", Duration::from_secs(20), || {
+        Ok(session(&lab)["state"] == "Up")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", session(&lab)));
+}

@@ -2,19 +2,21 @@
 //! standby line is a failover target as soon as its signals are back (not after a
 //! hold-down), and a stopped-then-continued agent charges no flap penalty and moves
 //! nothing; a line router's restart costs its line one flap penalty, however its
-//! sessions come back (against BIRD and FRR). Asserts behaviour, not speed. Needs root;
-//! never skipped.
+//! sessions come back. Each test runs against BIRD and FRR line routers (`<test>::bird`,
+//! `<test>::frr`). Asserts behaviour, not speed. Needs root; never skipped.
 
 use std::time::Duration;
 
 use lab::{Cut, GatewayMode, Lab, LabOptions, Line, LineRouter, Node, Side};
 use nix::sys::signal::Signal;
 
-/// The shipped hold-down: what a line that failed waits before it carries traffic again.
-fn lab() -> Lab {
-    lab_with(LineRouter::Bird)
-}
+lab::against_both!(
+    a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line,
+    a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing,
+    a_line_router_restart_costs_one_penalty,
+);
 
+/// The shipped hold-down: what a line that failed waits before it carries traffic again.
 fn lab_with(router: LineRouter) -> Lab {
     let mut opts = LabOptions::new(GatewayMode::Crosslink)
         .crosslink_hook(|_, cfg| format!("{cfg}\n[policy]\nhold_down = \"30s\"\n"));
@@ -69,9 +71,8 @@ fn active(lab: &Lab, gw: Node) -> String {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line() {
-    let mut lab = lab();
+fn a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line(router: LineRouter) {
+    let mut lab = lab_with(router);
     // The standings the agent keeps across a restart are saved as they change.
     std::thread::sleep(Duration::from_secs(2));
     lab.restart_crosslink(Node::Gwa, Signal::SIGTERM).unwrap();
@@ -111,9 +112,8 @@ fn a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line() {
     lab.heal(Side::A, Line(1)).unwrap();
 }
 
-#[test]
-fn a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing() {
-    let mut lab = lab();
+fn a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing(router: LineRouter) {
+    let mut lab = lab_with(router);
     let probes = [
         lab.probe(Side::A, false, 1000).unwrap(),
         lab.probe(Side::B, false, 1000).unwrap(),
@@ -142,8 +142,6 @@ fn a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing() {
     assert!(after_stall.is_empty(), "{after_stall:?}\n{events}");
     assert_eq!(active(&lab, Node::Gwa), "line1");
 }
-
-lab::against_both!(a_line_router_restart_costs_one_penalty);
 
 fn path(lab: &Lab, gw: Node, name: &str) -> serde_json::Value {
     paths(lab, gw)
