@@ -3,6 +3,7 @@
 //! hosts crosses them, and a silent failure of line 1 moves it to line 2 and back.
 //! Asserts behaviour, not speed. Needs root; never skipped.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use lab::{Cut, GatewayMode, Lab, LabOptions, Line, LineRouter, Node, Side};
@@ -317,4 +318,193 @@ fn frr_taking_bfd_administratively_down_leaves_bgp_up() {
         Ok(session(&lab)["state"] == "Up")
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", session(&lab)));
+}
+
+/// gwa's BGP neighbour `router` (an address of lr1 or lr2) as its status shows it.
+fn neighbor(lab: &Lab, router: IpAddr) -> serde_json::Value {
+    let s = lab.status(Node::Gwa).unwrap_or_default();
+    s["sites"][0]["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["bgp"].as_array().cloned().unwrap_or_default())
+        .find(|n| n["neighbor"] == router.to_string())
+        .unwrap_or_default()
+}
+
+fn wait_neighbor(lab: &Lab, router: IpAddr, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    lab.wait_for(
+        &format!("gwa neighbour {router}: {what}"),
+        Duration::from_secs(15),
+        || Ok(f(&neighbor(lab, router))),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nlast: {}\n{}",
+            neighbor(lab, router),
+            lab.log_tails(15)
+        )
+    });
+}
+
+/// lr1's BGP entry for `prefix` (`show bgp ... json`).
+fn frr_route(lab: &Lab, prefix: &str) -> serde_json::Value {
+    let family = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+    let out = lab
+        .vtysh(
+            Node::Lr1,
+            &format!("show bgp {family} unicast {prefix} json"),
+        )
+        .unwrap_or_default();
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+/// `vtysh -c "configure terminal" -c "router bgp <asn>" -c <line>` on `line`'s router.
+fn bgp_conf(line: Line, cmd: &str) {
+    let asn = format!("router bgp {}", line.asn());
+    let node = line.router();
+    lab::netns::exec(
+        &node.ns(),
+        &[
+            "vtysh",
+            "-N",
+            node.name(),
+            "-c",
+            "configure terminal",
+            "-c",
+            &asn,
+            "-c",
+            cmd,
+        ],
+    )
+    .unwrap();
+}
+
+/// BGP with FRR both ways: FRR learns each gateway's prefixes in both families, crosslink
+/// the far site's over both lines and families; a withdrawal on FRR's side (its session
+/// with gwb shut down) and on ours (a prefix no longer announced, by reload) each reach
+/// the other side, with no session reset.
+#[test]
+fn routes_both_ways_with_frr_and_withdrawals_from_either_side() {
+    let mut lab = lab();
+    for gw in [Node::Gwa, Node::Gwb] {
+        wait_sessions_up(&lab, gw);
+    }
+    let gwa_v4 = Line(1).addr(Side::A, false, false).to_string();
+    for (prefix, from) in [
+        ("198.18.1.0/24", gwa_v4.clone()),
+        (
+            "2001:db8:a::/64",
+            Line(1).addr(Side::A, false, true).to_string(),
+        ),
+        (
+            "198.18.2.0/24",
+            Line(1).addr(Side::B, false, false).to_string(),
+        ),
+    ] {
+        let r = frr_route(&lab, prefix);
+        assert!(
+            r["paths"][0]["peer"]["peerId"] == from.as_str(),
+            "lr1 lacks {prefix} from {from}: {r}"
+        );
+    }
+    for line in Line::ALL {
+        for v6 in [false, true] {
+            wait_neighbor(
+                &lab,
+                line.addr(Side::A, true, v6),
+                "one prefix each way",
+                |n| {
+                    n["state"] == "Established"
+                        && n["prefixes_received"] == 1
+                        && n["prefixes_advertised"] == 1
+                },
+            );
+        }
+    }
+    let lr1_v4 = Line(1).addr(Side::A, true, false);
+    // FRR's side: lr1 stops hearing gwb, so it withdraws gwb's prefix from gwa.
+    let gwb_v4 = Line(1).addr(Side::B, false, false);
+    bgp_conf(Line(1), &format!("neighbor {gwb_v4} shutdown"));
+    wait_neighbor(&lab, lr1_v4, "withdrawal", |n| {
+        n["prefixes_received"] == 0 && n["state"] == "Established"
+    });
+    bgp_conf(Line(1), &format!("no neighbor {gwb_v4} shutdown"));
+    wait_neighbor(&lab, lr1_v4, "route back", |n| n["prefixes_received"] == 1);
+    // Ours: gwa stops announcing its IPv4 prefix (config + SIGHUP).
+    lab.rewrite_crosslink_config(Node::Gwa, |c| {
+        c.replace("announce = [\"198.18.1.0/24\", ", "announce = [")
+    })
+    .unwrap();
+    lab.signal_crosslink(Node::Gwa, nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    lab.wait_for("lr1 to drop 198.18.1.0/24", Duration::from_secs(10), || {
+        Ok(frr_route(&lab, "198.18.1.0/24")["paths"]
+            .as_array()
+            .is_none_or(|p| p.iter().all(|p| p["peer"]["peerId"] != gwa_v4.as_str())))
+    })
+    .unwrap();
+    assert!(
+        frr_route(&lab, "2001:db8:a::/64")["paths"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "IPv6 untouched"
+    );
+    let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
+    let after_start: Vec<&str> = events
+        .lines()
+        .skip_while(|l| !l.contains("reload"))
+        .filter(|l| l.contains("bgp-down"))
+        .collect();
+    assert!(
+        after_start.is_empty(),
+        "no session reset by the reload: {events}"
+    );
+}
+
+/// TCP-MD5 with FRR: gwa's sessions with lr1 come up once FRR has gwa's key and stay down
+/// with another key.
+#[test]
+fn tcp_md5_with_frr() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("lr1.md5");
+    std::fs::write(&key, "s3cret\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let md5 = format!("md5_key_file = \"{}\"", key.display());
+    let mut opts = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(move |gw, cfg| {
+        if gw == Node::Gwa {
+            cfg.replace("name = \"line1\"\n", &format!("name = \"line1\"\n{md5}\n"))
+        } else {
+            cfg
+        }
+    });
+    opts.line_router = LineRouter::Frr;
+    let lab = Lab::up(opts).expect("lab up");
+    let gwa = [false, true].map(|v6| Line(1).addr(Side::A, false, v6));
+    let lr1 = [false, true].map(|v6| Line(1).addr(Side::A, true, v6));
+    // Without the key on FRR's side, no session.
+    std::thread::sleep(Duration::from_secs(4));
+    for r in lr1 {
+        assert_ne!(neighbor(&lab, r)["state"], "Established", "{r}");
+    }
+    for g in gwa {
+        bgp_conf(Line(1), &format!("neighbor {g} password s3cret"));
+    }
+    for r in lr1 {
+        wait_neighbor(&lab, r, "MD5 session with the matching key", |n| {
+            n["state"] == "Established"
+        });
+    }
+    for g in gwa {
+        bgp_conf(Line(1), &format!("neighbor {g} password other"));
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    for r in lr1 {
+        assert_ne!(
+            neighbor(&lab, r)["state"],
+            "Established",
+            "{r} with another key"
+        );
+    }
 }
