@@ -39,6 +39,9 @@ pub struct BfdView {
     pub waiting_for_bgp: bool,
     /// When the session last came Up (kept once it goes down again).
     pub last_up_at: Option<Instant>,
+    /// The driver's session this view follows: events of one a reload replaced are not
+    /// this session's.
+    pub id: Option<SessionId>,
 }
 
 impl BfdView {
@@ -193,6 +196,7 @@ fn view(spec: &SessionSpec) -> BfdView {
         heard: false,
         waiting_for_bgp: spec.start_admin_down,
         last_up_at: None,
+        id: None,
     }
 }
 
@@ -327,12 +331,14 @@ impl Sessions {
                     add(&self.bfd, new).await
                 }
             };
+            follow(state, k, id);
             lock(&self.running).insert(k.clone(), (new.clone(), id));
         }
         for k in &plan.added {
             let spec = &want[k];
             lock(state).bfd.insert(k.clone(), view(spec));
             let id = add(&self.bfd, spec).await;
+            follow(state, k, id);
             lock(&self.running).insert(k.clone(), (spec.clone(), id));
             done.push(format!("BFD with {} ({}) started", k.1, k.0));
         }
@@ -340,9 +346,16 @@ impl Sessions {
     }
 }
 
+/// Ties the view of `key` to the driver's session `id`.
+fn follow(state: &Mutex<AgentState>, key: &Key, id: Option<SessionId>) {
+    if let Some(v) = lock(state).bfd.get_mut(key) {
+        v.id = id;
+    }
+}
+
 /// Starts the sessions that could not start before. One that a reload changed or removed
 /// meanwhile is stopped again at once.
-async fn retry(bfd: &Bfd, running: &Running) {
+async fn retry(bfd: &Bfd, running: &Running, state: &Mutex<AgentState>) {
     let missing: Vec<(Key, SessionSpec)> = lock(running)
         .iter()
         .filter(|(_, (_, id))| id.is_none())
@@ -357,6 +370,7 @@ async fn retry(bfd: &Bfd, running: &Running) {
             Some((s, slot @ None)) if *s == spec => {
                 tracing::info!(line = %spec.name, peer = %spec.peer, "BFD session started on retry");
                 *slot = Some(id);
+                follow(state, &k, Some(id));
             }
             _ => bfd.remove(id),
         }
@@ -376,12 +390,20 @@ async fn fold_events(
             .find(|(line, peer, _)| *line == ev.name && *peer == ev.peer)
             .cloned();
         let Some(key) = key else { continue };
+        if st
+            .bfd
+            .get(&key)
+            .and_then(|v| v.id)
+            .is_some_and(|id| id != ev.id)
+        {
+            continue; // from a session a reload replaced
+        }
         if !key.2 {
             // With a line router: BGP with it follows (see `coupling`). The send fails
             // only when BFD runs without the coupling task: nothing to tell then.
             let _ = nudge.send(
                 if coupling::bfd_failed(ev.from, ev.to, ev.remote_state, ev.remote_diag) {
-                    Nudge::BfdFailed(ev.peer)
+                    Nudge::BfdFailed(ev.peer, ev.last_up_rx)
                 } else {
                     Nudge::Changed
                 },
@@ -460,7 +482,7 @@ async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
         tick.tick().await;
         ticks = ticks.wrapping_add(1);
         if ticks % RETRY_TICKS == 0 {
-            retry(&bfd, &running).await;
+            retry(&bfd, &running, &state).await;
         }
         let window = lock(&state).config().policy.loss_window.0;
         let all = bfd.status(window).await;
@@ -469,7 +491,11 @@ async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
         let mut silent = Vec::new();
         for s in all {
             let key = (s.name.clone(), s.peer, s.multihop);
-            if let Some(v) = st.bfd.get_mut(&key) {
+            if let Some(v) = st
+                .bfd
+                .get_mut(&key)
+                .filter(|v| v.id.is_none_or(|id| id == s.id))
+            {
                 v.state = Some(s.state);
                 v.local_diag = Some(s.local_diag);
                 v.remote_diag = s.remote_diag;

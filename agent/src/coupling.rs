@@ -51,12 +51,13 @@ pub fn bfd_failed(
         && remote_diag != Some(Diag::AdministrativelyDown)
 }
 
-/// Whether a BFD failure closes the BGP session: only one that was up when this BFD
-/// session came Up. A router that restarts takes seconds to be noticed by BFD at the slow
-/// rate, or less than its detection time after the kill; its new BGP session can be up
-/// before its old BFD session is seen to go, and is not the one that failed.
-pub fn closes_bgp(bgp_established_at: Option<Instant>, bfd_up_at: Option<Instant>) -> bool {
-    matches!((bgp_established_at, bfd_up_at), (Some(b), Some(u)) if b <= u)
+/// Whether a BFD failure closes the BGP session: only one that was up when BFD last
+/// heard the router say Up. A router that restarts is noticed by BFD only a detection
+/// time after the kill; its new BGP session can be up before that, and is not the one
+/// that failed. (A BGP session that restarted under a working BFD session is older than
+/// BFD's last packet, and is closed.)
+pub fn closes_bgp(bgp_established_at: Option<Instant>, bfd_last_up: Option<Instant>) -> bool {
+    matches!((bgp_established_at, bfd_last_up), (Some(b), Some(u)) if b <= u)
 }
 
 /// What wakes the task; it also looks every `TICK` (a session started or replaced by a
@@ -65,8 +66,8 @@ pub fn closes_bgp(bgp_established_at: Option<Instant>, bfd_up_at: Option<Instant
 pub enum Nudge {
     /// A BGP session or a BFD session changed state.
     Changed,
-    /// BFD with this router went down: close BGP with it.
-    BfdFailed(IpAddr),
+    /// BFD with this router went down, last hearing it say Up then: close BGP with it.
+    BfdFailed(IpAddr, Option<Instant>),
 }
 
 const TICK: Duration = Duration::from_millis(250);
@@ -93,26 +94,30 @@ pub async fn run(
             },
             _ = tick.tick() => None,
         };
-        if let Some(Nudge::BfdFailed(peer)) = nudge {
-            close_bgp(peer, &bgp, &state).await;
+        if let Some(Nudge::BfdFailed(peer, last_up)) = nudge {
+            close_bgp(peer, last_up, &bgp, &state).await;
         }
         reconcile(&bfd, &sessions, &state, &mut admin);
     }
 }
 
-async fn close_bgp(peer: IpAddr, bgp: &crate::bgp::Handles, state: &Mutex<AgentState>) {
+async fn close_bgp(
+    peer: IpAddr,
+    last_up: Option<Instant>,
+    bgp: &crate::bgp::Handles,
+    state: &Mutex<AgentState>,
+) {
     let line = {
         let st = lock(state);
         let Some(n) = st.bgp.get(&peer) else { return };
-        let up_at = st
-            .bfd
-            .get(&(n.line.clone(), peer, false))
-            .and_then(|v| v.last_up_at);
-        if n.state != BgpState::Established || !closes_bgp(n.established_at, up_at) {
+        if n.state != BgpState::Established || !closes_bgp(n.established_at, last_up) {
             return;
         }
         n.line.clone()
     };
+    // The agent's view trails the session task: the task itself closes the session only
+    // if it is still one established before BFD's last packet.
+    let Some(before) = last_up else { return };
     let handle = lock(bgp)
         .iter()
         .find(|(p, _)| *p == peer)
@@ -124,7 +129,7 @@ async fn close_bgp(peer: IpAddr, bgp: &crate::bgp::Handles, state: &Mutex<AgentS
     tracing::warn!(path = %line, "{msg}");
     lock(state).record("bgp-follows-bfd", Some(&line), msg);
     handle
-        .teardown(Notification::new(err::CEASE, err::CEASE_BFD_DOWN))
+        .teardown_if_older(Notification::new(err::CEASE, err::CEASE_BFD_DOWN), before)
         .await;
 }
 
@@ -210,8 +215,8 @@ mod tests {
         let s = Duration::from_secs(1);
         // BGP first, then BFD admitted: a failure of the line closes BGP.
         assert!(closes_bgp(Some(t), Some(t + s)));
-        // The router restarted: its new BGP session came up before our BFD noticed the
-        // old session was gone. That failure is not the new session's.
+        // The router restarted: its new BGP session came up after BFD last heard the old
+        // one. That failure is not the new session's.
         assert!(!closes_bgp(Some(t + 2 * s), Some(t + s)));
         assert!(!closes_bgp(None, Some(t)));
         assert!(!closes_bgp(Some(t), None));

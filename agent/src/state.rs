@@ -785,6 +785,7 @@ mod tests {
             heard: true,
             waiting_for_bgp: false,
             last_up_at: None,
+            id: None,
         };
         let health =
             |v: &[BfdView]| bfd_signal("e2e-bfd", v.iter().collect::<Vec<_>>().iter(), true).1;
@@ -851,6 +852,7 @@ mod tests {
             heard: true,
             waiting_for_bgp: false,
             last_up_at: None,
+            id: None,
         };
         let lossy = view(0.29, Some(FarEnd::Silent));
         let clean = view(0.01, None);
@@ -963,6 +965,7 @@ mod tests {
                 heard: true,
                 waiting_for_bgp: false,
                 last_up_at: None,
+                id: None,
             },
         );
         assert_eq!(bgp_of(&st, "l1").state, Health::Up);
@@ -1126,6 +1129,7 @@ mod tests {
                 heard: true,
                 waiting_for_bgp: false,
                 last_up_at: None,
+                id: None,
             },
         );
         let status = |st: &AgentState| st.path_status(st.config().find_path("l1").unwrap());

@@ -153,6 +153,7 @@ pub struct Session {
     xmit_auth_seq: u32,
     rng: u64,
     last_rx: Option<Instant>,
+    last_tx: Option<Instant>,
     rx_times: VecDeque<Instant>,
     stats: Stats,
     out: Vec<Output>,
@@ -186,6 +187,7 @@ impl Session {
             xmit_auth_seq: (seed >> 17) as u32,
             rng: seed,
             last_rx: None,
+            last_tx: None,
             rx_times: VecDeque::new(),
             stats: Stats::default(),
             out: Vec::new(),
@@ -367,6 +369,7 @@ impl Session {
             auth,
         };
         self.stats.tx_packets += 1;
+        self.last_tx = Some(now);
         self.out.push(Output::Send(
             p.encode(self.cfg.auth.as_ref().map(|a| a.key.as_slice())),
         ));
@@ -425,7 +428,21 @@ impl Session {
             // (a new discriminator, Down) would otherwise wait as long to hear that ours
             // went down with it. One packet per change the peer caused; coming Up already
             // sent its Poll.
+            self.send_early(now);
+        }
+    }
+
+    /// A packet now rather than at the transmit timer, for a state change: at most one a
+    /// quarter of the transmit interval (§6.8.7 spaces periodic packets by the interval;
+    /// a peer cycling its state gets no faster stream than that), never to a peer asking
+    /// for none, and the periodic timer counts from it.
+    fn send_early(&mut self, now: Instant) {
+        let spaced = self
+            .last_tx
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.tx_interval() / 4);
+        if spaced && (self.remote_disc == 0 || self.remote_min_rx > Duration::ZERO) {
             self.send(false, now);
+            self.schedule_tx(now);
         }
     }
 
@@ -539,7 +556,7 @@ impl Session {
             self.change(State::Down, Diag::None, now);
             self.diag = Diag::None;
             // The peer learns at once that we are ready, not at the next slow packet.
-            self.send(false, now);
+            self.send_early(now);
         }
     }
 

@@ -81,7 +81,7 @@ enum Command {
     Accepted(TcpStream),
     Stop(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
-    Teardown(crate::wire::Notification),
+    Teardown(crate::wire::Notification, Option<Instant>),
 }
 
 /// Controls one neighbour's session task; dropping every handle ends the task and closes
@@ -134,7 +134,13 @@ impl Handle {
     /// Closes the session with `n` (e.g. Cease/BFD Down) and lets it come up again after
     /// the idle hold time, or at once when the peer connects.
     pub async fn teardown(&self, n: crate::wire::Notification) {
-        let _ = self.tx.send(Command::Teardown(n)).await;
+        let _ = self.tx.send(Command::Teardown(n, None)).await;
+    }
+
+    /// As `teardown`, but only a session that is Established and was so at `before` (a
+    /// session that came up since is left alone: the reason to close it was older).
+    pub async fn teardown_if_older(&self, n: crate::wire::Notification, before: Instant) {
+        let _ = self.tx.send(Command::Teardown(n, Some(before))).await;
     }
 
     /// Sends Cease/Administrative Shutdown and ends the task.
@@ -267,7 +273,15 @@ impl Task {
                 let id = self.register(stream);
                 self.input(Input::TcpAccepted(id)).await;
             }
-            Command::Teardown(n) => self.input(Input::Teardown(n)).await,
+            Command::Teardown(n, before) => {
+                let applies = before.is_none_or(|b| {
+                    self.fsm.state() == State::Established
+                        && self.established_at.is_some_and(|t| t <= b)
+                });
+                if applies {
+                    self.input(Input::Teardown(n)).await;
+                }
+            }
             Command::Stop(_) | Command::Close(_) => {}
         }
     }
@@ -448,7 +462,9 @@ impl Task {
             .fsm
             .established_conn()
             .and_then(|id| self.conns.get(&id))
-            .map(|c| c.local.ip());
+            .map(|c| c.local.ip())
+            // `register` falls back to the peer's address when ours is unknown.
+            .filter(|a| *a != self.cfg.peer);
         self.rib.set_local(local);
         let _ = self
             .events

@@ -44,10 +44,13 @@ pub fn judge(
     // A witness that lost the far end itself after our last packet and has heard it
     // again since may be talking to a far end that restarted meanwhile (its new agent
     // answers within our detection time), which says nothing of whether our path works.
+    // What it heard before it fell still counts.
     let others: Vec<Option<Instant>> = others
         .iter()
         .map(|w| {
-            let steady = w.down_at.is_none_or(|d| heard.0.is_some_and(|h| d <= h));
+            let steady = w.down_at.is_none_or(|d| {
+                heard.0.is_some_and(|h| d <= h) || w.last_up.is_some_and(|u| u <= d)
+            });
             w.last_up.filter(|_| steady)
         })
         .collect();
@@ -163,6 +166,15 @@ mod tests {
         assert_eq!(judge_by(restarted), FarEnd::Silent);
         // Up all along (or down only before our last packet), it heard the far end after
         // our packet was due: our path failed.
+        // Or it fell after hearing the far end past our due time and has not come back:
+        // what it heard then still says the far end lived.
+        assert_eq!(
+            judge_by(Witness {
+                last_up: Some(t0 + 25 * MS),
+                down_at: Some(t0 + 40 * MS),
+            }),
+            FarEnd::Alive
+        );
         for down_at in [None, Some(t0 - 5 * MS)] {
             assert_eq!(
                 judge_by(Witness {

@@ -158,6 +158,8 @@ pub struct Event {
     pub remote_diag: Option<Diag>,
     /// The state the peer last said it was in.
     pub remote_state: Option<State>,
+    /// When the peer last said Up: for a session going down, the last sign of life.
+    pub last_up_rx: Option<Instant>,
     /// For an Up session going down in a fate group: what the group says about the far end.
     pub far_end: FarEnd,
 }
@@ -368,6 +370,7 @@ impl Entry {
                         diag,
                         remote_diag: self.session.stats().remote_diag,
                         remote_state: self.session.stats().remote_state,
+                        last_up_rx: self.session.stats().last_up_rx,
                         far_end: FarEnd::Unjudged,
                     });
                 }

@@ -619,3 +619,56 @@ fn a_peer_that_replaces_its_session_hears_our_down_at_once() {
         up - replaced
     );
 }
+
+#[test]
+fn answers_at_once_are_spaced_by_a_quarter_of_the_interval() {
+    let t0 = Instant::now();
+    let mut a = Session::new(cfg(1, 1000, 3), t0);
+    a.take_outputs();
+    let from_peer = |state: State| {
+        Packet {
+            diag: Diag::None,
+            state,
+            poll: false,
+            fin: false,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_disc: 9,
+            your_disc: 0,
+            desired_min_tx_us: 1_000_000,
+            required_min_rx_us: 1_000_000,
+            required_min_echo_rx_us: 0,
+            auth: None,
+        }
+        .encode(None)
+    };
+    let sent_at = |a: &mut Session, state: State, at: Instant| {
+        let out = a.process(
+            Input::Received {
+                packet: from_peer(state),
+                arrived: at,
+            },
+            at,
+        );
+        out.iter().filter(|o| matches!(o, Output::Send(_))).count()
+    };
+    // A peer cycling Down, AdminDown, Down... every 10 ms: our state follows, but only
+    // the first change is answered at once; the rest wait for a quarter of the interval.
+    assert_eq!(sent_at(&mut a, State::Down, t0), 1, "Down -> Init");
+    let mut early = 0;
+    for i in 1..20u32 {
+        let state = if i % 2 == 1 {
+            State::AdminDown
+        } else {
+            State::Down
+        };
+        early += sent_at(&mut a, state, t0 + i * 10 * MS);
+    }
+    assert_eq!(early, 0, "nothing sooner than 250 ms after the last packet");
+    assert_eq!(
+        sent_at(&mut a, State::Down, t0 + 300 * MS),
+        1,
+        "Down -> Init again"
+    );
+}
