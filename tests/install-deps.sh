@@ -16,6 +16,10 @@ packages=(
   systemd     # systemd-analyze verify / security on the unit (systemd need not run)
   util-linux  # unshare, nsenter and setpriv for the agent's integration tests
   ansible-core  # the rollout playbook, run against the lab's gateways
+  debootstrap       # the Debian root file system of the systemd container (cached)
+  systemd-container # systemd-nspawn: boots that container with the real systemd
+  lintian     # checks the Debian package
+  dpkg-dev    # dpkg-shlibdeps: cargo deb computes the package's library dependencies
 )
 
 missing=()
@@ -30,4 +34,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# cargo deb builds the Debian package (tests/run-all.sh builds it before the tests).
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  cargo install --locked cargo-deb@3.8.0
 fi

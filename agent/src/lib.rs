@@ -60,7 +60,10 @@ pub async fn run(
         .unwrap_or_else(|p| p.into_inner())
         .record("agent-started", None, summary);
 
-    let server = tokio::spawn(socket.serve(state.clone()));
+    // Reloads asked for over the control socket (`crosslink reload`, the unit's
+    // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
+    let (reload_tx, mut reload_requests) = tokio::sync::mpsc::channel(4);
+    let server = tokio::spawn(socket.serve(state.clone(), reload_tx));
     let cfg = lock(&state).config().clone();
     // The operator's failovers and drains from before a restart, in force from the first
     // announcement on (a drained line must not look attractive for a moment).
@@ -144,22 +147,33 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             _ = hup.recv() => {
-                service::reloading();
                 let parts = reload::Parts {
                     bgp: &mut sessions,
                     tunnels: &mut tunnels,
                     bfd: bfd.as_mut(),
                 };
-                let outcome = reload::reload(config_file, &running_source, parts, &state).await;
-                service::reloaded(if outcome.is_some() {
-                    "config reloaded"
-                } else {
-                    "reload refused: the config file has errors (see the log); running config unchanged"
-                });
-                if let Some((c, source)) = outcome {
-                    in_force = c;
-                    running_source = source;
+                if let Ok(r) = reload_now(config_file, &running_source, parts, &state).await {
+                    in_force = r.config;
+                    running_source = r.source;
                 }
+            }
+            Some(asker) = reload_requests.recv() => {
+                let parts = reload::Parts {
+                    bgp: &mut sessions,
+                    tunnels: &mut tunnels,
+                    bfd: bfd.as_mut(),
+                };
+                let outcome = reload_now(config_file, &running_source, parts, &state).await;
+                let _ = asker.send(match outcome {
+                    Ok(r) => {
+                        in_force = r.config;
+                        running_source = r.source;
+                        Ok(r.summary)
+                    }
+                    Err(errs) => Err(format!(
+                        "reload refused, the running config is unchanged:\n{errs}"
+                    )),
+                });
             }
             () = drains.notified() => {
                 sessions.sync_exports(&in_force, &state).await;
@@ -175,4 +189,22 @@ pub async fn run(
     server.abort();
     let _ = server.await;
     Ok(())
+}
+
+/// One reload, told to systemd around it (the unit shows `reloading`, then the outcome).
+async fn reload_now(
+    config_file: &Path,
+    running_source: &str,
+    parts: reload::Parts<'_>,
+    state: &Mutex<AgentState>,
+) -> Result<reload::Reloaded, String> {
+    service::reloading();
+    let outcome = reload::reload(config_file, running_source, parts, state).await;
+    service::reloaded(match &outcome {
+        Ok(_) => "config reloaded",
+        Err(_) => {
+            "reload refused: the config file has errors (see the log); running config unchanged"
+        }
+    });
+    outcome
 }

@@ -4,85 +4,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use crosslink::config::{self, DEFAULT_PATH};
+use clap::Parser;
+use crosslink::config;
 use crosslink::control::client;
 use crosslink::control::proto::{Event, Request, Status};
 use crosslink::logging::{self, LogFormat};
 
+mod cli;
 mod render;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "crosslink",
-    version,
-    about = "Keeps traffic flowing between clouds when a dedicated line fails"
-)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, short, global = true, default_value = DEFAULT_PATH, env = "CROSSLINK_CONFIG")]
-    config: PathBuf,
-    /// Control socket (default: the config's [control] socket).
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
-    log_format: LogFormat,
-    /// Log level or tracing filter; RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
-    #[command(subcommand)]
-    command: Command,
-}
+use cli::{Cli, Command};
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent in the foreground.
-    Run,
-    /// Show sites, paths and their health.
-    Status {
-        /// The status document as JSON (stable schema, see README).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Force a line's traffic onto the tunnels (kept across agent restarts until `restore`).
-    Failover {
-        line: String,
-        /// Also when nothing else to the site is healthy (its traffic then has nowhere to go).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Clear a line's damping and return traffic to it once it is healthy.
-    Restore { line: String },
-    /// Take a line out of service for maintenance, far side first.
-    Drain {
-        line: String,
-        /// Also when it is the last healthy line to its site.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Put a drained line back into service.
-    Undrain { line: String },
-    /// Show the transition log.
-    Events {
-        #[arg(long)]
-        json: bool,
-        /// Keep printing events as they happen (Ctrl-C to stop).
-        #[arg(long, short)]
-        follow: bool,
-    },
-    /// Exit 0 when every line is up and in service and no failover is active (the
-    /// rollout's health gate); otherwise print what is wrong and exit 1.
-    CheckHealth,
-    /// Validate a configuration file; exit 0 when it is valid, 1 otherwise.
-    CheckConfig {
-        /// File to check (default: --config).
-        file: Option<PathBuf>,
-        /// The config the agent runs with: also say whether a reload (SIGHUP) applies the
-        /// change or a restart is needed.
-        #[arg(long, value_name = "FILE")]
-        running: Option<PathBuf>,
-    },
-}
+/// How long `crosslink reload` waits for the agent: a reload waits up to 2 s for the routes
+/// of removed paths to move, then restarts what changed; well inside the unit's timeouts.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -137,6 +72,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  {p}");
             }
             Ok(ExitCode::FAILURE)
+        }
+        Command::Reload => {
+            let said = client::request_within(&socket(), &Request::Reload, RELOAD_TIMEOUT)?;
+            println!("{}", said.as_str().unwrap_or("config reloaded"));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Events { json, follow } => {
             let events = fetch_events(&socket(), None)?;

@@ -75,20 +75,31 @@ async fn programmed_since(state: &Mutex<AgentState>, since: Instant) {
     tracing::warn!("route programming did not pass within {PASS_WAIT:?}; reloading anyway");
 }
 
+/// What a reload put in force.
+pub struct Reloaded {
+    pub config: Config,
+    /// The file's text, which the next reload compares against.
+    pub source: String,
+    /// What changed and what was done, as logged and recorded.
+    pub summary: String,
+}
+
 /// Applies `config_file` to the running agent; `running` is the source it runs with.
-/// Returns the new config and its source, or None when the file has errors.
+/// Returns what is now in force, or the file's errors (FILE:LINE:COLUMN) when it has any:
+/// then nothing changed.
 pub async fn reload(
     config_file: &Path,
     running: &str,
     parts: Parts<'_>,
     state: &Mutex<AgentState>,
-) -> Option<(Config, String)> {
+) -> Result<Reloaded, String> {
     let source = std::fs::read_to_string(config_file).unwrap_or_default();
     let cfg = match config::load(config_file) {
         Err(errs) => {
             tracing::error!("reload refused, config unchanged:\n{errs}");
-            lock(state).record("reload-refused", None, errs.to_string());
-            return None;
+            let errs = errs.to_string();
+            lock(state).record("reload-refused", None, errs.clone());
+            return Err(errs);
         }
         Ok(cfg) => cfg,
     };
@@ -138,8 +149,12 @@ pub async fn reload(
         ));
     }
     tracing::info!("{msg}");
-    lock(state).record("reload", None, msg);
-    Some((cfg_in_force, source))
+    lock(state).record("reload", None, msg.clone());
+    Ok(Reloaded {
+        config: cfg_in_force,
+        source,
+        summary: msg,
+    })
 }
 
 #[cfg(test)]

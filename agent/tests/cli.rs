@@ -135,6 +135,54 @@ fn running_agent_answers_status_events_and_operator_commands() {
     assert!(!std::path::Path::new("/sys/class/net/xl-gwa-b1").exists());
 }
 
+/// `crosslink reload` (the unit's ExecReload): a broken file is refused with its position
+/// and a non-zero exit, and changes nothing; a good one is applied and said so.
+#[test]
+fn reload_says_what_it_applied_or_where_the_file_is_wrong() {
+    let (_dir, file) = example_dir();
+    let cfg = file.to_str().unwrap();
+    let _agent = start_agent(&file, &[]);
+    let good = fs::read_to_string(&file).unwrap();
+    let line = 1 + good
+        .lines()
+        .position(|l| l.starts_with("hold_down = \"30s\""))
+        .unwrap();
+    fs::write(
+        &file,
+        good.replace("hold_down = \"30s\"", "hold_down = \"soon\""),
+    )
+    .unwrap();
+    let out = crosslink(&["--config", cfg, "reload"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("reload refused"), "{said}");
+    let at = format!("{cfg}:{line}:");
+    assert!(said.contains(&at), "the error names {at}…: {said}");
+
+    fs::write(
+        &file,
+        good.replace("hold_down = \"30s\"", "hold_down = \"20s\""),
+    )
+    .unwrap();
+    let out = crosslink(&["--config", cfg, "reload"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("config reloaded: policy.hold_down changed"),
+        "{said}"
+    );
+    let events = crosslink(&["--config", cfg, "events"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("reload-refused") && events.contains("reload"),
+        "{events}"
+    );
+}
+
 #[test]
 fn agent_refuses_to_start_on_a_bad_config() {
     let (dir, _) = example_dir();

@@ -15,8 +15,8 @@ const UNIT: &str = include_str!("../../systemd/crosslink.service");
 fn the_unit_file_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     // verify checks that ExecStart's binary exists: point it at the one just built.
-    let unit = UNIT.replace("/usr/local/bin/crosslink", BIN);
-    assert_ne!(unit, UNIT, "the unit runs /usr/local/bin/crosslink");
+    let unit = UNIT.replace("/usr/bin/crosslink", BIN);
+    assert_ne!(unit, UNIT, "the unit runs /usr/bin/crosslink");
     let file = dir.path().join("crosslink.service");
     std::fs::write(&file, unit).unwrap();
     let out = Command::new("systemd-analyze")
@@ -51,7 +51,8 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "Type=notify",
         "WatchdogSec=",
         "Restart=on-failure",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/crosslink --config /etc/crosslink/crosslink.toml reload",
+        "ReadWritePaths=-/run/wireguard",
         "User=crosslink",
         "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_BPF",
         "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_BPF",

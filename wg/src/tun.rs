@@ -55,7 +55,13 @@ pub fn open(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")?;
+            .open("/dev/net/tun")
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("opening /dev/net/tun for {name}: {e} (mode 0666, as udev makes it, and the unit's DeviceAllow)"),
+                )
+            })?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
             flags: IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE,

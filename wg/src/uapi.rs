@@ -54,8 +54,19 @@ impl Server {
     /// Binds the socket, replacing a stale one; a live one (another process serving this
     /// interface) is an error.
     pub(crate) fn bind(interface: &str) -> io::Result<Server> {
-        std::fs::create_dir_all(DIR)?;
         let path = socket_path(interface);
+        // Under a sandbox (ProtectSystem=strict) the directory must be made writable by
+        // the service: say which path, or the operator is left guessing.
+        let at = |what: &str, p: &std::path::Path, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{what} {} for `wg show`: {e} (the service needs write access to {DIR})",
+                    p.display()
+                ),
+            )
+        };
+        std::fs::create_dir_all(DIR).map_err(|e| at("creating", DIR.as_ref(), e))?;
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(&path).is_ok() {
                 return Err(io::Error::new(
@@ -63,10 +74,11 @@ impl Server {
                     format!("{} is served by another process", path.display()),
                 ));
             }
-            std::fs::remove_file(&path)?;
+            std::fs::remove_file(&path).map_err(|e| at("removing the stale", &path, e))?;
         }
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = UnixListener::bind(&path).map_err(|e| at("binding", &path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| at("restricting", &path, e))?;
         Ok(Server { listener, path })
     }
 

@@ -14,7 +14,6 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
-pub const DEFAULT_PATH: &str = "/etc/crosslink/crosslink.toml";
 pub const DEFAULT_SOCKET: &str = "/run/crosslink/control.sock";
 
 #[derive(Debug, Clone, Deserialize)]

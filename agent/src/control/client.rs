@@ -15,23 +15,55 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Finds the socket the agent listens on: `--socket` wins, then the config file's
 /// `[control] socket`, then the default. Only that one key is read, because the key files
-/// the full config names are not readable by the operators' group.
+/// the full config names are not readable by the operators' group; and it is found even
+/// when the rest of the file does not parse, because `crosslink reload` is asked exactly
+/// when the file has just been edited, and must reach the agent to be told what is wrong.
 pub fn socket_path(explicit: Option<&Path>, config_file: &Path) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
     std::fs::read_to_string(config_file)
         .ok()
-        .and_then(|src| src.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("control")?.get("socket")?.as_str().map(PathBuf::from))
+        .and_then(|src| configured_socket(&src))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
+fn configured_socket(src: &str) -> Option<PathBuf> {
+    let from = |t: &toml::Table| t.get("control")?.get("socket")?.as_str().map(PathBuf::from);
+    if let Ok(t) = src.parse::<toml::Table>() {
+        return from(&t);
+    }
+    // The file has an error somewhere: parse the `[control]` table on its own.
+    let mut control = String::new();
+    let mut inside = false;
+    for line in src.lines() {
+        let head = line.trim_start();
+        if head.starts_with('[') {
+            inside = head.starts_with("[control]");
+        }
+        if inside {
+            control.push_str(line);
+            control.push('\n');
+        }
+    }
+    from(&control.parse::<toml::Table>().ok()?)
+}
+
 pub fn request(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+    request_within(socket, req, TIMEOUT)
+}
+
+/// As `request`, for a request that may take the agent longer to answer (a reload
+/// restarts sessions and waits for the routes to move first).
+pub fn request_within(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!("cannot reach the agent at {} (is `crosslink run` active, and are you root or in its group?)", socket.display())
     })?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
@@ -39,7 +71,9 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value
     let mut reply = String::new();
     BufReader::new(&stream)
         .read_line(&mut reply)
-        .context("reading the agent's reply")?;
+        .with_context(|| {
+            format!("reading the agent's reply (waited up to {timeout:?}; what was asked may still be done: see `crosslink events`)")
+        })?;
     if reply.is_empty() {
         bail!("the agent closed the connection without replying");
     }
@@ -50,5 +84,27 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value
         Err(anyhow!(reply.error.unwrap_or_else(|| {
             "the agent refused without a reason".into()
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_is_found_in_a_file_with_errors_elsewhere() {
+        let good = "[gateway]\nname = \"gwa\"\n[control]\nsocket = \"/run/x/c.sock\" # here\n[policy]\nhold_down = \"30s\"\n";
+        assert_eq!(
+            configured_socket(good),
+            Some(PathBuf::from("/run/x/c.sock"))
+        );
+        let broken = format!("{good}[policy]\nhold_down = \"soon\n");
+        assert!(broken.parse::<toml::Table>().is_err());
+        assert_eq!(
+            configured_socket(&broken),
+            Some(PathBuf::from("/run/x/c.sock"))
+        );
+        assert_eq!(configured_socket("[control]\nstate_file = \"/x\"\n"), None);
+        assert_eq!(configured_socket("[control\nsocket = 1"), None);
     }
 }

@@ -37,6 +37,9 @@ pub enum Request {
     Undrain {
         path: String,
     },
+    /// Re-read the config file and apply it, as SIGHUP does; the reply says what changed,
+    /// or carries the file's errors (FILE:LINE:COLUMN) when the new config is refused.
+    Reload,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,10 @@ use super::proto::{Event, Health, PathKind, PathStatus, Reply, Request, Status, 
 use crate::policy::Command;
 use crate::state::{lock, AgentState, OperatorRequest};
 
+/// A reload asked for over the socket: the agent's main loop applies it (it owns the
+/// sessions and tunnels a reload reconfigures) and answers with what it did or why not.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 /// The bound socket; the file is removed again on drop so a clean stop leaves nothing.
 pub struct ControlSocket {
     listener: UnixListener,
@@ -57,13 +61,18 @@ impl ControlSocket {
     }
 
     /// Serves clients until the task is dropped.
-    pub async fn serve(self, state: Arc<Mutex<AgentState>>) {
+    pub async fn serve(
+        self,
+        state: Arc<Mutex<AgentState>>,
+        reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    ) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
                     let state = state.clone();
+                    let reloads = reloads.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_client(stream, state).await {
+                        if let Err(e) = serve_client(stream, state, reloads).await {
                             tracing::debug!(error = %e, "control client ended with an error");
                         }
                     });
@@ -91,7 +100,11 @@ fn chgrp(path: &Path, group: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_client(stream: UnixStream, state: Arc<Mutex<AgentState>>) -> io::Result<()> {
+async fn serve_client(
+    stream: UnixStream,
+    state: Arc<Mutex<AgentState>>,
+    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut line = Vec::new();
@@ -113,7 +126,7 @@ async fn serve_client(stream: UnixStream, state: Arc<Mutex<AgentState>>) -> io::
             return Ok(());
         }
         let reply = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => handle(req, &state).await,
+            Ok(req) => handle(req, &state, &reloads).await,
             Err(e) => Reply::err(format!("bad request: {e}")),
         };
         write_reply(&mut wr, &reply).await?;
@@ -126,7 +139,23 @@ async fn write_reply(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -
     wr.write_all(&out).await
 }
 
-async fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
+async fn reload(reloads: &tokio::sync::mpsc::Sender<ReloadRequest>) -> Reply {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if reloads.send(tx).await.is_err() {
+        return Reply::err("the agent is shutting down; nothing was reloaded");
+    }
+    match rx.await {
+        Ok(Ok(said)) => Reply::ok(said),
+        Ok(Err(refused)) => Reply::err(refused),
+        Err(_) => Reply::err("the agent stopped before the reload finished"),
+    }
+}
+
+async fn handle(
+    req: Request,
+    state: &Mutex<AgentState>,
+    reloads: &tokio::sync::mpsc::Sender<ReloadRequest>,
+) -> Reply {
     let (path, command, force) = match req {
         Request::Status => return Reply::ok(lock(state).status()),
         Request::Events { since } => {
@@ -141,6 +170,7 @@ async fn handle(req: Request, state: &Mutex<AgentState>) -> Reply {
         Request::Restore { path } => (path, Command::Restore, false),
         Request::Drain { path, force } => (path, Command::Drain, force),
         Request::Undrain { path } => (path, Command::Undrain, false),
+        Request::Reload => return reload(reloads).await,
     };
     let rx = {
         let mut st = lock(state);

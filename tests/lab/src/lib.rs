@@ -7,6 +7,7 @@
 //! by a killed run is removed by the next `Lab::up`, and its daemons die with their parent.
 
 pub mod bird;
+pub mod container;
 pub mod demo;
 pub mod fault;
 pub mod frr;
@@ -446,6 +447,13 @@ impl Lab {
         gateway: Node,
         sig: nix::sys::signal::Signal,
     ) -> Result<()> {
+        let side = self.stop_crosslink(gateway, sig)?;
+        setup::launch_crosslink(self, side)
+    }
+
+    /// Stops `gateway`'s agent with `sig` for good (another agent takes the gateway over,
+    /// e.g. one under systemd in a container); what it left in the kernel stays.
+    pub fn stop_crosslink(&mut self, gateway: Node, sig: nix::sys::signal::Signal) -> Result<Side> {
         let side = match gateway {
             Node::Gwa => Side::A,
             Node::Gwb => Side::B,
@@ -459,9 +467,9 @@ impl Lab {
         // Bounded: a process that ignores the signal is killed by stop().
         proc.stop(Duration::from_secs(5));
         self.procs.retain(|p| p.name() != name);
-        // After a crash the socket file is left behind; the new agent's is what we wait for.
+        // After a crash the socket file is left behind.
         let _ = std::fs::remove_file(self.dir.join(format!("{gateway}.crosslink.sock")));
-        setup::launch_crosslink(self, side)
+        Ok(side)
     }
 
     /// Rewrites the crosslink config of `gateway` (then signal SIGHUP to apply it).

@@ -28,7 +28,7 @@ start() {
   mkdir -p "$root/run"
   rm -f "$sock"
   setsid ip netns exec "xl-$gw" sh -c 'echo $$ > "$0"; exec "$1" --config "$2" --log-format text run' \
-    "$pidf" "$root/usr/local/bin/crosslink" "$root/etc/crosslink/crosslink.toml" \
+    "$pidf" "$root/usr/bin/crosslink" "$root/etc/crosslink/crosslink.toml" \
     >> "$lab/$gw.crosslink.log" 2>&1 < /dev/null &
   for _ in $(seq 100); do
     if [ -S "$sock" ]; then echo started; return; fi
@@ -146,7 +146,7 @@ fn agent_pid(lab: &Lab, gw: Node) -> String {
 /// The installed CLI against the agent the playbook runs.
 fn cli(lab: &Lab, gw: Node, command: &str) -> Result<String, String> {
     let r = root(lab, gw);
-    let out = Command::new(r.join("usr/local/bin/crosslink"))
+    let out = Command::new(r.join("usr/bin/crosslink"))
         .arg("--socket")
         .arg(r.join("run/crosslink/control.sock"))
         .arg(command)

@@ -4,21 +4,14 @@
 
 use std::fmt;
 
-use clap::ValueEnum;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// journald when systemd connected stderr to the journal, text otherwise.
-    Auto,
-    Text,
-    Journald,
-    Json,
-}
+mod format;
+pub use format::LogFormat;
 
 impl LogFormat {
     fn resolve(self) -> LogFormat {

@@ -1,0 +1,351 @@
+//! The Debian package under the real systemd: a Debian 12 container booted with
+//! `systemd-nspawn --boot` inside gwa's namespace *is* gwa. The package is installed with
+//! dpkg, and the service manager itself shows what the unit promises: start completes only
+//! after READY, the tunnels come up inside the sandbox, the control socket answers its
+//! group only, a refused reload fails with the file's position, a silent watchdog gets the
+//! agent restarted, a restart loses nothing on the lines, and removing the package leaves
+//! the kernel's routes alone.
+//!
+//! Needs root, debootstrap and systemd-container (tests/install-deps.sh), and the package
+//! (`cargo deb -p crosslink`, which tests/run-all.sh builds first). Never skipped.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lab::container::{self, Container};
+use lab::{GatewayMode, Lab, LabOptions, Line, Node, Side};
+use nix::sys::signal::Signal;
+
+/// The package to test: `CROSSLINK_DEB`, or the newest in the workspace's target/debian.
+fn package() -> PathBuf {
+    if let Some(p) = std::env::var_os("CROSSLINK_DEB") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // Test binaries live in target/<profile>/deps.
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let dir = target.join("debian");
+    let newest = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("crosslink_") && n.ends_with(".deb"))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.unwrap_or_else(|| {
+        panic!(
+            "no crosslink package in {}: build it with `cargo deb -p crosslink` (tests/run-all.sh does) or set CROSSLINK_DEB",
+            dir.display()
+        )
+    })
+}
+
+#[test]
+fn lintian_accepts_the_package() {
+    let deb = package();
+    let out = std::process::Command::new("lintian")
+        .args(["--fail-on", "error", "--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .expect("lintian (package lintian) is installed");
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("lintian {}:\n{said}", deb.display());
+    assert!(out.status.success(), "lintian found errors:\n{said}");
+}
+
+/// gwa's lab config as the packaged agent reads it: the control socket and state file at
+/// their defaults (the unit's RuntimeDirectory and StateDirectory), key files under
+/// /etc/crosslink/keys. Returns the config and the key files to install.
+fn host_config(lab: &Lab) -> (String, Vec<PathBuf>) {
+    let text = std::fs::read_to_string(lab.crosslink_config(Node::Gwa)).unwrap();
+    let dir = format!("{}/", lab.dir().display());
+    let mut keys = Vec::new();
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if matches!(key, "socket" | "state_file") {
+            continue;
+        }
+        if key.ends_with("_file") && line.contains(&dir) {
+            let path = line.split('"').nth(1).unwrap();
+            keys.push(PathBuf::from(path));
+            out.push_str(&line.replace(&dir, "/etc/crosslink/keys/"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(
+        !out.contains(&dir),
+        "a lab path is left in the config:\n{out}"
+    );
+    (out, keys)
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `limit`: whether it did.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+/// As `within`, failing the test with the agent's journal in the container.
+fn eventually(c: &Container, what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        within(limit, f),
+        "{what}: not within {limit:?}\n--- journal ---\n{}",
+        c.journal("crosslink")
+    );
+}
+
+fn show(c: &Container, prop: &str) -> String {
+    c.sh(&format!("systemctl show -p {prop} --value crosslink"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Routes crosslink programmed in gwa's namespace (protocol 210).
+fn crosslink_routes(c: &Container) -> usize {
+    let v4 = c.sh("ip -4 route show proto 210").unwrap();
+    let v6 = c.sh("ip -6 route show proto 210").unwrap();
+    v4.lines().chain(v6.lines()).count()
+}
+
+#[test]
+fn the_package_runs_under_the_real_systemd() {
+    let deb = package();
+    let rootfs = container::rootfs().expect("the container's root file system");
+    let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
+        lab.both_on(Line(1))
+    })
+    .unwrap();
+    // The container takes gwa over; what the lab's agent programmed stays and is adopted.
+    lab.stop_crosslink(Node::Gwa, Signal::SIGTERM).unwrap();
+
+    let stage = lab.dir().join("gwa-host");
+    std::fs::create_dir_all(stage.join("keys")).unwrap();
+    std::fs::copy(&deb, stage.join("crosslink.deb")).unwrap();
+    let (config, keys) = host_config(&lab);
+    std::fs::write(stage.join("crosslink.toml"), &config).unwrap();
+    for k in &keys {
+        std::fs::copy(k, stage.join("keys").join(k.file_name().unwrap())).unwrap();
+    }
+    // Test settings only: a short watchdog (the mechanism is what is tested, not the
+    // shipped 10 s) and no start limit, since the test restarts the agent several times.
+    std::fs::write(
+        stage.join("test.conf"),
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nWatchdogSec=3s\n",
+    )
+    .unwrap();
+    let c = Container::boot(
+        "gwa",
+        &rootfs,
+        &Node::Gwa.ns(),
+        &[(stage.as_path(), "/mnt/crosslink")],
+        &lab.dir().join("gwa-host.console"),
+    )
+    .unwrap();
+    let context = |c: &Container| {
+        format!(
+            "\n--- journal ---\n{}\n--- lab ---\n{}",
+            c.journal("crosslink"),
+            lab.log_tails(20)
+        )
+    };
+
+    // dpkg on a fresh host: user and group, the shared UAPI directory, the unit enabled;
+    // not started with the shipped example config (its keys and interfaces are not here).
+    let installed = c
+        .exec(&["dpkg", "-i", "/mnt/crosslink/crosslink.deb"])
+        .unwrap();
+    let said = String::from_utf8_lossy(&installed.stderr).into_owned()
+        + &String::from_utf8_lossy(&installed.stdout);
+    assert!(installed.status.success(), "dpkg -i failed:\n{said}");
+    assert!(
+        said.contains("installed and enabled, not started"),
+        "{said}"
+    );
+    assert_eq!(show(&c, "UnitFileState"), "enabled");
+    assert_eq!(show(&c, "ActiveState"), "inactive");
+    c.sh("getent group crosslink && id crosslink").unwrap();
+    let wgdir = c.sh("stat -c '%a %U %G' /run/wireguard").unwrap();
+    assert_eq!(wgdir.trim(), "1770 root crosslink");
+    let man = c
+        .sh("ls /usr/share/man/man1/ /usr/share/bash-completion/completions/")
+        .unwrap();
+    assert!(
+        man.contains("crosslink.1") && man.contains("crosslink-reload.1"),
+        "{man}"
+    );
+
+    // gwa's own config and keys, as an operator (or the Ansible role) puts them. And
+    // /dev/net/tun with the mode udev gives it on a real host (nspawn makes it 0600).
+    c.sh(
+        "chmod 0666 /dev/net/tun && \
+         install -o root -g crosslink -m 0640 /mnt/crosslink/crosslink.toml /etc/crosslink/crosslink.toml \
+         && install -o crosslink -g crosslink -m 0600 /mnt/crosslink/keys/* /etc/crosslink/keys/ \
+         && install -D -m 0644 /mnt/crosslink/test.conf /etc/systemd/system/crosslink.service.d/test.conf \
+         && systemctl daemon-reload",
+    )
+    .unwrap();
+
+    // Type=notify: `systemctl start` returns once READY came, which the agent sends after
+    // its first reconcile.
+    let started = Instant::now();
+    c.sh("systemctl start crosslink")
+        .unwrap_or_else(|e| panic!("{e}{}", context(&c)));
+    eprintln!("systemctl start took {:?}", started.elapsed());
+    assert_eq!(show(&c, "ActiveState"), "active", "{}", context(&c));
+    // The STATUS line travels in the same datagram as READY=1.
+    assert_eq!(show(&c, "Type"), "notify");
+    assert!(
+        show(&c, "StatusText").contains("cloud-b via"),
+        "{}",
+        context(&c)
+    );
+
+    // The tunnels, inside the sandbox: UAPI sockets in /run/wireguard, handshakes done.
+    eventually(
+        &c,
+        "handshakes on both tunnels",
+        Duration::from_secs(30),
+        || {
+            let wg = c.sh("wg show all latest-handshakes").unwrap_or_default();
+            wg.lines().count() == 2
+                && wg
+                    .lines()
+                    .all(|l| l.split_whitespace().last().is_some_and(|t| t != "0"))
+        },
+    );
+    let mut last = String::new();
+    let up = within(Duration::from_secs(60), || {
+        last = c
+            .sh("crosslink status --json")
+            .unwrap_or_else(|e| e.to_string());
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        v["sites"][0]["paths"]
+            .as_array()
+            .is_some_and(|p| p.len() == 4 && p.iter().all(|p| p["state"] == "up"))
+    });
+    assert!(
+        up,
+        "every path of gwa up: not within 60 s:\n{last}{}",
+        context(&c)
+    );
+
+    // The control socket: a member of group crosslink may, anyone else may not.
+    c.sh("useradd -M -G crosslink alice && useradd -M bob")
+        .unwrap();
+    c.sh("runuser -u alice -- crosslink status")
+        .unwrap_or_else(|e| panic!("a member of the group: {e}"));
+    let bob = c
+        .exec(&["runuser", "-u", "bob", "--", "crosslink", "status"])
+        .unwrap();
+    assert!(!bob.status.success());
+    let refused = String::from_utf8_lossy(&bob.stderr);
+    assert!(refused.contains("cannot reach the agent"), "{refused}");
+
+    // A broken config: the reload fails, says where, and changes nothing.
+    c.sh("cp /etc/crosslink/crosslink.toml /root/good.toml && printf '\\n[policy]\\nhold_down = \"soon\"\\n' >> /etc/crosslink/crosslink.toml")
+        .unwrap();
+    let reload = c.exec(&["systemctl", "reload", "crosslink"]).unwrap();
+    assert!(!reload.status.success(), "a broken config reloaded");
+    let status = c
+        .exec(&["systemctl", "status", "--no-pager", "-n", "20", "crosslink"])
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    // The CLI's answer (ExecReload's output), not only the agent's own log line.
+    assert!(
+        status.contains("reload refused, the running config is unchanged")
+            && status.contains("/etc/crosslink/crosslink.toml:"),
+        "systemctl status shows the refusal and the error's position:\n{status}"
+    );
+    assert_eq!(show(&c, "ActiveState"), "active");
+    let events = c.sh("crosslink events").unwrap();
+    assert!(events.contains("reload-refused"), "{events}");
+    c.sh("cp /root/good.toml /etc/crosslink/crosslink.toml && systemctl reload crosslink")
+        .unwrap_or_else(|e| panic!("a good config: {e}{}", context(&c)));
+
+    // A restart under traffic: the lines lose nothing (routes stay in the kernel, the
+    // new agent adopts them, BGP restarts gracefully).
+    let routes = crosslink_routes(&c);
+    assert!(routes > 0);
+    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
+        lab.both_on(Line(1))
+    })
+    .unwrap();
+    let probes = [
+        lab.probe(Side::A, false, 1000).unwrap(),
+        lab.probe(Side::B, false, 1000).unwrap(),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = Instant::now();
+    c.sh("systemctl restart crosslink")
+        .unwrap_or_else(|e| panic!("{e}{}", context(&c)));
+    eprintln!("systemctl restart took {:?}", restarted.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    let [ab, ba] = probes.map(|p| p.stop().unwrap());
+    eprintln!("systemctl restart on line 1: ha->hb {ab}; hb->ha {ba}");
+    assert!(lab.both_on(Line(1)).unwrap());
+    assert_eq!((ab.lost, ba.lost), (0, 0), "ha->hb {ab}; hb->ha {ba}");
+
+    // A loop that stops pinging the watchdog (here: the whole process stopped) is
+    // aborted and restarted by systemd.
+    let pid = show(&c, "MainPID");
+    let restarts = show(&c, "NRestarts");
+    c.sh(&format!("kill -STOP {pid}")).unwrap();
+    eventually(
+        &c,
+        "the agent restarted by the watchdog",
+        Duration::from_secs(40),
+        || {
+            let now = show(&c, "MainPID");
+            now != pid && now != "0" && show(&c, "ActiveState") == "active"
+        },
+    );
+    assert_ne!(show(&c, "NRestarts"), restarts);
+    let timeout = c
+        .sh("journalctl --no-pager -u crosslink -g 'Watchdog timeout'")
+        .unwrap_or_else(|e| panic!("no watchdog timeout in the journal: {e}{}", context(&c)));
+    eprintln!("{}", timeout.trim());
+
+    // systemd's own exposure score for the unit as installed.
+    let security = c
+        .sh("systemd-analyze security --no-pager crosslink")
+        .unwrap();
+    let score: f64 = security
+        .lines()
+        .find_map(|l| l.strip_prefix("→ Overall exposure level for crosslink.service: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+    eprintln!("systemd-analyze security: exposure {score}");
+    assert!(score <= 2.5, "exposure {score}:\n{security}");
+
+    // Removing the package stops the agent and leaves its routes in the kernel.
+    let before = crosslink_routes(&c);
+    let removed = c.exec(&["dpkg", "-r", "crosslink"]).unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert_eq!(show(&c, "ActiveState"), "inactive");
+    let after = crosslink_routes(&c);
+    // The tunnels' routes go with their TUN devices' carrier; the lines' stay.
+    eprintln!("routes of protocol 210: {before} before dpkg -r, {after} after");
+    let via = c.sh("ip route get 198.18.2.1").unwrap();
+    assert!(via.contains("dev line1"), "after dpkg -r: {via}");
+    assert!(lab.both_on(Line(1)).unwrap());
+}
