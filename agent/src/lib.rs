@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod coupling;
 pub mod cpus;
+pub mod fdstore;
 pub mod fib;
 pub mod links;
 pub mod logging;

@@ -112,9 +112,14 @@ impl Drop for Tunnels {
     }
 }
 
+/// Starts `t`, from the descriptors a previous run left with systemd when they still fit,
+/// and hands its own to systemd for the next run.
 async fn try_start(cfg: &Config, t: &TunnelCfg) -> anyhow::Result<Tunnel> {
     let tc = tunnel_config(cfg, t)?;
-    Ok(Tunnel::start(tc).await?)
+    let adopted = crate::fdstore::take(&tc.interface);
+    let tunnel = Tunnel::start_adopting(tc, adopted).await?;
+    crate::fdstore::keep(&tunnel);
+    Ok(tunnel)
 }
 
 /// How a running tunnel becomes `new`: in place when only the allowed IPs differ (a
@@ -154,6 +159,7 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> Tunnels {
         tasks,
     };
     tunnels.apply(cfg, &state).await;
+    crate::fdstore::release_unclaimed();
     tunnels
 }
 
@@ -259,6 +265,7 @@ impl Tunnels {
                 continue;
             };
             let iface = t.interface().to_owned();
+            crate::fdstore::forget(&iface);
             t.stop().await;
             // A restart starts again on the same interface, which keeps the routes; one
             // that moved to another interface, or left, takes its interface with it.

@@ -3,6 +3,7 @@
 //! SIGINT/SIGTERM away from the process and misreports handshake times), with a read-only
 //! UAPI so that `wg show` works on crosslink's tunnels.
 
+pub mod adopt;
 pub mod key;
 pub mod link;
 mod shed;
@@ -12,5 +13,6 @@ pub mod tunnel;
 pub mod uapi;
 mod udp;
 
+pub use adopt::Adopted;
 pub use key::{KeyError, PublicKey, SecretKey};
 pub use tunnel::{Tunnel, TunnelConfig, TunnelStats};

@@ -29,6 +29,12 @@ mod ioctl {
         super::IfReq
     );
     nix::ioctl_write_int!(tunsetpersist, b'T', 203);
+    // TUNGETIFF is declared with an `unsigned int` argument and fills an ifreq.
+    nix::ioctl_read_bad!(
+        tungetiff,
+        nix::request_code_read!(b'T', 210, std::mem::size_of::<libc::c_uint>()),
+        super::IfReq
+    );
 }
 
 /// Checks an interface name the way the kernel will (at most 15 bytes, no `/`, no space).
@@ -83,6 +89,26 @@ pub fn open(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
     // SAFETY: plain integer argument on an fd attached to the device above.
     unsafe { ioctl::tunsetpersist(fds[0].as_raw_fd(), 1) }.map_err(io::Error::from)?;
     Ok(fds)
+}
+
+/// The interface a TUN descriptor is attached to, if it is one: how a descriptor handed
+/// over by a previous run is matched to its tunnel.
+pub fn attached_to(fd: &impl AsRawFd) -> io::Result<String> {
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _rest: [0; 22],
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `req` is a properly laid out ifreq that lives across the call; the kernel
+    // writes the name and flags into it (and fails on anything but an attached TUN fd).
+    unsafe { ioctl::tungetiff(fd.as_raw_fd(), &mut req) }.map_err(io::Error::from)?;
+    let len = req
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(req.name.len());
+    Ok(String::from_utf8_lossy(&req.name[..len]).into_owned())
 }
 
 /// Deletes a persistent TUN device (the agent never does this on its own: tunnels stay

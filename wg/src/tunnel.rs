@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
+use crate::adopt::Adopted;
 use crate::key::{PublicKey, SecretKey};
 use crate::shed::{self, Admit};
 use crate::udp::{self, Udp};
@@ -163,6 +164,8 @@ impl Shared {
 pub struct Tunnel {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    /// The TUN queues in the order they were attached (see `descriptors`).
+    queues: Vec<Arc<AsyncFd<OwnedFd>>>,
     _socket: uapi::SocketFile,
 }
 
@@ -179,28 +182,47 @@ impl Tunnel {
     /// UAPI socket and starts the handshake at once. The tunnel runs on the data plane's
     /// runtime (see `data_plane`), whichever runtime awaits this.
     pub async fn start(cfg: TunnelConfig) -> io::Result<Tunnel> {
+        Tunnel::start_adopting(cfg, Adopted::default()).await
+    }
+
+    /// As `start`, from the descriptors a previous run handed over where they still fit
+    /// the config (see `adopt`): the interface never loses its carrier.
+    pub async fn start_adopting(cfg: TunnelConfig, adopted: Adopted) -> io::Result<Tunnel> {
         data_plane()?
-            .spawn(Tunnel::start_here(cfg))
+            .spawn(Tunnel::start_here(cfg, adopted))
             .await
             .map_err(|e| io::Error::other(format!("tunnel start: {e}")))?
     }
 
-    async fn start_here(cfg: TunnelConfig) -> io::Result<Tunnel> {
-        // The socket first: a missing uplink or a taken port must not leave a new
-        // (persistent) interface behind.
-        let udp = Udp::bind(cfg.listen_port, cfg.uplink.as_deref()).map_err(|e| {
+    async fn start_here(cfg: TunnelConfig, mut adopted: Adopted) -> io::Result<Tunnel> {
+        let uplink = cfg.uplink.as_deref();
+        let udp_error = |e: io::Error| {
             io::Error::new(
                 e.kind(),
                 format!(
                     "UDP port {} on uplink {}: {e}",
                     cfg.listen_port,
-                    cfg.uplink.as_deref().unwrap_or("any")
+                    uplink.unwrap_or("any")
                 ),
             )
-        })?;
+        };
+        let handed_over = match adopted.take_udp() {
+            Some(fd) => Udp::adopt(fd, cfg.listen_port, uplink).map_err(udp_error)?,
+            None => None,
+        };
+        // The socket first: a missing uplink or a taken port must not leave a new
+        // (persistent) interface behind.
+        let udp = match handed_over {
+            Some(udp) => udp,
+            None => Udp::bind(cfg.listen_port, uplink).map_err(udp_error)?,
+        };
         let server = uapi::Server::bind(&cfg.interface)?;
         let data_queues = cfg.queues.max(1);
-        let mut fds = tun::open(&cfg.interface, data_queues + 1)?;
+        let mut fds = match adopted.take_tun(&cfg.interface, data_queues + 1) {
+            Some(fds) => fds,
+            None => tun::open(&cfg.interface, data_queues + 1)?,
+        };
+        drop(adopted);
         let control = match steer::attach(&fds[0], data_queues as u32) {
             Ok(()) => Some(fds.remove(0)),
             Err(e) => {
@@ -243,12 +265,15 @@ impl Tunnel {
         });
         let mut tasks = Vec::new();
         let mut write_fd = None;
+        let mut queues = Vec::new();
         let control = control.map(register).transpose()?;
         if let Some(c) = &control {
+            queues.push(c.clone());
             tasks.push(tokio::spawn(tun_to_udp(shared.clone(), c.clone(), None)));
         }
         for fd in fds {
             let fd = register(fd)?;
+            queues.push(fd.clone());
             write_fd.get_or_insert_with(|| fd.clone());
             tasks.push(tokio::spawn(tun_to_udp(
                 shared.clone(),
@@ -264,8 +289,23 @@ impl Tunnel {
         Ok(Tunnel {
             shared,
             tasks,
+            queues,
             _socket: socket,
         })
+    }
+
+    /// The descriptors a successor can start from (`start_adopting`): the TUN queues in
+    /// their order, then the UDP socket. Named for systemd's file-descriptor store.
+    pub fn descriptors(&self) -> Vec<(String, BorrowedFd<'_>)> {
+        let iface = &self.shared.cfg.interface;
+        let mut out: Vec<(String, BorrowedFd<'_>)> = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (format!("tun.{iface}.{i}"), q.get_ref().as_fd()))
+            .collect();
+        out.push((format!("udp.{iface}"), self.shared.udp.as_fd()));
+        out
     }
 
     pub fn stats(&self) -> TunnelStats {

@@ -92,6 +92,43 @@ impl Udp {
         })
     }
 
+    /// Takes over a socket a previous run bound (handed over through systemd's
+    /// file-descriptor store or a re-exec), if it is bound to `port` on `uplink`: its
+    /// queued datagrams are kept. None when it does not fit (the config changed).
+    pub(crate) fn adopt(
+        fd: std::os::fd::OwnedFd,
+        port: u16,
+        uplink: Option<&str>,
+    ) -> io::Result<Option<Udp>> {
+        use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
+        let local: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+        let (bound, v6) = match local.family() {
+            Some(AddressFamily::Inet6) => (local.as_sockaddr_in6().map(|a| a.port()), true),
+            Some(AddressFamily::Inet) => (local.as_sockaddr_in().map(|a| a.port()), false),
+            _ => (None, false),
+        };
+        let device = getsockopt(&fd, sockopt::BindToDevice)?;
+        let device = device.to_str().unwrap_or_default();
+        if bound != Some(port) || device != uplink.unwrap_or("") {
+            return Ok(None);
+        }
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        let sock = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
+        Ok(Some(Udp {
+            sock,
+            v6,
+            gso: AtomicBool::new(true),
+        }))
+    }
+
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sock.as_fd()
+    }
+
     /// The socket address to send to, mapped for a dual-stack socket.
     fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
         match (to, self.v6) {

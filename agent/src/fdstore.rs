@@ -1,0 +1,241 @@
+//! The tunnels' descriptors kept by systemd across a restart or an upgrade (its
+//! file-descriptor store: `FDSTORE=1`, given back through `LISTEN_FDS`). While the store
+//! holds a tunnel's TUN queues, its interface keeps the carrier, so the kernel keeps the
+//! nexthops and routes through it (a TUN nobody holds loses its carrier and the kernel
+//! deletes them), and packets routed to it wait in its queues; the UDP socket keeps its
+//! port and queues what arrives. The next run starts the tunnel from them (`wg::Adopted`).
+//!
+//! Names: `tun.<interface>.<queue>` and `udp.<interface>`. An interface name may hold dots
+//! (the queue is after the last one) but never a `:`, which the store's names may not hold.
+//! Outside systemd (no NOTIFY_SOCKET) nothing is stored and nothing is handed back.
+
+use std::collections::BTreeMap;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard};
+
+use sd_notify::NotifyState;
+
+/// What systemd handed back at start, by interface, until each tunnel takes its own.
+static HANDED_OVER: Mutex<Option<BTreeMap<String, wg::Adopted>>> = Mutex::new(None);
+/// The names this run stored, by interface (to remove them when the tunnel goes).
+static STORED: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn managed() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Where a stored descriptor belongs.
+#[derive(Debug, PartialEq, Eq)]
+enum Slot {
+    Tun { interface: String, queue: usize },
+    Udp { interface: String },
+}
+
+fn parse(name: &str) -> Option<Slot> {
+    if let Some(interface) = name.strip_prefix("udp.") {
+        return (!interface.is_empty()).then(|| Slot::Udp {
+            interface: interface.to_owned(),
+        });
+    }
+    let (interface, queue) = name.strip_prefix("tun.")?.rsplit_once('.')?;
+    Some(Slot::Tun {
+        interface: interface.to_owned(),
+        queue: queue.parse().ok()?,
+    })
+}
+
+/// Groups the named descriptors by interface, TUN queues in their order. Names that are
+/// not ours are returned apart, to be dropped.
+fn group(fds: Vec<(String, OwnedFd)>) -> (BTreeMap<String, wg::Adopted>, Vec<String>) {
+    let mut queues: BTreeMap<String, Vec<(usize, OwnedFd)>> = BTreeMap::new();
+    let mut out: BTreeMap<String, wg::Adopted> = BTreeMap::new();
+    let mut strangers = Vec::new();
+    for (name, fd) in fds {
+        match parse(&name) {
+            Some(Slot::Tun { interface, queue }) => {
+                queues.entry(interface).or_default().push((queue, fd));
+            }
+            Some(Slot::Udp { interface }) => out.entry(interface).or_default().udp = Some(fd),
+            None => strangers.push(name),
+        }
+    }
+    for (interface, mut q) in queues {
+        q.sort_by_key(|(i, _)| *i);
+        out.entry(interface).or_default().tun = q.into_iter().map(|(_, fd)| fd).collect();
+    }
+    (out, strangers)
+}
+
+fn handed_over() -> MutexGuard<'static, Option<BTreeMap<String, wg::Adopted>>> {
+    let mut h = lock(&HANDED_OVER);
+    if h.is_none() {
+        let fds: Vec<(String, OwnedFd)> = match sd_notify::listen_fds_with_names() {
+            Ok(fds) => fds.map(|(raw, name)| (name, own(raw))).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "descriptors handed back by systemd unreadable");
+                Vec::new()
+            }
+        };
+        if !fds.is_empty() {
+            tracing::info!(
+                descriptors = fds.len(),
+                "systemd handed back the tunnels' descriptors: their interfaces kept their carrier"
+            );
+        }
+        let (grouped, strangers) = group(fds);
+        for name in strangers {
+            tracing::warn!(name, "a stored descriptor that is not a tunnel's; dropped");
+            remove(&name);
+        }
+        *h = Some(grouped);
+    }
+    h
+}
+
+fn own(raw: RawFd) -> OwnedFd {
+    #[allow(unsafe_code)]
+    // SAFETY: systemd passed this descriptor to the process (LISTEN_FDS, checked against
+    // LISTEN_PID by sd_notify); nothing else in the process knows or closes it.
+    unsafe {
+        OwnedFd::from_raw_fd(raw)
+    }
+}
+
+/// What the previous run left for the tunnel on `interface` (empty when nothing).
+pub fn take(interface: &str) -> wg::Adopted {
+    handed_over()
+        .as_mut()
+        .and_then(|m| m.remove(interface))
+        .unwrap_or_default()
+}
+
+/// Drops what no tunnel of this config took (a tunnel removed while the agent was down),
+/// and takes it out of the store.
+pub fn release_unclaimed() {
+    let left = handed_over()
+        .as_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    for interface in left.keys() {
+        tracing::info!(
+            interface,
+            "descriptors of a tunnel no longer configured: closed"
+        );
+        forget_names(&names_of(interface, &left[interface]));
+    }
+}
+
+fn names_of(interface: &str, a: &wg::Adopted) -> Vec<String> {
+    let mut names: Vec<String> = (0..a.tun.len())
+        .map(|i| format!("tun.{interface}.{i}"))
+        .collect();
+    names.push(format!("udp.{interface}"));
+    names
+}
+
+/// Hands a running tunnel's descriptors to systemd, replacing what was stored under their
+/// names.
+pub fn keep(tunnel: &wg::Tunnel) {
+    if !managed() {
+        return;
+    }
+    let mut names = Vec::new();
+    for (name, fd) in tunnel.descriptors() {
+        remove(&name);
+        store(&name, fd);
+        names.push(name);
+    }
+    lock(&STORED).insert(tunnel.interface().to_owned(), names);
+}
+
+/// Takes a tunnel's descriptors out of the store (it stops, or restarts anew).
+pub fn forget(interface: &str) {
+    let names = lock(&STORED).remove(interface).unwrap_or_default();
+    forget_names(&names);
+}
+
+fn forget_names(names: &[String]) {
+    if !managed() {
+        return;
+    }
+    for name in names {
+        remove(name);
+    }
+}
+
+fn store(name: &str, fd: BorrowedFd<'_>) {
+    let state = [NotifyState::FdStore, NotifyState::FdName(name)];
+    if let Err(e) = sd_notify::notify_with_fds(&state, &[fd]) {
+        tracing::warn!(name, error = %e, "descriptor not handed to systemd: a restart will drop this tunnel's carrier");
+    }
+}
+
+fn remove(name: &str) {
+    if !managed() {
+        return;
+    }
+    let state = [NotifyState::FdStoreRemove, NotifyState::FdName(name)];
+    if let Err(e) = sd_notify::notify(&state) {
+        tracing::debug!(name, error = %e, "stored descriptor not removed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_their_tunnel_and_queue() {
+        assert_eq!(
+            parse("tun.gwa-t1.2"),
+            Some(Slot::Tun {
+                interface: "gwa-t1".into(),
+                queue: 2
+            })
+        );
+        assert_eq!(
+            parse("tun.wg.backup.0"),
+            Some(Slot::Tun {
+                interface: "wg.backup".into(),
+                queue: 0
+            })
+        );
+        assert_eq!(
+            parse("udp.wg.backup"),
+            Some(Slot::Udp {
+                interface: "wg.backup".into()
+            })
+        );
+        for other in ["udp.", "tun.x", "tun.x.y", "stored", ""] {
+            assert_eq!(parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn queues_are_put_back_in_their_order() {
+        let file = |_| OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let fds = vec![
+            ("tun.t1.1".to_owned(), file(1)),
+            ("udp.t1".to_owned(), file(2)),
+            ("tun.t1.0".to_owned(), file(3)),
+            ("other".to_owned(), file(4)),
+        ];
+        let raw: Vec<RawFd> = fds
+            .iter()
+            .map(|(_, f)| std::os::fd::AsRawFd::as_raw_fd(f))
+            .collect();
+        let (grouped, strangers) = group(fds);
+        assert_eq!(strangers, ["other"]);
+        let t1 = &grouped["t1"];
+        let tun: Vec<RawFd> = t1.tun.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        assert_eq!(tun, [raw[2], raw[0]]);
+        assert_eq!(
+            t1.udp.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            Some(raw[1])
+        );
+    }
+}
