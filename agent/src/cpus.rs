@@ -63,13 +63,26 @@ pub fn plan(choice: BfdCpu, allowed: &[usize]) -> Plan {
 }
 
 static PLAN: OnceLock<Plan> = OnceLock::new();
+/// The CPUs the process was given, before any thread was placed.
+static GIVEN: OnceLock<Vec<usize>> = OnceLock::new();
 
 /// Decides once for the process, from the CPUs the calling thread may use.
 pub fn init(choice: BfdCpu) {
     PLAN.get_or_init(|| match allowed_cpus() {
-        Ok(allowed) => plan(choice, &allowed),
+        Ok(allowed) => {
+            GIVEN.get_or_init(|| allowed.clone());
+            plan(choice, &allowed)
+        }
         Err(e) => Plan::unpinned(format!("the agent's CPUs are unknown ({e})")),
     });
+}
+
+/// Puts the calling control thread back on every CPU the process was given (before a
+/// re-exec: the new image starts from this thread's set and plans its own).
+pub fn leave_control() {
+    if let Some(cpus) = GIVEN.get() {
+        let _ = pin_current_thread(cpus);
+    }
 }
 
 /// The BFD thread's CPU, once `init` ran (never in unit tests).

@@ -7,7 +7,8 @@
 //!
 //! Names: `tun.<interface>.<queue>` and `udp.<interface>`. An interface name may hold dots
 //! (the queue is after the last one) but never a `:`, which the store's names may not hold.
-//! Outside systemd (no NOTIFY_SOCKET) nothing is stored and nothing is handed back.
+//! Outside systemd (no NOTIFY_SOCKET) nothing is stored; a re-exec on SIGUSR2 hands the
+//! same descriptors to the next image (`reexec`), and they are taken back here alike.
 
 use std::collections::BTreeMap;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -73,7 +74,7 @@ fn group(fds: Vec<(String, OwnedFd)>) -> (BTreeMap<String, wg::Adopted>, Vec<Str
 fn handed_over() -> MutexGuard<'static, Option<BTreeMap<String, wg::Adopted>>> {
     let mut h = lock(&HANDED_OVER);
     if h.is_none() {
-        let fds: Vec<(String, OwnedFd)> = match sd_notify::listen_fds_with_names() {
+        let mut fds: Vec<(String, OwnedFd)> = match sd_notify::listen_fds_with_names() {
             Ok(fds) => fds.map(|(raw, name)| (name, own(raw))).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "descriptors handed back by systemd unreadable");
@@ -86,6 +87,14 @@ fn handed_over() -> MutexGuard<'static, Option<BTreeMap<String, wg::Adopted>>> {
                 "systemd handed back the tunnels' descriptors: their interfaces kept their carrier"
             );
         }
+        let exec = crate::reexec::handed_over();
+        if !exec.is_empty() {
+            tracing::info!(
+                descriptors = exec.len(),
+                "the previous image handed over the tunnels' descriptors (SIGUSR2): their interfaces kept their carrier"
+            );
+        }
+        fds.extend(exec);
         let (grouped, strangers) = group(fds);
         for name in strangers {
             tracing::warn!(name, "a stored descriptor that is not a tunnel's; dropped");

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod operator_state;
 pub mod policy;
+pub mod reexec;
 pub mod refused;
 pub mod reload;
 pub mod routing;
@@ -140,6 +141,7 @@ pub async fn run(
         tracing::error!(error = %e, "no link notifications; carrier changes are seen within a second");
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let drains = lock(&state).exports_changed();
     // The config in force, which the drains' announcements build on.
     let mut in_force = cfg;
@@ -175,6 +177,17 @@ pub async fn run(
                         "reload refused, the running config is unchanged:\n{errs}"
                     )),
                 });
+            }
+            _ = usr2.recv() => {
+                let fds = tunnels.descriptors();
+                tracing::info!(
+                    descriptors = fds.len(),
+                    "SIGUSR2: executing the agent's binary again, the tunnels' descriptors kept open; routes stay in the kernel"
+                );
+                let e = reexec::exec(&fds);
+                let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
+                tracing::error!("{msg}");
+                lock(&state).record("reexec-failed", None, msg);
             }
             () = drains.notified() => {
                 sessions.sync_exports(&in_force, &state).await;

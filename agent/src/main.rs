@@ -237,6 +237,7 @@ fn run_agent(config_file: &Path, socket: Option<PathBuf>) -> anyhow::Result<Exit
     }
     // Before any thread starts, so that every one of them is placed (see `cpus`).
     crosslink::cpus::init(cfg.bfd_host.cpu);
+    crosslink::reexec::remember_binary();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .on_thread_start(crosslink::cpus::enter_control)
         .enable_all()

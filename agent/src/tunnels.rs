@@ -202,6 +202,20 @@ async fn launch(
 }
 
 impl Tunnels {
+    /// Every running tunnel's descriptors by name, for a re-exec (see `reexec`).
+    pub fn descriptors(&self) -> Vec<(String, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        lock(&self.running)
+            .values()
+            .flat_map(|t| {
+                t.descriptors()
+                    .into_iter()
+                    .map(|(name, fd)| (name, fd.as_raw_fd()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Brings the tunnels to what `cfg` asks: new ones start, removed ones stop and their
     /// interface goes, changed ones change in place or restart; the others are not
     /// touched. A tunnel whose new config cannot be built (a key file unreadable) keeps

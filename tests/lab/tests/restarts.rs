@@ -185,3 +185,55 @@ fn a_line_router_restart_costs_one_penalty(router: LineRouter) {
         assert_eq!(p["policy"]["suppressed_seconds"], serde_json::Value::Null);
     }
 }
+
+/// Outside systemd, SIGUSR2 re-executes the agent's binary in place with the tunnels'
+/// descriptors kept open (the hot upgrade): the interfaces keep their carrier, and what
+/// gwa sends over the tunnels meanwhile waits in their queues instead of being lost.
+/// What gwb sends is encrypted with the session the old image held, whose keys a new
+/// image does not have: that direction loses the handshake's time (printed, not
+/// asserted). The lines are untouched (graceful restart, as on SIGTERM).
+#[test]
+fn a_reexec_on_sigusr2_keeps_the_tunnels_carrier() {
+    let mut lab = lab_with(LineRouter::Bird);
+    for gw in [Node::Gwa, Node::Gwb] {
+        for line in ["line1", "line2"] {
+            lab.crosslink(gw, &["failover", line]).unwrap();
+        }
+    }
+    let on_tunnels = |lab: &Lab, node: Node, prefix: &str| -> anyhow::Result<bool> {
+        let devs = lab.route_devices(node, prefix)?;
+        Ok(!devs.is_empty() && devs.iter().all(|d| d.contains("-t")))
+    };
+    lab.wait_for(
+        "both gateways on the tunnels",
+        Duration::from_secs(20),
+        || {
+            Ok(on_tunnels(&lab, Node::Gwa, "198.18.2.0/24")?
+                && on_tunnels(&lab, Node::Gwb, "198.18.1.0/24")?)
+        },
+    )
+    .unwrap();
+    let log = lab.dir().join("gwa.crosslink.log");
+    let before = std::fs::read_to_string(&log).unwrap().len();
+    let probes = [
+        lab.probe(Side::A, false, 1000).unwrap(),
+        lab.probe(Side::B, false, 1000).unwrap(),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    lab.signal_crosslink(Node::Gwa, Signal::SIGUSR2).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let [ab, ba] = probes.map(|p| p.stop().unwrap());
+    eprintln!("re-exec on SIGUSR2, over the tunnels: ha->hb {ab}; hb->ha {ba}");
+    let after = std::fs::read_to_string(&log).unwrap();
+    let new = &after[before..];
+    assert!(
+        new.contains("handed over the tunnels' descriptors"),
+        "the new image took the tunnels over:\n{new}"
+    );
+    assert!(!new.contains("re-exec on SIGUSR2 failed"), "{new}");
+    // Same process, still answering, still on the tunnels.
+    assert!(lab.status(Node::Gwa).is_ok());
+    assert!(on_tunnels(&lab, Node::Gwa, "198.18.2.0/24").unwrap());
+    assert_eq!(ab.lost, 0, "ha->hb: {ab}\n{new}");
+    assert!(ba.received > 2000, "hb->ha: {ba}");
+}
