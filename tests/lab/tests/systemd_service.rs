@@ -9,7 +9,7 @@
 //! Needs root, debootstrap and systemd-container (tests/install-deps.sh), and the package
 //! (`cargo deb -p crosslink`, which tests/run-all.sh builds first). Never skipped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab::container::{self, Container};
@@ -122,21 +122,32 @@ fn crosslink_routes(c: &Container) -> usize {
     v4.lines().chain(v6.lines()).count()
 }
 
-/// Moves both gateways onto the tunnels, restarts gwa's agent under 1,000 packets/s each
-/// way, and puts the lines back; the probes' reports.
-fn restart_on_the_tunnels(lab: &Lab, c: &Container) -> (ProbeReport, ProbeReport) {
-    for line in ["line1", "line2"] {
-        c.sh(&format!("crosslink failover {line}")).unwrap();
-        lab.crosslink(Node::Gwb, &["failover", line]).unwrap();
+/// Runs `action` in the container (a restart, a package upgrade) under 1,000 packets/s each
+/// way between the hosts, with the traffic on the lines or, both gateways' lines failed
+/// over by the operator, on the tunnels; the probes' reports. Afterwards everything is
+/// back on line 1.
+fn under_traffic(
+    lab: &Lab,
+    c: &Container,
+    tunnels: bool,
+    action: &str,
+) -> (ProbeReport, ProbeReport) {
+    let lines = ["line1", "line2"];
+    if tunnels {
+        for line in lines {
+            c.sh(&format!("crosslink failover {line}")).unwrap();
+            lab.crosslink(Node::Gwb, &["failover", line]).unwrap();
+        }
     }
-    let on_tunnels = |node: Node, prefix: &str| -> anyhow::Result<bool> {
+    let on = |node: Node, prefix: &str| -> anyhow::Result<bool> {
         let devs = lab.route_devices(node, prefix)?;
-        Ok(!devs.is_empty() && devs.iter().all(|d| d.contains("-t")))
+        let want = if tunnels { "-t" } else { "line1" };
+        Ok(!devs.is_empty() && devs.iter().all(|d| d.contains(want)))
     };
     lab.wait_for(
-        "both gateways on the tunnels",
-        Duration::from_secs(20),
-        || Ok(on_tunnels(Node::Gwa, "198.18.2.0/24")? && on_tunnels(Node::Gwb, "198.18.1.0/24")?),
+        "both gateways where the test wants them",
+        Duration::from_secs(60),
+        || Ok(on(Node::Gwa, "198.18.2.0/24")? && on(Node::Gwb, "198.18.1.0/24")?),
     )
     .unwrap();
     let probes = [
@@ -144,23 +155,89 @@ fn restart_on_the_tunnels(lab: &Lab, c: &Container) -> (ProbeReport, ProbeReport
         lab.probe(Side::B, false, 1000).unwrap(),
     ];
     std::thread::sleep(Duration::from_millis(500));
-    c.sh("systemctl restart crosslink").unwrap();
+    let pid = show(c, "MainPID");
+    let handed_before = handed_back(c);
+    let started = Instant::now();
+    c.sh(action)
+        .unwrap_or_else(|e| panic!("{e}\n--- journal ---\n{}", c.journal("crosslink")));
+    let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let [ab, ba] = probes.map(|p| p.stop().unwrap());
-    // The new agent started the tunnels from what systemd kept (FileDescriptorStoreMax).
-    c.sh("journalctl --no-pager -u crosslink -g 'handed back the tunnels'")
-        .expect("the tunnels' descriptors came back from systemd's store");
-    for line in ["line1", "line2"] {
-        c.sh(&format!("crosslink restore {line}")).unwrap();
-        lab.crosslink(Node::Gwb, &["restore", line]).unwrap();
+    let over = if tunnels { "the tunnels" } else { "line 1" };
+    eprintln!("`{action}` ({took:?}) over {over}: ha->hb {ab}; hb->ha {ba}");
+    assert_ne!(show(c, "MainPID"), pid, "`{action}` restarted the agent");
+    if tunnels {
+        // The new agent started the tunnels from what systemd kept.
+        assert_eq!(
+            handed_back(c),
+            handed_before + 1,
+            "the tunnels' descriptors came back from systemd's store"
+        );
+        for line in lines {
+            c.sh(&format!("crosslink restore {line}")).unwrap();
+            lab.crosslink(Node::Gwb, &["restore", line]).unwrap();
+        }
     }
-    lab.wait_for(
-        "both gateways back on line 1",
-        Duration::from_secs(60),
-        || lab.both_on(Line(1)),
-    )
+    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
+        lab.both_on(Line(1))
+    })
     .unwrap();
     (ab, ba)
+}
+
+/// How many times an agent took the tunnels' descriptors back from systemd's store.
+fn handed_back(c: &Container) -> usize {
+    c.sh("journalctl --no-pager -u crosslink -g 'handed back the tunnels' -o cat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("handed back"))
+        .count()
+}
+
+/// The same package as a newer version (its control file's Version bumped, rebuilt with
+/// dpkg-deb): installing it is a real upgrade (prerm upgrade, unpack, postinst configure
+/// with the old version, which restarts the running agent).
+fn upgraded(deb: &Path, dir: &Path, n: u32) -> String {
+    let tree = dir.join(format!("upgrade{n}-tree"));
+    let _ = std::fs::remove_dir_all(&tree);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "dpkg-deb",
+        "-R",
+        deb.to_str().unwrap(),
+        tree.to_str().unwrap(),
+    ]);
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("Version: ") {
+            Some(v) => format!("Version: {v}+upgrade{n}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    let name = format!("crosslink-upgrade{n}.deb");
+    let out = dir.join(&name);
+    run(&[
+        "dpkg-deb",
+        "--root-owner-group",
+        "-b",
+        tree.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&tree).unwrap();
+    format!("dpkg -i /mnt/crosslink/{name}")
 }
 
 #[test]
@@ -319,38 +396,33 @@ fn the_package_runs_under_the_real_systemd() {
     c.sh("cp /root/good.toml /etc/crosslink/crosslink.toml && systemctl reload crosslink")
         .unwrap_or_else(|e| panic!("a good config: {e}{}", context(&c)));
 
-    // A restart under traffic: the lines lose nothing (routes stay in the kernel, the
-    // new agent adopts them, BGP restarts gracefully).
-    let routes = crosslink_routes(&c);
-    assert!(routes > 0);
-    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
-        lab.both_on(Line(1))
-    })
-    .unwrap();
-    let probes = [
-        lab.probe(Side::A, false, 1000).unwrap(),
-        lab.probe(Side::B, false, 1000).unwrap(),
-    ];
-    std::thread::sleep(Duration::from_millis(500));
-    let restarted = Instant::now();
-    c.sh("systemctl restart crosslink")
-        .unwrap_or_else(|e| panic!("{e}{}", context(&c)));
-    eprintln!("systemctl restart took {:?}", restarted.elapsed());
-    std::thread::sleep(Duration::from_secs(2));
-    let [ab, ba] = probes.map(|p| p.stop().unwrap());
-    eprintln!("systemctl restart on line 1: ha->hb {ab}; hb->ha {ba}");
-    assert!(lab.both_on(Line(1)).unwrap());
-    assert_eq!((ab.lost, ba.lost), (0, 0), "ha->hb {ab}; hb->ha {ba}");
-
-    // The same restart with the traffic on the tunnels (both gateways' lines failed over
-    // by the operator).
-    let (ab, ba) = restart_on_the_tunnels(&lab, &c);
-    eprintln!("systemctl restart on the tunnels: ha->hb {ab}; hb->ha {ba}");
-    // What gwa sends waits in the TUN queues systemd kept, and leaves once the new agent
-    // has a session: nothing lost. What gwb sends meanwhile is encrypted with the session
-    // the old agent held, which a new process cannot decrypt (its keys are gone): those
-    // are lost until the new handshake (about the restart's duration; not asserted).
-    assert_eq!(ab.lost, 0, "ha->hb over the tunnels: {ab}");
+    // A restart and a package upgrade under traffic. On the lines nothing is lost
+    // (routes stay in the kernel, the new agent adopts them, BGP restarts gracefully).
+    // On the tunnels, what gwa sends waits in the TUN queues systemd kept and leaves
+    // once the new agent has a session: nothing lost. What gwb sends meanwhile is
+    // encrypted with the session the old agent held, which a new process cannot decrypt
+    // (its keys are gone): those are lost until the new handshake (printed, not asserted).
+    assert!(crosslink_routes(&c) > 0);
+    let restart = "systemctl restart crosslink".to_owned();
+    for (action, tunnels) in [
+        (restart.clone(), false),
+        (restart, true),
+        (upgraded(&deb, &stage, 1), false),
+        (upgraded(&deb, &stage, 2), true),
+    ] {
+        let (ab, ba) = under_traffic(&lab, &c, tunnels, &action);
+        if tunnels {
+            assert_eq!(ab.lost, 0, "`{action}`, ha->hb over the tunnels: {ab}");
+        } else {
+            assert_eq!(
+                (ab.lost, ba.lost),
+                (0, 0),
+                "`{action}`: ha->hb {ab}; hb->ha {ba}"
+            );
+        }
+    }
+    let version = c.sh("dpkg-query -W -f '${Version}' crosslink").unwrap();
+    assert!(version.ends_with("+upgrade2"), "installed: {version}");
 
     // A loop that stops pinging the watchdog (here: the whole process stopped) is
     // aborted and restarted by systemd.
