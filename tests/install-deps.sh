@@ -20,6 +20,8 @@ packages=(
   systemd-container # systemd-nspawn: boots that container with the real systemd
   lintian     # checks the Debian package
   dpkg-dev    # dpkg-shlibdeps: cargo deb computes the package's library dependencies
+  openssh-client  # the rollout test's Ansible reaches the gateway containers over SSH
+  socat       # ...through a ProxyCommand that enters the gateway's namespace
 )
 
 missing=()

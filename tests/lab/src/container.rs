@@ -21,8 +21,10 @@ use anyhow::{bail, Context, Result};
 
 /// Debian release of the container.
 const SUITE: &str = "bookworm";
-/// What the container needs beyond minbase: the service manager, `ip`, `ps`, `wg show`.
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,iproute2,procps,wireguard-tools";
+/// What the container needs beyond minbase: the service manager, `ip`, `ps`, `wg show`,
+/// and what Ansible needs to manage it over SSH.
+const PACKAGES: &str =
+    "systemd,systemd-sysv,dbus,iproute2,procps,wireguard-tools,openssh-server,python3";
 /// Bounds on booting and stopping.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -34,13 +36,17 @@ pub fn rootfs() -> Result<PathBuf> {
     let cache = std::env::var_os("CROSSLINK_ROOTFS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/crosslink-lab"));
-    let root = cache.join(format!("{SUITE}-rootfs"));
+    // Named by what it holds, so that a changed package list makes a new one.
+    let hash = PACKAGES
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let root = cache.join(format!("{SUITE}-{hash:08x}-rootfs"));
     if root.join("usr/lib/systemd/systemd").is_file() {
         return Ok(root);
     }
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     // Built beside, then renamed: an interrupted debootstrap never looks finished.
-    let partial = cache.join(format!("{SUITE}-rootfs.partial"));
+    let partial = root.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
     let mirror = std::env::var("CROSSLINK_DEBIAN_MIRROR")
         .unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
@@ -177,9 +183,11 @@ impl Container {
     /// /sys/class/net lists the host's interfaces, not the namespace's (where a real host's
     /// shows its own). A sysfs mounted from inside the namespace puts the namespace's
     /// interfaces there, for every service started after.
+    /// Also gives /dev/net/tun the mode udev gives it on a real host (nspawn makes it
+    /// 0600), so that a service running as a user can open it.
     fn net_sysfs(&self) -> Result<()> {
         self.sh(
-            "mkdir -p /run/netns-sysfs && mount -t sysfs sysfs /run/netns-sysfs \
+            "chmod 0666 /dev/net/tun && mkdir -p /run/netns-sysfs && mount -t sysfs sysfs /run/netns-sysfs \
              && mount --bind /run/netns-sysfs/class/net /sys/class/net \
              && mount --bind /run/netns-sysfs/devices/virtual/net /sys/devices/virtual/net",
         )
@@ -368,4 +376,44 @@ fn children(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
+}
+
+/// `deb` again as a newer version (its control file's Version with `+upgrade<n>`, rebuilt
+/// with dpkg-deb) in `dir`: installing it is a real upgrade (prerm upgrade, unpack,
+/// postinst configure with the old version), with the same files inside.
+pub fn repackaged(deb: &Path, dir: &Path, n: u32) -> Result<PathBuf> {
+    let tree = dir.join(format!("upgrade{n}-tree"));
+    let _ = std::fs::remove_dir_all(&tree);
+    let run = |args: &[&std::ffi::OsStr]| -> Result<()> {
+        let out = Command::new(args[0]).args(&args[1..]).output()?;
+        if !out.status.success() {
+            bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    run(&[
+        "dpkg-deb".as_ref(),
+        "-R".as_ref(),
+        deb.as_os_str(),
+        tree.as_os_str(),
+    ])?;
+    let control = tree.join("DEBIAN/control");
+    let text: String = std::fs::read_to_string(&control)?
+        .lines()
+        .map(|l| match l.strip_prefix("Version: ") {
+            Some(v) => format!("Version: {v}+upgrade{n}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&control, text)?;
+    let out = dir.join(format!("crosslink-upgrade{n}.deb"));
+    run(&[
+        "dpkg-deb".as_ref(),
+        "--root-owner-group".as_ref(),
+        "-b".as_ref(),
+        tree.as_os_str(),
+        out.as_os_str(),
+    ])?;
+    std::fs::remove_dir_all(&tree)?;
+    Ok(out)
 }

@@ -1,98 +1,87 @@
-//! The Ansible role and the gray-rollout playbook, run for real against the lab's two
-//! gateways (local connection, each gateway's files under a test root in the lab's
-//! directory, its agent in its namespace): a clean rollout, a config change that only
-//! needs a reload, and a canary whose new config breaks its lines — the gate fails, the
-//! canary is rolled back to what it ran before and the other gateway is never touched.
+//! The Ansible role and the gray-rollout playbook, run for real: the lab's two gateways
+//! are Debian hosts booted with systemd (`lab::container`, each inside its gateway's
+//! namespace), reached by `ansible-playbook` over SSH (a ProxyCommand enters the
+//! namespace), and crosslink is installed from its Debian package, checksum verified. A
+//! first rollout, a change that only needs a reload, a package upgrade, then a canary with
+//! a newer package and a config that breaks its lines: the gate fails, the canary gets the
+//! package and config it ran before, and the other gateway is never touched.
 //!
-//! There is no systemd here, so the role's `command` service manager runs a script that
-//! does for the agent what the unit does: start it (waiting for its control socket, as
-//! Type=notify waits for READY), stop it with SIGTERM, reload it with SIGHUP.
+//! Needs root, the package (tests/run-all.sh builds it), socat and ssh. Never skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use lab::container::{self, Container};
 use lab::{GatewayMode, Lab, LabOptions, Node};
+use nix::sys::signal::Signal;
 
-const SERVICE: &str = r#"#!/bin/bash
-# service.sh GATEWAY start|stop|restart|reload
-set -euo pipefail
-lab=$(dirname "$(readlink -f "$0")")
-gw=$1
-root=$lab/$gw-root
-pidf=$root/run/crosslink.pid
-sock=$root/run/crosslink/control.sock
-running() { [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; }
-start() {
-  if running; then echo running; return; fi
-  mkdir -p "$root/run"
-  rm -f "$sock"
-  setsid ip netns exec "xl-$gw" sh -c 'echo $$ > "$0"; exec "$1" --config "$2" --log-format text run' \
-    "$pidf" "$root/usr/bin/crosslink" "$root/etc/crosslink/crosslink.toml" \
-    >> "$lab/$gw.crosslink.log" 2>&1 < /dev/null &
-  for _ in $(seq 100); do
-    if [ -S "$sock" ]; then echo started; return; fi
-    sleep 0.1
-  done
-  echo "crosslink on $gw did not come up" >&2
-  exit 1
-}
-# Stops the agent in the gateway's namespace, whoever started it (the first rollout takes
-# over the one the lab started).
-stop() {
-  for pid in $(ip netns pids "xl-$gw"); do
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = crosslink ] || continue
-    kill -TERM "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -f "$pidf"
-}
-case $2 in
-  start) start ;;
-  stop) stop ;;
-  restart) stop; start ;;
-  reload) kill -HUP "$(cat "$pidf")" ;;
-  *) echo "unknown action $2" >&2; exit 2 ;;
-esac
-"#;
-
-fn root(lab: &Lab, gw: Node) -> PathBuf {
-    lab.dir().join(format!("{gw}-root"))
+/// The package to roll out: `CROSSLINK_DEB`, or the newest in the workspace's target/debian.
+fn package() -> PathBuf {
+    if let Some(p) = std::env::var_os("CROSSLINK_DEB") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.ancestors().nth(3).unwrap().join("debian");
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("crosslink_") && n.ends_with(".deb"))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no crosslink package in {}: build it with `cargo deb -p crosslink`",
+                dir.display()
+            )
+        })
 }
 
-/// The lab's config of `gw` as the role's template: paths under the test root, key files
-/// from the role's key directory. Returns the template and the key files it names.
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The lab's config of `gw` as the role's template: the control socket and state file at
+/// the package's defaults, key files from the role's key directory. Returns the template
+/// and the key files it names.
 fn template(lab: &Lab, gw: Node) -> (String, Vec<(String, PathBuf)>) {
     let text = std::fs::read_to_string(lab.crosslink_config(gw)).unwrap();
     let mut keys = Vec::new();
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("socket = ") {
-                "socket = \"{{ crosslink_socket }}\"".to_owned()
-            } else if l.starts_with("state_file = ") {
-                "state_file = \"{{ crosslink_state_dir }}/operator.json\"".to_owned()
-            } else if let Some(path) = l.strip_prefix("private_key_file = ") {
-                let path = PathBuf::from(path.trim_matches('"'));
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                let line =
-                    format!("private_key_file = \"{{{{ crosslink_conf_dir }}}}/keys/{name}\"");
-                keys.push((name, path));
-                line
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    (lines.join("\n") + "\n", keys)
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.starts_with("socket = ") || l.starts_with("state_file = ") {
+            continue;
+        }
+        if let Some(path) = l.strip_prefix("private_key_file = ") {
+            let path = PathBuf::from(path.trim_matches('"'));
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            out.push_str(&format!(
+                "private_key_file = \"{{{{ crosslink_conf_dir }}}}/keys/{name}\"\n"
+            ));
+            keys.push((name, path));
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    (out, keys)
 }
 
 fn write_template(lab: &Lab, gw: Node, text: &str) {
     std::fs::write(lab.dir().join(format!("{gw}.toml.j2")), text).unwrap();
 }
 
-fn inventory(lab: &Lab, keys: &[(Node, Vec<(String, PathBuf)>)]) -> PathBuf {
+fn inventory(lab: &Lab, deb: &Path, keys: &[(Node, Vec<(String, PathBuf)>)]) -> PathBuf {
     let mut hosts = String::new();
     for (gw, keys) in keys {
         let keys: Vec<String> = keys
@@ -100,15 +89,17 @@ fn inventory(lab: &Lab, keys: &[(Node, Vec<(String, PathBuf)>)]) -> PathBuf {
             .map(|(n, p)| format!("{{ name: {n}, src: {} }}", p.display()))
             .collect();
         hosts.push_str(&format!(
-            "    {gw}:\n      crosslink_root: {root}\n      crosslink_config_src: {dir}/{gw}.toml.j2\n      crosslink_service_command: {dir}/service.sh {gw}\n      crosslink_keys: [{keys}]\n",
-            root = root(lab, *gw).display(),
+            "    {gw}:\n      ansible_ssh_common_args: >-\n        -o ProxyCommand='ip netns exec {ns} socat - TCP:127.0.0.1:22'\n        -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n      crosslink_config_src: {dir}/{gw}.toml.j2\n      crosslink_keys: [{keys}]\n",
+            ns = gw.ns(),
             dir = lab.dir().display(),
             keys = keys.join(", ")
         ));
     }
     let text = format!(
-        "crosslink_gateways:\n  hosts:\n{hosts}  vars:\n    ansible_connection: local\n    ansible_python_interpreter: /usr/bin/python3\n    crosslink_binary_src: {bin}\n    crosslink_manage_user: false\n    crosslink_user: root\n    crosslink_group: root\n    crosslink_service_manager: command\n    crosslink_apply_sysctl: false\n    crosslink_gate_timeout: 40\n    crosslink_gate_delay: 1\n",
-        bin = lab.crosslink_bin().unwrap().display()
+        "crosslink_gateways:\n  hosts:\n{hosts}  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {key}\n    ansible_python_interpreter: /usr/bin/python3\n    crosslink_package_src: {deb}\n    crosslink_package_sha256: {sum}\n    crosslink_gate_timeout: 40\n    crosslink_gate_delay: 1\n",
+        key = lab.dir().join("id_ed25519").display(),
+        deb = deb.display(),
+        sum = sha256(deb),
     );
     let path = lab.dir().join("inventory.yml");
     std::fs::write(&path, text).unwrap();
@@ -136,80 +127,113 @@ fn rollout(inventory: &Path, extra: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn agent_pid(lab: &Lab, gw: Node) -> String {
-    std::fs::read_to_string(root(lab, gw).join("run/crosslink.pid"))
+/// A gateway host: its container, reachable over SSH with the lab's key.
+fn boot(lab: &Lab, gw: Node, rootfs: &Path, public_key: &str) -> Container {
+    let c = Container::boot(
+        gw.name(),
+        rootfs,
+        &gw.ns(),
+        &[],
+        &lab.dir().join(format!("{gw}-host.console")),
+    )
+    .unwrap();
+    c.sh(&format!(
+        "install -d -m 0700 /root/.ssh && printf '%s\\n' '{}' > /root/.ssh/authorized_keys \
+         && chmod 0600 /root/.ssh/authorized_keys && systemctl start ssh",
+        public_key.trim()
+    ))
+    .unwrap();
+    c
+}
+
+fn show(c: &Container, prop: &str) -> String {
+    c.sh(&format!("systemctl show -p {prop} --value crosslink"))
         .unwrap()
         .trim()
         .to_owned()
 }
 
-/// The installed CLI against the agent the playbook runs.
-fn cli(lab: &Lab, gw: Node, command: &str) -> Result<String, String> {
-    let r = root(lab, gw);
-    let out = Command::new(r.join("usr/bin/crosslink"))
-        .arg("--socket")
-        .arg(r.join("run/crosslink/control.sock"))
-        .arg(command)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+fn version(c: &Container) -> String {
+    c.sh("dpkg-query -W -f '${Version}' crosslink").unwrap()
 }
 
-fn health(lab: &Lab, gw: Node) -> Result<String, String> {
-    cli(lab, gw, "check-health")
+fn health(c: &Container) -> Result<String, String> {
+    c.sh("crosslink check-health").map_err(|e| e.to_string())
 }
 
 #[test]
 fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary() {
-    let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).unwrap();
+    let deb = package();
+    let rootfs = container::rootfs().expect("the containers' root file system");
+    let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {
         lab.wait_for("the lab's agents healthy", Duration::from_secs(30), || {
             Ok(lab.crosslink(gw, &["check-health"]).is_ok())
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
     }
-    // The playbook takes the gateways over: its first restart of each stops the agent the
-    // lab started (the routes stay meanwhile).
+    let key = lab.dir().join("id_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (package openssh-client)");
+    assert!(keygen.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    // The hosts take the gateways over, one at a time as the rollout reaches them (an
+    // agent's health needs the far gateway's agent answering); what the lab's agents
+    // programmed stays.
+    let mut hosts = Vec::new();
     let mut keys = Vec::new();
     for gw in [Node::Gwa, Node::Gwb] {
+        hosts.push(boot(&lab, gw, &rootfs, &public));
         let (text, k) = template(&lab, gw);
         write_template(&lab, gw, &text);
         keys.push((gw, k));
     }
-    let script = lab.dir().join("service.sh");
-    std::fs::write(&script, SERVICE).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let inv = inventory(&lab, &keys);
+    let [gwa, gwb] = [&hosts[0], &hosts[1]];
+    let inv = inventory(&lab, &deb, &keys);
+    let first = {
+        let out = Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg("Version")
+            .output();
+        String::from_utf8_lossy(&out.unwrap().stdout)
+            .trim()
+            .to_owned()
+    };
 
-    // 1. A first rollout: installed, started, healthy, gateway by gateway.
+    // 1. A first installation, the canary by hand (`--limit`), then the whole inventory:
+    //    the package installed, the service started, healthy; gwa, already done, is left
+    //    as it runs.
+    lab.stop_crosslink(Node::Gwa, Signal::SIGTERM).unwrap();
+    let (ok, out) = rollout(&inv, &["--limit", "gwa"]);
+    assert!(ok, "{out}\n{}", gwa.journal("crosslink"));
+    let canary = show(gwa, "MainPID");
+    lab.stop_crosslink(Node::Gwb, Signal::SIGTERM).unwrap();
     let (ok, out) = rollout(&inv, &[]);
-    assert!(ok, "{out}\n{}", lab.log_tails(20));
-    let gwa_at = out.find("ok: [gwa]").unwrap_or(usize::MAX);
-    let gwb_at = out.find("ok: [gwb]").unwrap_or(0);
-    assert!(gwa_at < gwb_at, "the canary (gwa) goes first:\n{out}");
-    for gw in [Node::Gwa, Node::Gwb] {
-        let said = health(&lab, gw).unwrap_or_else(|e| panic!("{gw}: {e}"));
+    assert!(ok, "{out}\n{}", gwb.journal("crosslink"));
+    assert_eq!(show(gwa, "MainPID"), canary, "gwa was left as it ran");
+    for (gw, c) in [(Node::Gwa, gwa), (Node::Gwb, gwb)] {
+        let said = health(c).unwrap_or_else(|e| panic!("{gw}: {e}"));
         assert!(said.contains(&format!("gateway {gw}")), "{said}");
-        let r = root(&lab, gw);
-        for (name, _) in &keys.iter().find(|(g, _)| *g == gw).unwrap().1 {
-            let meta = std::fs::metadata(r.join("etc/crosslink/keys").join(name)).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
-        }
-        let protos = std::fs::read_to_string(r.join("etc/iproute2/rt_protos.d/crosslink.conf"));
-        assert_eq!(protos.unwrap(), "210 crosslink\n");
-        let sysctl = std::fs::read_to_string(r.join("etc/sysctl.d/60-crosslink.conf")).unwrap();
-        assert!(sysctl.contains("net.ipv4.nexthop_compat_mode = 0"));
-        assert!(r.join("etc/systemd/system/crosslink.service").exists());
+        assert_eq!(version(c), first);
+        assert_eq!(show(c, "UnitFileState"), "enabled");
+        let keys = c.sh("stat -c '%a %U %n' /etc/crosslink/keys/*").unwrap();
+        assert!(
+            keys.lines().all(|l| l.starts_with("600 crosslink ")),
+            "{keys}"
+        );
+        // What the package brought: the kernel settings and protocol 210's name.
+        c.sh("grep -q 'nexthop_compat_mode = 0' /usr/lib/sysctl.d/60-crosslink.conf")
+            .unwrap();
+        c.sh("grep -q crosslink /etc/iproute2/rt_protos.d/crosslink.conf")
+            .unwrap();
     }
 
-    // 2. Only an announcement changes on gwa: a reload is enough, the agent keeps running.
-    let pids = (agent_pid(&lab, Node::Gwa), agent_pid(&lab, Node::Gwb));
+    // 2. Only an announcement changes on gwa: a reload is enough, both keep running.
+    let pids = (show(gwa, "MainPID"), show(gwb, "MainPID"));
     let (text, _) = template(&lab, Node::Gwa);
     let announced = text.replace(
         "announce = [\"198.18.1.0/24\"",
@@ -220,16 +244,34 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     let (ok, out) = rollout(&inv, &[]);
     assert!(ok, "{out}");
     assert_eq!(
-        (agent_pid(&lab, Node::Gwa), agent_pid(&lab, Node::Gwb)),
+        (show(gwa, "MainPID"), show(gwb, "MainPID")),
         pids,
         "reloaded, not restarted"
     );
-    let events = cli(&lab, Node::Gwa, "events").unwrap();
+    let events = gwa.sh("crosslink events").unwrap();
     assert!(events.contains("config reloaded"), "{events}");
 
-    // 3. A canary whose config passes check-config but names the wrong peer AS on both
-    // lines: BGP never comes up, the gate fails, gwa gets its previous config back and is
-    // healthy again; gwb is never touched.
+    // 3. A newer package: each gateway's agent is restarted by the package's own
+    //    postinst and passes the gate.
+    let upgrade1 = container::repackaged(&deb, lab.dir(), 1).unwrap();
+    let inv = inventory(&lab, &upgrade1, &keys);
+    let (ok, out) = rollout(&inv, &[]);
+    assert!(ok, "{out}");
+    let gwa_at = out.find("ok: [gwa]").unwrap_or(usize::MAX);
+    let gwb_at = out.find("ok: [gwb]").unwrap_or(0);
+    assert!(gwa_at < gwb_at, "the canary (gwa) goes first:\n{out}");
+    for c in [gwa, gwb] {
+        assert_eq!(version(c), format!("{first}+upgrade1"));
+        assert!(health(c).is_ok());
+    }
+    let pids = (show(gwa, "MainPID"), show(gwb, "MainPID"));
+
+    // 4. A canary with a newer package still and a config that passes check-config but
+    //    names the wrong peer AS on both lines: BGP never comes up, the gate fails, gwa
+    //    gets the package and config it ran before and is healthy again; gwb is never
+    //    touched.
+    let upgrade2 = container::repackaged(&deb, lab.dir(), 2).unwrap();
+    let inv = inventory(&lab, &upgrade2, &keys);
     let broken = announced
         .replace("peer_asn = 65101", "peer_asn = 65199")
         .replace("peer_asn = 65102", "peer_asn = 65198");
@@ -242,23 +284,28 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
         "{out}"
     );
     assert!(!out.contains("[gwb]"), "gwb must not be touched:\n{out}");
-    assert_eq!(agent_pid(&lab, Node::Gwb), pids.1, "gwb kept running");
-    let config =
-        std::fs::read_to_string(root(&lab, Node::Gwa).join("etc/crosslink/crosslink.toml"))
-            .unwrap();
+    assert_eq!(show(gwb, "MainPID"), pids.1, "gwb kept running");
+    assert_eq!(version(gwb), format!("{first}+upgrade1"));
+    assert_eq!(
+        version(gwa),
+        format!("{first}+upgrade1"),
+        "the previous package is back"
+    );
+    let config = gwa.sh("cat /etc/crosslink/crosslink.toml").unwrap();
     assert!(
         config.contains("peer_asn = 65101") && config.contains("198.18.9.0/24"),
         "the previous config is back:\n{config}"
     );
     // The broken canary refused line 2's router (NOTIFICATION: bad peer AS), which ends
     // the router's graceful restart and withdraws gwa's routes; gwb then rightly takes
-    // the line out of service until it has been back for its hold-down (30 s).
-    for gw in [Node::Gwa, Node::Gwb] {
+    // the line out of service until it has been back for its hold-down.
+    for (gw, c) in [(Node::Gwa, gwa), (Node::Gwb, gwb)] {
         lab.wait_for(
             "healthy after the rollback",
             Duration::from_secs(60),
-            || Ok(health(&lab, gw).is_ok()),
+            || Ok(health(c).is_ok()),
         )
-        .unwrap_or_else(|e| panic!("{gw} after the rollback: {e:#}: {:?}", health(&lab, gw)));
+        .unwrap_or_else(|e| panic!("{gw} after the rollback: {e:#}: {:?}", health(c)));
     }
+    drop(hosts);
 }

@@ -194,50 +194,13 @@ fn handed_back(c: &Container) -> usize {
         .count()
 }
 
-/// The same package as a newer version (its control file's Version bumped, rebuilt with
-/// dpkg-deb): installing it is a real upgrade (prerm upgrade, unpack, postinst configure
-/// with the old version, which restarts the running agent).
+/// `deb` as version `+upgrade<n>` in the staging directory; the command that installs it.
 fn upgraded(deb: &Path, dir: &Path, n: u32) -> String {
-    let tree = dir.join(format!("upgrade{n}-tree"));
-    let _ = std::fs::remove_dir_all(&tree);
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "dpkg-deb",
-        "-R",
-        deb.to_str().unwrap(),
-        tree.to_str().unwrap(),
-    ]);
-    let control = tree.join("DEBIAN/control");
-    let text = std::fs::read_to_string(&control).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| match l.strip_prefix("Version: ") {
-            Some(v) => format!("Version: {v}+upgrade{n}\n"),
-            None => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(&control, text).unwrap();
-    let name = format!("crosslink-upgrade{n}.deb");
-    let out = dir.join(&name);
-    run(&[
-        "dpkg-deb",
-        "--root-owner-group",
-        "-b",
-        tree.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    std::fs::remove_dir_all(&tree).unwrap();
-    format!("dpkg -i /mnt/crosslink/{name}")
+    let pkg = container::repackaged(deb, dir, n).unwrap();
+    format!(
+        "dpkg -i /mnt/crosslink/{}",
+        pkg.file_name().unwrap().to_string_lossy()
+    )
 }
 
 #[test]
@@ -308,11 +271,9 @@ fn the_package_runs_under_the_real_systemd() {
         "{man}"
     );
 
-    // gwa's own config and keys, as an operator (or the Ansible role) puts them. And
-    // /dev/net/tun with the mode udev gives it on a real host (nspawn makes it 0600).
+    // gwa's own config and keys, as an operator (or the Ansible role) puts them.
     c.sh(
-        "chmod 0666 /dev/net/tun && \
-         install -o root -g crosslink -m 0640 /mnt/crosslink/crosslink.toml /etc/crosslink/crosslink.toml \
+        "install -o root -g crosslink -m 0640 /mnt/crosslink/crosslink.toml /etc/crosslink/crosslink.toml \
          && install -o crosslink -g crosslink -m 0600 /mnt/crosslink/keys/* /etc/crosslink/keys/ \
          && install -D -m 0644 /mnt/crosslink/test.conf /etc/systemd/system/crosslink.service.d/test.conf \
          && systemctl daemon-reload",
