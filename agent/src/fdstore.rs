@@ -16,8 +16,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use sd_notify::NotifyState;
 
-/// What systemd handed back at start, by interface, until each tunnel takes its own.
-static HANDED_OVER: Mutex<Option<BTreeMap<String, wg::Adopted>>> = Mutex::new(None);
+/// What systemd (or the image before a re-exec) handed back at start, by interface, with
+/// the names it came under, until each tunnel takes its own.
+static HANDED_OVER: Mutex<Option<BTreeMap<String, Handed>>> = Mutex::new(None);
+
+#[derive(Default)]
+struct Handed {
+    fds: wg::Adopted,
+    names: Vec<String>,
+}
 /// The names this run stored, by interface (to remove them when the tunnel goes).
 static STORED: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
 
@@ -51,27 +58,32 @@ fn parse(name: &str) -> Option<Slot> {
 
 /// Groups the named descriptors by interface, TUN queues in their order. Names that are
 /// not ours are returned apart, to be dropped.
-fn group(fds: Vec<(String, OwnedFd)>) -> (BTreeMap<String, wg::Adopted>, Vec<String>) {
+fn group(fds: Vec<(String, OwnedFd)>) -> (BTreeMap<String, Handed>, Vec<String>) {
     let mut queues: BTreeMap<String, Vec<(usize, OwnedFd)>> = BTreeMap::new();
-    let mut out: BTreeMap<String, wg::Adopted> = BTreeMap::new();
+    let mut out: BTreeMap<String, Handed> = BTreeMap::new();
     let mut strangers = Vec::new();
     for (name, fd) in fds {
         match parse(&name) {
             Some(Slot::Tun { interface, queue }) => {
+                out.entry(interface.clone()).or_default().names.push(name);
                 queues.entry(interface).or_default().push((queue, fd));
             }
-            Some(Slot::Udp { interface }) => out.entry(interface).or_default().udp = Some(fd),
+            Some(Slot::Udp { interface }) => {
+                let h = out.entry(interface).or_default();
+                h.fds.udp = Some(fd);
+                h.names.push(name);
+            }
             None => strangers.push(name),
         }
     }
     for (interface, mut q) in queues {
         q.sort_by_key(|(i, _)| *i);
-        out.entry(interface).or_default().tun = q.into_iter().map(|(_, fd)| fd).collect();
+        out.entry(interface).or_default().fds.tun = q.into_iter().map(|(_, fd)| fd).collect();
     }
     (out, strangers)
 }
 
-fn handed_over() -> MutexGuard<'static, Option<BTreeMap<String, wg::Adopted>>> {
+fn handed_over() -> MutexGuard<'static, Option<BTreeMap<String, Handed>>> {
     let mut h = lock(&HANDED_OVER);
     if h.is_none() {
         let mut fds: Vec<(String, OwnedFd)> = match sd_notify::listen_fds_with_names() {
@@ -114,36 +126,45 @@ fn own(raw: RawFd) -> OwnedFd {
     }
 }
 
-/// What the previous run left for the tunnel on `interface` (empty when nothing).
+/// What the previous run left for the tunnel on `interface` (empty when nothing). From
+/// here this process owns them: they leave systemd's store at once, so that a set that
+/// does not fit (or a start that fails) is really closed (a stale queue left attached
+/// would take packets nobody reads; a stale socket would hold the port), and `keep`
+/// stores what the tunnel runs with.
 pub fn take(interface: &str) -> wg::Adopted {
-    handed_over()
+    let handed = handed_over()
         .as_mut()
         .and_then(|m| m.remove(interface))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    forget_names(&handed.names);
+    handed.fds
 }
 
-/// Drops what no tunnel of this config took (a tunnel removed while the agent was down),
-/// and takes it out of the store.
-pub fn release_unclaimed() {
-    let left = handed_over()
-        .as_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    for interface in left.keys() {
+/// Drops what no tunnel of `configured` (interface names) can claim (a tunnel removed
+/// while the agent was down) and takes it out of the store. A configured tunnel that
+/// could not start yet keeps its descriptors for the retry.
+pub fn release_unclaimed(configured: &[&str]) {
+    let left: Vec<(String, Handed)> = {
+        let mut h = handed_over();
+        let Some(map) = h.as_mut() else {
+            return;
+        };
+        let gone: Vec<String> = map
+            .keys()
+            .filter(|i| !configured.contains(&i.as_str()))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|i| map.remove(&i).map(|h| (i, h)))
+            .collect()
+    };
+    for (interface, handed) in left {
         tracing::info!(
             interface,
             "descriptors of a tunnel no longer configured: closed"
         );
-        forget_names(&names_of(interface, &left[interface]));
+        forget_names(&handed.names);
     }
-}
-
-fn names_of(interface: &str, a: &wg::Adopted) -> Vec<String> {
-    let mut names: Vec<String> = (0..a.tun.len())
-        .map(|i| format!("tun.{interface}.{i}"))
-        .collect();
-    names.push(format!("udp.{interface}"));
-    names
 }
 
 /// Hands a running tunnel's descriptors to systemd, replacing what was stored under their
@@ -240,11 +261,10 @@ mod tests {
         let (grouped, strangers) = group(fds);
         assert_eq!(strangers, ["other"]);
         let t1 = &grouped["t1"];
-        let tun: Vec<RawFd> = t1.tun.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        let as_raw = std::os::fd::AsRawFd::as_raw_fd;
+        let tun: Vec<RawFd> = t1.fds.tun.iter().map(as_raw).collect();
         assert_eq!(tun, [raw[2], raw[0]]);
-        assert_eq!(
-            t1.udp.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-            Some(raw[1])
-        );
+        assert_eq!(t1.fds.udp.as_ref().map(as_raw), Some(raw[1]));
+        assert_eq!(t1.names, ["tun.t1.1", "udp.t1", "tun.t1.0"]);
     }
 }

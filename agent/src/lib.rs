@@ -40,6 +40,10 @@ pub async fn run(
     config_file: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // First: until a handler is installed, SIGHUP and SIGUSR2 terminate the process (the
+    // default), and an operator's reload or a second upgrade signal must not.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let socket = ControlSocket::bind(&config.control.socket, &config.control.group).await?;
     let summary = format!(
         "agent started for gateway {} (AS{}): {} site(s), {} line(s), {} tunnel(s) from {}",
@@ -140,8 +144,6 @@ pub async fn run(
     if let Err(e) = links::start(state.clone()) {
         tracing::error!(error = %e, "no link notifications; carrier changes are seen within a second");
     }
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let drains = lock(&state).exports_changed();
     // The config in force, which the drains' announcements build on.
     let mut in_force = cfg;

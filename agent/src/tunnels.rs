@@ -159,7 +159,12 @@ pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> Tunnels {
         tasks,
     };
     tunnels.apply(cfg, &state).await;
-    crate::fdstore::release_unclaimed();
+    let configured: Vec<&str> = cfg
+        .tunnels
+        .iter()
+        .map(|t| t.interface.get_ref().as_str())
+        .collect();
+    crate::fdstore::release_unclaimed(&configured);
     tunnels
 }
 
@@ -320,6 +325,7 @@ async fn retry(pending: Pending, running: Running, state: Arc<Mutex<AgentState>>
                     // A reload removed it meanwhile: let it go again.
                     let still_wanted = lock(&pending).1.remove(&name);
                     if !still_wanted {
+                        crate::fdstore::forget(tunnel.interface());
                         tunnel.stop().await;
                         continue;
                     }

@@ -264,14 +264,42 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
         assert_eq!(version(c), format!("{first}+upgrade1"));
         assert!(health(c).is_ok());
     }
-    let pids = (show(gwa, "MainPID"), show(gwb, "MainPID"));
+    let upgraded_pids = (show(gwa, "MainPID"), show(gwb, "MainPID"));
+    assert!(
+        upgraded_pids.0 != pids.0 && upgraded_pids.1 != pids.1,
+        "the package's postinst restarted both agents: {pids:?} -> {upgraded_pids:?}"
+    );
+    let pids = upgraded_pids;
 
-    // 4. A canary with a newer package still and a config that passes check-config but
+    // 4. A config the new binary refuses (a misspelt key): the rollout stops
+    //    before anything changes, says where the file is wrong, and rolls nothing back.
+    let upgrade2 = container::repackaged(&deb, lab.dir(), 2).unwrap();
+    let inv = inventory(&lab, &upgrade2, &keys);
+    write_template(
+        &lab,
+        Node::Gwa,
+        &format!("{announced}\n[policy]\nhold_dwon = \"3s\"\n"),
+    );
+    let (ok, out) = rollout(&inv, &[]);
+    assert!(
+        !ok,
+        "a config that does not validate must stop the rollout:\n{out}"
+    );
+    assert!(
+        out.contains("gwa refused the new version before changing anything")
+            && out.contains("crosslink.toml.new:"),
+        "{out}"
+    );
+    assert!(!out.contains("[gwb]"), "gwb must not be touched:\n{out}");
+    assert_eq!((show(gwa, "MainPID"), show(gwb, "MainPID")), pids);
+    assert_eq!(version(gwa), format!("{first}+upgrade1"));
+    let config = gwa.sh("cat /etc/crosslink/crosslink.toml").unwrap();
+    assert!(!config.contains("hold_dwon"), "{config}");
+
+    // 5. A canary with a newer package still and a config that passes check-config but
     //    names the wrong peer AS on both lines: BGP never comes up, the gate fails, gwa
     //    gets the package and config it ran before and is healthy again; gwb is never
     //    touched.
-    let upgrade2 = container::repackaged(&deb, lab.dir(), 2).unwrap();
-    let inv = inventory(&lab, &upgrade2, &keys);
     let broken = announced
         .replace("peer_asn = 65101", "peer_asn = 65199")
         .replace("peer_asn = 65102", "peer_asn = 65198");
@@ -280,7 +308,7 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     let (ok, out) = rollout(&inv, &["-e", "crosslink_gate_timeout=15"]);
     assert!(!ok, "the broken canary must stop the rollout:\n{out}");
     assert!(
-        out.contains("gwa failed its health gate and was rolled back"),
+        out.contains("gwa failed its rollout and was rolled back"),
         "{out}"
     );
     assert!(!out.contains("[gwb]"), "gwb must not be touched:\n{out}");

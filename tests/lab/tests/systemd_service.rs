@@ -173,6 +173,13 @@ fn under_traffic(
             handed_before + 1,
             "the tunnels' descriptors came back from systemd's store"
         );
+        // ...and the tunnels started from them rather than opening new ones.
+        assert!(
+            c.sh("journalctl --no-pager -u crosslink -g 'do not fit'")
+                .is_err(),
+            "the handed-back descriptors were not used:\n{}",
+            c.journal("crosslink")
+        );
         for line in lines {
             c.sh(&format!("crosslink restore {line}")).unwrap();
             lab.crosslink(Node::Gwb, &["restore", line]).unwrap();
