@@ -81,7 +81,15 @@ fn write_template(lab: &Lab, gw: Node, text: &str) {
     std::fs::write(lab.dir().join(format!("{gw}.toml.j2")), text).unwrap();
 }
 
-fn inventory(lab: &Lab, deb: &Path, keys: &[(Node, Vec<(String, PathBuf)>)]) -> PathBuf {
+/// Where the role takes the package from.
+enum Source<'a> {
+    /// A file on the controller, with its checksum.
+    File(&'a Path),
+    /// A version in the gateways' apt repository.
+    Apt(&'a str),
+}
+
+fn inventory(lab: &Lab, source: Source<'_>, keys: &[(Node, Vec<(String, PathBuf)>)]) -> PathBuf {
     let mut hosts = String::new();
     for (gw, keys) in keys {
         let keys: Vec<String> = keys
@@ -96,10 +104,16 @@ fn inventory(lab: &Lab, deb: &Path, keys: &[(Node, Vec<(String, PathBuf)>)]) -> 
         ));
     }
     let text = format!(
-        "crosslink_gateways:\n  hosts:\n{hosts}  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {key}\n    ansible_python_interpreter: /usr/bin/python3\n    crosslink_package_src: {deb}\n    crosslink_package_sha256: {sum}\n    crosslink_gate_timeout: 40\n    crosslink_gate_delay: 1\n",
+        "crosslink_gateways:\n  hosts:\n{hosts}  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {key}\n    ansible_python_interpreter: /usr/bin/python3\n{package}    crosslink_gate_timeout: 40\n    crosslink_gate_delay: 1\n",
         key = lab.dir().join("id_ed25519").display(),
-        deb = deb.display(),
-        sum = sha256(deb),
+        package = match source {
+            Source::File(deb) => format!(
+                "    crosslink_package_src: {}\n    crosslink_package_sha256: {}\n",
+                deb.display(),
+                sha256(deb)
+            ),
+            Source::Apt(version) => format!("    crosslink_package_version: \"{version}\"\n"),
+        },
     );
     let path = lab.dir().join("inventory.yml");
     std::fs::write(&path, text).unwrap();
@@ -127,23 +141,43 @@ fn rollout(inventory: &Path, extra: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A gateway host: its container, reachable over SSH with the lab's key.
-fn boot(lab: &Lab, gw: Node, rootfs: &Path, public_key: &str) -> Container {
+/// A gateway host: its container, reachable over SSH with the lab's key, its apt sources
+/// the lab's repository only (`repo`, a flat repository at /mnt/repo; the test's own,
+/// hence trusted without a signature).
+fn boot(lab: &Lab, gw: Node, rootfs: &Path, public_key: &str, repo: &Path) -> Container {
     let c = Container::boot(
         gw.name(),
         rootfs,
         &gw.ns(),
-        &[],
+        &[(repo, "/mnt/repo")],
         &lab.dir().join(format!("{gw}-host.console")),
     )
     .unwrap();
     c.sh(&format!(
         "install -d -m 0700 /root/.ssh && printf '%s\\n' '{}' > /root/.ssh/authorized_keys \
-         && chmod 0600 /root/.ssh/authorized_keys && systemctl start ssh",
+         && chmod 0600 /root/.ssh/authorized_keys && systemctl start ssh \
+         && rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* \
+         && echo 'deb [trusted=yes] file:/mnt/repo ./' > /etc/apt/sources.list.d/lab.list",
         public_key.trim()
     ))
     .unwrap();
     c
+}
+
+/// Publishes `deb` in the flat repository `repo`.
+fn publish(repo: &Path, deb: &Path) {
+    std::fs::copy(deb, repo.join(deb.file_name().unwrap())).unwrap();
+    let out = Command::new("dpkg-scanpackages")
+        .args(["--multiversion", "."])
+        .current_dir(repo)
+        .output()
+        .expect("dpkg-scanpackages (package dpkg-dev)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(repo.join("Packages"), out.stdout).unwrap();
 }
 
 fn show(c: &Container, prop: &str) -> String {
@@ -183,16 +217,19 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     // The hosts take the gateways over, one at a time as the rollout reaches them (an
     // agent's health needs the far gateway's agent answering); what the lab's agents
     // programmed stays.
+    let repo = lab.dir().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    publish(&repo, &deb);
     let mut hosts = Vec::new();
     let mut keys = Vec::new();
     for gw in [Node::Gwa, Node::Gwb] {
-        hosts.push(boot(&lab, gw, &rootfs, &public));
+        hosts.push(boot(&lab, gw, &rootfs, &public, &repo));
         let (text, k) = template(&lab, gw);
         write_template(&lab, gw, &text);
         keys.push((gw, k));
     }
     let [gwa, gwb] = [&hosts[0], &hosts[1]];
-    let inv = inventory(&lab, &deb, &keys);
+    let inv = inventory(&lab, Source::File(&deb), &keys);
     let first = {
         let out = Command::new("dpkg-deb")
             .args(["-f"])
@@ -254,7 +291,7 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     // 3. A newer package: each gateway's agent is restarted by the package's own
     //    postinst and passes the gate.
     let upgrade1 = container::repackaged(&deb, lab.dir(), 1).unwrap();
-    let inv = inventory(&lab, &upgrade1, &keys);
+    let inv = inventory(&lab, Source::File(&upgrade1), &keys);
     let (ok, out) = rollout(&inv, &[]);
     assert!(ok, "{out}");
     let gwa_at = out.find("ok: [gwa]").unwrap_or(usize::MAX);
@@ -271,10 +308,28 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     );
     let pids = upgraded_pids;
 
+    // 3b. The same from the gateways' apt repository, by version.
+    let upgrade2 = container::repackaged(&deb, lab.dir(), 2).unwrap();
+    publish(&repo, &upgrade2);
+    let from_apt = format!("{first}+upgrade2");
+    let inv_apt = inventory(&lab, Source::Apt(&from_apt), &keys);
+    let (ok, out) = rollout(&inv_apt, &[]);
+    assert!(ok, "{out}");
+    for c in [gwa, gwb] {
+        assert_eq!(version(c), from_apt);
+        assert!(health(c).is_ok());
+    }
+    let apt_pids = (show(gwa, "MainPID"), show(gwb, "MainPID"));
+    assert!(
+        apt_pids.0 != pids.0 && apt_pids.1 != pids.1,
+        "restarted by the package again: {pids:?} -> {apt_pids:?}"
+    );
+    let pids = apt_pids;
+
     // 4. A config the new binary refuses (a misspelt key): the rollout stops
     //    before anything changes, says where the file is wrong, and rolls nothing back.
-    let upgrade2 = container::repackaged(&deb, lab.dir(), 2).unwrap();
-    let inv = inventory(&lab, &upgrade2, &keys);
+    let upgrade3 = container::repackaged(&deb, lab.dir(), 3).unwrap();
+    let inv = inventory(&lab, Source::File(&upgrade3), &keys);
     write_template(
         &lab,
         Node::Gwa,
@@ -292,7 +347,7 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     );
     assert!(!out.contains("[gwb]"), "gwb must not be touched:\n{out}");
     assert_eq!((show(gwa, "MainPID"), show(gwb, "MainPID")), pids);
-    assert_eq!(version(gwa), format!("{first}+upgrade1"));
+    assert_eq!(version(gwa), format!("{first}+upgrade2"));
     let config = gwa.sh("cat /etc/crosslink/crosslink.toml").unwrap();
     assert!(!config.contains("hold_dwon"), "{config}");
 
@@ -313,10 +368,10 @@ fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary()
     );
     assert!(!out.contains("[gwb]"), "gwb must not be touched:\n{out}");
     assert_eq!(show(gwb, "MainPID"), pids.1, "gwb kept running");
-    assert_eq!(version(gwb), format!("{first}+upgrade1"));
+    assert_eq!(version(gwb), format!("{first}+upgrade2"));
     assert_eq!(
         version(gwa),
-        format!("{first}+upgrade1"),
+        format!("{first}+upgrade2"),
         "the previous package is back"
     );
     let config = gwa.sh("cat /etc/crosslink/crosslink.toml").unwrap();
