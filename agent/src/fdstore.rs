@@ -144,21 +144,17 @@ pub fn take(interface: &str) -> wg::Adopted {
 /// while the agent was down) and takes it out of the store. A configured tunnel that
 /// could not start yet keeps its descriptors for the retry.
 pub fn release_unclaimed(configured: &[&str]) {
-    let left: Vec<(String, Handed)> = {
-        let mut h = handed_over();
-        let Some(map) = h.as_mut() else {
-            return;
-        };
-        let gone: Vec<String> = map
-            .keys()
-            .filter(|i| !configured.contains(&i.as_str()))
-            .cloned()
-            .collect();
-        gone.into_iter()
-            .filter_map(|i| map.remove(&i).map(|h| (i, h)))
-            .collect()
-    };
-    for (interface, handed) in left {
+    let mut gone = Vec::new();
+    if let Some(map) = handed_over().as_mut() {
+        map.retain(|interface, handed| {
+            let keep = configured.contains(&interface.as_str());
+            if !keep {
+                gone.push((interface.clone(), std::mem::take(handed)));
+            }
+            keep
+        });
+    }
+    for (interface, handed) in gone {
         tracing::info!(
             interface,
             "descriptors of a tunnel no longer configured: closed"
@@ -167,15 +163,15 @@ pub fn release_unclaimed(configured: &[&str]) {
     }
 }
 
-/// Hands a running tunnel's descriptors to systemd, replacing what was stored under their
-/// names.
+/// Hands a running tunnel's descriptors to systemd. Nothing is stored under their names
+/// then: what was left the store when it was taken (`take`) or its tunnel stopped
+/// (`forget`).
 pub fn keep(tunnel: &wg::Tunnel) {
     if !managed() {
         return;
     }
     let mut names = Vec::new();
     for (name, fd) in tunnel.descriptors() {
-        remove(&name);
         store(&name, fd);
         names.push(name);
     }

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::control::server::ControlSocket;
+use crate::control::server::{ControlSocket, ReloadRequest};
 use crate::state::{lock, AgentState};
 
 /// Runs the agent until `shutdown` completes. On return, the control socket is removed;
@@ -149,37 +149,11 @@ pub async fn run(
     let mut in_force = cfg;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        // A reload, from SIGHUP (nobody to answer) or asked over the control socket.
+        let asker: Option<ReloadRequest> = tokio::select! {
             () = &mut shutdown => break,
-            _ = hup.recv() => {
-                let parts = reload::Parts {
-                    bgp: &mut sessions,
-                    tunnels: &mut tunnels,
-                    bfd: bfd.as_mut(),
-                };
-                if let Ok(r) = reload_now(config_file, &running_source, parts, &state).await {
-                    in_force = r.config;
-                    running_source = r.source;
-                }
-            }
-            Some(asker) = reload_requests.recv() => {
-                let parts = reload::Parts {
-                    bgp: &mut sessions,
-                    tunnels: &mut tunnels,
-                    bfd: bfd.as_mut(),
-                };
-                let outcome = reload_now(config_file, &running_source, parts, &state).await;
-                let _ = asker.send(match outcome {
-                    Ok(r) => {
-                        in_force = r.config;
-                        running_source = r.source;
-                        Ok(r.summary)
-                    }
-                    Err(errs) => Err(format!(
-                        "reload refused, the running config is unchanged:\n{errs}"
-                    )),
-                });
-            }
+            _ = hup.recv() => None,
+            Some(asker) = reload_requests.recv() => Some(asker),
             _ = usr2.recv() => {
                 let fds = tunnels.descriptors();
                 tracing::info!(
@@ -190,10 +164,30 @@ pub async fn run(
                 let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
                 tracing::error!("{msg}");
                 lock(&state).record("reexec-failed", None, msg);
+                continue;
             }
             () = drains.notified() => {
                 sessions.sync_exports(&in_force, &state).await;
+                continue;
             }
+        };
+        let parts = reload::Parts {
+            bgp: &mut sessions,
+            tunnels: &mut tunnels,
+            bfd: bfd.as_mut(),
+        };
+        let answer = match reload_now(config_file, &running_source, parts, &state).await {
+            Ok(r) => {
+                in_force = r.config;
+                running_source = r.source;
+                Ok(r.summary)
+            }
+            Err(errs) => Err(format!(
+                "reload refused, the running config is unchanged:\n{errs}"
+            )),
+        };
+        if let Some(asker) = asker {
+            let _ = asker.send(answer);
         }
     }
     tracing::info!("shutting down; kernel state is left in place");

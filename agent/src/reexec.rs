@@ -31,35 +31,8 @@ pub fn exec(descriptors: &[(String, RawFd)]) -> io::Error {
     let Some(Some(binary)) = BINARY.get() else {
         return io::Error::other("the agent's binary path is unknown");
     };
-    let cstring = |s: OsString| CString::new(s.into_vec()).map_err(io::Error::other);
-    let prepared = (|| -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
-        let path = cstring(binary.clone().into_os_string())?;
-        let args = std::env::args_os()
-            .map(cstring)
-            .collect::<io::Result<_>>()?;
-        let handover: Vec<String> = descriptors
-            .iter()
-            .map(|(name, fd)| format!("{name}={fd}"))
-            .collect();
-        // systemd's LISTEN_* name this process too (same PID after exec): the new image
-        // must not take those numbers a second time.
-        let mut env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| {
-                k != ENV
-                    && !["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]
-                        .contains(&k.to_str().unwrap_or(""))
-            })
-            .map(|(mut k, v)| {
-                k.push("=");
-                k.push(v);
-                cstring(k)
-            })
-            .collect::<io::Result<_>>()?;
-        env.push(cstring(format!("{ENV}={}", handover.join(",")).into())?);
-        Ok((path, args, env))
-    })();
-    let (path, args, env) = match prepared {
-        Ok(p) => p,
+    let (path, args, env) = match command_line(binary, descriptors) {
+        Ok(line) => line,
         Err(e) => return e,
     };
     for (_, fd) in descriptors {
@@ -80,6 +53,38 @@ pub fn exec(descriptors: &[(String, RawFd)]) -> io::Error {
         io::Error::from(err).kind(),
         format!("exec {}: {err}", binary.display()),
     )
+}
+
+/// The path, arguments and environment of the exec: this run's own, with the descriptors
+/// named in `ENV` and systemd's LISTEN_* left out (they name this PID too, and the new
+/// image must not take those numbers a second time).
+fn command_line(
+    binary: &std::path::Path,
+    descriptors: &[(String, RawFd)],
+) -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+    let cstring = |s: OsString| CString::new(s.into_vec()).map_err(io::Error::other);
+    let path = cstring(binary.as_os_str().to_owned())?;
+    let args = std::env::args_os()
+        .map(cstring)
+        .collect::<io::Result<_>>()?;
+    let handover: Vec<String> = descriptors
+        .iter()
+        .map(|(name, fd)| format!("{name}={fd}"))
+        .collect();
+    let passed_on = |k: &OsString| {
+        k != ENV
+            && !["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"].contains(&k.to_str().unwrap_or(""))
+    };
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| passed_on(k))
+        .map(|(mut k, v)| {
+            k.push("=");
+            k.push(v);
+            cstring(k)
+        })
+        .collect::<io::Result<_>>()?;
+    env.push(cstring(format!("{ENV}={}", handover.join(",")).into())?);
+    Ok((path, args, env))
 }
 
 fn restore(descriptors: &[(String, RawFd)]) {

@@ -5,7 +5,7 @@
 //! carrier, and the kernel then deletes them); the UDP socket keeps its port and the
 //! datagrams that arrive meanwhile.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// What a previous run left for one tunnel, matched to the tunnel by interface name.
 #[derive(Default)]
@@ -17,7 +17,8 @@ pub struct Adopted {
 
 impl Adopted {
     /// The TUN queues, if there are `queues` of them and all are attached to `interface`;
-    /// otherwise none (they are closed when `self` is dropped).
+    /// otherwise none, and they are closed at once: new queues opened after them must take
+    /// the first places on the device, which the steering program counts on.
     pub(crate) fn take_tun(&mut self, interface: &str, queues: usize) -> Option<Vec<OwnedFd>> {
         let fits = self.tun.len() == queues
             && self
@@ -33,6 +34,7 @@ impl Adopted {
                     "the TUN queues handed over do not fit the tunnel's config; opening new ones"
                 );
             }
+            self.tun.clear();
             return None;
         }
         Some(std::mem::take(&mut self.tun))
@@ -40,15 +42,5 @@ impl Adopted {
 
     pub(crate) fn take_udp(&mut self) -> Option<OwnedFd> {
         self.udp.take()
-    }
-}
-
-impl std::fmt::Debug for Adopted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tun: Vec<i32> = self.tun.iter().map(AsRawFd::as_raw_fd).collect();
-        f.debug_struct("Adopted")
-            .field("tun", &tun)
-            .field("udp", &self.udp.as_ref().map(AsRawFd::as_raw_fd))
-            .finish()
     }
 }

@@ -226,6 +226,14 @@ impl Container {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A property of `unit` as the container's systemd reports it (`systemctl show`).
+    pub fn unit_property(&self, unit: &str, prop: &str) -> Result<String> {
+        Ok(self
+            .sh(&format!("systemctl show -p {prop} --value {unit}"))?
+            .trim()
+            .to_owned())
+    }
+
     /// The container's journal for `unit`, for failure messages.
     pub fn journal(&self, unit: &str) -> String {
         self.exec(&["journalctl", "--no-pager", "-n", "60", "-u", unit])
@@ -416,4 +424,36 @@ pub fn repackaged(deb: &Path, dir: &Path, n: u32) -> Result<PathBuf> {
     ])?;
     std::fs::remove_dir_all(&tree)?;
     Ok(out)
+}
+
+/// The crosslink package the tests install: `CROSSLINK_DEB`, or the newest in the
+/// workspace's target/debian (`cargo deb -p crosslink`; tests/run-all.sh builds it first).
+pub fn package() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CROSSLINK_DEB") {
+        return Ok(PathBuf::from(p));
+    }
+    // Test binaries live in target/<profile>/deps.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .context("the test binary is not in target/<profile>/deps")?
+        .join("debian");
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("crosslink_") && n.ends_with(".deb"))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .with_context(|| {
+            format!(
+                "no crosslink package in {}: build it with `cargo deb -p crosslink` (tests/run-all.sh does) or set CROSSLINK_DEB",
+                dir.display()
+            )
+        })
 }

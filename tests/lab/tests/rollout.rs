@@ -16,32 +16,6 @@ use lab::container::{self, Container};
 use lab::{GatewayMode, Lab, LabOptions, Node};
 use nix::sys::signal::Signal;
 
-/// The package to roll out: `CROSSLINK_DEB`, or the newest in the workspace's target/debian.
-fn package() -> PathBuf {
-    if let Some(p) = std::env::var_os("CROSSLINK_DEB") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.ancestors().nth(3).unwrap().join("debian");
-    std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("crosslink_") && n.ends_with(".deb"))
-        })
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no crosslink package in {}: build it with `cargo deb -p crosslink`",
-                dir.display()
-            )
-        })
-}
-
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -181,10 +155,7 @@ fn publish(repo: &Path, deb: &Path) {
 }
 
 fn show(c: &Container, prop: &str) -> String {
-    c.sh(&format!("systemctl show -p {prop} --value crosslink"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    c.unit_property("crosslink", prop).unwrap()
 }
 
 fn version(c: &Container) -> String {
@@ -197,7 +168,7 @@ fn health(c: &Container) -> Result<String, String> {
 
 #[test]
 fn the_playbook_rolls_out_one_gateway_at_a_time_and_rolls_back_a_failed_canary() {
-    let deb = package();
+    let deb = container::package().unwrap();
     let rootfs = container::rootfs().expect("the containers' root file system");
     let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {

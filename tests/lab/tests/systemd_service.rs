@@ -17,37 +17,9 @@ use lab::traffic::ProbeReport;
 use lab::{GatewayMode, Lab, LabOptions, Line, Node, Side};
 use nix::sys::signal::Signal;
 
-/// The package to test: `CROSSLINK_DEB`, or the newest in the workspace's target/debian.
-fn package() -> PathBuf {
-    if let Some(p) = std::env::var_os("CROSSLINK_DEB") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    // Test binaries live in target/<profile>/deps.
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let dir = target.join("debian");
-    let newest = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("crosslink_") && n.ends_with(".deb"))
-        })
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
-    newest.unwrap_or_else(|| {
-        panic!(
-            "no crosslink package in {}: build it with `cargo deb -p crosslink` (tests/run-all.sh does) or set CROSSLINK_DEB",
-            dir.display()
-        )
-    })
-}
-
 #[test]
 fn lintian_accepts_the_package() {
-    let deb = package();
+    let deb = container::package().unwrap();
     let out = std::process::Command::new("lintian")
         .args(["--fail-on", "error", "--tag-display-limit", "0"])
         .arg(&deb)
@@ -109,10 +81,7 @@ fn eventually(c: &Container, what: &str, limit: Duration, f: impl FnMut() -> boo
 }
 
 fn show(c: &Container, prop: &str) -> String {
-    c.sh(&format!("systemctl show -p {prop} --value crosslink"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    c.unit_property("crosslink", prop).unwrap()
 }
 
 /// Routes crosslink programmed in gwa's namespace (protocol 210).
@@ -212,7 +181,7 @@ fn upgraded(deb: &Path, dir: &Path, n: u32) -> String {
 
 #[test]
 fn the_package_runs_under_the_real_systemd() {
-    let deb = package();
+    let deb = container::package().unwrap();
     let rootfs = container::rootfs().expect("the container's root file system");
     let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
     lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
