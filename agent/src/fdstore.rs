@@ -5,7 +5,11 @@
 //! deletes them), and packets routed to it wait in its queues; the UDP socket keeps its
 //! port and queues what arrives. The next run starts the tunnel from them (`wg::Adopted`).
 //!
-//! Names: `tun.<interface>.<queue>` and `udp.<interface>`. An interface name may hold dots
+//! At a stop the tunnels' WireGuard sessions join them (`keep_sessions`), so the peer's
+//! packets sealed for this run open in the next without a handshake.
+//!
+//! Names: `tun.<interface>.<queue>`, `udp.<interface>` and `wg.<interface>` (see
+//! `wg::adopt`). An interface name may hold dots
 //! (the queue is after the last one) but never a `:`, which the store's names may not hold.
 //! Outside systemd (no NOTIFY_SOCKET) nothing is stored; a re-exec on SIGUSR2 hands the
 //! same descriptors to the next image (`reexec`), and they are taken back here alike.
@@ -41,11 +45,17 @@ fn managed() -> bool {
 enum Slot {
     Tun { interface: String, queue: usize },
     Udp { interface: String },
+    Sessions { interface: String },
 }
 
 fn parse(name: &str) -> Option<Slot> {
     if let Some(interface) = name.strip_prefix("udp.") {
         return (!interface.is_empty()).then(|| Slot::Udp {
+            interface: interface.to_owned(),
+        });
+    }
+    if let Some(interface) = name.strip_prefix("wg.") {
+        return (!interface.is_empty()).then(|| Slot::Sessions {
             interface: interface.to_owned(),
         });
     }
@@ -71,6 +81,11 @@ fn group(fds: Vec<(String, OwnedFd)>) -> (BTreeMap<String, Handed>, Vec<String>)
             Some(Slot::Udp { interface }) => {
                 let h = out.entry(interface).or_default();
                 h.fds.udp = Some(fd);
+                h.names.push(name);
+            }
+            Some(Slot::Sessions { interface }) => {
+                let h = out.entry(interface).or_default();
+                h.fds.sessions = Some(fd);
                 h.names.push(name);
             }
             None => strangers.push(name),
@@ -178,6 +193,29 @@ pub fn keep(tunnel: &wg::Tunnel) {
     lock(&STORED).insert(tunnel.interface().to_owned(), names);
 }
 
+/// Hands the sessions of tunnels that stopped for a successor (`Tunnels::hand_over`) to
+/// systemd; their other descriptors are there already (`keep`).
+pub fn keep_sessions(retired: &[(String, OwnedFd)]) {
+    if !managed() {
+        return;
+    }
+    for (name, fd) in retired {
+        if matches!(parse(name), Some(Slot::Sessions { .. })) {
+            store(name, std::os::fd::AsFd::as_fd(fd));
+        }
+    }
+}
+
+/// Puts back what `Tunnels::hand_over` retired when the successor never came (a failed
+/// re-exec): the tunnels start again from it as from a previous run's.
+pub fn give_back(retired: Vec<(String, OwnedFd)>) {
+    let (grouped, strangers) = group(retired);
+    debug_assert!(strangers.is_empty(), "{strangers:?}");
+    handed_over()
+        .get_or_insert_with(BTreeMap::new)
+        .extend(grouped);
+}
+
 /// Takes a tunnel's descriptors out of the store (it stops, or restarts anew).
 pub fn forget(interface: &str) {
     let names = lock(&STORED).remove(interface).unwrap_or_default();
@@ -236,7 +274,13 @@ mod tests {
                 interface: "wg.backup".into()
             })
         );
-        for other in ["udp.", "tun.x", "tun.x.y", "stored", ""] {
+        assert_eq!(
+            parse("wg.gwa-t1"),
+            Some(Slot::Sessions {
+                interface: "gwa-t1".into()
+            })
+        );
+        for other in ["udp.", "wg.", "tun.x", "tun.x.y", "stored", ""] {
             assert_eq!(parse(other), None, "{other}");
         }
     }

@@ -155,15 +155,21 @@ pub async fn run(
             _ = hup.recv() => None,
             Some(asker) = reload_requests.recv() => Some(asker),
             _ = usr2.recv() => {
-                let fds = tunnels.descriptors();
+                let retired = tunnels.hand_over().await;
                 tracing::info!(
-                    descriptors = fds.len(),
-                    "SIGUSR2: executing the agent's binary again, the tunnels' descriptors kept open; routes stay in the kernel"
+                    descriptors = retired.len(),
+                    "SIGUSR2: executing the agent's binary again, the tunnels' descriptors and sessions kept; routes stay in the kernel"
                 );
+                let fds: Vec<(String, std::os::fd::RawFd)> = retired
+                    .iter()
+                    .map(|(name, fd)| (name.clone(), std::os::fd::AsRawFd::as_raw_fd(fd)))
+                    .collect();
                 let e = reexec::exec(&fds);
                 let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
                 tracing::error!("{msg}");
                 lock(&state).record("reexec-failed", None, msg);
+                fdstore::give_back(retired);
+                tunnels.apply(&in_force, &state).await;
                 continue;
             }
             () = drains.notified() => {
@@ -198,6 +204,11 @@ pub async fn run(
     }
     server.abort();
     let _ = server.await;
+    // Last, so the tunnels carry traffic until now: their sessions join their descriptors
+    // in systemd's store, and the next run continues them without a handshake (a stop
+    // for good discards the store).
+    let retired = tunnels.hand_over().await;
+    fdstore::keep_sessions(&retired);
     Ok(())
 }
 

@@ -207,18 +207,22 @@ async fn launch(
 }
 
 impl Tunnels {
-    /// Every running tunnel's descriptors by name, for a re-exec (see `reexec`).
-    pub fn descriptors(&self) -> Vec<(String, std::os::fd::RawFd)> {
-        use std::os::fd::AsRawFd;
-        lock(&self.running)
-            .values()
-            .flat_map(|t| {
-                t.descriptors()
-                    .into_iter()
-                    .map(|(name, fd)| (name, fd.as_raw_fd()))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+    /// Stops every tunnel for a successor (a restart or a re-exec) and returns what it
+    /// takes over, named: the TUN queues, the UDP sockets and the WireGuard sessions.
+    /// Nothing runs on the tunnels after this; packets wait in the kernel's queues.
+    pub async fn hand_over(&mut self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let running = std::mem::take(&mut *lock(&self.running));
+        let mut out = Vec::new();
+        for (name, t) in running {
+            let iface = t.interface().to_owned();
+            match t.retire().await {
+                Ok(adopted) => out.extend(adopted.into_named(&iface)),
+                Err(e) => {
+                    tracing::warn!(tunnel = %name, error = %e, "tunnel not handed over; the next run opens it anew")
+                }
+            }
+        }
+        out
     }
 
     /// Brings the tunnels to what `cfg` asks: new ones start, removed ones stop and their

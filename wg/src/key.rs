@@ -85,8 +85,8 @@ impl SecretKey {
     }
 
     pub fn public(&self) -> PublicKey {
-        let secret = boringtun::x25519::StaticSecret::from(self.0);
-        PublicKey(boringtun::x25519::PublicKey::from(&secret).to_bytes())
+        let secret = x25519_dalek::StaticSecret::from(self.0);
+        PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
     }
 
     /// For the UAPI only (`wg showconf` needs it; the socket is root's alone).

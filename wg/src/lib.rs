@@ -1,11 +1,13 @@
-//! WireGuard tunnels driven by boringtun's sans-IO `noise::Tunn` from crosslink's own tokio
-//! tasks (boringtun's `device` module is not used: it panics when a peer is modified, takes
-//! SIGINT/SIGTERM away from the process and misreports handshake times), with a read-only
-//! UAPI so that `wg show` works on crosslink's tunnels.
+//! WireGuard tunnels: crosslink's own sans-IO protocol (`noise`: handshakes, sessions,
+//! timers, cookies, and a handover of the sessions to a restarting agent), driven by its
+//! own tokio tasks over a TUN device and a UDP socket, with a read-only UAPI so that
+//! `wg show` works on crosslink's tunnels.
 
 pub mod adopt;
+mod handover;
 pub mod key;
 pub mod link;
+pub mod noise;
 mod shed;
 pub mod steer;
 pub mod tun;

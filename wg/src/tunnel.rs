@@ -1,8 +1,9 @@
-//! One WireGuard tunnel: a TUN device, a UDP socket and boringtun's `noise::Tunn`, driven
-//! by crosslink's own tokio tasks. Each TUN queue has a task that encrypts towards the
-//! network; one task decrypts towards the TUN; one runs WireGuard's timers. The tasks share
-//! the `Tunn` behind a mutex held only for the cryptographic step, so the directions and
-//! the queues run on both cores between those steps, and several tunnels run in parallel.
+//! One WireGuard tunnel: a TUN device, a UDP socket and the protocol's `noise::Peer`,
+//! driven by crosslink's own tokio tasks. Each TUN queue has a task that encrypts towards
+//! the network; one task decrypts towards the TUN; one runs WireGuard's timers. The tasks
+//! share the `Peer` behind a mutex held only for the cryptographic step, so the directions
+//! and the queues run on both cores between those steps, and several tunnels run in
+//! parallel.
 //!
 //! Dropping a `Tunnel` stops its tasks and leaves the interface in place (persistent), so a
 //! restarting agent adopts it and the routes through it never vanish.
@@ -14,24 +15,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use crate::adopt::Adopted;
 use crate::key::{PublicKey, SecretKey};
+use crate::noise::{self, Peer, Received};
 use crate::shed::{self, Admit};
 use crate::udp::{self, Udp};
-use crate::{link, steer, tun, uapi};
+use crate::{handover, link, steer, tun, uapi};
 
 /// How long an endpoint candidate gets to complete a handshake before the next is tried:
 /// a little over WireGuard's REKEY_TIMEOUT, so the first retransmission had its chance.
 const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(6);
-/// boringtun's timers want a call about this often.
+/// WireGuard's timers want a call about this often.
 const TIMER_TICK: Duration = Duration::from_millis(250);
-/// WireGuard message type of a handshake response (first byte, little-endian u32).
-const HANDSHAKE_RESPONSE: u8 = 2;
 /// Largest datagram or TUN packet handled, plus WireGuard's overhead.
 const BUF: usize = 65_536 + 64;
 
@@ -96,7 +95,7 @@ pub(crate) struct Shared {
     /// The allowed IPs in force: they change with the site's prefixes while the tunnel
     /// runs (see `Tunnel::set_allowed_ips`); `cfg`'s are the ones it started with.
     allowed_ips: RwLock<Vec<IpNet>>,
-    tunn: Mutex<Tunn>,
+    peer: Mutex<Peer>,
     udp: Udp,
     endpoint: Mutex<Endpoint>,
     counters: Counters,
@@ -108,8 +107,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Records boringtun's time since the last handshake as a wall-clock time (for the
-    /// UAPI's epoch timestamps and the agent's handshake age).
+    /// Records the time since the last handshake as a wall-clock time (for the UAPI's
+    /// epoch timestamps and the agent's handshake age).
     fn note_handshake(&self, since: Option<Duration>) {
         *lock(&self.last_handshake) = since.and_then(|d| SystemTime::now().checked_sub(d));
     }
@@ -222,6 +221,7 @@ impl Tunnel {
             Some(fds) => fds,
             None => tun::open(&cfg.interface, data_queues + 1)?,
         };
+        let handover = adopted.take_sessions(&cfg.interface);
         drop(adopted);
         let control = match steer::attach(&fds[0], data_queues as u32) {
             Ok(()) => Some(fds.remove(0)),
@@ -235,20 +235,33 @@ impl Tunnel {
             }
         };
         link::configure(&cfg.interface, cfg.mtu, &cfg.addresses).await?;
-        // A stable index per interface name keeps session indices apart between tunnels.
-        let index = cfg
-            .interface
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-            & 0x00ff_ffff;
-        let tunn = Tunn::new(
-            boringtun::x25519::StaticSecret::from(cfg.private_key.bytes()),
-            boringtun::x25519::PublicKey::from(cfg.peer_public_key.0),
-            cfg.preshared_key.as_ref().map(SecretKey::bytes),
-            cfg.persistent_keepalive,
-            index,
-            None,
-        );
+        let now = Instant::now();
+        let mut peer = Peer::new(
+            &noise::Config {
+                private_key: cfg.private_key.bytes(),
+                peer_public_key: cfg.peer_public_key.0,
+                preshared_key: cfg.preshared_key.as_ref().map(SecretKey::bytes),
+                persistent_keepalive: cfg.persistent_keepalive,
+                mtu: usize::from(cfg.mtu),
+            },
+            now,
+            SystemTime::now(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("tunnel {}: the peer's public key: {e}", cfg.interface),
+            )
+        })?;
+        if let Some(state) = handover {
+            match handover::take_up(&mut peer, &state, now) {
+                Ok(()) => tracing::info!(interface = %cfg.interface,
+                    sessions = peer.has_session(now),
+                    "WireGuard sessions taken over from the previous run"),
+                Err(e) => tracing::warn!(interface = %cfg.interface, error = %e,
+                    "the previous run's WireGuard sessions were not taken over; a new handshake instead"),
+            }
+        }
         let shared = Arc::new(Shared {
             endpoint: Mutex::new(Endpoint {
                 current: cfg.endpoints.first().copied(),
@@ -258,7 +271,7 @@ impl Tunnel {
             }),
             allowed_ips: RwLock::new(cfg.allowed_ips.clone()),
             cfg,
-            tunn: Mutex::new(tunn),
+            peer: Mutex::new(peer),
             udp,
             counters: Counters::default(),
             last_handshake: Mutex::new(None),
@@ -302,9 +315,9 @@ impl Tunnel {
             .queues
             .iter()
             .enumerate()
-            .map(|(i, q)| (format!("tun.{iface}.{i}"), q.get_ref().as_fd()))
+            .map(|(i, q)| (crate::adopt::tun_name(iface, i), q.get_ref().as_fd()))
             .collect();
-        out.push((format!("udp.{iface}"), self.shared.udp.as_fd()));
+        out.push((crate::adopt::udp_name(iface), self.shared.udp.as_fd()));
         out
     }
 
@@ -329,6 +342,36 @@ impl Tunnel {
             .allowed_ips
             .write()
             .unwrap_or_else(|p| p.into_inner()) = allowed;
+    }
+
+    /// Stops the tunnel for a successor to take over (`start_adopting`): its tasks stop
+    /// first, so nothing is sealed after its sessions are written down, then the TUN
+    /// queues, the UDP socket and the sessions come back as a previous run's would.
+    pub async fn retire(mut self) -> io::Result<Adopted> {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let iface = &self.shared.cfg.interface;
+        let sessions = handover::write(&lock(&self.shared.peer), iface)
+            .inspect_err(|e| {
+                tracing::warn!(interface = %iface, error = %e,
+                "WireGuard sessions not handed over: the next run handshakes anew")
+            })
+            .ok();
+        let tun = self
+            .queues
+            .iter()
+            .map(|q| q.get_ref().try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Adopted {
+            tun,
+            udp: Some(self.shared.udp.as_fd().try_clone_to_owned()?),
+            sessions,
+        })
     }
 
     /// Stops the tunnel and waits until its UDP port and UAPI socket are released, so that
@@ -399,43 +442,13 @@ fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
     ))
 }
 
-/// What a call into `Tunn` left in the output buffer.
-enum Step {
-    Network(usize),
-    Tunnel(usize, IpAddr),
-    Done,
-}
-
-/// `base` is the address of the output buffer: boringtun writes its output at its start.
-fn step(r: TunnResult<'_>, base: usize) -> Step {
-    match r {
-        TunnResult::WriteToNetwork(p) => {
-            debug_assert_eq!(p.as_ptr() as usize, base);
-            Step::Network(p.len())
-        }
-        TunnResult::WriteToTunnelV4(p, src) => {
-            debug_assert_eq!(p.as_ptr() as usize, base);
-            Step::Tunnel(p.len(), IpAddr::V4(src))
-        }
-        TunnResult::WriteToTunnelV6(p, src) => {
-            debug_assert_eq!(p.as_ptr() as usize, base);
-            Step::Tunnel(p.len(), IpAddr::V6(src))
-        }
-        TunnResult::Done => Step::Done,
-        TunnResult::Err(e) => {
-            tracing::trace!(error = ?e, "WireGuard packet not processed");
-            Step::Done
-        }
-    }
-}
-
 /// Packets read from the TUN in one burst before they are encrypted and sent.
 const BURST: usize = udp::MAX_SEGMENTS;
 /// Room left for one more TUN read: a packet can be as large as the largest MTU, whatever
 /// the configured one (someone may raise it with `ip link`), and a short buffer truncates.
 const READ_ROOM: usize = 65_536;
 /// WireGuard's data message overhead (header and tag) plus the padding to 16 bytes.
-const SEAL_OVERHEAD: usize = 32 + 15;
+const SEAL_OVERHEAD: usize = noise::overhead();
 
 /// Reads packets from a TUN queue into `plain` after `used` until the burst is full, the
 /// room for one more is gone, or the queue is empty (`Ok(true)`).
@@ -499,13 +512,13 @@ async fn tun_to_udp(
             lens.clear();
             let mut end = 0;
             {
-                let mut t = lock(&shared.tunn);
+                let mut peer = lock(&shared.peer);
+                let now = Instant::now();
                 for &(at, n) in &packets {
                     // Room for the largest result (a handshake initiation or the sealed
-                    // packet) is kept by the buffer's size; boringtun writes at its start.
-                    let dst = &mut sealed[end..];
-                    let base = dst.as_ptr() as usize;
-                    if let Step::Network(len) = step(t.encapsulate(&plain[at..at + n], dst), base) {
+                    // packet) is kept by the buffer's size.
+                    if let Some(len) = peer.encapsulate(&plain[at..at + n], &mut sealed[end..], now)
+                    {
                         lens.push(len);
                         end += len;
                     }
@@ -543,7 +556,7 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
         };
         let c = &shared.counters;
         c.rx_bytes.fetch_add(r.bytes as u64, Ordering::Relaxed);
-        let datagrams = buf[..r.bytes].chunks(r.segment);
+        let datagrams = buf[..r.bytes].chunks_mut(r.segment);
         c.rx_packets
             .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
@@ -560,64 +573,62 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
     }
 }
 
-/// Decrypts one datagram from `from` and writes what it carries to the TUN; a late one
-/// (`Admit::ControlOnly`) only if it is network control.
+/// Decrypts one datagram from `from` in place and writes what it carries to the TUN; a
+/// late one (`Admit::ControlOnly`) only if it is network control.
 async fn receive(
     shared: &Shared,
     fd: &AsyncFd<OwnedFd>,
-    mut datagram: &[u8],
+    datagram: &mut [u8],
     from: SocketAddr,
     admit: Admit,
     out: &mut [u8],
 ) {
-    let mut src = Some(from.ip());
-    // Message types 1 and 2: an initiation or a response may complete a handshake.
-    let handshake = datagram.len() >= 4 && matches!(datagram[0], 1 | 2);
-    // After a handshake boringtun may hold queued packets: drain them (empty input).
-    for _ in 0..256 {
-        let s = {
-            let mut t = lock(&shared.tunn);
-            let base = out.as_ptr() as usize;
-            step(t.decapsulate(src, datagram, out), base)
-        };
-        datagram = &[];
-        src = None;
-        match s {
-            Step::Network(len) => {
-                // A handshake response proves the initiation was the peer's.
-                if out[0] == HANDSHAKE_RESPONSE {
-                    roam(shared, from);
-                }
+    let received = lock(&shared.peer).decapsulate(datagram, from, out, Instant::now());
+    match received {
+        Ok(Received::Data { len, src }) => {
+            roam(shared, from);
+            if !shared.allowed(src) {
+                shared
+                    .counters
+                    .rx_disallowed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let inner = &datagram[noise::DATA_OFFSET..noise::DATA_OFFSET + len];
+            if admit == Admit::ControlOnly && !shed::is_network_control(inner) {
+                shared.counters.rx_shed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let _ = nix::unistd::write(fd.get_ref(), inner);
+        }
+        Ok(Received::Keepalive) => roam(shared, from),
+        Ok(Received::Reply(len)) => {
+            // A response answers an initiation that proved to be the peer's.
+            if len == noise::RESPONSE_LEN {
+                roam(shared, from);
+                note_handshake(shared);
+            }
+            shared.send(&out[..len], from).await;
+        }
+        Ok(Received::Established) => {
+            roam(shared, from);
+            // Seen at once rather than at the next timer tick: after a restart, the first
+            // handshake is what lets the agent route traffic back onto the tunnel.
+            note_handshake(shared);
+            loop {
+                let next = lock(&shared.peer).flush(out, Instant::now());
+                let Some(len) = next else { break };
                 shared.send(&out[..len], from).await;
             }
-            Step::Tunnel(len, inner_src) => {
-                roam(shared, from);
-                if len == 0 {
-                    break; // keepalive
-                }
-                if !shared.allowed(inner_src) {
-                    shared
-                        .counters
-                        .rx_disallowed
-                        .fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                if admit == Admit::ControlOnly && !shed::is_network_control(&out[..len]) {
-                    shared.counters.rx_shed.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                let _ = nix::unistd::write(fd.get_ref(), &out[..len]);
-                break;
-            }
-            Step::Done => break,
         }
+        Ok(Received::Nothing) => {}
+        Err(e) => tracing::trace!(error = %e, "WireGuard datagram not taken"),
     }
-    if handshake {
-        // Seen at once rather than at the next timer tick: after a restart, the first
-        // handshake is what lets the agent route traffic back onto the tunnel.
-        let since = lock(&shared.tunn).time_since_last_handshake();
-        shared.note_handshake(since);
-    }
+}
+
+fn note_handshake(shared: &Shared) {
+    let since = lock(&shared.peer).time_since_last_handshake(Instant::now());
+    shared.note_handshake(since);
 }
 
 /// The peer was heard, authenticated, from `from`: WireGuard follows it there.
@@ -632,27 +643,31 @@ fn roam(shared: &Shared, from: SocketAddr) {
 
 async fn timers(shared: Arc<Shared>) {
     let mut out = vec![0u8; BUF];
-    // Start the handshake now: a restarted agent's tunnel carries traffic again at once.
+    // Start the handshake now, unless sessions were taken over: a restarted agent's
+    // tunnel carries traffic again at once.
     let first = {
-        let mut t = lock(&shared.tunn);
-        let base = out.as_ptr() as usize;
-        step(t.format_handshake_initiation(&mut out, false), base)
+        let mut peer = lock(&shared.peer);
+        let now = Instant::now();
+        (!peer.has_session(now))
+            .then(|| peer.initiate(&mut out, now))
+            .flatten()
     };
-    if let (Step::Network(len), Some(to)) = (first, shared.endpoint()) {
+    if let (Some(len), Some(to)) = (first, shared.endpoint()) {
         shared.send(&out[..len], to).await;
     }
     let mut tick = tokio::time::interval(TIMER_TICK);
     loop {
         tick.tick().await;
-        let (s, since) = {
-            let mut t = lock(&shared.tunn);
-            let base = out.as_ptr() as usize;
-            let s = step(t.update_timers(&mut out), base);
-            (s, t.time_since_last_handshake())
+        let now = Instant::now();
+        let (due, since) = {
+            let mut peer = lock(&shared.peer);
+            (peer.tick(now), peer.time_since_last_handshake(now))
         };
         shared.note_handshake(since);
-        if let (Step::Network(len), Some(to)) = (s, shared.endpoint()) {
-            shared.send(&out[..len], to).await;
+        if let Some(to) = shared.endpoint() {
+            for datagram in due {
+                shared.send(&datagram, to).await;
+            }
         }
         next_candidate_if_silent(&shared, since);
     }

@@ -1,4 +1,4 @@
-//! crosslink's WireGuard (boringtun driven by the wg crate) against wireguard-go + wg on the
+//! crosslink's WireGuard (the wg crate's own protocol) against wireguard-go + wg on the
 //! far gateway, over the internet uplinks of the lab. Needs root; never skipped.
 
 use std::net::SocketAddr;
