@@ -32,6 +32,8 @@ fn the_demo_shows_crosslink_failing_over_and_back_beside_the_bird_baseline() {
             tunnels.contains(&"inet1") && tunnels.contains(&"inet2"),
             "{tunnels:?}\n{printed}"
         );
+        // A hot upgrade on the tunnels loses nothing either way.
+        assert_eq!(ours.upgrade.lost[i], 0, "{printed}");
         // The return loses nothing.
         assert!(ours.ret.back_ms[i].is_some(), "{printed}");
         assert_eq!(ours.ret.lost[i], 0, "{printed}");

@@ -1,5 +1,6 @@
 //! Steps 1-5 of the demo: crosslink on both gateways through a silent failure of line 1,
-//! of both lines, the heal and return, and a planned drain.
+//! of both lines (and a hot upgrade of an agent while on the tunnels), the heal and
+//! return, and a planned drain.
 
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,7 +12,7 @@ use super::{
     both_on, cut, cut_figures, heal, marker, panel, print_cut, print_return, push_cut_markers,
     push_return_markers, DemoOptions, Probes, Steps, FORWARDER, RATE,
 };
-use super::{CrosslinkFigures, DrainFigures};
+use super::{CrosslinkFigures, DrainFigures, UpgradeFigures};
 use crate::timeline::{Marker, MarkerKind, Panel};
 use crate::{GatewayMode, Lab, LabOptions, Line, Node};
 
@@ -35,7 +36,7 @@ pub(super) fn run(
         out,
         "the lab: crosslink on gwa and gwb; two lines through BIRD line routers lr1, lr2; two WireGuard tunnels inet1, inet2 over the internet",
     )?;
-    let lab = Lab::up(options(opts))?;
+    let mut lab = Lab::up(options(opts))?;
     lab.mark_paths()?;
     both_on(&lab, Line(1), Duration::from_secs(60))?;
     wait_every_session(&lab)?;
@@ -83,6 +84,7 @@ pub(super) fn run(
     );
     f.both_cut.detected_ms = detections(&lab, cut2.1, "line2", out)?;
     print_cut(out, &f.both_cut)?;
+    f.upgrade = hot_upgrade(&mut lab, &probes, out)?;
 
     step.next(
         out,
@@ -119,6 +121,45 @@ pub(super) fn run(
     )?;
     f.drain = drain(&lab, opts, out)?;
     Ok((f, panel))
+}
+
+/// A hot upgrade of gwa's agent with the traffic on the tunnels: it re-executes its binary
+/// (SIGUSR2), the tunnels' descriptors and WireGuard sessions kept across the exec.
+fn hot_upgrade(lab: &mut Lab, probes: &Probes, out: &mut dyn Write) -> Result<UpgradeFigures> {
+    writeln!(
+        out,
+        "  $ kill -USR2 $(pidof crosslink)   (on gwa: a hot upgrade while on the tunnels)"
+    )?;
+    let log = lab.dir().join("gwa.crosslink.log");
+    let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let at = Instant::now();
+    lab.signal_crosslink(Node::Gwa, nix::sys::signal::Signal::SIGUSR2)?;
+    lab.wait_for(
+        "gwa's agent answering again",
+        Duration::from_secs(10),
+        || Ok(lab.status(Node::Gwa).is_ok()),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let text = std::fs::read(&log).unwrap_or_default();
+    let new = String::from_utf8_lossy(text.get(before as usize..).unwrap_or_default());
+    let taken = new.matches("WireGuard sessions taken over").count();
+    writeln!(
+        out,
+        "  gwa's log: the new image took over the tunnels' descriptors and the WireGuard sessions of {taken} tunnels (no handshake)"
+    )?;
+    let traces = probes.so_far();
+    let mut f = UpgradeFigures::default();
+    for (i, dir) in DIRECTIONS.iter().enumerate() {
+        let r = traces[i].between(at, Instant::now() - Duration::from_millis(500));
+        f.lost[i] = r.lost;
+        f.longest_gap_ms[i] = r.longest_gap_ms;
+        writeln!(
+            out,
+            "    {dir}: {} packets lost across the upgrade, longest gap {:.1} ms",
+            r.lost, r.longest_gap_ms
+        )?;
+    }
+    Ok(f)
 }
 
 /// The site's active path on `gw`, as status says.

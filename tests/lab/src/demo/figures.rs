@@ -41,10 +41,18 @@ pub struct DrainFigures {
     pub undrain_lost: [u64; 2],
 }
 
+/// A hot upgrade of gwa's agent (SIGUSR2) with the traffic on the tunnels, per direction.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeFigures {
+    pub lost: [u64; 2],
+    pub longest_gap_ms: [f64; 2],
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CrosslinkFigures {
     pub line_cut: CutFigures,
     pub both_cut: CutFigures,
+    pub upgrade: UpgradeFigures,
     pub ret: ReturnFigures,
     pub drain: DrainFigures,
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 
 use figures::{carried, first_on_any, fmt_ms, ms, ms_after, shares, DIRECTIONS};
-pub use figures::{BirdFigures, CrosslinkFigures, CutFigures, DrainFigures, ReturnFigures};
+pub use figures::{
+    BirdFigures, CrosslinkFigures, CutFigures, DrainFigures, ReturnFigures, UpgradeFigures,
+};
 
 use crate::timeline::{Marker, MarkerKind, Panel, Series, Timeline};
 use crate::traffic::Trace;
