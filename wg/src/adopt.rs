@@ -76,7 +76,7 @@ impl Adopted {
     /// The sessions' bytes, if a previous run left them and they can be read.
     pub(crate) fn take_sessions(&mut self, interface: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         let fd = self.sessions.take()?;
-        crate::handover::read(fd)
+        crate::handover::take(fd)
             .inspect_err(|e| tracing::warn!(interface, error = %e, "the previous run's WireGuard sessions are unreadable"))
             .ok()
     }

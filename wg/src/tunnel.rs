@@ -245,7 +245,6 @@ impl Tunnel {
                 mtu: usize::from(cfg.mtu),
             },
             now,
-            SystemTime::now(),
         )
         .map_err(|e| {
             io::Error::new(
@@ -550,7 +549,10 @@ async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
         let r = match shared.udp.recv(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
+                // Transient (an ICMP error queued on the socket) or lasting: either way
+                // not a reason to spin on the CPU the data plane shares.
                 tracing::debug!(error = %e, "UDP receive failed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
@@ -583,7 +585,16 @@ async fn receive(
     admit: Admit,
     out: &mut [u8],
 ) {
-    let received = lock(&shared.peer).decapsulate(datagram, from, out, Instant::now());
+    let (received, queued) = {
+        let mut peer = lock(&shared.peer);
+        let r = peer.decapsulate(datagram, from, out, Instant::now());
+        (r, peer.has_queued())
+    };
+    if queued && matches!(received, Ok(Received::Data { .. } | Received::Keepalive)) {
+        // The peer's first message on the session we answered confirmed it: what waited
+        // for a session goes now, ahead of what is sealed from here on.
+        flush(shared, from, out).await;
+    }
     match received {
         Ok(Received::Data { len, src }) => {
             roam(shared, from);
@@ -615,14 +626,19 @@ async fn receive(
             // Seen at once rather than at the next timer tick: after a restart, the first
             // handshake is what lets the agent route traffic back onto the tunnel.
             note_handshake(shared);
-            loop {
-                let next = lock(&shared.peer).flush(out, Instant::now());
-                let Some(len) = next else { break };
-                shared.send(&out[..len], from).await;
-            }
+            flush(shared, from, out).await;
         }
         Ok(Received::Nothing) => {}
         Err(e) => tracing::trace!(error = %e, "WireGuard datagram not taken"),
+    }
+}
+
+/// Sends what waited for a session, then the keepalive a new session may owe.
+async fn flush(shared: &Shared, to: SocketAddr, out: &mut [u8]) {
+    loop {
+        let next = lock(&shared.peer).flush(out, Instant::now());
+        let Some(len) = next else { break };
+        shared.send(&out[..len], to).await;
     }
 }
 

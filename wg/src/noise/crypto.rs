@@ -165,12 +165,18 @@ pub fn ephemeral() -> StaticSecret {
 }
 
 /// TAI64N of a wall-clock time: seconds since 1970 plus 2^62 and 10 (TAI's offset, as
-/// WireGuard's implementations write it), then nanoseconds, both big-endian.
+/// WireGuard's implementations write it), then nanoseconds, both big-endian. The low 24
+/// bits of the nanoseconds are cleared, as wireguard-go does, so the timestamp does not
+/// tell an observer of the (encrypted) handshake this host's exact timing.
 pub fn tai64n(t: SystemTime) -> [u8; 12] {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let mut out = [0u8; 12];
-    out[..8].copy_from_slice(&(0x4000_0000_0000_000a_u64 + d.as_secs()).to_be_bytes());
-    out[8..].copy_from_slice(&d.subsec_nanos().to_be_bytes());
+    out[..8].copy_from_slice(
+        &0x4000_0000_0000_000a_u64
+            .saturating_add(d.as_secs())
+            .to_be_bytes(),
+    );
+    out[8..].copy_from_slice(&(d.subsec_nanos() & !0x00ff_ffff).to_be_bytes());
     out
 }
 
@@ -179,7 +185,7 @@ pub fn tai64n_after(t: &[u8; 12]) -> [u8; 12] {
     let secs = u64::from_be_bytes(t[..8].try_into().expect("8 bytes"));
     let nanos = u32::from_be_bytes(t[8..].try_into().expect("4 bytes"));
     let (secs, nanos) = if nanos >= 999_999_999 {
-        (secs + 1, 0)
+        (secs.saturating_add(1), 0)
     } else {
         (secs, nanos + 1)
     };
@@ -258,9 +264,20 @@ mod tests {
     #[test]
     fn timestamps_increase() {
         let t = tai64n(UNIX_EPOCH + Duration::new(1, 999_999_999));
+        assert_eq!(t[11], 0, "the low nanoseconds are cleared");
+        assert_eq!(t[10], 0);
         let n = tai64n_after(&t);
         assert!(n > t);
-        assert_eq!(n[8..], [0, 0, 0, 0]);
-        assert!(tai64n(UNIX_EPOCH + Duration::new(2, 1)) > n);
+        let mut last = t;
+        last[8..].copy_from_slice(&999_999_999u32.to_be_bytes());
+        let n = tai64n_after(&last);
+        assert_eq!(n[8..], [0, 0, 0, 0], "into the next second");
+        assert!(n > last);
+        assert_eq!(
+            tai64n_after(&[0xff; 12])[..8],
+            [0xff; 8],
+            "saturates, never wraps"
+        );
+        assert!(tai64n(UNIX_EPOCH + Duration::new(2, 1)) > t);
     }
 }

@@ -3,17 +3,22 @@
 //! packets in flight, sealed for the old process, open in the new one.
 //!
 //! The format is private to one build and the next: a version byte, the two public keys
-//! (a peer reconfigured in between is not given the old keys), the timestamps, then each
-//! session. Ages are relative to the export; the reader adds the time it was away.
+//! and a digest of the preshared key (a tunnel whose keys changed in between is not given
+//! the old sessions), the timestamps, then each session. Ages are relative to the export; the reader adds the time it was away.
 //! The sending counters continue exactly where the old process stopped: it must not seal
 //! anything after the export, or a nonce would be used twice.
 
 use std::time::{Duration, Instant};
 
-use super::session::{Replay, Session};
+use zeroize::Zeroizing;
+
+use super::session::{Replay, Session, BLOCKS};
 use super::{Peer, Slot};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Room for three sessions and the header, so the buffer holding keys never reallocates
+/// (leaving a copy behind in freed memory).
+pub const MAX_LEN: usize = 256 + 3 * (1 + 4 + 4 + 32 + 32 + 8 + 8 + BLOCKS * 8 + 8 + 1);
 const MAGIC: &[u8; 4] = b"XLWG";
 const NONE: u64 = u64::MAX;
 
@@ -71,12 +76,13 @@ fn instant(age: u64, away: Duration, now: Instant) -> Option<Instant> {
 impl Peer {
     /// The sessions as a new process takes them up (`import`). The caller holds the
     /// key material it returns: erase it once written.
-    pub fn export(&self, now: Instant) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(1024));
+    pub fn export(&self, now: Instant) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer(Vec::with_capacity(MAX_LEN));
         w.put(MAGIC);
         w.put(&[VERSION]);
         w.put(&self.id.public);
         w.put(&self.id.peer);
+        w.put(&self.id.psk_digest());
         w.put(&self.timestamp_sent);
         w.put(&self.timestamp_received);
         w.u64(age(self.last_handshake, now));
@@ -104,7 +110,8 @@ impl Peer {
             w.put(&[u8::from(session.initiator)]);
         }
         w.put(&[0]);
-        w.0
+        debug_assert!(w.0.len() <= MAX_LEN);
+        Zeroizing::new(w.0)
     }
 
     /// Takes up the sessions a previous process exported `away` ago. Sessions that grew
@@ -119,7 +126,10 @@ impl Peer {
         if &r.take::<4>()? != MAGIC || r.take::<1>()? != [VERSION] {
             return Err(HandoverError::Format);
         }
-        if r.take::<32>()? != self.id.public || r.take::<32>()? != self.id.peer {
+        if r.take::<32>()? != self.id.public
+            || r.take::<32>()? != self.id.peer
+            || r.take::<32>()? != self.id.psk_digest()
+        {
             return Err(HandoverError::OtherKeys);
         }
         let timestamp_sent = r.take::<12>()?;
@@ -137,11 +147,11 @@ impl Peer {
             };
             let local = r.u32()?;
             let remote = r.u32()?;
-            let send = r.take::<32>()?;
-            let recv = r.take::<32>()?;
+            let send = Zeroizing::new(r.take::<32>()?);
+            let recv = Zeroizing::new(r.take::<32>()?);
             let sent = r.u64()?;
             let next = r.u64()?;
-            let mut ring = [0u64; 32];
+            let mut ring = [0u64; BLOCKS];
             for word in &mut ring {
                 *word = r.u64()?;
             }
@@ -150,7 +160,7 @@ impl Peer {
             let Some(created) = created else {
                 continue;
             };
-            let mut s = Session::new(local, remote, send, recv, created, initiator == 1);
+            let mut s = Session::new(local, remote, *send, *recv, created, initiator == 1);
             s.sent = sent;
             s.replay = Replay::from_parts(next, ring);
             sessions.push((slot, s));

@@ -64,6 +64,43 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Names the preshared key without giving it away (the handover checks it).
+    pub fn psk_digest(&self) -> Key {
+        hash(b"crosslink handover: preshared key", &self.psk)
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.psk.zeroize();
+        self.static_static.zeroize();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.chaining.zeroize();
+        self.hash.zeroize();
+    }
+}
+
+impl Drop for Initiation {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.chaining);
+    }
+}
+
+impl Drop for Agreed {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.send.zeroize();
+        self.recv.zeroize();
+    }
+}
+
 fn chaining_key0() -> Key {
     hash(CONSTRUCTION, &[])
 }

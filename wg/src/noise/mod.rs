@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use handover::HandoverError;
+pub use handover::{HandoverError, MAX_LEN as HANDOVER_MAX_LEN};
 use handshake::{Identity, Pending, COOKIE_REPLY, INITIATION, INITIATION_LEN, RESPONSE};
 pub use handshake::{COOKIE_REPLY_LEN, RESPONSE_LEN};
 use session::{Open, Session, DATA, DATA_HEADER, REJECT_AFTER_TIME};
@@ -32,7 +32,7 @@ const INITIATION_MIN_GAP: Duration = Duration::from_millis(20);
 /// Handshake messages per second past which we answer with cookies instead of DH.
 const UNDER_LOAD: u32 = 16;
 /// Packets kept while a handshake is under way; the oldest go first.
-const QUEUE: usize = 1024;
+const QUEUE: usize = 256;
 /// Largest output of any call: a handshake message or a sealed packet of `packet` bytes.
 pub const fn overhead() -> usize {
     DATA_HEADER + PADDING + crypto::TAG
@@ -125,9 +125,14 @@ pub struct Peer {
     pending: [Option<Pending>; 2],
     /// When the present attempt to handshake began (given up after REKEY_ATTEMPT_TIME).
     attempt_since: Option<Instant>,
+    /// Drawn once per initiation: up to a third of a second added to REKEY_TIMEOUT.
+    retransmit_jitter: Duration,
+    /// Our index and mac1 of the last response we sent: a cookie reply to it names them.
+    response_sent: Option<(u32, [u8; 16])>,
     rekey_wanted: bool,
-    /// Wall-clock time at `anchor`: timestamps are derived from the monotonic clock.
-    anchor: (Instant, SystemTime),
+    /// The wall clock, read for each initiation's timestamp (a clock set by NTP after the
+    /// start must count: a peer refuses timestamps below the last it saw).
+    wall: fn() -> SystemTime,
     timestamp_sent: [u8; 12],
     /// The greatest timestamp the peer has initiated with: older ones are replays.
     timestamp_received: [u8; 12],
@@ -137,6 +142,8 @@ pub struct Peer {
     load: (Instant, u32),
     last_handshake: Option<Instant>,
     last_sent: Option<Instant>,
+    /// Any authenticated message sent or received: what persistent keepalives count from.
+    last_traffic: Option<Instant>,
     /// Data sent and nothing heard since: a new handshake after 15 s (§6.4).
     unanswered_since: Option<Instant>,
     /// Data received and nothing sent since: a keepalive after 10 s (§6.5).
@@ -147,7 +154,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(cfg: &Config, now: Instant, wall: SystemTime) -> Result<Peer, Error> {
+    pub fn new(cfg: &Config, now: Instant) -> Result<Peer, Error> {
         let id = Identity::new(cfg.private_key, cfg.peer_public_key, cfg.preshared_key)
             .ok_or(Error::BadKey)?;
         Ok(Peer {
@@ -160,8 +167,10 @@ impl Peer {
             sessions: Sessions::default(),
             pending: [None, None],
             attempt_since: None,
+            retransmit_jitter: Duration::ZERO,
+            response_sent: None,
             rekey_wanted: false,
-            anchor: (now, wall),
+            wall: SystemTime::now,
             timestamp_sent: [0; 12],
             timestamp_received: [0; 12],
             initiation_received: None,
@@ -170,6 +179,7 @@ impl Peer {
             load: (now, 0),
             last_handshake: None,
             last_sent: None,
+            last_traffic: None,
             unanswered_since: None,
             keepalive_owed: None,
             confirm_owed: false,
@@ -180,6 +190,11 @@ impl Peer {
     pub fn time_since_last_handshake(&self, now: Instant) -> Option<Duration> {
         self.last_handshake
             .map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Whether packets wait for a session (`flush` sends them once there is one).
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
     }
 
     /// Whether a session can carry data now.
@@ -211,6 +226,7 @@ impl Peer {
 
     fn note_sent(&mut self, now: Instant, data: bool) {
         self.last_sent = Some(now);
+        self.last_traffic = Some(now);
         self.keepalive_owed = None;
         self.confirm_owed = false;
         if data {
@@ -230,13 +246,13 @@ impl Peer {
     }
 
     fn send_initiation(&mut self, out: &mut [u8], now: Instant) -> Option<usize> {
-        let wall = self.anchor.1 + now.saturating_duration_since(self.anchor.0);
-        let timestamp = crypto::tai64n(wall).max(crypto::tai64n_after(&self.timestamp_sent));
+        let timestamp =
+            crypto::tai64n((self.wall)()).max(crypto::tai64n_after(&self.timestamp_sent));
         let cookie = self
             .cookie
             .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
             .map(|(c, _)| c);
-        let buf: &mut [u8; INITIATION_LEN] = (&mut out[..INITIATION_LEN]).try_into().ok()?;
+        let buf: &mut [u8; INITIATION_LEN] = out.get_mut(..INITIATION_LEN)?.try_into().ok()?;
         let pending = handshake::initiate(
             &self.id,
             self.new_index(),
@@ -250,6 +266,7 @@ impl Peer {
         self.pending.swap(0, 1);
         self.pending[0] = Some(pending);
         self.attempt_since.get_or_insert(now);
+        self.retransmit_jitter = jitter();
         self.rekey_wanted = false;
         Some(INITIATION_LEN)
     }
@@ -278,34 +295,46 @@ impl Peer {
         out: &mut [u8],
         now: Instant,
     ) -> Result<Received, Error> {
-        match datagram.first() {
-            Some(&DATA) => self.receive_data(datagram, now),
-            Some(&INITIATION) | Some(&RESPONSE) => self.receive_handshake(datagram, from, out, now),
-            Some(&COOKIE_REPLY) => self.receive_cookie(datagram, now),
+        // The type is a little-endian u32 (reserved bytes zero), and each handshake
+        // message has one length: anything else is refused before any work or reply, so
+        // a spoofed sender gets nothing back larger than what it sent.
+        let kind = match datagram.get(..4) {
+            Some(&[k, 0, 0, 0]) => k,
+            _ => return Err(Error::Malformed),
+        };
+        match (kind, datagram.len()) {
+            (DATA, n) if n >= DATA_HEADER + crypto::TAG => self.receive_data(datagram, now),
+            (INITIATION, INITIATION_LEN) | (RESPONSE, RESPONSE_LEN) => {
+                self.receive_handshake(datagram, from, out, now)
+            }
+            (COOKIE_REPLY, COOKIE_REPLY_LEN) => self.receive_cookie(datagram, now),
             _ => Err(Error::Malformed),
         }
     }
 
     fn receive_data(&mut self, datagram: &mut [u8], now: Instant) -> Result<Received, Error> {
-        if datagram.len() < DATA_HEADER || datagram[1..4] != [0, 0, 0] {
-            return Err(Error::Malformed);
-        }
         let index = u32::from_le_bytes(datagram[4..8].try_into().expect("4 bytes"));
         let (session, slot) = self.sessions.find(index).ok_or(Error::UnknownIndex)?;
         let len = match session.open(datagram, now) {
             Open::Data(len) => len,
             Open::Refused => return Err(Error::Replay),
         };
-        let stale = session.initiator
+        let stale = slot == Slot::Current
+            && session.initiator
             && now.saturating_duration_since(session.created)
                 >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
         if slot == Slot::Next {
-            // The initiator used the new session: it is confirmed (§5.4.6).
+            // The initiator used the new session: it is confirmed (§5.4.6), a handshake
+            // of ours under way is no longer needed (a late response to it still
+            // completes), and what waited can go (`flush`).
             let s = &mut self.sessions;
             s.previous = s.current.take();
             s.current = s.next.take();
             self.last_handshake = Some(now);
+            self.attempt_since = None;
+            self.rekey_wanted = false;
         }
+        self.last_traffic = Some(now);
         if stale && self.attempt_since.is_none() {
             self.rekey_wanted = true;
         }
@@ -316,7 +345,7 @@ impl Peer {
         self.keepalive_owed.get_or_insert(now);
         let inner = &datagram[DATA_HEADER..DATA_HEADER + len];
         let (total, src) = inner_header(inner).ok_or(Error::BadInner)?;
-        if total > len {
+        if total > len || total < 20 {
             return Err(Error::BadInner);
         }
         Ok(Received::Data { len: total, src })
@@ -340,6 +369,7 @@ impl Peer {
         if !handshake::mac1_valid(&self.id, msg) {
             return Err(Error::Mac);
         }
+        // Only now do messages count as load: each has a valid mac1 for us.
         if self.under_load(now) {
             if now.saturating_duration_since(self.cookie_secret.1) >= COOKIE_LIFETIME {
                 self.cookie_secret = (crypto::random(), now);
@@ -347,9 +377,10 @@ impl Peer {
             let source = source_bytes(from);
             let cookie = handshake::cookie_for(&self.cookie_secret.0, &source);
             if !handshake::mac2_valid(&cookie, msg) {
-                let buf: &mut [u8; COOKIE_REPLY_LEN] = (&mut out[..COOKIE_REPLY_LEN])
-                    .try_into()
-                    .map_err(|_| Error::Malformed)?;
+                let buf: &mut [u8; COOKIE_REPLY_LEN] = out
+                    .get_mut(..COOKIE_REPLY_LEN)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(Error::Malformed)?;
                 handshake::cookie_reply(&self.id, &self.cookie_secret.0, &source, msg, buf);
                 return Ok(Received::Reply(COOKIE_REPLY_LEN));
             }
@@ -377,17 +408,22 @@ impl Peer {
         {
             return Err(Error::TooSoon);
         }
-        let buf: &mut [u8; RESPONSE_LEN] = (&mut out[..RESPONSE_LEN])
-            .try_into()
-            .map_err(|_| Error::Malformed)?;
+        let buf: &mut [u8; RESPONSE_LEN] = out
+            .get_mut(..RESPONSE_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Error::Malformed)?;
         let cookie = self
             .cookie
             .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
             .map(|(c, _)| c);
-        let (agreed, _) =
+        let (agreed, mac1) =
             handshake::respond(&self.id, &init, self.new_index(), cookie.as_ref(), buf)?;
         self.timestamp_received = init.timestamp;
         self.initiation_received = Some(now);
+        self.response_sent = Some((agreed.local_index, mac1));
+        self.last_traffic = Some(now);
+        // As wireguard-go: at most the current session and this one, until it is confirmed.
+        self.sessions.previous = None;
         self.sessions.next = Some(Session::new(
             agreed.local_index,
             agreed.remote_index,
@@ -428,6 +464,7 @@ impl Peer {
         self.attempt_since = None;
         self.rekey_wanted = false;
         self.last_handshake = Some(now);
+        self.last_traffic = Some(now);
         self.unanswered_since = None;
         self.confirm_owed = true;
         Ok(Received::Established)
@@ -435,14 +472,17 @@ impl Peer {
 
     fn receive_cookie(&mut self, msg: &[u8], now: Instant) -> Result<Received, Error> {
         let index = handshake::cookie_reply_index(msg).ok_or(Error::Malformed)?;
-        let pending = self
+        // A reply to one of our initiations, or to our last response.
+        let mac1 = self
             .pending
             .iter()
             .flatten()
-            .find(|p| p.local_index == index)
+            .map(|p| (p.local_index, p.mac1))
+            .chain(self.response_sent)
+            .find(|(i, _)| *i == index)
+            .map(|(_, m)| m)
             .ok_or(Error::UnknownIndex)?;
-        let cookie =
-            handshake::consume_cookie_reply(&self.id, &pending.mac1, msg).ok_or(Error::Decrypt)?;
+        let cookie = handshake::consume_cookie_reply(&self.id, &mac1, msg).ok_or(Error::Decrypt)?;
         self.cookie = Some((cookie, now));
         Ok(Received::Nothing)
     }
@@ -488,7 +528,8 @@ impl Peer {
                 self.queue.clear();
             } else {
                 initiation = self.pending[0].as_ref().is_none_or(|p| {
-                    now.saturating_duration_since(p.sent_at) >= REKEY_TIMEOUT + jitter()
+                    now.saturating_duration_since(p.sent_at)
+                        >= REKEY_TIMEOUT + self.retransmit_jitter
                 });
             }
         } else if self.rekey_wanted {
@@ -510,11 +551,20 @@ impl Peer {
             .keepalive_owed
             .is_some_and(|t| now.saturating_duration_since(t) >= KEEPALIVE_TIMEOUT);
         let persistent = self.persistent_keepalive.is_some_and(|every| {
-            self.last_sent
+            self.last_traffic
                 .is_none_or(|t| now.saturating_duration_since(t) >= every)
         });
-        if (passive || persistent) && self.has_session(now) {
-            if let Some(n) = self.encapsulate(&[], &mut out, now) {
+        if passive || persistent {
+            // Without a session a keepalive is a handshake (so a tunnel kept alive for a
+            // NAT comes back by itself after an outage), as in wireguard-go.
+            let sealed = if self.has_session(now) {
+                self.encapsulate(&[], &mut out, now)
+            } else if persistent && !initiation {
+                self.initiate(&mut out, now)
+            } else {
+                None
+            };
+            if let Some(n) = sealed {
                 sent.push(out[..n].to_vec());
             }
         }

@@ -17,15 +17,25 @@ pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
 pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 
-const BLOCKS: usize = 32;
+/// As wireguard-go: a window of 8,128 counters, for reordering across GSO runs and queues.
+pub(crate) const BLOCKS: usize = 128;
 /// How far behind the newest counter a message may arrive and still be taken.
 const WINDOW: u64 = ((BLOCKS - 1) * 64) as u64;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replay {
     /// The greatest counter taken so far, plus one (0: none yet).
     next: u64,
     ring: [u64; BLOCKS],
+}
+
+impl Default for Replay {
+    fn default() -> Replay {
+        Replay {
+            next: 0,
+            ring: [0; BLOCKS],
+        }
+    }
 }
 
 impl Replay {
@@ -173,9 +183,9 @@ mod tests {
         assert!(r.take(5));
         assert!(r.take(3), "late but inside the window");
         assert!(!r.take(3));
-        assert!(r.take(5000));
-        assert!(!r.take(5000 - WINDOW - 1), "too old");
-        assert!(r.take(5000 - WINDOW), "oldest still taken");
+        assert!(r.take(10_000));
+        assert!(!r.take(10_000 - WINDOW - 1), "too old");
+        assert!(r.take(10_000 - WINDOW), "oldest still taken");
         assert!(!r.take(5));
         assert!(!r.take(REJECT_AFTER_MESSAGES));
     }
@@ -183,14 +193,14 @@ mod tests {
     #[test]
     fn replay_window_forgets_what_it_slid_past() {
         let mut r = Replay::default();
-        for c in 0..64 * 40 {
+        for c in 0..64 * (BLOCKS as u64 + 8) {
             assert!(r.take(c), "{c}");
         }
         // A jump far ahead clears every block, so counters near it are new.
         assert!(r.take(1_000_000));
         assert!(r.take(1_000_000 - 1));
         assert!(r.take(1_000_000 - 64 * 3));
-        assert!(!r.take(64 * 39));
+        assert!(!r.take(64 * (BLOCKS as u64 + 7)));
     }
 
     #[test]

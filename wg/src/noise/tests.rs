@@ -24,10 +24,9 @@ fn peers(now: Instant) -> (Peer, Peer) {
         persistent_keepalive: None,
         mtu: 1420,
     };
-    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     (
-        Peer::new(&cfg(a, pb), now, wall).expect("a"),
-        Peer::new(&cfg(b, pa), now, wall).expect("b"),
+        Peer::new(&cfg(a, pb), now).expect("a"),
+        Peer::new(&cfg(b, pa), now).expect("b"),
     )
 }
 
@@ -408,6 +407,148 @@ fn under_load_a_cookie_is_asked_for_and_then_honoured() {
 }
 
 #[test]
+fn a_short_handshake_message_is_refused_before_any_work() {
+    let t = Instant::now();
+    let (_, mut b) = peers(t);
+    // A valid mac1 over a one-byte "initiation": anyone who knows b's public key can
+    // make one. It must not count as load nor draw a (larger) cookie reply.
+    let mut msg = vec![INITIATION, 0, 0, 0];
+    let m = crypto::mac(&crypto::hash(crypto::LABEL_MAC1, &b.id.public), &msg);
+    msg.extend_from_slice(&m);
+    msg.extend_from_slice(&[0; 16]);
+    for i in 0..100 {
+        let at = t + Duration::from_millis(i);
+        assert_eq!(deliver(&mut b, A_ADDR, &msg, at).0, Err(Error::Malformed));
+    }
+    assert_eq!(b.load.1, 0);
+    let mut reserved = vec![0u8; INITIATION_LEN];
+    reserved[0] = INITIATION;
+    reserved[2] = 1;
+    assert_eq!(
+        deliver(&mut b, A_ADDR, &reserved, t).0,
+        Err(Error::Malformed)
+    );
+}
+
+fn in_2027() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn in_2020() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+}
+
+#[test]
+fn timestamps_follow_the_wall_clock_of_each_initiation() {
+    let t = Instant::now();
+    let (mut a, mut b) = peers(t);
+    let mut out = vec![0u8; 2048];
+    a.wall = in_2020;
+    let n = a.initiate(&mut out, t).expect("initiation");
+    assert_eq!(
+        deliver(&mut b, A_ADDR, &out[..n], t).0,
+        Ok(Received::Reply(RESPONSE_LEN))
+    );
+    // The clock is set (NTP) while the process runs: the next initiation says so.
+    a.wall = in_2027;
+    let t1 = t + Duration::from_secs(6);
+    let n = a.initiate(&mut out, t1).expect("initiation");
+    assert_eq!(
+        deliver(&mut b, A_ADDR, &out[..n], t1).0,
+        Ok(Received::Reply(RESPONSE_LEN))
+    );
+    // A process whose clock is behind what b saw is refused, as WireGuard must.
+    let (mut behind, _) = peers(t);
+    behind.wall = in_2020;
+    let n = behind.initiate(&mut out, t1).expect("initiation");
+    let t2 = t + Duration::from_secs(7);
+    assert_eq!(deliver(&mut b, A_ADDR, &out[..n], t2).0, Err(Error::Replay));
+}
+
+#[test]
+fn a_persistent_keepalive_without_a_session_is_a_handshake() {
+    let t = Instant::now();
+    let (mut a, _) = peers(t);
+    a.persistent_keepalive = Some(Duration::from_secs(25));
+    let sent = a.tick(t + Duration::from_secs(1));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0][0], INITIATION);
+}
+
+#[test]
+fn the_responders_queue_goes_once_the_initiator_confirms() {
+    let t = Instant::now();
+    let (mut a, mut b) = peers(t);
+    let mut out = vec![0u8; 2048];
+    // b has something to send and starts its own handshake, which gets lost; a's
+    // initiation crosses it.
+    assert!(b
+        .encapsulate(&packet(80, [10, 0, 1, 1], 3), &mut out, t)
+        .is_some());
+    assert!(b.has_queued());
+    let n = a.initiate(&mut out, t).expect("initiation");
+    let (_, response) = deliver(&mut b, A_ADDR, &out[..n], t);
+    assert_eq!(
+        deliver(&mut a, B_ADDR, &response, t).0,
+        Ok(Received::Established)
+    );
+    let n = a.flush(&mut out, t).expect("a keepalive");
+    assert_eq!(
+        deliver(&mut b, A_ADDR, &out[..n], t).0,
+        Ok(Received::Keepalive)
+    );
+    assert!(b.attempt_since.is_none(), "b's own attempt is over");
+    let n = b.flush(&mut out, t).expect("what waited");
+    let (r, _) = deliver(&mut a, B_ADDR, &out[..n], t);
+    assert!(matches!(r, Ok(Received::Data { len: 80, .. })), "{r:?}");
+    assert!(
+        b.tick(t + Duration::from_secs(6)).is_empty(),
+        "no retransmission"
+    );
+}
+
+#[test]
+fn a_cookie_reply_to_our_response_is_taken() {
+    let t = Instant::now();
+    let (mut a, mut b) = peers(t);
+    let mut out = vec![0u8; 2048];
+    let n = a.initiate(&mut out, t).expect("initiation");
+    let (_, response) = deliver(&mut b, A_ADDR, &out[..n], t);
+    // a is under load and answers b's response with a cookie.
+    let mut reply = [0u8; COOKIE_REPLY_LEN];
+    handshake::cookie_reply(
+        &a.id,
+        &[4; 32],
+        &[192, 0, 2, 2, 0xca, 0x6c],
+        &response,
+        &mut reply,
+    );
+    assert_eq!(deliver(&mut b, A_ADDR, &reply, t).0, Ok(Received::Nothing));
+    assert!(b.cookie.is_some());
+}
+
+#[test]
+fn a_handover_for_another_preshared_key_is_refused() {
+    let t = Instant::now();
+    let (mut a, mut b) = peers(t);
+    establish(&mut a, &mut b, t);
+    let state = a.export(t);
+    let (pa_private, _, _, pb) = keys();
+    let other = Config {
+        private_key: pa_private,
+        peer_public_key: pb,
+        preshared_key: Some([8; 32]),
+        persistent_keepalive: None,
+        mtu: 1420,
+    };
+    let mut a2 = Peer::new(&other, t).expect("a");
+    assert_eq!(
+        a2.import(&state, t, Duration::ZERO),
+        Err(HandoverError::OtherKeys)
+    );
+}
+
+#[test]
 fn garbage_never_panics() {
     let t = Instant::now();
     let (mut a, mut b) = peers(t);
@@ -427,11 +568,18 @@ fn garbage_never_panics() {
             );
         }
     }
-    // A data message whose inner length claims more than it carries.
-    let mut p = packet(60, [10, 0, 1, 1], 1);
-    p[2..4].copy_from_slice(&1000u16.to_be_bytes());
-    let d = send(&mut b, &p, t);
-    assert_eq!(deliver(&mut a, B_ADDR, &d, t).0, Err(Error::BadInner));
+    // Data messages whose inner length claims more than they carry, or less than an
+    // IPv4 header.
+    for claim in [1000u16, 12] {
+        let mut p = packet(60, [10, 0, 1, 1], 1);
+        p[2..4].copy_from_slice(&claim.to_be_bytes());
+        let d = send(&mut b, &p, t);
+        assert_eq!(
+            deliver(&mut a, B_ADDR, &d, t).0,
+            Err(Error::BadInner),
+            "{claim}"
+        );
+    }
 }
 
 /// boringtun's `Tunn`, an independent implementation, against ours in both roles.
