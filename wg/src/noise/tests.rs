@@ -582,6 +582,51 @@ fn garbage_never_panics() {
     }
 }
 
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever arrives, at a peer with sessions and a handshake under way: no
+        /// panic, and nothing taken as data that the session did not seal.
+        #[test]
+        fn arbitrary_datagrams_never_panic(
+            datagrams in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..8),
+            kinds in prop::collection::vec(0u8..6, 8),
+        ) {
+            let t = Instant::now();
+            let (mut a, mut b) = peers(t);
+            establish(&mut a, &mut b, t);
+            let mut out = vec![0u8; 2048];
+            a.initiate(&mut out, t + Duration::from_secs(6));
+            for (i, mut d) in datagrams.into_iter().enumerate() {
+                if d.len() >= 4 {
+                    // Valid-looking headers reach the deeper checks.
+                    d[..4].copy_from_slice(&[kinds[i], 0, 0, 0]);
+                }
+                let r = a.decapsulate(&mut d, addr(B_ADDR), &mut out, t);
+                let taken = matches!(r, Ok(Received::Data { .. } | Received::Keepalive));
+                prop_assert!(!taken, "forged data taken: {:?}", r);
+            }
+            prop_assert!(a.has_session(t));
+        }
+
+        /// A handover file of any content is refused or taken, never a panic.
+        #[test]
+        fn arbitrary_handovers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4000), cut in 0usize..4000) {
+            let t = Instant::now();
+            let (mut a, mut b) = peers(t);
+            establish(&mut a, &mut b, t);
+            let good = a.export(t);
+            let (mut fresh, _) = peers(t);
+            let _ = fresh.import(&bytes, t, Duration::ZERO);
+            let mut spliced = good[..cut.min(good.len())].to_vec();
+            spliced.extend_from_slice(&bytes);
+            let _ = fresh.import(&spliced, t, Duration::from_nanos(u64::MAX));
+        }
+    }
+}
+
 /// boringtun's `Tunn`, an independent implementation, against ours in both roles.
 mod boringtun_interop {
     use super::*;
