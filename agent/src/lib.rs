@@ -6,6 +6,7 @@ pub mod bfd;
 pub mod bgp;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod coupling;
 pub mod cpus;
 pub mod fdstore;

@@ -20,8 +20,11 @@ use crate::bfd::BfdView;
 use crate::bgp::NeighborState;
 use crate::config::{Config, PathRef};
 use crate::control::proto::{
-    Event, GatewayStatus, Health, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus,
-    Status, STATUS_SCHEMA,
+    Event, GatewayStatus, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus, Status,
+    STATUS_SCHEMA,
+};
+use crate::core::signals::{
+    self, FarEndHold, Health, Holds, Signal, SignalKind, StallHold, Verdict,
 };
 use crate::policy::Advertise;
 use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
@@ -332,107 +335,20 @@ impl AgentState {
         };
         let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
         let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
-        let young = self.started.elapsed() < BFD_STARTUP_GRACE;
-        // Each signal with, when it is down, the reason.
-        let mut signals: Vec<(&str, Health, Option<String>)> = Vec::new();
-        let carrier = self.carrier(iface);
-        let carrier_why = match carrier {
-            Health::Down => Some(format!("interface {iface} has no carrier")),
-            Health::Absent => Some(format!("interface {iface} does not exist")),
-            _ => None,
-        };
-        signals.push(("carrier", carrier, carrier_why));
-        match kind {
-            PathKind::Line => {
-                let bfd_on = matches!(path, PathRef::Line(l) if *l.bfd.enabled.get_ref());
-                signals.push(if bfd_on {
-                    bfd_signal("bfd", bfd.iter().filter(|v| !v.end_to_end), young)
-                } else {
-                    ("bfd", Health::Off, None)
-                });
-                let mut b = bgp_signal(&bgp);
-                if b.1 == Health::Up && !bfd.iter().any(|v| far_end_restarting(v)) {
-                    if let Some(why) = self.routes_withdrawn(path, &bgp) {
-                        b = ("bgp", Health::Down, Some(why));
-                    }
-                }
-                signals.push(b);
-                if bfd.iter().any(|v| v.end_to_end) {
-                    signals.push(bfd_signal(
-                        "e2e-bfd",
-                        bfd.iter().filter(|v| v.end_to_end),
-                        young,
-                    ));
-                }
-            }
-            PathKind::Tunnel => {
-                signals.push(self.handshake_signal(name));
-                if bfd.iter().any(|v| v.end_to_end) {
-                    signals.push(bfd_signal(
-                        "e2e-bfd",
-                        bfd.iter().filter(|v| v.end_to_end),
-                        young,
-                    ));
-                }
-            }
-        }
-        // Right after the agent's own stall, what timed out while it did not run is its
-        // failure, not the path's; a lost carrier is still the link's.
-        let stall = self.stall.filter(|s| s.excuses(Instant::now()));
-        let is_down = |(n, h, _): &&(&str, Health, Option<String>)| {
-            matches!(h, Health::Down | Health::Absent) && (stall.is_none() || *n == "carrier")
-        };
-        let down = signals.iter().find(is_down);
-        let excused = signals
-            .iter()
-            .find(|(_, h, _)| *h == Health::Down)
-            .filter(|_| down.is_none());
-        let unknown: Vec<&str> = signals
-            .iter()
-            .filter(|(_, h, _)| *h == Health::Unknown)
-            .map(|(n, _, _)| *n)
-            .collect();
-        let (state, reason) = match (down, excused, stall) {
-            (Some((_, _, why)), _, _) => (Health::Down, why.clone().unwrap_or_default()),
-            (None, Some((_, _, why)), Some(s)) => (
-                Health::Up,
-                format!(
-                    "held: the agent itself did not run for {:.1} s; {} counts as up for up to {} s while it comes back",
-                    s.length.as_secs_f64(),
-                    why.as_deref().unwrap_or("a signal down"),
-                    crate::stall::GRACE.as_secs()
-                ),
-            ),
-            _ if unknown.is_empty() => match bfd.iter().find(|v| held(v)) {
-                Some(v) => (
-                    Health::Up,
-                    format!(
-                        "held: the far gateway went quiet on every path {} s ago; end-to-end BFD with {} counts as up for {} s",
-                        v.far_end_quiet.map_or(0, |(_, t)| t.elapsed().as_secs()),
-                        v.peer,
-                        FAR_END_GRACE.as_secs()
-                    ),
-                ),
-                None => (Health::Up, "every signal is up".to_owned()),
-            },
-            _ => (
-                Health::Unknown,
-                format!("not observed: {}", unknown.join(", ")),
-            ),
-        };
+        let (signals, verdict) = self.path_health(path);
         PathStatus {
             name: name.to_owned(),
             kind,
             interface: iface.to_owned(),
             priority,
             weight,
-            state,
-            reason,
+            state: verdict.health,
+            reason: verdict.reason,
             signals: signals
                 .iter()
-                .map(|(n, h, _)| SignalStatus {
-                    name: (*n).into(),
-                    state: *h,
+                .map(|s| SignalStatus {
+                    name: s.kind.name().into(),
+                    state: s.health,
                 })
                 .collect(),
             bgp: bgp.iter().map(|n| n.status()).collect(),
@@ -443,6 +359,62 @@ impl AgentState {
                 .map(|v| v.to_status(SystemTime::now())),
             policy: self.policy.get(name).cloned(),
         }
+    }
+
+    /// A path's signals, in their order, and what they make of its health
+    /// (`core::signals::judge`).
+    pub(crate) fn path_health(&self, path: PathRef<'_>) -> (Vec<Signal>, Verdict) {
+        let name = path.name();
+        let iface = match path {
+            PathRef::Line(l) => l.interface.get_ref().as_str(),
+            PathRef::Tunnel(t) => t.interface.get_ref().as_str(),
+        };
+        let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
+        let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
+        let young = self.started.elapsed() < BFD_STARTUP_GRACE;
+        let mut signals = vec![self.carrier(iface)];
+        match path {
+            PathRef::Line(l) => {
+                signals.push(if *l.bfd.enabled.get_ref() {
+                    bfd_signal(SignalKind::Bfd, bfd.iter().filter(|v| !v.end_to_end), young)
+                } else {
+                    Signal::new(SignalKind::Bfd, Health::Off)
+                });
+                let mut b = bgp_signal(&bgp);
+                if b.health == Health::Up && !bfd.iter().any(|v| far_end_restarting(v)) {
+                    if let Some(why) = self.routes_withdrawn(path, &bgp) {
+                        b = Signal::down(SignalKind::Bgp, why);
+                    }
+                }
+                signals.push(b);
+            }
+            PathRef::Tunnel(_) => signals.push(self.handshake_signal(name)),
+        }
+        if bfd.iter().any(|v| v.end_to_end) {
+            signals.push(bfd_signal(
+                SignalKind::E2eBfd,
+                bfd.iter().filter(|v| v.end_to_end),
+                young,
+            ));
+        }
+        // Right after the agent's own stall, what timed out while it did not run is its
+        // failure, not the path's.
+        let holds = Holds {
+            stall: self
+                .stall
+                .filter(|s| s.excuses(Instant::now()))
+                .map(|s| StallHold {
+                    length: s.length,
+                    grace: crate::stall::GRACE,
+                }),
+            far_end: bfd.iter().find(|v| held(v)).map(|v| FarEndHold {
+                peer: v.peer.to_string(),
+                quiet_for: v.far_end_quiet.map_or(Duration::ZERO, |(_, t)| t.elapsed()),
+                grace: FAR_END_GRACE,
+            }),
+        };
+        let verdict = signals::judge(&signals, &holds);
+        (signals, verdict)
     }
 
     /// A line whose routers announce nothing of its site in a family while another line of
@@ -532,48 +504,43 @@ impl AgentState {
     }
 
     /// Up while the last handshake is fresh; down with the reason otherwise.
-    fn handshake_signal(&self, tunnel: &str) -> (&'static str, Health, Option<String>) {
+    fn handshake_signal(&self, tunnel: &str) -> Signal {
+        const K: SignalKind = SignalKind::Handshake;
         let Some(v) = self.tunnels.get(tunnel) else {
-            return ("handshake", Health::Unknown, None);
+            return Signal::new(K, Health::Unknown);
         };
         if let Some(e) = &v.error {
-            return (
-                "handshake",
-                Health::Down,
-                Some(format!("tunnel not running: {e}")),
-            );
+            return Signal::down(K, format!("tunnel not running: {e}"));
         }
         let Some(stats) = &v.stats else {
-            return ("handshake", Health::Unknown, None);
+            return Signal::new(K, Health::Unknown);
         };
         match handshake_age(stats, SystemTime::now()) {
-            Some(a) if a < HANDSHAKE_STALE => ("handshake", Health::Up, None),
-            Some(a) => (
-                "handshake",
-                Health::Down,
-                Some(format!("last handshake {} s ago", a.as_secs())),
-            ),
-            None => (
-                "handshake",
-                Health::Down,
-                Some("no handshake with the peer yet".into()),
-            ),
+            Some(a) if a < HANDSHAKE_STALE => Signal::new(K, Health::Up),
+            Some(a) => Signal::down(K, format!("last handshake {} s ago", a.as_secs())),
+            None => Signal::down(K, "no handshake with the peer yet"),
         }
     }
 
     /// Reads `carrier` from sysfs: it is what the kernel itself uses for the link state, and
     /// cheap enough for an on-demand status.
-    fn carrier(&self, iface: &str) -> Health {
+    fn carrier(&self, iface: &str) -> Signal {
+        const K: SignalKind = SignalKind::Carrier;
         let dir = self.sysfs_net.join(iface);
         if !dir.exists() {
-            return Health::Absent;
+            return Signal {
+                kind: K,
+                health: Health::Absent,
+                why: Some(format!("interface {iface} does not exist")),
+            };
         }
         // Reading `carrier` of an interface that is administratively down fails with EINVAL.
         match std::fs::read_to_string(dir.join("carrier")) {
-            Ok(s) if s.trim() == "1" => Health::Up,
-            Ok(_) => Health::Down,
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Health::Down,
-            Err(_) => Health::Unknown,
+            Ok(s) if s.trim() == "1" => Signal::new(K, Health::Up),
+            Err(e) if e.raw_os_error() != Some(nix::errno::Errno::EINVAL as i32) => {
+                Signal::new(K, Health::Unknown)
+            }
+            _ => Signal::down(K, format!("interface {iface} has no carrier")),
         }
     }
 }
@@ -583,25 +550,20 @@ impl AgentState {
 /// keeps forwarding while its control plane comes back; it is what a router's BFD going
 /// down and up does in BIRD (`bfd graceful`), and what an agent restart makes the routers
 /// do. Whether the line forwards is BFD's to say: it stays a signal of its own.
-fn bgp_signal(sessions: &[&NeighborState]) -> (&'static str, Health, Option<String>) {
+fn bgp_signal(sessions: &[&NeighborState]) -> Signal {
     if sessions.is_empty() || sessions.iter().all(|n| !n.reported) {
-        return ("bgp", Health::Unknown, None);
+        return Signal::new(SignalKind::Bgp, Health::Unknown);
     }
     let now = Instant::now();
     match sessions.iter().find(|n| {
         n.state != bgp::fsm::State::Established && n.restarting_until.is_none_or(|t| t <= now)
     }) {
-        None => ("bgp", Health::Up, None),
+        None => Signal::new(SignalKind::Bgp, Health::Up),
         Some(n) => {
             let why = n.last_error.as_deref().unwrap_or("not established yet");
-            (
-                "bgp",
-                Health::Down,
-                Some(format!(
-                    "BGP session with {} is {}: {why}",
-                    n.peer,
-                    n.state_name()
-                )),
+            Signal::down(
+                SignalKind::Bgp,
+                format!("BGP session with {} is {}: {why}", n.peer, n.state_name()),
             )
         }
     }
@@ -609,10 +571,10 @@ fn bgp_signal(sessions: &[&NeighborState]) -> (&'static str, Health, Option<Stri
 
 /// A BFD signal: up when every session is Up, down when one that runs is not.
 fn bfd_signal<'a>(
-    name: &'static str,
+    name: SignalKind,
     sessions: impl Iterator<Item = &'a &'a BfdView>,
     young: bool,
-) -> (&'static str, Health, Option<String>) {
+) -> Signal {
     let sessions: Vec<&BfdView> = sessions.copied().collect();
     // Right after the agent starts, a session that has not come up yet (Down or Init, no
     // diagnostic) has measured nothing: that alone is no evidence against the path.
@@ -626,15 +588,14 @@ fn bfd_signal<'a>(
         .iter()
         .find(|v| v.state != Some(probes::wire::State::Up) && !starting(v) && !held(v));
     if down.is_none() && (sessions.is_empty() || sessions.iter().any(|v| starting(v))) {
-        return (name, Health::Unknown, None);
+        return Signal::new(name, Health::Unknown);
     }
     match down {
-        None => (name, Health::Up, None),
-        Some(v) if v.unanswered() => (name, Health::Down, Some(v.unanswered_why())),
-        Some(v) if v.waiting_for_bgp => (
+        None => Signal::new(name, Health::Up),
+        Some(v) if v.unanswered() => Signal::down(name, v.unanswered_why()),
+        Some(v) if v.waiting_for_bgp => Signal::down(
             name,
-            Health::Down,
-            Some(if v.last_up_at.is_some() {
+            if v.last_up_at.is_some() {
                 format!(
                     "BFD with {} went down; it waits for the BGP session with it to come back",
                     v.peer
@@ -644,7 +605,7 @@ fn bfd_signal<'a>(
                     "BFD with {} waits for the BGP session with it (it starts once BGP is up)",
                     v.peer
                 )
-            }),
+            },
         ),
         Some(v) => {
             let state = v.state.map_or("not started", |s| s.as_str());
@@ -658,11 +619,7 @@ fn bfd_signal<'a>(
             } else {
                 "BFD"
             };
-            (
-                name,
-                Health::Down,
-                Some(format!("{what} with {} is {state}{diag}", v.peer)),
-            )
+            Signal::down(name, format!("{what} with {} is {state}{diag}", v.peer))
         }
     }
 }
@@ -787,8 +744,14 @@ mod tests {
             last_up_at: None,
             id: None,
         };
-        let health =
-            |v: &[BfdView]| bfd_signal("e2e-bfd", v.iter().collect::<Vec<_>>().iter(), true).1;
+        let health = |v: &[BfdView]| -> Health {
+            bfd_signal(
+                SignalKind::E2eBfd,
+                v.iter().collect::<Vec<_>>().iter(),
+                true,
+            )
+            .health
+        };
         let fresh = view(Some(State::Down), Some(Diag::None));
         let up = view(Some(State::Up), Some(Diag::None));
         let expired = view(Some(State::Down), Some(Diag::ControlDetectionTimeExpired));
@@ -798,7 +761,9 @@ mod tests {
         assert_eq!(health(std::slice::from_ref(&up)), Health::Up);
         assert_eq!(health(&[up, fresh, expired.clone()]), Health::Down);
         assert_eq!(health(&[expired]), Health::Down);
-        let old = |v: &[BfdView]| bfd_signal("bfd", v.iter().collect::<Vec<_>>().iter(), false).1;
+        let old = |v: &[BfdView]| -> Health {
+            bfd_signal(SignalKind::Bfd, v.iter().collect::<Vec<_>>().iter(), false).health
+        };
         assert_eq!(
             old(&[view(Some(State::Down), Some(Diag::None))]),
             Health::Down,

@@ -114,30 +114,8 @@ pub enum PathKind {
     Tunnel,
 }
 
-/// Health of a path or of one signal. `Unknown` means no source of evidence is running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Health {
-    Unknown,
-    Up,
-    Down,
-    /// The interface does not exist on this host.
-    Absent,
-    /// Not run on this path by the configuration (a line whose BFD is turned off).
-    Off,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Up => "up",
-            Health::Down => "down",
-            Health::Absent => "absent",
-            Health::Off => "off",
-        }
-    }
-}
+/// Health of a path or of one signal, as the core judges it (the same words on the wire).
+pub use crate::core::signals::Health;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PathStatus {

@@ -18,18 +18,6 @@ use crate::control::proto::{Health, PathKind, Status};
 /// `operator`, `healthy` (back in service) or `other`.
 pub type Reason = &'static str;
 
-/// The signal names a reason may take, so that label values stay a closed set.
-const SIGNALS: [&str; 5] = ["carrier", "bfd", "bgp", "e2e-bfd", "handshake"];
-
-/// Maps a signal name from the status document onto the closed set of reasons.
-pub fn signal_reason(signal: &str) -> Reason {
-    SIGNALS
-        .iter()
-        .find(|s| **s == signal)
-        .copied()
-        .unwrap_or("other")
-}
-
 /// Switch times, from half a millisecond to seconds: a nexthop group replace takes well
 /// under a millisecond; anything near a second means netlink or the agent was stuck.
 const SWITCH_BUCKETS: [f64; 12] = [

@@ -1,11 +1,13 @@
 //! Deterministic simulations of the policy engine and the selection together, in virtual
 //! time: two lines (priorities 10 and 20) and two tunnels to one site, each path with its
-//! own signals. Each scenario asserts the timeline of group changes and events.
+//! own signals, judged by the agent's own rules (`core::signals`). Each scenario asserts
+//! the timeline of group changes and events.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::core::signals::{judge, Health, Holds, Signal, SignalKind};
 use crate::select::{choose, CandidateKind, Mode};
 
 const STEP: Duration = Duration::from_millis(10);
@@ -25,15 +27,25 @@ fn settings() -> Settings {
     }
 }
 
-const LINE_SIGNALS: [&str; 4] = ["carrier", "bfd", "bgp", "e2e-bfd"];
-const TUNNEL_SIGNALS: [&str; 3] = ["carrier", "handshake", "e2e-bfd"];
+const LINE_SIGNALS: [SignalKind; 4] = [
+    SignalKind::Carrier,
+    SignalKind::Bfd,
+    SignalKind::Bgp,
+    SignalKind::E2eBfd,
+];
+const TUNNEL_SIGNALS: [SignalKind; 3] = [
+    SignalKind::Carrier,
+    SignalKind::Handshake,
+    SignalKind::E2eBfd,
+];
 
 struct Sim {
     policy: Policy,
     t0: Instant,
     now: Instant,
     paths: Vec<(String, CandidateKind)>,
-    signals: BTreeMap<(String, &'static str), bool>,
+    /// Each path's signals in the order the agent judges them, up or down.
+    signals: BTreeMap<String, Vec<(SignalKind, bool)>>,
     loss: BTreeMap<String, f64>,
     relearned: BTreeMap<String, bool>,
     /// The kernel group: what the last applied choice put there.
@@ -57,16 +69,16 @@ impl Sim {
             ("t1".to_owned(), CandidateKind::Tunnel { weight: 1 }),
             ("t2".to_owned(), CandidateKind::Tunnel { weight: 1 }),
         ];
-        let mut signals = BTreeMap::new();
-        for (p, kind) in &paths {
-            let names: &[&'static str] = match kind {
-                CandidateKind::Line { .. } => &LINE_SIGNALS,
-                CandidateKind::Tunnel { .. } => &TUNNEL_SIGNALS,
-            };
-            for s in names {
-                signals.insert((p.clone(), *s), true);
-            }
-        }
+        let signals = paths
+            .iter()
+            .map(|(p, kind)| {
+                let kinds: &[SignalKind] = match kind {
+                    CandidateKind::Line { .. } => &LINE_SIGNALS,
+                    CandidateKind::Tunnel { .. } => &TUNNEL_SIGNALS,
+                };
+                (p.clone(), kinds.iter().map(|k| (*k, true)).collect())
+            })
+            .collect();
         let mut sim = Sim {
             policy,
             t0,
@@ -90,20 +102,19 @@ impl Sim {
         (self.now - self.t0).as_millis() as u64
     }
 
-    fn set(&mut self, path: &str, signal: &'static str, up: bool) {
+    fn set(&mut self, path: &str, signal: &str, up: bool) {
         let v = self
             .signals
-            .get_mut(&(path.to_owned(), signal))
+            .get_mut(path)
+            .and_then(|s| s.iter_mut().find(|(k, _)| k.name() == signal))
             .unwrap_or_else(|| panic!("{path} has no signal {signal}"));
-        *v = up;
+        v.1 = up;
     }
 
     /// Cuts (or heals) every signal of a path.
     fn cut(&mut self, path: &str, down: bool) {
-        for ((p, _), v) in self.signals.iter_mut() {
-            if p == path {
-                *v = !down;
-            }
+        for (_, v) in self.signals.get_mut(path).into_iter().flatten() {
+            *v = !down;
         }
     }
 
@@ -111,23 +122,22 @@ impl Sim {
         self.paths
             .iter()
             .map(|(name, kind)| {
-                let down: Vec<&str> = self
-                    .signals
+                // The agent's own judgement of the signals (`core::signals`).
+                let signals: Vec<Signal> = self.signals[name]
                     .iter()
-                    .filter(|((p, _), up)| p == name && !**up)
-                    .map(|((_, s), _)| *s)
+                    .map(|(k, up)| match up {
+                        true => Signal::new(*k, Health::Up),
+                        false => Signal::down(*k, format!("{} down", k.name())),
+                    })
                     .collect();
+                let verdict = judge(&signals, &Holds::default());
                 Observation {
                     name: name.clone(),
                     kind: *kind,
-                    up: down.is_empty(),
-                    unproven: false,
+                    up: verdict.health == Health::Up,
+                    unproven: verdict.health == Health::Unknown && verdict.evidence,
                     draining: None,
-                    why: down
-                        .iter()
-                        .map(|s| format!("{s} down"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    why: verdict.reason,
                     loss: self.loss.get(name).copied(),
                     relearned: self.relearned[name],
                 }

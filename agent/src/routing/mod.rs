@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ipnet::IpNet;
 
 use crate::config::PathRef;
-use crate::control::proto::{Health, PolicyStatus};
+use crate::control::proto::PolicyStatus;
+use crate::core::signals;
 use crate::fib::nexthop::Kind;
 use crate::fib::plan::{self, Family, SiteWant, MAX_PATHS_PER_SITE};
 use crate::fib::Fib;
@@ -81,7 +82,8 @@ fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
     st.config()
         .paths_of(site)
         .map(|p| {
-            let s = st.path_status(p);
+            let name = p.name();
+            let (_, verdict) = st.path_health(p);
             let kind = match p {
                 PathRef::Line(l) => CandidateKind::Line {
                     priority: l.priority,
@@ -90,11 +92,9 @@ fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
                     weight: *t.weight.get_ref(),
                 },
             };
-            // Unknown with a signal up beyond the carrier: evidence of life, not of health.
-            let some_evidence = s.signals.iter().skip(1).any(|g| g.state == Health::Up);
             // The worst of the path's probes: a line is as lossy as its worst session.
-            let loss = crate::state::path_loss(st.bfd.values().filter(|v| v.line == s.name));
-            let relearned = st.bgp.values().filter(|n| n.line == s.name).all(|n| {
+            let loss = crate::state::path_loss(st.bfd.values().filter(|v| v.line == name));
+            let relearned = st.bgp.values().filter(|n| n.line == name).all(|n| {
                 n.established_at.is_some_and(|t| t.elapsed() >= TABLE_QUIET)
                     && n.last_routes_at.is_none_or(|t| t.elapsed() >= TABLE_QUIET)
             });
@@ -103,11 +103,13 @@ fn observations(st: &AgentState, site: &str) -> Vec<Observation> {
                 PathRef::Tunnel(_) => None,
             };
             Observation {
-                up: s.state == Health::Up,
-                unproven: s.state == Health::Unknown && some_evidence,
+                up: verdict.health == signals::Health::Up,
+                // Unknown with a signal up beyond the carrier: evidence of life, not of
+                // health.
+                unproven: verdict.health == signals::Health::Unknown && verdict.evidence,
                 draining,
-                why: s.reason,
-                name: s.name,
+                why: verdict.reason,
+                name: name.to_owned(),
                 kind,
                 loss,
                 relearned,
@@ -195,13 +197,11 @@ fn down_reason(st: &AgentState, path: &str, view: &PolicyStatus) -> Reason {
     if view.operator != "none" {
         return "operator";
     }
-    let signal = st.config().find_path(path).and_then(|p| {
-        st.path_status(p)
-            .signals
-            .iter()
-            .find(|g| matches!(g.state, Health::Down | Health::Absent))
-            .map(|g| crate::metrics::signal_reason(&g.name))
-    });
+    let signal = st
+        .config()
+        .find_path(path)
+        .and_then(|p| st.path_health(p).1.failing)
+        .map(signals::SignalKind::name);
     match signal {
         Some(s) => s,
         None if view.degraded => "loss",

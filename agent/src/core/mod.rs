@@ -1,0 +1,7 @@
+//! The agent's decision core, sans-IO: typed inputs and the time in, typed verdicts out;
+//! no clock, sysfs, syscall or tokio in here, and everything it takes or gives derives
+//! serde, so a scenario can be written down and replayed. It grows out of the shared
+//! state piece by piece (see ../shared/reviews/agent-architecture.md); so far it holds
+//! how a path's signals make its health (`signals`).
+
+pub mod signals;
