@@ -88,7 +88,7 @@ pub async fn run(
             &cfg.control.state_file,
         ));
     }
-    let restarted = routing::previous_run_left_routes(cfg.sites.len()).await;
+    let restarted = routing::previous_run_left_routes().await;
     if restarted {
         tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
     }

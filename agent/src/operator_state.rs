@@ -81,24 +81,47 @@ pub fn standings_file(state_file: &Path) -> std::path::PathBuf {
 /// The standings saved by a previous run; none when missing or unreadable (the paths are
 /// then judged as after a first start).
 pub fn load_standings(path: &Path) -> Standings {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            tracing::error!(file = %path.display(), error = %e, "path standings corrupt; starting without them");
-            Standings::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Standings::new(),
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "path standings unreadable; starting without them");
-            Standings::new()
-        }
-    }
+    load_or_default(path, "path standings")
 }
 
 /// Writes the standings atomically, as `save` does the marks.
 pub fn save_standings(path: &Path, standings: &Standings) -> std::io::Result<()> {
+    save_json(path, standings)
+}
+
+/// Where the stable ids of sites and paths live: beside the operator's marks.
+pub fn ids_file(state_file: &Path) -> std::path::PathBuf {
+    state_file.with_extension("ids.json")
+}
+
+/// The ids a previous run gave; none when missing or unreadable (numbered afresh in
+/// config order, as a first start does).
+pub fn load_ids(path: &Path) -> crate::core::ids::Ids {
+    load_or_default(path, "path ids")
+}
+
+pub fn save_ids(path: &Path, ids: &crate::core::ids::Ids) -> std::io::Result<()> {
+    save_json(path, ids)
+}
+
+fn load_or_default<T: Default + serde::de::DeserializeOwned>(path: &Path, what: &str) -> T {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::error!(file = %path.display(), error = %e, "{what} corrupt; starting without them");
+            T::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => T::default(),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "{what} unreadable; starting without them");
+            T::default()
+        }
+    }
+}
+
+fn save_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     write_atomically(
         path,
-        &serde_json::to_string_pretty(standings).map_err(std::io::Error::other)?,
+        &serde_json::to_string_pretty(value).map_err(std::io::Error::other)?,
     )
 }
 

@@ -57,6 +57,19 @@ impl Config {
         lines.chain(tunnels)
     }
 
+    /// Every site's name with its paths' names, in configuration order (what stable ids
+    /// are given to, see `core::ids`).
+    pub fn layout(&self) -> Vec<(String, Vec<String>)> {
+        self.sites
+            .iter()
+            .map(|s| {
+                let name = s.name.get_ref();
+                let paths = self.paths_of(name).map(|p| p.name().to_owned()).collect();
+                (name.clone(), paths)
+            })
+            .collect()
+    }
+
     pub fn find_path(&self, name: &str) -> Option<PathRef<'_>> {
         self.lines
             .iter()

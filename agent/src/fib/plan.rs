@@ -4,8 +4,9 @@
 //!
 //! Per site and address family one nexthop group; every prefix of the site is a route with
 //! `nhid` = that group, so a switch is one group replace whatever the prefix count.
-//! Object ids are derived from the site's and path's position in the config, so a restarted
-//! agent finds its own objects where it left them.
+//! Object ids are derived from the site's and path's stable ids (`core::ids`, kept beside
+//! the operator's marks), so a restarted agent finds its own objects where it left them,
+//! however the config was reordered meanwhile.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

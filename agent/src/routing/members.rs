@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, PathRef};
+use crate::core::ids::Ids;
 use crate::fib::plan::{Family, Member, Members};
 use crate::select::{Choice, Mode};
 
@@ -28,18 +29,19 @@ impl Ifindexes {
 /// out; nothing chosen (or nothing of this family) keeps what the kernel has.
 pub(super) fn members(
     cfg: &Config,
+    ids: &Ids,
     site: &str,
     choice: &Choice,
     family: Family,
     ifindexes: &mut Ifindexes,
 ) -> Members {
     if choice.mode == Mode::AllDown {
-        return match member_list(cfg, site, &choice.fallback, family, ifindexes) {
+        return match member_list(cfg, ids, site, &choice.fallback, family, ifindexes) {
             m if m.is_empty() => Members::Keep,
             m => Members::KeepOr(m),
         };
     }
-    let out = member_list(cfg, site, &choice.members, family, ifindexes);
+    let out = member_list(cfg, ids, site, &choice.members, family, ifindexes);
     // A family the chosen paths do not carry (a line without an IPv6 neighbour) keeps
     // what it has rather than losing its routes.
     if out.is_empty() {
@@ -49,17 +51,22 @@ pub(super) fn members(
     }
 }
 
-/// The members for the `chosen` paths with their weights, in the site's path order.
+/// The members for the `chosen` paths with their weights, in the site's path order; a
+/// member's slot is its path's stable id (a path without one is left out).
 pub(super) fn member_list(
     cfg: &Config,
+    ids: &Ids,
     site: &str,
     chosen: &[(String, u16)],
     family: Family,
     ifindexes: &mut Ifindexes,
 ) -> Vec<Member> {
     let mut out = Vec::new();
-    for (slot, p) in cfg.paths_of(site).enumerate() {
+    for p in cfg.paths_of(site) {
         let Some((_, weight)) = chosen.iter().find(|(n, _)| n == p.name()) else {
+            continue;
+        };
+        let Some(slot) = ids.path(site, p.name()) else {
             continue;
         };
         let (iface, gateway) = match p {
@@ -80,7 +87,7 @@ pub(super) fn member_list(
             continue;
         };
         out.push(Member {
-            slot: slot as u8,
+            slot,
             ifindex,
             gateway,
             weight: *weight,
@@ -116,8 +123,10 @@ mod tests {
         let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
         let c = Choice::of(Mode::Lines, &["l1"]);
         let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let mut ids = Ids::default();
+        ids.assign(&cfg.layout(), 127);
         assert_eq!(
-            members(&cfg, "b", &c, Family::V4, &mut Ifindexes::default()),
+            members(&cfg, &ids, "b", &c, Family::V4, &mut Ifindexes::default()),
             Members::Set(vec![Member {
                 slot: 0,
                 ifindex: lo,
@@ -126,13 +135,14 @@ mod tests {
             }])
         );
         assert_eq!(
-            members(&cfg, "b", &c, Family::V6, &mut Ifindexes::default()),
+            members(&cfg, &ids, "b", &c, Family::V6, &mut Ifindexes::default()),
             Members::Keep,
             "no IPv6 neighbour: the IPv6 routes stay as they are"
         );
         assert_eq!(
             members(
                 &cfg,
+                &ids,
                 "b",
                 &Choice::of(Mode::AllDown, &[]),
                 Family::V4,

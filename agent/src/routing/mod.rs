@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::PathRef;
 use crate::control::proto::PolicyStatus;
+use crate::core::ids::Ids;
 use crate::core::signals;
 use crate::fib::nexthop::Kind;
 use crate::fib::plan::{self, Family, SiteWant, MAX_PATHS_PER_SITE};
@@ -59,16 +60,27 @@ pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {
 
 /// Whether a previous run left groups carrying traffic in the kernel: this start is then
 /// a restart whose forwarding state survived (the R bit of BGP graceful restart).
-pub async fn previous_run_left_routes(sites: usize) -> bool {
+/// Any site id counts: ids are stable, not positions (see `core::ids`).
+pub async fn previous_run_left_routes() -> bool {
     let Ok((nexthops, conn)) = crate::fib::Nexthops::connect() else {
         return false;
     };
     let task = tokio::spawn(conn);
-    let found = nexthops.dump().await.is_ok_and(|nhs| {
-        (0..sites.min(usize::from(u8::MAX))).any(|i| !plan::carrying(&nhs, i as u8).is_empty())
-    });
+    let found = nexthops
+        .dump()
+        .await
+        .is_ok_and(|nhs| (0..=u8::MAX).any(|i| !plan::carrying(&nhs, i).is_empty()));
     task.abort();
     found
+}
+
+/// Saves the ids; a failure is logged (this run keeps them in memory; a restart after it
+/// numbers afresh in config order, the position scheme of before).
+fn save_ids(state_file: &std::path::Path, ids: &Ids) {
+    let file = crate::operator_state::ids_file(state_file);
+    if let Err(e) = crate::operator_state::save_ids(&file, ids) {
+        tracing::error!(file = %file.display(), error = %e, "cannot save the paths' ids; a restart after a reordered config may misread the kernel's groups");
+    }
 }
 
 /// After an UPDATE, a line's table counts as re-learned once this passes with no other.
@@ -248,6 +260,8 @@ struct Programmer {
     /// Whether the agent itself did not run for a while (see `stall`).
     stall: Arc<StallWatch>,
     state_file: std::path::PathBuf,
+    /// The stable ids of sites and paths the kernel objects are numbered by.
+    ids: Ids,
     /// Sites whose traffic this pass moves (for the switch-time histogram).
     moved: Vec<String>,
     /// The config generation the policy's settings and paths are from (see `reload`).
@@ -259,7 +273,7 @@ struct Programmer {
 }
 
 async fn run(fib: Fib, state: Arc<Mutex<AgentState>>, stall: Arc<StallWatch>) {
-    let (changes, settings, marks, standings, state_file) = {
+    let (changes, settings, marks, standings, state_file, layout) = {
         let mut st = lock(&state);
         (
             st.changes(),
@@ -267,8 +281,14 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>, stall: Arc<StallWatch>) {
             std::mem::take(&mut st.resumed),
             std::mem::take(&mut st.resumed_standings),
             st.config().control.state_file.clone(),
+            st.config().layout(),
         )
     };
+    // Before anything is read back from the kernel: its objects are numbered by these.
+    let mut ids = crate::operator_state::load_ids(&crate::operator_state::ids_file(&state_file));
+    if ids.assign(&layout, MAX_PATHS_PER_SITE) {
+        save_ids(&state_file, &ids);
+    }
     let mut policy = Policy::new(settings);
     let now = Instant::now();
     let now_wall = SystemTime::now();
@@ -301,6 +321,7 @@ async fn run(fib: Fib, state: Arc<Mutex<AgentState>>, stall: Arc<StallWatch>) {
         standings,
         stall,
         state_file,
+        ids,
         moved: Vec::new(),
         config_generation: 0,
         touches_seen: 0,
@@ -336,6 +357,9 @@ impl Programmer {
             self.policy
                 .set_settings(crate::policy::Settings::from_config(&cfg.policy));
             self.policy.retain(|p| cfg.find_path(p).is_some());
+            if self.ids.assign(&cfg.layout(), MAX_PATHS_PER_SITE) {
+                save_ids(&self.state_file, &self.ids);
+            }
             // The sites' prefixes may have changed: rebuilt in this pass.
             self.prefixes_built = None;
         }
@@ -382,10 +406,11 @@ impl Programmer {
         let mut choices = Vec::new();
         let mut views = Vec::new();
         let mut ifindexes = Ifindexes::default();
-        for (index, site) in cfg.sites.iter().enumerate() {
+        let ids = &self.ids;
+        for site in &cfg.sites {
             let name = site.name.get_ref();
-            let (Ok(index), true) = (
-                u8::try_from(index),
+            let (Some(index), true) = (
+                ids.site(name),
                 cfg.paths_of(name).count() <= MAX_PATHS_PER_SITE,
             ) else {
                 continue;
@@ -410,12 +435,12 @@ impl Programmer {
                     .get(name)
                     .cloned()
                     .unwrap_or_else(|| Arc::new([])),
-                v4: members(cfg, name, &choice, Family::V4, &mut ifindexes),
-                v6: members(cfg, name, &choice, Family::V6, &mut ifindexes),
-                standby_v4: member_list(cfg, name, &healthy, Family::V4, &mut ifindexes),
-                standby_v6: member_list(cfg, name, &healthy, Family::V6, &mut ifindexes),
-                fallback_v4: members(cfg, name, &fallback, Family::V4, &mut ifindexes),
-                fallback_v6: members(cfg, name, &fallback, Family::V6, &mut ifindexes),
+                v4: members(cfg, ids, name, &choice, Family::V4, &mut ifindexes),
+                v6: members(cfg, ids, name, &choice, Family::V6, &mut ifindexes),
+                standby_v4: member_list(cfg, ids, name, &healthy, Family::V4, &mut ifindexes),
+                standby_v6: member_list(cfg, ids, name, &healthy, Family::V6, &mut ifindexes),
+                fallback_v4: members(cfg, ids, name, &fallback, Family::V4, &mut ifindexes),
+                fallback_v6: members(cfg, ids, name, &fallback, Family::V6, &mut ifindexes),
             });
             choices.push((name.clone(), choice, fallback));
         }
@@ -595,11 +620,11 @@ impl Programmer {
         let st = lock(&self.state);
         let cfg = st.config();
         let now = Instant::now();
-        for (index, site) in cfg.sites.iter().enumerate() {
-            let Ok(index) = u8::try_from(index) else {
+        for site in &cfg.sites {
+            let name = site.name.get_ref();
+            let Some(index) = self.ids.site(name) else {
                 continue;
             };
-            let name = site.name.get_ref();
             let slots = plan::carrying(&kernel.nexthops, index);
             if slots.is_empty() {
                 continue; // a first start: nothing to protect
@@ -607,8 +632,8 @@ impl Programmer {
             let paths: Vec<PathRef<'_>> = cfg.paths_of(name).collect();
             let carrying: Vec<String> = slots
                 .iter()
-                .filter_map(|s| paths.get(usize::from(*s)))
-                .map(|p| p.name().to_owned())
+                .filter_map(|s| self.ids.path_at(name, *s))
+                .map(str::to_owned)
                 .collect();
             let lines: Vec<String> = paths
                 .iter()
