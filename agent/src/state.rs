@@ -80,8 +80,9 @@ pub struct AgentState {
     started: Instant,
     started_at: SystemTime,
     events: VecDeque<Event>,
-    /// Where interface state is read; `/sys/class/net` except in tests.
-    sysfs_net: PathBuf,
+    /// Each interface's carrier, kept by `links` from the kernel's notifications; none
+    /// until the first dump (every carrier unknown).
+    pub(crate) links: Option<crate::links::Carriers>,
     /// BGP sessions by neighbour address.
     pub(crate) bgp: BTreeMap<IpAddr, NeighborState>,
     /// BFD sessions by (line, peer, end-to-end).
@@ -148,7 +149,7 @@ impl AgentState {
             started: Instant::now(),
             started_at: SystemTime::now(),
             events: VecDeque::with_capacity(64),
-            sysfs_net: PathBuf::from("/sys/class/net"),
+            links: None,
             bgp: BTreeMap::new(),
             bfd: BTreeMap::new(),
             tunnels: BTreeMap::new(),
@@ -522,25 +523,18 @@ impl AgentState {
         }
     }
 
-    /// Reads `carrier` from sysfs: it is what the kernel itself uses for the link state, and
-    /// cheap enough for an on-demand status.
+    /// The carrier as the kernel last told it (see `links`).
     fn carrier(&self, iface: &str) -> Signal {
         const K: SignalKind = SignalKind::Carrier;
-        let dir = self.sysfs_net.join(iface);
-        if !dir.exists() {
-            return Signal {
+        match self.links.as_ref().map(|l| l.get(iface)) {
+            None => Signal::new(K, Health::Unknown),
+            Some(None) => Signal {
                 kind: K,
                 health: Health::Absent,
                 why: Some(format!("interface {iface} does not exist")),
-            };
-        }
-        // Reading `carrier` of an interface that is administratively down fails with EINVAL.
-        match std::fs::read_to_string(dir.join("carrier")) {
-            Ok(s) if s.trim() == "1" => Signal::new(K, Health::Up),
-            Err(e) if e.raw_os_error() != Some(nix::errno::Errno::EINVAL as i32) => {
-                Signal::new(K, Health::Unknown)
-            }
-            _ => Signal::down(K, format!("interface {iface} has no carrier")),
+            },
+            Some(Some(true)) => Signal::new(K, Health::Up),
+            Some(Some(false)) => Signal::down(K, format!("interface {iface} has no carrier")),
         }
     }
 }
@@ -641,8 +635,21 @@ mod tests {
     fn state_from(src: &str, dir: &Path) -> AgentState {
         let cfg = crate::config::parse(src, Path::new("t.toml"), dir).unwrap();
         let mut st = AgentState::new(cfg, Path::new("t.toml"));
-        st.sysfs_net = dir.to_path_buf();
+        st.links = Some(carriers_in(dir));
         st
+    }
+
+    /// A test's interfaces, written as sysfs has them (a directory each with `carrier`),
+    /// as the link table would hold them.
+    fn carriers_in(dir: &Path) -> crate::links::Carriers {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let carrier = std::fs::read_to_string(e.path().join("carrier")).ok()?;
+                Some((e.file_name().into_string().ok()?, carrier.trim() == "1"))
+            })
+            .collect()
     }
 
     const LINES: &str = r#"
@@ -1078,7 +1085,7 @@ mod tests {
     #[test]
     fn after_the_agents_own_stall_timed_out_signals_hold_but_a_lost_carrier_does_not() {
         use probes::wire::{Diag, State};
-        let (dir, mut st) = line_up_state();
+        let (_dir, mut st) = line_up_state();
         let peer = IpAddr::from([192, 0, 2, 2]);
         st.bfd.insert(
             ("l1".into(), peer, false),
@@ -1110,9 +1117,10 @@ mod tests {
         assert!(s.reason.contains("did not run for 5.0 s"), "{}", s.reason);
         assert!(s.reason.contains("BFD with 192.0.2.2"), "{}", s.reason);
         // A lost carrier is the link's, stall or not.
-        std::fs::write(dir.path().join("eth-up/carrier"), "0\n").unwrap();
+        let links = st.links.as_mut().unwrap();
+        links.insert("eth-up".into(), false);
         assert_eq!(status(&st).state, Health::Down);
-        std::fs::write(dir.path().join("eth-up/carrier"), "1\n").unwrap();
+        st.links.as_mut().unwrap().insert("eth-up".into(), true);
         // Past the grace, a signal still down is the path's.
         if let Some(long_ago) = Instant::now().checked_sub(crate::stall::GRACE * 2) {
             st.stall = Some(crate::stall::Stall {
