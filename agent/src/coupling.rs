@@ -73,13 +73,13 @@ pub enum Nudge {
 const TICK: Duration = Duration::from_millis(250);
 
 /// The BFD sessions the task admits: the agent's running sessions with their specs.
-type Sessions = crate::bfd::Running;
+type Sessions = crate::sources::bfd::Running;
 
 pub async fn run(
     mut rx: mpsc::UnboundedReceiver<Nudge>,
     bfd: Arc<Bfd>,
     sessions: Sessions,
-    bgp: crate::bgp::Handles,
+    bgp: crate::sources::bgp::Handles,
     state: Arc<Mutex<AgentState>>,
 ) {
     // What we last told the driver, by session; a session not here is as it started.
@@ -104,7 +104,7 @@ pub async fn run(
 async fn close_bgp(
     peer: IpAddr,
     last_up: Option<Instant>,
-    bgp: &crate::bgp::Handles,
+    bgp: &crate::sources::bgp::Handles,
     state: &Mutex<AgentState>,
 ) {
     let line = {
@@ -141,7 +141,7 @@ fn reconcile(
     state: &Mutex<AgentState>,
     admin: &mut HashMap<SessionId, bool>,
 ) {
-    let coupled: Vec<(crate::bfd::Key, SessionId)> = lock(sessions)
+    let coupled: Vec<(crate::sources::bfd::Key, SessionId)> = lock(sessions)
         .iter()
         .filter(|(_, (spec, _))| spec.start_admin_down)
         .filter_map(|(k, (_, id))| id.map(|id| (k.clone(), id)))

@@ -2,8 +2,6 @@
 //! protocol crates together. The binary in `main.rs` is a thin CLI over this library so that
 //! tests can run the agent in-process and stop it through its shutdown future.
 
-pub mod bfd;
-pub mod bgp;
 pub mod config;
 pub mod control;
 pub mod core;
@@ -11,7 +9,6 @@ pub mod coupling;
 pub mod cpus;
 pub mod fdstore;
 pub mod fib;
-pub mod links;
 pub mod logging;
 pub mod metrics;
 pub mod operator_state;
@@ -22,9 +19,9 @@ pub mod reload;
 pub mod routing;
 pub mod select;
 pub mod service;
+pub mod sources;
 pub mod stall;
 pub mod state;
-pub mod tunnels;
 
 use std::future::Future;
 use std::path::Path;
@@ -97,13 +94,13 @@ pub async fn run(
     // (which then keep our routes: graceful restart).
     // BFD with each line router follows the BGP session with it, and BGP follows BFD.
     let (nudge, nudges) = tokio::sync::mpsc::unbounded_channel();
-    let mut sessions = bgp::start(&cfg, state.clone(), restarted, nudge.clone()).await;
+    let mut sessions = sources::bgp::start(&cfg, state.clone(), restarted, nudge.clone()).await;
     sessions.sync_exports(&cfg, &state).await;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
-    let mut tunnels = tunnels::start(&cfg, state.clone()).await;
+    let mut tunnels = sources::tunnels::start(&cfg, state.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
     // runs, and status shows BFD as unknown.
-    let mut bfd = match bfd::start(&cfg, state.clone(), nudge).await {
+    let mut bfd = match sources::bfd::start(&cfg, state.clone(), nudge).await {
         Ok(b) => {
             let (driver, running) = b.coupled();
             tokio::spawn(coupling::run(
@@ -142,7 +139,7 @@ pub async fn run(
             None
         }
     };
-    if let Err(e) = links::start(state.clone()) {
+    if let Err(e) = sources::links::start(state.clone()) {
         tracing::error!(error = %e, "no link notifications; carrier changes are seen within a second");
     }
     let drains = lock(&state).exports_changed();

@@ -54,9 +54,9 @@ pub fn diff<K: Ord + Clone, A, B>(
 
 /// The parts of the agent a reload reconfigures.
 pub struct Parts<'a> {
-    pub bgp: &'a mut crate::bgp::Sessions,
-    pub tunnels: &'a mut crate::tunnels::Tunnels,
-    pub bfd: Option<&'a mut crate::bfd::Sessions>,
+    pub bgp: &'a mut crate::sources::bgp::Sessions,
+    pub tunnels: &'a mut crate::sources::tunnels::Tunnels,
+    pub bfd: Option<&'a mut crate::sources::bfd::Sessions>,
 }
 
 /// How long a reload waits for the route programming to take removed paths out of the
@@ -167,13 +167,16 @@ mod tests {
         parse_in(dir, &edit(EXAMPLE)).unwrap()
     }
 
-    fn bfd_plan(old: &Config, new: &Config) -> Vec<(String, bool, Option<crate::bfd::Change>)> {
+    fn bfd_plan(
+        old: &Config,
+        new: &Config,
+    ) -> Vec<(String, bool, Option<crate::sources::bfd::Change>)> {
         let key = |s: &probes::driver::SessionSpec| (s.name.clone(), s.peer, s.multihop);
-        let o: BTreeMap<_, _> = crate::bfd::specs(old)
+        let o: BTreeMap<_, _> = crate::sources::bfd::specs(old)
             .into_iter()
             .map(|s| (key(&s), s))
             .collect();
-        let n: BTreeMap<_, _> = crate::bfd::specs(new)
+        let n: BTreeMap<_, _> = crate::sources::bfd::specs(new)
             .into_iter()
             .map(|s| (key(&s), s))
             .collect();
@@ -181,7 +184,7 @@ mod tests {
         assert!(d.added.is_empty() && d.removed.is_empty(), "{d:?}");
         d.changed
             .iter()
-            .map(|k| (k.0.clone(), k.2, crate::bfd::change(&o[k], &n[k])))
+            .map(|k| (k.0.clone(), k.2, crate::sources::bfd::change(&o[k], &n[k])))
             .collect()
     }
 
@@ -201,7 +204,7 @@ mod tests {
             )
         });
         let plan = bfd_plan(&old, &new);
-        let timers = Some(crate::bfd::Change::Timers);
+        let timers = Some(crate::sources::bfd::Change::Timers);
         // line2's two neighbours and its end-to-end session; the tunnels probe at the
         // site's fastest line rate, now line2's.
         let line2: Vec<_> = plan.iter().filter(|c| c.0 == "line2").collect();
@@ -222,7 +225,7 @@ mod tests {
         assert_eq!(plan.len(), 2, "line1's neighbours: {plan:?}");
         assert!(plan
             .iter()
-            .all(|c| c.0 == "line1" && !c.1 && c.2 == Some(crate::bfd::Change::Replace)));
+            .all(|c| c.0 == "line1" && !c.1 && c.2 == Some(crate::sources::bfd::Change::Replace)));
     }
 
     /// The end-to-end interval retimes the end-to-end sessions over the line and the
@@ -239,12 +242,12 @@ mod tests {
             )
         });
         let plan = bfd_plan(&old, &new);
-        let timers = Some(crate::bfd::Change::Timers);
+        let timers = Some(crate::sources::bfd::Change::Timers);
         assert!(plan.iter().all(|c| c.1 && c.2 == timers), "{plan:?}");
         let mut paths: Vec<&str> = plan.iter().map(|c| c.0.as_str()).collect();
         paths.sort_unstable();
         assert_eq!(paths, ["inet1", "inet2", "line1"]);
-        let e2e = crate::bfd::specs(&new)
+        let e2e = crate::sources::bfd::specs(&new)
             .into_iter()
             .filter(|s| s.multihop && s.name != "line2")
             .map(|s| s.desired_min_tx)
@@ -257,18 +260,18 @@ mod tests {
     }
 
     fn bgp_plan(old: &Config, new: &Config) -> Vec<(String, &'static str)> {
-        let (o, _) = crate::bgp::wanted(old, false);
-        let (n, errors) = crate::bgp::wanted(new, false);
+        let (o, _) = crate::sources::bgp::wanted(old, false);
+        let (n, errors) = crate::sources::bgp::wanted(new, false);
         assert!(errors.is_empty(), "{errors:?}");
         let d = diff(&o, &n, |(ol, oc), (nl, nc)| {
-            crate::bgp::unchanged(ol, oc, nl, nc)
+            crate::sources::bgp::unchanged(ol, oc, nl, nc)
         });
         assert!(d.added.is_empty() && d.removed.is_empty(), "{d:?}");
         d.changed
             .iter()
             .map(|p| {
                 let ((ol, oc), (nl, nc)) = (&o[p], &n[p]);
-                let how = if crate::bgp::import_only(ol, oc, nl, nc) {
+                let how = if crate::sources::bgp::import_only(ol, oc, nl, nc) {
                     "refresh"
                 } else {
                     "restart"
@@ -311,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_tunnel_takes_new_prefixes_in_place_and_restarts_for_a_new_endpoint() {
-        use crate::tunnels::{change, tunnel_config, Change};
+        use crate::sources::tunnels::{change, tunnel_config, Change};
         let dir = key_dir();
         let old = example(dir.path(), str::to_owned);
         let cfgs = |c: &Config| -> Vec<wg::TunnelConfig> {

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::bfd::BfdView;
-use crate::bgp::NeighborState;
 use crate::config::{Config, PathRef};
 use crate::control::proto::{
     Event, GatewayStatus, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus, Status,
@@ -27,7 +25,9 @@ use crate::core::signals::{
     self, FarEndHold, Health, Holds, Signal, SignalKind, StallHold, Verdict,
 };
 use crate::policy::Advertise;
-use crate::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
+use crate::sources::bfd::BfdView;
+use crate::sources::bgp::NeighborState;
+use crate::sources::tunnels::{handshake_age, TunnelView, HANDSHAKE_STALE};
 
 /// After the agent starts, a BFD session that has not come up yet (Down or Init without a
 /// diagnostic) is not taken as evidence against its path for this long: sessions send
@@ -82,7 +82,7 @@ pub struct AgentState {
     events: VecDeque<Event>,
     /// Each interface's carrier, kept by `links` from the kernel's notifications; none
     /// until the first dump (every carrier unknown).
-    pub(crate) links: Option<crate::links::Carriers>,
+    pub(crate) links: Option<crate::sources::links::Carriers>,
     /// BGP sessions by neighbour address.
     pub(crate) bgp: BTreeMap<IpAddr, NeighborState>,
     /// BFD sessions by (line, peer, end-to-end).
@@ -641,7 +641,7 @@ mod tests {
 
     /// A test's interfaces, written as sysfs has them (a directory each with `carrier`),
     /// as the link table would hold them.
-    fn carriers_in(dir: &Path) -> crate::links::Carriers {
+    fn carriers_in(dir: &Path) -> crate::sources::links::Carriers {
         std::fs::read_dir(dir)
             .unwrap()
             .flatten()
@@ -855,7 +855,7 @@ mod tests {
             st.path_status(p).signals[2].clone()
         };
         assert_eq!(bgp_of(&st).state, Health::Up);
-        crate::bgp::apply(
+        crate::sources::bgp::apply(
             &mut st,
             bgp::driver::Event::Down {
                 peer,
@@ -871,7 +871,7 @@ mod tests {
         st.bgp.get_mut(&peer).unwrap().restarting_until = Some(Instant::now());
         assert_eq!(bgp_of(&st).state, Health::Down);
         // A reset without graceful restart is down at once.
-        crate::bgp::apply(
+        crate::sources::bgp::apply(
             &mut st,
             bgp::driver::Event::Down {
                 peer,
