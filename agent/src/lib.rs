@@ -117,6 +117,7 @@ pub async fn run(
             None
         }
     };
+    sources::links::start(state.clone());
     // Routes last: the selection reads every signal above. Without netlink the agent still
     // runs and reports; the kernel's routes are then not managed.
     let programming = match routing::start(state.clone()) {
@@ -139,9 +140,6 @@ pub async fn run(
             None
         }
     };
-    if let Err(e) = sources::links::start(state.clone()) {
-        tracing::error!(error = %e, "no link notifications; carrier changes are seen within a second");
-    }
     let drains = lock(&state).exports_changed();
     // The config in force, which the drains' announcements build on.
     let mut in_force = cfg;

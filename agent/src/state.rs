@@ -523,19 +523,40 @@ impl AgentState {
         }
     }
 
-    /// The carrier as the kernel last told it (see `links`).
+    /// The carrier as the kernel last told it (see `links`); from sysfs while there is no
+    /// table (before the first dump, or while its socket is being reconnected).
     fn carrier(&self, iface: &str) -> Signal {
         const K: SignalKind = SignalKind::Carrier;
-        match self.links.as_ref().map(|l| l.get(iface)) {
-            None => Signal::new(K, Health::Unknown),
-            Some(None) => Signal {
+        let known = match &self.links {
+            Some(table) => table.get(iface).copied(),
+            None => match sysfs_carrier(iface) {
+                Ok(c) => c,
+                Err(_) => return Signal::new(K, Health::Unknown),
+            },
+        };
+        match known {
+            None => Signal {
                 kind: K,
                 health: Health::Absent,
                 why: Some(format!("interface {iface} does not exist")),
             },
-            Some(Some(true)) => Signal::new(K, Health::Up),
-            Some(Some(false)) => Signal::down(K, format!("interface {iface} has no carrier")),
+            Some(true) => Signal::new(K, Health::Up),
+            Some(false) => Signal::down(K, format!("interface {iface} has no carrier")),
         }
+    }
+}
+
+/// An interface's carrier from sysfs: `None` when it does not exist. Reading `carrier` of
+/// an interface that is administratively down fails with EINVAL: no carrier.
+fn sysfs_carrier(iface: &str) -> std::io::Result<Option<bool>> {
+    let dir = Path::new("/sys/class/net").join(iface);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    match std::fs::read_to_string(dir.join("carrier")) {
+        Ok(s) => Ok(Some(s.trim() == "1")),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Ok(Some(false)),
+        Err(e) => Err(e),
     }
 }
 

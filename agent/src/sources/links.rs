@@ -6,9 +6,13 @@
 //! dropped.
 //!
 //! Every link is kept, not only those of the config at start: a line or tunnel added by a
-//! reload is known at once. The table is also read afresh every second (a dump), which
-//! repairs anything a notification lost (the socket's buffer overran, a message raced the
-//! dump); until the first dump the carrier is unknown, never guessed.
+//! reload is known at once. Only a dump creates or replaces the table (a notification
+//! alone would make every other interface look absent); one runs at start, every second
+//! after (repairing a lost notification), and after the socket overran. An interface of
+//! ours a dump leaves out is confirmed gone by name before it counts as absent (a dump
+//! can miss a link another one's change raced). While there is no table (before the
+//! first dump, or with the socket lost and being reconnected) the carrier signal reads
+//! sysfs instead (`state`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +21,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::MulticastGroup;
 
 use crate::config::Config;
@@ -25,6 +29,8 @@ use crate::state::{lock, AgentState};
 
 /// How often the whole table is read again.
 const RESYNC: Duration = Duration::from_secs(1);
+/// Wait before subscribing again after the socket failed or ended.
+const RECONNECT: Duration = Duration::from_secs(1);
 
 /// Interface name to carrier (up: the link is administratively up and has its carrier, as
 /// the kernel's IFF_LOWER_UP says; what sysfs `carrier` reads).
@@ -41,51 +47,59 @@ fn carrier(msg: &LinkMessage) -> bool {
     msg.header.flags.contains(LinkFlags::LowerUp)
 }
 
-/// What a notification changes: an interface with its carrier, or gone (`None`).
+/// What a notification changes: an interface with its carrier, or gone (`None`). Only
+/// the generic family speaks of the link itself: a bridge's messages (AF_BRIDGE) about a
+/// port, a "del" when it leaves the bridge among them, do not.
 fn change(msg: RouteNetlinkMessage) -> Option<(String, Option<bool>)> {
-    match msg {
-        RouteNetlinkMessage::NewLink(l) => name(&l).map(|n| (n.to_owned(), Some(carrier(&l)))),
-        RouteNetlinkMessage::DelLink(l) => name(&l).map(|n| (n.to_owned(), None)),
-        _ => None,
+    let (l, gone) = match msg {
+        RouteNetlinkMessage::NewLink(l) => (l, false),
+        RouteNetlinkMessage::DelLink(l) => (l, true),
+        _ => return None,
+    };
+    if l.header.interface_family != AddressFamily::Unspec {
+        return None;
     }
+    name(&l).map(|n| (n.to_owned(), (!gone).then(|| carrier(&l))))
 }
 
-/// Whether `iface` feeds one of the config's paths.
-fn ours(cfg: &Config, iface: &str) -> bool {
-    cfg.lines.iter().any(|l| l.interface.get_ref() == iface)
-        || cfg.tunnels.iter().any(|t| t.interface.get_ref() == iface)
+/// The interfaces that feed the config's paths.
+fn ours(cfg: &Config) -> impl Iterator<Item = &String> {
+    cfg.lines
+        .iter()
+        .map(|l| l.interface.get_ref())
+        .chain(cfg.tunnels.iter().map(|t| t.interface.get_ref()))
 }
 
-/// Applies one change; wakes the programmer when it concerns a path.
+/// Applies one change; wakes the programmer when it concerns a path. Without a table (no
+/// dump yet) it waits for the dump.
 fn update(state: &Mutex<AgentState>, iface: String, carrier: Option<bool>) {
     let mut st = lock(state);
-    let table = st.links.get_or_insert_with(Carriers::new);
+    let Some(table) = st.links.as_mut() else {
+        return;
+    };
     let changed = match carrier {
         Some(c) => table.insert(iface.clone(), c) != Some(c),
         None => table.remove(&iface).is_some(),
     };
-    if changed && ours(st.config(), &iface) {
+    if changed && ours(st.config()).any(|n| *n == iface) {
         st.touch();
     }
 }
 
 /// Puts a fresh dump in place; wakes the programmer when one of our interfaces differs.
-fn replace(state: &Mutex<AgentState>, fresh: Carriers) {
+/// `exists` confirms, by name, an interface of ours the dump left out.
+fn replace(state: &Mutex<AgentState>, mut fresh: Carriers, exists: impl Fn(&str) -> bool) {
     let mut st = lock(state);
-    let differs = match &st.links {
-        None => true,
-        Some(old) => {
-            let cfg = st.config();
-            let names = cfg
-                .lines
-                .iter()
-                .map(|l| l.interface.get_ref())
-                .chain(cfg.tunnels.iter().map(|t| t.interface.get_ref()));
-            names
-                .into_iter()
-                .any(|n| old.get(n.as_str()) != fresh.get(n.as_str()))
+    let old = st.links.take();
+    let mut differs = old.is_none();
+    for n in ours(st.config()) {
+        let before = old.as_ref().and_then(|o| o.get(n.as_str()).copied());
+        if !fresh.contains_key(n.as_str()) && exists(n) {
+            // Missed by the dump, not gone: as last known (down when never known).
+            fresh.insert(n.clone(), before.unwrap_or(false));
         }
-    };
+        differs |= fresh.get(n.as_str()).copied() != before;
+    }
     st.links = Some(fresh);
     if differs {
         st.touch();
@@ -102,34 +116,84 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<Carriers, rtnetlink::Error> 
         .await
 }
 
-/// Subscribes to link notifications and starts the task that keeps the table.
-pub fn start(state: Arc<Mutex<AgentState>>) -> std::io::Result<()> {
-    let (conn, handle, mut messages) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
-    tokio::spawn(conn);
+fn exists(iface: &str) -> bool {
+    nix::net::if_::if_nametoindex(iface).is_ok()
+}
+
+/// Starts the task that keeps the table, subscribing again whenever the socket fails.
+pub fn start(state: Arc<Mutex<AgentState>>) {
     tokio::spawn(async move {
-        let mut resync = tokio::time::interval(RESYNC);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = resync.tick() => match dump(&handle).await {
-                    Ok(all) => replace(&state, all),
-                    Err(e) => tracing::warn!(error = %e, "link dump failed; the carrier table is as last known"),
-                },
-                m = messages.next() => {
-                    let Some((msg, _)) = m else { break };
-                    if let NetlinkPayload::InnerMessage(msg) = msg.payload {
+            match rtnetlink::new_multicast_connection(&[MulticastGroup::Link]) {
+                Ok((conn, handle, messages)) => {
+                    let conn = tokio::spawn(conn);
+                    follow(&state, &handle, messages).await;
+                    conn.abort();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no link notifications; carriers are read from sysfs meanwhile")
+                }
+            }
+            // Lost: the carrier falls back to sysfs until a new table is in.
+            lock(&state).links = None;
+            tokio::time::sleep(RECONNECT).await;
+        }
+    });
+}
+
+/// Follows one socket until it ends.
+async fn follow<S>(state: &Mutex<AgentState>, handle: &rtnetlink::Handle, mut messages: S)
+where
+    S: futures_util::Stream<
+            Item = (
+                netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>,
+                rtnetlink::sys::SocketAddr,
+            ),
+        > + Unpin,
+{
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        // Notifications first: a dump taken while some wait would be undone by them.
+        let due = tokio::select! {
+            biased;
+            m = messages.next() => {
+                let Some((msg, _)) = m else {
+                    tracing::warn!("link notifications ended; subscribing again");
+                    return;
+                };
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(msg) => {
                         if let Some((iface, carrier)) = change(msg) {
-                            update(&state, iface, carrier);
+                            update(state, iface, carrier);
                         }
+                        false
                     }
+                    // The socket's buffer overran: what was lost is read afresh.
+                    NetlinkPayload::Overrun(_) => true,
+                    _ => false,
+                }
+            }
+            _ = resync.tick() => true,
+        };
+        if !due {
+            continue;
+        }
+        match dump(handle).await {
+            Ok(all) => {
+                failures = 0;
+                replace(state, all, exists);
+            }
+            Err(e) => {
+                failures += 1;
+                // Once, then every minute: the table stays as last known meanwhile.
+                if failures == 1 || failures % 60 == 0 {
+                    tracing::warn!(error = %e, failures, "link dump failed; the carrier table is as last known");
                 }
             }
         }
-        // The socket only ends with the runtime.
-        tracing::warn!("link notifications ended; carriers are no longer followed");
-    });
-    Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +236,57 @@ mod tests {
             Some(("wg0".to_owned(), None))
         );
         assert_eq!(change(RouteNetlinkMessage::NewLink(link(None, up))), None);
+        // A port leaving a bridge: a "del" of the bridge family, not of the link.
+        let mut port = link(Some("line1"), up);
+        port.header.interface_family = AddressFamily::Bridge;
+        assert_eq!(change(RouteNetlinkMessage::DelLink(port)), None);
+    }
+
+    fn state() -> Mutex<AgentState> {
+        let src = r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "line1"
+            neighbors = ["192.0.2.2"]
+            peer_asn = 65101
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+        Mutex::new(AgentState::new(cfg, std::path::Path::new("t.toml")))
+    }
+
+    #[test]
+    fn only_a_dump_makes_the_table_and_a_link_it_missed_is_not_absent() {
+        let st = state();
+        update(&st, "line1".into(), Some(true));
+        assert!(
+            lock(&st).links.is_none(),
+            "a notification alone makes no table"
+        );
+        replace(&st, [("line1".to_owned(), true)].into(), |_| true);
+        let touches = lock(&st).touches();
+        update(&st, "line1".into(), Some(false));
+        assert!(!lock(&st).links.as_ref().unwrap()["line1"]);
+        assert_eq!(
+            lock(&st).touches(),
+            touches + 1,
+            "ours: the programmer woken"
+        );
+        update(&st, "docker0".into(), Some(true));
+        assert_eq!(lock(&st).touches(), touches + 1, "not ours");
+        // A dump that misses line1 while it exists keeps what was known.
+        replace(&st, Carriers::new(), |_| true);
+        assert_eq!(lock(&st).links.as_ref().unwrap().get("line1"), Some(&false));
+        // Gone for real.
+        replace(&st, Carriers::new(), |_| false);
+        assert_eq!(lock(&st).links.as_ref().unwrap().get("line1"), None);
     }
 }
