@@ -107,7 +107,10 @@ pub fn save_ids(path: &Path, ids: &crate::core::ids::Ids) -> std::io::Result<()>
 fn load_or_default<T: Default + serde::de::DeserializeOwned>(path: &Path, what: &str) -> T {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            tracing::error!(file = %path.display(), error = %e, "{what} corrupt; starting without them");
+            // Kept aside for whoever looks into it: this run writes a fresh one.
+            let aside = path.with_extension("corrupt");
+            let _ = std::fs::rename(path, &aside);
+            tracing::error!(file = %path.display(), kept = %aside.display(), error = %e, "{what} corrupt; starting without them");
             T::default()
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => T::default(),

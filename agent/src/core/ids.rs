@@ -4,11 +4,13 @@
 //! route, and a restarted agent would credit the wrong path with what the kernel carries).
 //!
 //! Ids are kept beside the operator's marks. A name keeps its id while it is configured;
-//! a newcomer takes the lowest free one; a name that left frees its id. A first start
-//! numbers in config order, as the ids by position did before, so the kernel objects of
-//! an agent from before stable ids are found where it left them.
+//! a newcomer takes the lowest id never handed out (one freed is taken again only when no
+//! other is left: the kernel may still hold the objects of the path that had it, and a
+//! newcomer must not inherit them); a name that left frees its id. A first start numbers
+//! in config order, as the ids by position did before, so the kernel objects of an agent
+//! from before stable ids are found where it left them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,15 +22,39 @@ pub struct Ids {
     sites: BTreeMap<String, u8>,
     /// Per site name, its paths' ids.
     paths: BTreeMap<String, BTreeMap<String, u8>>,
+    /// Ids freed since they were handed out, taken again last.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    freed_sites: BTreeSet<u8>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    freed_paths: BTreeMap<String, BTreeSet<u8>>,
 }
 
-/// The lowest id below `limit` not in `taken`.
-fn lowest_free<'a>(taken: impl Iterator<Item = &'a u8>, limit: usize) -> Option<u8> {
+/// The lowest id below `limit` neither taken nor freed, else the lowest freed one (which
+/// leaves `freed`).
+fn allocate<'a>(
+    taken: impl Iterator<Item = &'a u8>,
+    freed: &mut BTreeSet<u8>,
+    limit: usize,
+) -> Option<u8> {
     let mut used = [false; 256];
     for t in taken {
         used[usize::from(*t)] = true;
     }
-    (0..limit.min(256)).find(|i| !used[*i]).map(|i| i as u8)
+    let limit = limit.min(256);
+    let id = (0..limit)
+        .filter(|i| !used[*i])
+        .find(|i| !freed.contains(&(*i as u8)))
+        .or_else(|| (0..limit).find(|i| !used[*i]))? as u8;
+    freed.remove(&id);
+    Some(id)
+}
+
+/// Keeps the first of each id (in name order) below `limit`: a file edited by hand or
+/// written by another version must not make two names share kernel objects, nor a path
+/// id spill into the next site's range.
+fn sanitize(ids: &mut BTreeMap<String, u8>, limit: usize) {
+    let mut seen = BTreeSet::new();
+    ids.retain(|_, id| usize::from(*id) < limit && seen.insert(*id));
 }
 
 impl Ids {
@@ -37,27 +63,67 @@ impl Ids {
     /// anything changed (to be saved). Names beyond the limits get none.
     pub fn assign(&mut self, layout: &[(String, Vec<String>)], max_paths: usize) -> bool {
         let before = self.clone();
-        self.sites.retain(|s, _| layout.iter().any(|(n, _)| n == s));
+        sanitize(&mut self.sites, MAX_SITES);
+        for ids in self.paths.values_mut() {
+            sanitize(ids, max_paths);
+        }
+        let gone: Vec<(String, u8)> = self
+            .sites
+            .iter()
+            .filter(|(s, _)| !layout.iter().any(|(n, _)| n == *s))
+            .map(|(s, id)| (s.clone(), *id))
+            .collect();
+        for (site, id) in gone {
+            self.sites.remove(&site);
+            self.freed_sites.insert(id);
+            self.freed_paths.remove(&site);
+        }
         self.paths.retain(|s, _| self.sites.contains_key(s));
         for (site, paths) in layout {
             if !self.sites.contains_key(site) {
-                let Some(id) = lowest_free(self.sites.values(), MAX_SITES) else {
+                let Some(id) = allocate(self.sites.values(), &mut self.freed_sites, MAX_SITES)
+                else {
                     continue;
                 };
                 self.sites.insert(site.clone(), id);
             }
             let ids = self.paths.entry(site.clone()).or_default();
-            ids.retain(|p, _| paths.contains(p));
+            let freed = self.freed_paths.entry(site.clone()).or_default();
+            ids.retain(|p, id| {
+                let keep = paths.contains(p);
+                if !keep {
+                    freed.insert(*id);
+                }
+                keep
+            });
             for p in paths {
                 if ids.contains_key(p) {
                     continue;
                 }
-                if let Some(id) = lowest_free(ids.values(), max_paths) {
+                if let Some(id) = allocate(ids.values(), freed, max_paths) {
                     ids.insert(p.clone(), id);
                 }
             }
         }
+        self.freed_paths.retain(|_, f| !f.is_empty());
         *self != before
+    }
+
+    /// Fixes `path` of `site` at the ids the kernel's objects show (a previous run's,
+    /// which outrank a file that may be stale); a name that held one of them gets another
+    /// at the next `assign`.
+    pub fn pin(&mut self, site: &str, site_id: u8, path: &str, path_id: u8) {
+        if self.sites.get(site) != Some(&site_id) {
+            self.sites.retain(|s, id| *id != site_id || s == site);
+            self.sites.insert(site.to_owned(), site_id);
+        }
+        self.freed_sites.remove(&site_id);
+        let paths = self.paths.entry(site.to_owned()).or_default();
+        paths.retain(|p, id| *id != path_id || p == path);
+        paths.insert(path.to_owned(), path_id);
+        if let Some(f) = self.freed_paths.get_mut(site) {
+            f.remove(&path_id);
+        }
     }
 
     pub fn site(&self, site: &str) -> Option<u8> {
@@ -122,7 +188,8 @@ mod tests {
         assert_eq!(ids.path("b", "line2"), Some(1));
         assert_eq!(ids.path("b", "inet1"), Some(2));
         assert_eq!(ids.path("b", "line3"), Some(3));
-        // line1 leaves: its id is free for the next newcomer.
+        // line1 leaves: its id is freed, and a newcomer takes one never used (the
+        // kernel may still hold line1's objects); the freed one only when none is left.
         ids.assign(
             &layout(&[("a", &["x"]), ("b", &["line2", "line3", "inet1"])]),
             127,
@@ -132,7 +199,50 @@ mod tests {
             &layout(&[("a", &["x"]), ("b", &["line2", "line3", "inet1", "line4"])]),
             127,
         );
-        assert_eq!(ids.path("b", "line4"), Some(0));
+        assert_eq!(ids.path("b", "line4"), Some(4));
+        ids.assign(
+            &layout(&[
+                ("a", &["x"]),
+                ("b", &["line2", "line3", "inet1", "line4", "l5"]),
+            ]),
+            5,
+        );
+        assert_eq!(
+            ids.path("b", "l5"),
+            Some(0),
+            "the freed id, once none other is left"
+        );
+        // A site that leaves frees its id the same way.
+        ids.assign(&layout(&[("b", &["line2"])]), 127);
+        ids.assign(&layout(&[("b", &["line2"]), ("c", &["z"])]), 127);
+        assert_eq!(ids.site("c"), Some(2));
+    }
+
+    #[test]
+    fn a_file_with_clashing_or_out_of_range_ids_is_mended() {
+        let mut ids: Ids = serde_json::from_str(
+            r#"{"sites":{"a":0,"b":0},"paths":{"a":{"l1":3,"l2":3,"l3":200}}}"#,
+        )
+        .unwrap();
+        ids.assign(&layout(&[("a", &["l1", "l2", "l3"]), ("b", &["m"])]), 127);
+        assert_eq!((ids.site("a"), ids.site("b")), (Some(0), Some(1)));
+        assert_eq!(ids.path("a", "l1"), Some(3));
+        let (l2, l3) = (ids.path("a", "l2").unwrap(), ids.path("a", "l3").unwrap());
+        assert!(l2 != 3 && l3 != 3 && l2 != l3 && l3 < 127, "{l2} {l3}");
+    }
+
+    #[test]
+    fn what_the_kernel_shows_outranks_a_stale_file() {
+        let mut ids = Ids::default();
+        ids.assign(&layout(&[("b", &["line2", "line1"])]), 127);
+        assert_eq!(ids.path("b", "line2"), Some(0));
+        // The kernel's objects say a previous run gave line1 id 0.
+        ids.pin("b", 0, "line1", 0);
+        assert!(ids.assign(&layout(&[("b", &["line2", "line1"])]), 127));
+        assert_eq!(ids.path("b", "line1"), Some(0));
+        assert_eq!(ids.path("b", "line2"), Some(1));
+        ids.pin("c", 0, "x", 0);
+        assert_eq!((ids.site("c"), ids.site("b")), (Some(0), None));
     }
 
     #[test]

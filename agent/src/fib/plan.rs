@@ -94,7 +94,25 @@ pub fn carrying(nexthops: &[Nexthop], site: u8) -> Vec<u8> {
     slots
 }
 
-/// One member of a site's group: a path's position in the site (its id) and how to reach
+/// Our single nexthops in the kernel, as (site id, path id, how they reach: gateway and
+/// interface): what a previous run numbered, whatever its config's order was.
+pub fn members_in_kernel(nexthops: &[Nexthop]) -> Vec<(u8, u8, Option<IpAddr>, u32)> {
+    nexthops
+        .iter()
+        .filter_map(|n| {
+            let low = n.id.checked_sub(ID_BASE).filter(|l| *l < 0x1_0000)?;
+            let (site, slot) = ((low >> 8) as u8, low & 0xff);
+            let slot = (2..256).contains(&slot).then(|| ((slot - 2) / 2) as u8)?;
+            match n.kind {
+                Kind::Via { gateway, oif } => Some((site, slot, Some(gateway), oif)),
+                Kind::Dev { oif } => Some((site, slot, None, oif)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// One member of a site's group: its path's stable id in the site (`core::ids`) and how to reach
 /// it. `gateway: None` is a device nexthop (a tunnel), otherwise the line router.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

@@ -93,6 +93,9 @@ pub(super) fn member_list(
             weight: *weight,
         });
     }
+    // In id order, not config order: a group's members are compared (and the kernel
+    // hashes flows over them) in their order, so reordering the config must not change it.
+    out.sort_by_key(|m| m.slot);
     out
 }
 

@@ -620,6 +620,39 @@ impl Programmer {
         let st = lock(&self.state);
         let cfg = st.config();
         let now = Instant::now();
+        let before = self.ids.clone();
+        for (site, slot, gateway, oif) in plan::members_in_kernel(&kernel.nexthops) {
+            // The configured path that reaches the same way; its site is this site id's.
+            let path = cfg
+                .lines
+                .iter()
+                .map(PathRef::Line)
+                .chain(cfg.tunnels.iter().map(PathRef::Tunnel))
+                .find(|p| {
+                    let (iface, via) = match p {
+                        PathRef::Line(l) => (
+                            l.interface.get_ref(),
+                            gateway.is_some_and(|g| l.neighbors.get_ref().contains(&g)),
+                        ),
+                        PathRef::Tunnel(t) => (t.interface.get_ref(), gateway.is_none()),
+                    };
+                    via && nix::net::if_::if_nametoindex(iface.as_str()).is_ok_and(|i| i == oif)
+                });
+            if let Some(p) = path {
+                let site_name = match p {
+                    PathRef::Line(l) => l.site.get_ref(),
+                    PathRef::Tunnel(t) => t.site.get_ref(),
+                };
+                self.ids.pin(site_name, site, p.name(), slot);
+            }
+        }
+        if self.ids != before {
+            self.ids.assign(&cfg.layout(), MAX_PATHS_PER_SITE);
+            tracing::info!(
+                "the ids of sites and paths set from the kernel's objects of a previous run"
+            );
+            save_ids(&self.state_file, &self.ids);
+        }
         for site in &cfg.sites {
             let name = site.name.get_ref();
             let Some(index) = self.ids.site(name) else {

@@ -307,4 +307,17 @@ fn a_restart_with_the_lines_reordered_keeps_the_traffic_where_it_was() {
     let ids: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ids_file).unwrap()).unwrap();
     assert_eq!(ids["paths"]["cloud-b"]["line1"], 0, "ids kept: {ids}");
+
+    // An upgrade from an agent that kept no ids, its config reordered in the same change
+    // (the role writes the config, then the package restarts the agent): the ids come
+    // from the kernel's objects, not from the new order.
+    std::fs::remove_file(&ids_file).unwrap();
+    lab.restart_crosslink(Node::Gwa, Signal::SIGTERM).unwrap();
+    wait_paths_up(&lab, Node::Gwa);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(nexthops(&lab), before, "no ids file: read from the kernel");
+    let ids: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ids_file).unwrap()).unwrap();
+    assert_eq!(ids["paths"]["cloud-b"]["line1"], 0, "{ids}");
+    assert_eq!(ids["paths"]["cloud-b"]["line2"], 1, "{ids}");
 }
