@@ -12,6 +12,8 @@
 
 pub mod damping;
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod sim;
 
 use std::collections::BTreeMap;
