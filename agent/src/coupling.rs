@@ -28,6 +28,7 @@ use probes::driver::{Bfd, SessionId};
 use probes::wire::{Diag, State};
 use tokio::sync::mpsc;
 
+use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
 
 /// Whether the BFD session with a router may run: BGP with it is up, or BFD already is
@@ -127,7 +128,7 @@ async fn close_bgp(
         "BFD with {peer} went down: closing the BGP session with it (Cease/BFD Down); both come back together, BGP first"
     );
     tracing::warn!(path = %line, "{msg}");
-    lock(state).record("bgp-follows-bfd", Some(&line), msg);
+    lock(state).record(EventKind::BgpFollowsBfd, Some(&line), msg);
     handle
         .teardown_if_older(Notification::new(err::CEASE, err::CEASE_BFD_DOWN), before)
         .await;

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::control::server::{ControlSocket, ReloadRequest};
+use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
 
 /// Runs the agent until `shutdown` completes. On return, the control socket is removed;
@@ -62,7 +63,7 @@ pub async fn run(
     state
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .record("agent-started", None, summary);
+        .record(EventKind::AgentStarted, None, summary);
 
     // Reloads asked for over the control socket (`crosslink reload`, the unit's
     // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
@@ -163,7 +164,7 @@ pub async fn run(
                 let e = reexec::exec(&fds);
                 let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
                 tracing::error!("{msg}");
-                lock(&state).record("reexec-failed", None, msg);
+                lock(&state).record(EventKind::ReexecFailed, None, msg);
                 fdstore::give_back(retired);
                 tunnels.apply(&in_force, &state).await;
                 continue;

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
+use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
 
 /// How the entries of a keyed set differ between two versions.
@@ -98,7 +99,7 @@ pub async fn reload(
         Err(errs) => {
             tracing::error!("reload refused, config unchanged:\n{errs}");
             let errs = errs.to_string();
-            lock(state).record("reload-refused", None, errs.clone());
+            lock(state).record(EventKind::ReloadRefused, None, errs.clone());
             return Err(errs);
         }
         Ok(cfg) => cfg,
@@ -149,7 +150,7 @@ pub async fn reload(
         ));
     }
     tracing::info!("{msg}");
-    lock(state).record("reload", None, msg.clone());
+    lock(state).record(EventKind::Reload, None, msg.clone());
     Ok(Reloaded {
         config: cfg_in_force,
         source,

@@ -21,6 +21,7 @@ use crate::control::proto::{
     Event, GatewayStatus, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus, Status,
     STATUS_SCHEMA,
 };
+use crate::core::events::EventKind;
 use crate::core::signals::{
     self, FarEndHold, Health, Holds, Signal, SignalKind, StallHold, Verdict,
 };
@@ -235,7 +236,7 @@ impl AgentState {
         self.started.elapsed() >= BFD_STARTUP_GRACE
     }
 
-    pub fn record(&mut self, kind: &str, path: Option<&str>, message: impl Into<String>) {
+    pub fn record(&mut self, kind: EventKind, path: Option<&str>, message: impl Into<String>) {
         if self.events.len() == EVENT_LOG_CAPACITY {
             self.events.pop_front();
         }
@@ -243,7 +244,7 @@ impl AgentState {
         self.events.push_back(Event {
             seq: self.event_seq,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             path: path.map(str::to_owned),
             message: message.into(),
         });
@@ -1048,7 +1049,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut st = state_with_sysfs(dir.path());
         for i in 0..EVENT_LOG_CAPACITY + 5 {
-            st.record("test", None, format!("event {i}"));
+            st.record(EventKind::Reload, None, format!("event {i}"));
         }
         let ev: Vec<&Event> = st.events().collect();
         assert_eq!(ev.len(), EVENT_LOG_CAPACITY);

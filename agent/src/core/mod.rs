@@ -5,5 +5,6 @@
 //! how a path's signals make its health (`signals`) and the stable ids of sites and paths
 //! the kernel objects are numbered by (`ids`).
 
+pub mod events;
 pub mod ids;
 pub mod signals;

@@ -19,6 +19,7 @@ mod sim;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::core::events::EventKind;
 use crate::operator_state::{Mark, Standing, Standings};
 use crate::select::{Candidate, CandidateKind};
 
@@ -113,7 +114,7 @@ pub enum Advertise {
 /// A transition worth an entry in the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub path: String,
     pub message: String,
 }
@@ -202,7 +203,7 @@ impl Policy {
             .or_insert_with(|| Path::new(now))
     }
 
-    fn event(&mut self, kind: &'static str, path: &str, message: String) {
+    fn event(&mut self, kind: EventKind, path: &str, message: String) {
         self.events.push(Event {
             kind,
             path: path.to_owned(),
@@ -307,7 +308,7 @@ impl Policy {
             Mark::Drained => Operator::Drained,
         };
         self.event(
-            "operator",
+            EventKind::Operator,
             path,
             format!(
                 "{path}: {} by the operator before the restart, kept",
@@ -357,7 +358,7 @@ impl Policy {
             }
             (Command::Undrain, _) => return Err(format!("{path} is not drained")),
         };
-        self.event("operator", path, msg.clone());
+        self.event(EventKind::Operator, path, msg.clone());
         Ok(msg)
     }
 
@@ -376,7 +377,7 @@ impl Policy {
             p.why.clone_from(&why);
             if admitted && !was && p.held {
                 self.event(
-                    "path-return",
+                    EventKind::PathReturn,
                     &o.name,
                     format!(
                         "{} back in service: every signal up for {}",
@@ -405,12 +406,12 @@ impl Policy {
         // Hysteresis: a degraded path recovers below half the threshold.
         let recovered = o.loss.is_none_or(|l| l <= s.loss_threshold / 2.0);
         let p = self.path(&o.name, now);
-        let mut events: Vec<(&'static str, String)> = Vec::new();
+        let mut events: Vec<(EventKind, String)> = Vec::new();
         let was_up = p.up && !p.degraded;
         if o.up && lossy && !p.degraded {
             p.degraded = true;
             events.push((
-                "path-degraded",
+                EventKind::PathDegraded,
                 format!(
                     "{}: {:.0} % probe loss over the window (threshold {:.0} %)",
                     o.name,
@@ -441,14 +442,14 @@ impl Policy {
             } else {
                 ""
             };
-            events.push(("path-down", format!("{}: {why}{charged}", o.name)));
+            events.push((EventKind::PathDown, format!("{}: {why}{charged}", o.name)));
             if !same_failure {
                 p.flaps += 1;
             }
             if !same_failure && p.penalty.flap(&s.damping, now) {
                 let v = p.penalty.value(&s.damping, now);
                 events.push((
-                    "path-suppressed",
+                    EventKind::PathSuppressed,
                     format!(
                         "{}: flapping, suppressed by damping (penalty {v:.0})",
                         o.name
@@ -467,7 +468,7 @@ impl Policy {
             if now >= until {
                 p.operator = Operator::Drained;
                 events.push((
-                    "drained",
+                    EventKind::Drained,
                     format!("{}: drain delay over, routes moved off it", o.name),
                 ));
             }
@@ -508,7 +509,7 @@ impl Policy {
                 )
             };
             p.why.clear();
-            self.event("path-return", &o.name, msg);
+            self.event(EventKind::PathReturn, &o.name, msg);
         }
     }
 

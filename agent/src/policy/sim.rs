@@ -151,7 +151,7 @@ impl Sim {
         let choice = choose(&candidates);
         let ms = self.ms();
         for e in self.policy.take_events() {
-            self.events.push((ms, e.kind, e.path));
+            self.events.push((ms, e.kind.as_str(), e.path));
         }
         if choice.mode == Mode::AllDown {
             // Fail static: the kernel keeps the last group.

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::PathRef;
 use crate::control::proto::PolicyStatus;
+use crate::core::events::EventKind;
 use crate::core::ids::Ids;
 use crate::core::signals;
 use crate::fib::nexthop::Kind;
@@ -222,7 +223,7 @@ fn down_reason(st: &AgentState, path: &str, view: &PolicyStatus) -> Reason {
 }
 
 /// The operator's log entry for a change of what carries a site's traffic.
-fn transition(old: Option<&Choice>, new: &Choice) -> Option<&'static str> {
+fn transition(old: Option<&Choice>, new: &Choice) -> Option<EventKind> {
     if old.is_some_and(|o| o.mode == new.mode && o.members == new.members) {
         return None;
     }
@@ -230,10 +231,10 @@ fn transition(old: Option<&Choice>, new: &Choice) -> Option<&'static str> {
         // Right after a start nothing has been measured yet: the adopted routes stay, and
         // that is no news.
         (None, Mode::AllDown) => None,
-        (_, Mode::Failover) => Some("failover"),
-        (Some(Mode::Failover), Mode::Lines) => Some("return"),
-        (_, Mode::AllDown) => Some("all-paths-down"),
-        _ => Some("path-change"),
+        (_, Mode::Failover) => Some(EventKind::Failover),
+        (Some(Mode::Failover), Mode::Lines) => Some(EventKind::Return),
+        (_, Mode::AllDown) => Some(EventKind::AllPathsDown),
+        _ => Some(EventKind::PathChange),
     }
 }
 
@@ -583,7 +584,7 @@ impl Programmer {
             crate::stall::GRACE.as_secs()
         );
         tracing::warn!("{msg}");
-        st.record("agent-stalled", None, msg);
+        st.record(EventKind::AgentStalled, None, msg);
     }
 
     /// Keeps the operator's failovers and drains, and the paths' standings, on disk
@@ -743,7 +744,7 @@ impl Programmer {
             tracing::error!("route programming: {e}");
         }
         if let Some(first) = errors.first() {
-            lock(&self.state).record("fib-error", None, first.clone());
+            lock(&self.state).record(EventKind::FibError, None, first.clone());
         }
         self.last_errors = errors;
     }
@@ -805,22 +806,25 @@ mod tests {
     fn transitions_are_named_for_the_operator() {
         let lines = Choice::of(Mode::Lines, &["l1"]);
         let tunnels = Choice::of(Mode::Failover, &["t1", "t2"]);
-        assert_eq!(transition(None, &lines), Some("path-change"));
+        assert_eq!(transition(None, &lines), Some(EventKind::PathChange));
         assert_eq!(transition(None, &Choice::of(Mode::AllDown, &[])), None);
         assert_eq!(transition(Some(&lines), &lines), None);
-        assert_eq!(transition(Some(&lines), &tunnels), Some("failover"));
+        assert_eq!(
+            transition(Some(&lines), &tunnels),
+            Some(EventKind::Failover)
+        );
         assert_eq!(
             transition(Some(&tunnels), &Choice::of(Mode::Failover, &["t2"])),
-            Some("failover")
+            Some(EventKind::Failover)
         );
-        assert_eq!(transition(Some(&tunnels), &lines), Some("return"));
+        assert_eq!(transition(Some(&tunnels), &lines), Some(EventKind::Return));
         assert_eq!(
             transition(Some(&lines), &Choice::of(Mode::AllDown, &[])),
-            Some("all-paths-down")
+            Some(EventKind::AllPathsDown)
         );
         assert_eq!(
             transition(Some(&lines), &Choice::of(Mode::Lines, &["l2"])),
-            Some("path-change")
+            Some(EventKind::PathChange)
         );
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{BfdAuthType, Config, Line};
 use crate::control::proto::BfdStatus;
+use crate::core::events::EventKind;
 use crate::coupling::{self, Nudge};
 use crate::state::{lock, AgentState};
 
@@ -436,7 +437,7 @@ async fn fold_events(
                 crate::state::FAR_END_GRACE.as_secs()
             );
             tracing::warn!(line = %ev.name, "{msg}");
-            st.record("far-end-quiet", Some(&ev.name), msg);
+            st.record(EventKind::FarEndQuiet, Some(&ev.name), msg);
         }
         // Only transitions into or out of Up are worth the operator's log.
         if ev.to != State::Up && ev.from != State::Up {
@@ -461,9 +462,9 @@ async fn fold_events(
         tracing::info!(line = %ev.name, "{msg}");
         st.record(
             if ev.to == State::Up {
-                "bfd-up"
+                EventKind::BfdUp
             } else {
-                "bfd-down"
+                EventKind::BfdDown
             },
             Some(&ev.name),
             msg,
@@ -509,7 +510,7 @@ async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
         told.retain(|k| st.bfd.contains_key(k));
         for (line, why) in silent {
             tracing::warn!(path = %line, "{why}");
-            st.record("bfd-unanswered", Some(&line), why);
+            st.record(EventKind::BfdUnanswered, Some(&line), why);
         }
     }
 }

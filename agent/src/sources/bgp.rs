@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, Community, Config, DrainMode, Line};
 use crate::control::proto::BgpStatus;
+use crate::core::events::EventKind;
 use crate::policy::Advertise;
 use crate::state::{lock, AgentState};
 
@@ -295,7 +296,7 @@ impl Sessions {
         let mut done = Vec::new();
         for (_, e) in &errors {
             tracing::error!("{e}; a running session keeps its settings");
-            lock(state).record("bgp-error", None, e.clone());
+            lock(state).record(EventKind::BgpError, None, e.clone());
             done.push(e.clone());
         }
         let plan = crate::reload::diff(&self.running, &want, |r, (line, n)| {
@@ -494,7 +495,7 @@ impl Sessions {
                     format!("announcements on {name} restored")
                 };
                 tracing::info!("{msg}");
-                lock(state).record("bgp-export", Some(name), msg);
+                lock(state).record(EventKind::BgpExport, Some(name), msg);
             }
             changed.push(name.clone());
         }
@@ -535,7 +536,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
                 "BGP session with {peer} (AS{}) established: hold {} s, families {:?}",
                 negotiated.peer_asn, negotiated.hold_time, negotiated.families
             );
-            (peer, Some(("bgp-up", msg)))
+            (peer, Some((EventKind::BgpUp, msg)))
         }
         Event::Down {
             peer,
@@ -561,7 +562,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             (
                 peer,
                 Some((
-                    "bgp-down",
+                    EventKind::BgpDown,
                     format!("BGP session with {peer} down: {reason}"),
                 )),
             )
@@ -613,7 +614,7 @@ fn tell_refused(st: &mut AgentState, peer: IpAddr, line: &str, tell: crate::refu
     }
     for (p, why) in tell.events {
         st.record(
-            "prefix-refused",
+            EventKind::PrefixRefused,
             Some(line),
             format!("{p} from {peer} refused ({}): {why}", why.label()),
         );
@@ -625,7 +626,7 @@ fn tell_refused(st: &mut AgentState, peer: IpAddr, line: &str, tell: crate::refu
             .map(|n| n.refused.summary())
             .unwrap_or_default();
         st.record(
-            "prefix-refused",
+            EventKind::PrefixRefused,
             Some(line),
             format!("{total} prefixes from {peer} refused so far ({by})"),
         );

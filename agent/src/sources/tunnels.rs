@@ -11,6 +11,7 @@ use wg::{PublicKey, SecretKey, Tunnel, TunnelConfig, TunnelStats};
 
 use crate::config::{Config, Tunnel as TunnelCfg};
 use crate::control::proto::TunnelStatus;
+use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
 
 /// MTU when the config sets none: 1500 less WireGuard over IPv6 (40 + 8 + 32).
@@ -194,7 +195,7 @@ async fn launch(
             tracing::error!("{msg}");
             lock(pending).1.insert(name.clone());
             let mut st = lock(state);
-            st.record("tunnel-error", Some(&name), msg);
+            st.record(EventKind::TunnelError, Some(&name), msg);
             st.tunnels.insert(
                 name,
                 TunnelView {
@@ -242,7 +243,7 @@ impl Tunnels {
                     let msg = format!("tunnel {name}: {e:#}");
                     if lock(&self.running).contains_key(&name) {
                         tracing::error!("{msg}; it keeps running as it was");
-                        lock(state).record("tunnel-error", Some(&name), msg.clone());
+                        lock(state).record(EventKind::TunnelError, Some(&name), msg.clone());
                         done.push(msg);
                     }
                     want.insert(name, (t, None));
@@ -337,7 +338,7 @@ async fn retry(pending: Pending, running: Running, state: Arc<Mutex<AgentState>>
                     tracing::info!("{msg}");
                     lock(&running).insert(name.clone(), tunnel);
                     let mut st = lock(&state);
-                    st.record("tunnel-started", Some(&name), msg);
+                    st.record(EventKind::TunnelStarted, Some(&name), msg);
                     st.tunnels.insert(name.clone(), TunnelView::default());
                     st.touch();
                 }
@@ -396,7 +397,11 @@ async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
                 tracing::info!("{msg}");
                 st.touch();
                 st.record(
-                    if is { "tunnel-up" } else { "tunnel-down" },
+                    if is {
+                        EventKind::TunnelUp
+                    } else {
+                        EventKind::TunnelDown
+                    },
                     Some(name),
                     msg,
                 );
