@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use crosslink::config;
 use crosslink::control::client;
-use crosslink::control::proto::{Event, Request, Status};
+use crosslink::control::proto::{LogEntry, Request, Status};
 use crosslink::logging::{self, LogFormat};
 
 mod cli;
@@ -115,7 +115,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_events(events: &[Event], json: bool) -> anyhow::Result<()> {
+fn print_events(events: &[LogEntry], json: bool) -> anyhow::Result<()> {
     if json {
         // One object per line while following, so that a pipe can read them as they come.
         for e in events {
@@ -127,7 +127,7 @@ fn print_events(events: &[Event], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fetch_events(socket: &Path, since: Option<u64>) -> anyhow::Result<Vec<Event>> {
+fn fetch_events(socket: &Path, since: Option<u64>) -> anyhow::Result<Vec<LogEntry>> {
     let v = client::request(socket, &Request::Events { since })?;
     serde_json::from_value(v).context("decoding events")
 }
@@ -136,7 +136,7 @@ fn fetch_events(socket: &Path, since: Option<u64>) -> anyhow::Result<Vec<Event>>
 /// the answer does not start with that very event, the agent restarted (it numbers its
 /// events from 1 again) and everything it has is new. While the agent does not answer,
 /// says so once and keeps trying.
-fn follow_events(socket: &Path, last: Option<Event>, json: bool) -> ! {
+fn follow_events(socket: &Path, last: Option<LogEntry>, json: bool) -> ! {
     let mut last = last;
     let mut unreachable = false;
     loop {

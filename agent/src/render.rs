@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crosslink::control::proto::{Event, PathKind, PathStatus, Status};
+use crosslink::control::proto::{LogEntry, PathKind, PathStatus, Status};
 
 pub fn status(s: &Status) -> String {
     let mut out = String::new();
@@ -191,7 +191,7 @@ fn signals(p: &PathStatus) -> String {
     all.join(" ")
 }
 
-pub fn events(events: &[Event]) -> String {
+pub fn events(events: &[LogEntry]) -> String {
     let mut out = String::new();
     for e in events {
         let _ = writeln!(

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, PathRef};
 use crate::control::proto::{
-    Event, GatewayStatus, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus, Status,
+    GatewayStatus, LogEntry, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus, Status,
     STATUS_SCHEMA,
 };
 use crate::core::events::EventKind;
@@ -80,7 +80,7 @@ pub struct AgentState {
     config_file: PathBuf,
     started: Instant,
     started_at: SystemTime,
-    events: VecDeque<Event>,
+    events: VecDeque<LogEntry>,
     /// Each interface's carrier, kept by `links` from the kernel's notifications; none
     /// until the first dump (every carrier unknown).
     pub(crate) links: Option<crate::sources::links::Carriers>,
@@ -241,7 +241,7 @@ impl AgentState {
             self.events.pop_front();
         }
         self.event_seq += 1;
-        self.events.push_back(Event {
+        self.events.push_back(LogEntry {
             seq: self.event_seq,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind: kind.as_str().to_owned(),
@@ -250,7 +250,7 @@ impl AgentState {
         });
     }
 
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
+    pub fn events(&self) -> impl Iterator<Item = &LogEntry> {
         self.events.iter()
     }
 
@@ -1051,7 +1051,7 @@ mod tests {
         for i in 0..EVENT_LOG_CAPACITY + 5 {
             st.record(EventKind::Reload, None, format!("event {i}"));
         }
-        let ev: Vec<&Event> = st.events().collect();
+        let ev: Vec<&LogEntry> = st.events().collect();
         assert_eq!(ev.len(), EVENT_LOG_CAPACITY);
         assert_eq!(ev[0].message, "event 5");
     }

@@ -246,7 +246,7 @@ pub struct SignalStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Event {
+pub struct LogEntry {
     /// Numbers events from 1 in the order they happened, for `events --follow`.
     #[serde(default)]
     pub seq: u64,

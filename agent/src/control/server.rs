@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::proto::{Event, Health, PathKind, PathStatus, Reply, Request, Status, MAX_LINE};
+use super::proto::{Health, LogEntry, PathKind, PathStatus, Reply, Request, Status, MAX_LINE};
 use crate::policy::Command;
 use crate::state::{lock, AgentState, OperatorRequest};
 
@@ -160,7 +160,7 @@ async fn handle(
         Request::Status => return Reply::ok(lock(state).status()),
         Request::Events { since } => {
             let st = lock(state);
-            let events: Vec<&Event> = st
+            let events: Vec<&LogEntry> = st
                 .events()
                 .filter(|e| since.is_none_or(|n| e.seq > n))
                 .collect();

@@ -113,7 +113,7 @@ pub enum Advertise {
 
 /// A transition worth an entry in the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct PolicyEvent {
     pub kind: EventKind,
     pub path: String,
     pub message: String,
@@ -176,7 +176,7 @@ impl Path {
 pub struct Policy {
     settings: Settings,
     paths: BTreeMap<String, Path>,
-    events: Vec<Event>,
+    events: Vec<PolicyEvent>,
 }
 
 fn secs(d: Duration) -> String {
@@ -204,7 +204,7 @@ impl Policy {
     }
 
     fn event(&mut self, kind: EventKind, path: &str, message: String) {
-        self.events.push(Event {
+        self.events.push(PolicyEvent {
             kind,
             path: path.to_owned(),
             message,
@@ -569,7 +569,7 @@ impl Policy {
         })
     }
 
-    pub fn take_events(&mut self) -> Vec<Event> {
+    pub fn take_events(&mut self) -> Vec<PolicyEvent> {
         std::mem::take(&mut self.events)
     }
 }
