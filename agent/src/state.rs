@@ -367,10 +367,7 @@ impl AgentState {
     /// (`core::signals::judge`).
     pub(crate) fn path_health(&self, path: PathRef<'_>) -> (Vec<Signal>, Verdict) {
         let name = path.name();
-        let iface = match path {
-            PathRef::Line(l) => l.interface.get_ref().as_str(),
-            PathRef::Tunnel(t) => t.interface.get_ref().as_str(),
-        };
+        let iface = path.interface();
         let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
         let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
         let young = self.started.elapsed() < BFD_STARTUP_GRACE;

@@ -347,13 +347,7 @@ impl Tunnel {
     /// first, so nothing is sealed after its sessions are written down, then the TUN
     /// queues, the UDP socket and the sessions come back as a previous run's would.
     pub async fn retire(mut self) -> io::Result<Adopted> {
-        let tasks = std::mem::take(&mut self.tasks);
-        for t in &tasks {
-            t.abort();
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
+        self.stop_tasks().await;
         let iface = &self.shared.cfg.interface;
         let sessions = handover::write(&lock(&self.shared.peer), iface)
             .inspect_err(|e| {
@@ -376,6 +370,12 @@ impl Tunnel {
     /// Stops the tunnel and waits until its UDP port and UAPI socket are released, so that
     /// a tunnel started right after may take them. The interface stays (see `tun::remove`).
     pub async fn stop(mut self) {
+        self.stop_tasks().await;
+    }
+
+    /// Aborts the tasks and waits until each has ended (an aborted task may still be in
+    /// its last step until awaited).
+    async fn stop_tasks(&mut self) {
         let tasks = std::mem::take(&mut self.tasks);
         for t in &tasks {
             t.abort();

@@ -97,6 +97,14 @@ impl PathRef<'_> {
             PathRef::Tunnel(t) => t.name.get_ref(),
         }
     }
+
+    /// The interface its traffic leaves by.
+    pub fn interface(&self) -> &str {
+        match self {
+            PathRef::Line(l) => l.interface.get_ref(),
+            PathRef::Tunnel(t) => t.interface.get_ref(),
+        }
+    }
 }
 
 #[cfg(test)]

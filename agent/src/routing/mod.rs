@@ -622,29 +622,23 @@ impl Programmer {
         let cfg = st.config();
         let now = Instant::now();
         let before = self.ids.clone();
-        for (site, slot, gateway, oif) in plan::members_in_kernel(&kernel.nexthops) {
-            // The configured path that reaches the same way; its site is this site id's.
-            let path = cfg
-                .lines
-                .iter()
-                .map(PathRef::Line)
-                .chain(cfg.tunnels.iter().map(PathRef::Tunnel))
-                .find(|p| {
-                    let (iface, via) = match p {
-                        PathRef::Line(l) => (
-                            l.interface.get_ref(),
-                            gateway.is_some_and(|g| l.neighbors.get_ref().contains(&g)),
-                        ),
-                        PathRef::Tunnel(t) => (t.interface.get_ref(), gateway.is_none()),
-                    };
-                    via && nix::net::if_::if_nametoindex(iface.as_str()).is_ok_and(|i| i == oif)
-                });
-            if let Some(p) = path {
-                let site_name = match p {
-                    PathRef::Line(l) => l.site.get_ref(),
-                    PathRef::Tunnel(t) => t.site.get_ref(),
+        // Each configured path matched to the kernel's objects that reach the same way
+        // (router and interface, or a tunnel's interface).
+        let in_kernel = plan::members_in_kernel(&kernel.nexthops);
+        let mut ifindexes = Ifindexes::default();
+        for site in &cfg.sites {
+            let site_name = site.name.get_ref();
+            for p in cfg.paths_of(site_name) {
+                let oif = ifindexes.get(p.interface());
+                let reaches = |gateway: &Option<std::net::IpAddr>| match p {
+                    PathRef::Line(l) => gateway.is_some_and(|g| l.neighbors.get_ref().contains(&g)),
+                    PathRef::Tunnel(_) => gateway.is_none(),
                 };
-                self.ids.pin(site_name, site, p.name(), slot);
+                for (site_id, slot, gateway, o) in &in_kernel {
+                    if oif == Some(*o) && reaches(gateway) {
+                        self.ids.pin(site_name, *site_id, p.name(), *slot);
+                    }
+                }
             }
         }
         if self.ids != before {

@@ -7,19 +7,13 @@
 //! `cargo bench -p crosslink-lab --bench wg_soak [-- MINUTES]` (root).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Uplink};
-use wg::{SecretKey, TunnelConfig};
+use lab::{GatewayMode, Lab, LabOptions, Node};
 
-fn genkey(dir: &Path, name: &str) -> (std::path::PathBuf, SecretKey) {
-    let path = dir.join(name);
-    lab::wg_keypair(&path).expect("key pair");
-    let key = SecretKey::load(&path).expect("key file");
-    (path, key)
-}
+#[path = "common/wg_pair.rs"]
+#[allow(dead_code)] // the soak reads none of the pair's addresses
+mod wg_pair;
 
 fn latest_handshake(lab: &Lab, node: Node, iface: &str) -> Option<u64> {
     let out = lab
@@ -50,75 +44,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
     let mut lab = Lab::up(LabOptions::new(GatewayMode::Bird)).expect("lab up");
-    let dir = lab.dir().to_path_buf();
-    let (_, a_key) = genkey(&dir, "a.key");
-    let (b_path, b_key) = genkey(&dir, "b.key");
-    let a_ip = Uplink(1).addr(Side::A, false, false);
-    let b_ip = Uplink(1).addr(Side::B, false, false);
-    lab.spawn(
-        "wireguard-go-gwb",
-        Node::Gwb,
-        &["wireguard-go", "-f", "xlb-t1"],
-    )
-    .unwrap();
-    lab.wait_for("wireguard-go's socket", Duration::from_secs(10), || {
-        Ok(Path::new("/var/run/wireguard/xlb-t1.sock").exists())
-    })
-    .unwrap();
-    let a_pub = a_key.public().to_string();
-    let endpoint = format!("{a_ip}:51820");
-    lab.exec(
-        Node::Gwb,
-        &[
-            "wg",
-            "set",
-            "xlb-t1",
-            "private-key",
-            b_path.to_str().unwrap(),
-            "listen-port",
-            "51820",
-            "peer",
-            &a_pub,
-            "endpoint",
-            &endpoint,
-            "allowed-ips",
-            "10.77.0.1/32",
-        ],
-    )
-    .unwrap();
-    for cmd in [
-        &["ip", "addr", "add", "10.77.0.2/30", "dev", "xlb-t1"][..],
-        &["ip", "link", "set", "dev", "xlb-t1", "up"],
-    ] {
-        lab.exec(Node::Gwb, cmd).unwrap();
-    }
-    let cfg = TunnelConfig {
-        interface: "xla-t1".into(),
-        private_key: a_key,
-        preshared_key: None,
-        peer_public_key: b_key.public(),
-        endpoints: vec![SocketAddr::new(b_ip, 51820)],
-        listen_port: 51820,
-        uplink: Some("up1".into()),
-        persistent_keepalive: None,
-        allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
-        mtu: 1420,
-        addresses: vec!["10.77.0.1/30".parse().unwrap()],
-        queues: 2,
-    };
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    netns::spawn_in(&Node::Gwa.ns(), move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let t = wg::Tunnel::start(cfg).await.expect("tunnel");
-            let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
-            drop(t);
-        });
-    });
+    let pair = wg_pair::start(&mut lab, None);
     lab.wait_for("the first handshake", Duration::from_secs(15), || {
         Ok(lab
             .exec(Node::Gwa, &["ping", "-c", "1", "-W", "1", "10.77.0.2"])
@@ -170,6 +96,6 @@ fn main() {
         seen[0].len(),
         seen[1].len()
     );
-    drop(stop);
+    drop(pair);
     drop(lab);
 }

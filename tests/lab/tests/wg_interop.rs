@@ -1,45 +1,12 @@
 //! crosslink's WireGuard (the wg crate's own protocol) against wireguard-go + wg on the
 //! far gateway, over the internet uplinks of the lab. Needs root; never skipped.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Tunnel, Uplink};
-use wg::{SecretKey, TunnelConfig};
+use lab::{GatewayMode, Lab, LabOptions, Node, Side, Tunnel, Uplink};
 
-fn genkey(dir: &Path, name: &str) -> (std::path::PathBuf, SecretKey) {
-    let path = dir.join(name);
-    lab::wg_keypair(&path).expect("key pair");
-    let key = SecretKey::load(&path).expect("key file");
-    (path, key)
-}
-
-/// A crosslink tunnel running in `node`'s namespace until the returned sender is dropped.
-fn crosslink_tunnel(node: Node, cfg: TunnelConfig) -> std::sync::mpsc::Sender<()> {
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let (ready_tx, ready) = std::sync::mpsc::channel();
-    netns::spawn_in(&node.ns(), move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let t = wg::Tunnel::start(cfg).await;
-            let ok = t.is_ok();
-            let _ = ready_tx.send(t.as_ref().err().map(|e| e.to_string()));
-            if ok {
-                let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
-            }
-            drop(t);
-        });
-    });
-    if let Some(e) = ready.recv().unwrap() {
-        panic!("tunnel did not start: {e}");
-    }
-    stop
-}
+#[path = "../benches/common/wg_pair.rs"]
+mod wg_pair;
 
 /// One peer line of `wg show IFACE dump`.
 #[derive(Debug)]
@@ -78,69 +45,12 @@ fn ping(lab: &Lab, node: Node, to: &str) -> bool {
 #[test]
 fn crosslink_tunnel_talks_to_wireguard_go() {
     let mut lab = Lab::up(LabOptions::new(GatewayMode::Bird)).expect("lab up");
-    let dir = lab.dir().to_path_buf();
-    let (_, a_key) = genkey(&dir, "a.key");
-    let (b_path, b_key) = genkey(&dir, "b.key");
-    let a_ip = Uplink(1).addr(Side::A, false, false);
-    let b_ip = Uplink(1).addr(Side::B, false, false);
-
-    // Far side: wireguard-go with wg, as an operator would set it up.
-    lab.spawn(
-        "wireguard-go-gwb",
-        Node::Gwb,
-        &["wireguard-go", "-f", "xlb-t1"],
-    )
-    .unwrap();
-    lab.wait_for("wireguard-go's socket", Duration::from_secs(10), || {
-        Ok(Path::new("/var/run/wireguard/xlb-t1.sock").exists())
-    })
-    .unwrap();
-    let a_pub = a_key.public().to_string();
-    let endpoint = format!("{a_ip}:51820");
-    lab.exec(
-        Node::Gwb,
-        &[
-            "wg",
-            "set",
-            "xlb-t1",
-            "private-key",
-            b_path.to_str().unwrap(),
-            "listen-port",
-            "51820",
-            "peer",
-            &a_pub,
-            "endpoint",
-            &endpoint,
-            "allowed-ips",
-            "10.77.0.1/32",
-            "persistent-keepalive",
-            "5",
-        ],
-    )
-    .unwrap();
-    for cmd in [
-        &["ip", "addr", "add", "10.77.0.2/30", "dev", "xlb-t1"][..],
-        &["ip", "link", "set", "dev", "xlb-t1", "up"],
-    ] {
-        lab.exec(Node::Gwb, cmd).unwrap();
-    }
-
-    // Near side: crosslink.
-    let cfg = TunnelConfig {
-        interface: "xla-t1".into(),
-        private_key: a_key.clone(),
-        preshared_key: None,
-        peer_public_key: b_key.public(),
-        endpoints: vec![SocketAddr::new(b_ip, 51820)],
-        listen_port: 51820,
-        uplink: Some("up1".into()),
-        persistent_keepalive: Some(5),
-        allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
-        mtu: 1420,
-        addresses: vec!["10.77.0.1/30".parse().unwrap()],
-        queues: 2,
-    };
-    let stop = crosslink_tunnel(Node::Gwa, cfg);
+    let wg_pair::Pair {
+        a_public: a_pub,
+        a_endpoint: endpoint,
+        b_ip,
+        stop,
+    } = wg_pair::start(&mut lab, Some(5));
 
     assert!(
         ping(&lab, Node::Gwa, "10.77.0.2"),

@@ -141,7 +141,6 @@ pub struct Peer {
     cookie_secret: ([u8; 32], Instant),
     load: (Instant, u32),
     last_handshake: Option<Instant>,
-    last_sent: Option<Instant>,
     /// Any authenticated message sent or received: what persistent keepalives count from.
     last_traffic: Option<Instant>,
     /// Data sent and nothing heard since: a new handshake after 15 s (§6.4).
@@ -178,7 +177,6 @@ impl Peer {
             cookie_secret: (crypto::random(), now),
             load: (now, 0),
             last_handshake: None,
-            last_sent: None,
             last_traffic: None,
             unanswered_since: None,
             keepalive_owed: None,
@@ -225,7 +223,6 @@ impl Peer {
     }
 
     fn note_sent(&mut self, now: Instant, data: bool) {
-        self.last_sent = Some(now);
         self.last_traffic = Some(now);
         self.keepalive_owed = None;
         self.confirm_owed = false;
