@@ -310,6 +310,14 @@ fn plans_reach_the_kernel_and_drift_is_repaired() {
         // was the only member of and the routes through it. The fallback routes carry at
         // once, before the agent has done anything.
         ip(&name, &["link", "set", "dev", "lr1", "down"]);
+        // The kernel flushes a device's nexthops from its linkwatch work, a moment after the
+        // `ip link` call returns: wait (bounded) until the line's object is gone.
+        for _ in 0..100 {
+            if !ip(&name, &["nexthop", "show"]).contains("dev line1") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let after_cut = get("198.18.3.1");
         assert!(
             after_cut.contains("dev tun1") || after_cut.contains("dev tun2"),
