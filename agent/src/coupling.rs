@@ -15,18 +15,17 @@
 //!   order above, and a router whose BGP lingers (a 90 s hold time) cannot bring a BFD
 //!   session Up under a BGP session it is about to replace.
 //!
-//! The rules are pure functions; `run` is the task that applies them.
+//! The rules are pure functions; the supervisor applies them after every input it takes
+//! (`reconcile`) and on every BFD failure (`close_bgp`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bgp::fsm::State as BgpState;
 use bgp::wire::{err, Notification};
 use probes::driver::{Bfd, SessionId};
 use probes::wire::{Diag, State};
-use tokio::sync::mpsc;
 
 use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
@@ -61,85 +60,48 @@ pub fn closes_bgp(bgp_established_at: Option<Instant>, bfd_last_up: Option<Insta
     matches!((bgp_established_at, bfd_last_up), (Some(b), Some(u)) if b <= u)
 }
 
-/// What wakes the task; it also looks every `TICK` (a session started or replaced by a
-/// reload, a retry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nudge {
-    /// A BGP session or a BFD session changed state.
-    Changed,
-    /// BFD with this router went down, last hearing it say Up then: close BGP with it.
-    BfdFailed(IpAddr, Option<Instant>),
-}
-
-const TICK: Duration = Duration::from_millis(250);
-
-/// The BFD sessions the task admits: the agent's running sessions with their specs.
+/// The BFD sessions the supervisor admits: the agent's running sessions with their specs.
 type Sessions = crate::sources::bfd::Running;
 
-pub async fn run(
-    mut rx: mpsc::UnboundedReceiver<Nudge>,
-    bfd: Arc<Bfd>,
-    sessions: Sessions,
-    bgp: crate::sources::bgp::Handles,
-    state: Arc<Mutex<AgentState>>,
-) {
-    // What we last told the driver, by session; a session not here is as it started.
-    let mut admin: HashMap<SessionId, bool> = HashMap::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let nudge = tokio::select! {
-            n = rx.recv() => match n {
-                Some(n) => Some(n),
-                None => return,
-            },
-            _ = tick.tick() => None,
-        };
-        if let Some(Nudge::BfdFailed(peer, last_up)) = nudge {
-            close_bgp(peer, last_up, &bgp, &state).await;
-        }
-        reconcile(&bfd, &sessions, &state, &mut admin);
-    }
-}
-
-async fn close_bgp(
+/// BFD with `peer` failed, last hearing it say Up at `last_up`: when the BGP session with
+/// it was up then, it is recorded and the close to run is returned (the supervisor runs it
+/// in a task of its own, without waiting).
+pub fn close_bgp(
+    st: &mut AgentState,
+    bgp: &crate::sources::bgp::Handles,
     peer: IpAddr,
     last_up: Option<Instant>,
-    bgp: &crate::sources::bgp::Handles,
-    state: &Mutex<AgentState>,
-) {
-    let line = {
-        let st = lock(state);
-        let Some(n) = st.bgp.get(&peer) else { return };
-        if n.state != BgpState::Established || !closes_bgp(n.established_at, last_up) {
-            return;
-        }
-        n.line.clone()
-    };
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let n = st.bgp.get(&peer)?;
+    if n.state != BgpState::Established || !closes_bgp(n.established_at, last_up) {
+        return None;
+    }
+    let line = n.line.clone();
     // The agent's view trails the session task: the task itself closes the session only
     // if it is still one established before BFD's last packet.
-    let Some(before) = last_up else { return };
+    let before = last_up?;
     let handle = lock(bgp)
         .iter()
         .find(|(p, _)| *p == peer)
-        .map(|(_, h)| h.clone());
-    let Some(handle) = handle else { return };
+        .map(|(_, h)| h.clone())?;
     let msg = format!(
         "BFD with {peer} went down: closing the BGP session with it (Cease/BFD Down); both come back together, BGP first"
     );
     tracing::warn!(path = %line, "{msg}");
-    lock(state).record(EventKind::BgpFollowsBfd, Some(&line), msg);
-    handle
-        .teardown_if_older(Notification::new(err::CEASE, err::CEASE_BFD_DOWN), before)
-        .await;
+    st.record(EventKind::BgpFollowsBfd, Some(&line), msg);
+    Some(async move {
+        handle
+            .teardown_if_older(Notification::new(err::CEASE, err::CEASE_BFD_DOWN), before)
+            .await;
+    })
 }
 
 /// Admits or holds every coupled session as the rules say, and marks the held ones for
 /// `status`.
-fn reconcile(
+pub fn reconcile(
     bfd: &Bfd,
     sessions: &Sessions,
-    state: &Mutex<AgentState>,
+    st: &mut AgentState,
     admin: &mut HashMap<SessionId, bool>,
 ) {
     let coupled: Vec<(crate::sources::bfd::Key, SessionId)> = lock(sessions)
@@ -148,7 +110,6 @@ fn reconcile(
         .filter_map(|(k, (_, id))| id.map(|id| (k.clone(), id)))
         .collect();
     admin.retain(|id, _| coupled.iter().any(|(_, i)| i == id));
-    let mut st = lock(state);
     for (key, id) in coupled {
         let peer = key.1;
         let bgp_up = st
@@ -171,6 +132,7 @@ fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn bfd_runs_once_bgp_is_up_and_survives_bgp_dropping_while_up() {

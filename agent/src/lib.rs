@@ -22,15 +22,16 @@ pub mod service;
 pub mod sources;
 pub mod stall;
 pub mod state;
+pub mod supervisor;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::control::server::{ControlSocket, ReloadRequest};
 use crate::core::events::EventKind;
-use crate::state::{lock, AgentState};
+use crate::state::AgentState;
+use crate::supervisor::{Inputs, Supervisor};
 
 /// Runs the agent until `shutdown` completes. On return, the control socket is removed;
 /// nothing else the agent owns on the host is torn down (routes stay, see DESIGN.md).
@@ -59,33 +60,34 @@ pub async fn run(
     }
     // What a reload compares against (see `config::changes`).
     let mut running_source = std::fs::read_to_string(config_file).unwrap_or_default();
-    let state = Arc::new(Mutex::new(AgentState::new(config, config_file)));
-    state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .record(EventKind::AgentStarted, None, summary);
+    let mut state = AgentState::new(config, config_file);
+    state.record(EventKind::AgentStarted, None, summary);
+    let cfg = state.config().clone();
+    // The operator's failovers and drains from before a restart, in force from the first
+    // announcement on (a drained line must not look attractive for a moment).
+    let marks = operator_state::load(&cfg.control.state_file);
+    for (path, mark) in &marks {
+        if *mark != operator_state::Mark::Failover {
+            state.set_advertise(path, policy::Advertise::Unattractive);
+        }
+    }
+    state.take_advertise_changed();
+    state.resumed = marks;
+    // Whether each path was in service or had failed: a restart is not a failure.
+    state.resumed_standings =
+        operator_state::load_standings(&operator_state::standings_file(&cfg.control.state_file));
+    // Everything reaches the supervisor on one channel; what it knows goes out as views.
+    // Both exist before any source runs: their inputs wait in order, the control socket
+    // answers from the start.
+    let (inputs, input_rx) = Inputs::channel();
+    let (view_tx, views) = supervisor::views(&state);
+    let (exports_tx, mut exports) = supervisor::exports(&state);
+    let recorder = state.metrics.clone();
 
     // Reloads asked for over the control socket (`crosslink reload`, the unit's
     // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
     let (reload_tx, mut reload_requests) = tokio::sync::mpsc::channel(4);
-    let server = tokio::spawn(socket.serve(state.clone(), reload_tx));
-    let cfg = lock(&state).config().clone();
-    // The operator's failovers and drains from before a restart, in force from the first
-    // announcement on (a drained line must not look attractive for a moment).
-    let marks = operator_state::load(&cfg.control.state_file);
-    {
-        let mut st = lock(&state);
-        for (path, mark) in &marks {
-            if *mark != operator_state::Mark::Failover {
-                st.set_advertise(path, policy::Advertise::Unattractive);
-            }
-        }
-        st.resumed = marks;
-        // Whether each path was in service or had failed: a restart is not a failure.
-        st.resumed_standings = operator_state::load_standings(&operator_state::standings_file(
-            &cfg.control.state_file,
-        ));
-    }
+    let server = tokio::spawn(socket.serve(views.clone(), inputs.clone(), reload_tx));
     let restarted = routing::previous_run_left_routes().await;
     if restarted {
         tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
@@ -93,55 +95,68 @@ pub async fn run(
     // Held until shutdown; the sessions' sockets close when the runtime ends, without a
     // NOTIFICATION, so a restarting agent looks like a transport failure to the routers
     // (which then keep our routes: graceful restart).
-    // BFD with each line router follows the BGP session with it, and BGP follows BFD.
-    let (nudge, nudges) = tokio::sync::mpsc::unbounded_channel();
-    let mut sessions = sources::bgp::start(&cfg, state.clone(), restarted, nudge.clone()).await;
-    sessions.sync_exports(&cfg, &state).await;
+    let mut sessions = sources::bgp::start(&cfg, inputs.clone(), restarted).await;
+    sessions
+        .sync_exports(&cfg, &exports.borrow_and_update().clone(), &inputs)
+        .await;
     // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
-    let mut tunnels = sources::tunnels::start(&cfg, state.clone()).await;
+    let mut tunnels = sources::tunnels::start(&cfg, inputs.clone()).await;
     // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
-    // runs, and status shows BFD as unknown.
-    let mut bfd = match sources::bfd::start(&cfg, state.clone(), nudge).await {
-        Ok(b) => {
-            let (driver, running) = b.coupled();
-            tokio::spawn(coupling::run(
-                nudges,
-                driver,
-                running,
-                sessions.handles(),
-                state.clone(),
-            ));
-            Some(b)
-        }
+    // runs, and status shows BFD as unknown. BFD with each line router follows the BGP
+    // session with it, and BGP follows BFD (`coupling`, applied by the supervisor).
+    let mut bfd = match sources::bfd::start(&cfg, inputs.clone()).await {
+        Ok(b) => Some(b),
         Err(e) => {
             tracing::error!(error = %e, "BFD could not start");
             None
         }
     };
-    sources::links::start(state.clone());
-    // Routes last: the selection reads every signal above. Without netlink the agent still
-    // runs and reports; the kernel's routes are then not managed.
-    let programming = match routing::start(state.clone()) {
-        Ok(()) => true,
+    let coupling = bfd.as_ref().map(|b| {
+        let (driver, running) = b.coupled();
+        supervisor::Coupling {
+            bfd: driver,
+            sessions: running,
+            bgp: sessions.handles(),
+            admin: Default::default(),
+        }
+    });
+    sources::links::start(inputs.clone());
+    // Without netlink the agent still runs and reports; the kernel's routes are then not
+    // managed.
+    let fib = match routing::start(inputs.clone()) {
+        Ok(wants) => Some(wants),
         Err(e) => {
             tracing::error!(error = %e, "route programming could not start");
-            false
+            None
         }
     };
-    let service = tokio::spawn(service::supervise(state.clone(), programming));
+    let programming = fib.is_some();
+    let stall = match stall::StallWatch::start() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, "the agent's own stalls cannot be watched; a pause of the host counts against the paths");
+            None
+        }
+    };
+    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall);
+    let supervisor = tokio::spawn(supervisor.run());
+    let service = tokio::spawn(service::supervise(views.clone(), programming));
     let metrics_addr = cfg.metrics.listen;
     // Without the endpoint (address in use, not on this host) the agent runs on.
     let metrics = match tokio::net::TcpListener::bind(metrics_addr).await {
         Ok(listener) => {
             tracing::info!(address = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
-            Some(tokio::spawn(metrics::http::serve(listener, state.clone())))
+            Some(tokio::spawn(metrics::http::serve(
+                listener,
+                views.clone(),
+                recorder,
+            )))
         }
         Err(e) => {
             tracing::error!(address = %metrics_addr, error = %e, "metrics endpoint could not start; the agent runs on without it");
             None
         }
     };
-    let drains = lock(&state).exports_changed();
     // The config in force, which the drains' announcements build on.
     let mut in_force = cfg;
     tokio::pin!(shutdown);
@@ -164,13 +179,14 @@ pub async fn run(
                 let e = reexec::exec(&fds);
                 let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
                 tracing::error!("{msg}");
-                lock(&state).record(EventKind::ReexecFailed, None, msg);
+                inputs.record(EventKind::ReexecFailed, None, msg);
                 fdstore::give_back(retired);
-                tunnels.apply(&in_force, &state).await;
+                tunnels.apply(&in_force).await;
                 continue;
             }
-            () = drains.notified() => {
-                sessions.sync_exports(&in_force, &state).await;
+            Ok(()) = exports.changed() => {
+                let advertise = exports.borrow_and_update().clone();
+                sessions.sync_exports(&in_force, &advertise, &inputs).await;
                 continue;
             }
         };
@@ -178,8 +194,10 @@ pub async fn run(
             bgp: &mut sessions,
             tunnels: &mut tunnels,
             bfd: bfd.as_mut(),
+            exports: &exports,
         };
-        let answer = match reload_now(config_file, &running_source, parts, &state).await {
+        let reloaded = reload_now(config_file, &running_source, parts, &in_force, &inputs).await;
+        let answer = match reloaded {
             Ok(r) => {
                 in_force = r.config;
                 running_source = r.source;
@@ -201,6 +219,7 @@ pub async fn run(
     }
     server.abort();
     let _ = server.await;
+    supervisor.abort();
     // Last, so the tunnels carry traffic until now: their sessions join their descriptors
     // in systemd's store, and the next run continues them without a handshake (a stop
     // for good discards the store).
@@ -214,10 +233,11 @@ async fn reload_now(
     config_file: &Path,
     running_source: &str,
     parts: reload::Parts<'_>,
-    state: &Mutex<AgentState>,
+    in_force: &Config,
+    inputs: &Inputs,
 ) -> Result<reload::Reloaded, String> {
     service::reloading();
-    let outcome = reload::reload(config_file, running_source, parts, state).await;
+    let outcome = reload::reload(config_file, running_source, parts, in_force, inputs).await;
     service::reloaded(match &outcome {
         Ok(_) => "config reloaded",
         Err(_) => {

@@ -8,12 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
 use crate::core::events::EventKind;
-use crate::state::{lock, AgentState};
+use crate::supervisor::{Input, Inputs, CONFIG_WAIT};
 
 /// How the entries of a keyed set differ between two versions.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,22 +56,18 @@ pub struct Parts<'a> {
     pub bgp: &'a mut crate::sources::bgp::Sessions,
     pub tunnels: &'a mut crate::sources::tunnels::Tunnels,
     pub bfd: Option<&'a mut crate::sources::bfd::Sessions>,
+    /// How each line should be announced, as the supervisor last said.
+    pub exports: &'a crate::supervisor::Exports,
 }
 
-/// How long a reload waits for the route programming to take removed paths out of the
-/// kernel's groups before stopping their sessions (it passes at least once a second).
-const PASS_WAIT: Duration = Duration::from_secs(2);
-
-/// Waits until the route programming has completed a pass that started after `since`.
-async fn programmed_since(state: &Mutex<AgentState>, since: Instant) {
-    let deadline = Instant::now() + PASS_WAIT;
-    while Instant::now() < deadline {
-        if lock(state).last_pass.is_some_and(|t| t > since) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Puts `cfg` in force in the supervisor and waits (bounded) until the kernel has been
+/// programmed with it.
+async fn put_in_force(inputs: &Inputs, cfg: Config) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    inputs.send(Input::Config(Box::new(cfg), tx));
+    if tokio::time::timeout(CONFIG_WAIT, rx).await.is_err() {
+        tracing::warn!("route programming did not pass within {CONFIG_WAIT:?}; reloading anyway");
     }
-    tracing::warn!("route programming did not pass within {PASS_WAIT:?}; reloading anyway");
 }
 
 /// What a reload put in force.
@@ -92,14 +86,15 @@ pub async fn reload(
     config_file: &Path,
     running: &str,
     parts: Parts<'_>,
-    state: &Mutex<AgentState>,
+    in_force: &Config,
+    inputs: &Inputs,
 ) -> Result<Reloaded, String> {
     let source = std::fs::read_to_string(config_file).unwrap_or_default();
     let cfg = match config::load(config_file) {
         Err(errs) => {
             tracing::error!("reload refused, config unchanged:\n{errs}");
             let errs = errs.to_string();
-            lock(state).record(EventKind::ReloadRefused, None, errs.clone());
+            inputs.record(EventKind::ReloadRefused, None, errs.clone());
             return Err(errs);
         }
         Ok(cfg) => cfg,
@@ -111,27 +106,27 @@ pub async fn reload(
     let pending = config::needs_restart(running, &source);
     // The routes first: removed paths leave the groups before their sessions end, so
     // their traffic moves while they still carry it (make before break).
-    let applied_at = Instant::now();
     let mut cfg_in_force = cfg;
     if !pending.is_empty() {
         // What a reload cannot change stays as it runs until the restart.
-        let old = lock(state).config().clone();
-        cfg_in_force.control = old.control;
-        cfg_in_force.metrics = old.metrics;
+        cfg_in_force.control = in_force.control.clone();
+        cfg_in_force.metrics = in_force.metrics.clone();
     }
-    lock(state).set_config(cfg_in_force.clone());
-    programmed_since(state, applied_at).await;
+    put_in_force(inputs, cfg_in_force.clone()).await;
 
     let mut done = Vec::new();
     if let Some(bfd) = parts.bfd.as_deref() {
-        done.extend(bfd.prune(&cfg_in_force, state));
+        done.extend(bfd.prune(&cfg_in_force));
     }
-    done.extend(parts.tunnels.apply(&cfg_in_force, state).await);
-    done.extend(parts.bgp.apply(&cfg_in_force, state).await);
+    done.extend(parts.tunnels.apply(&cfg_in_force).await);
+    done.extend(parts.bgp.apply(&cfg_in_force, inputs).await);
     if let Some(bfd) = parts.bfd {
-        done.extend(bfd.apply(&cfg_in_force, state).await);
+        done.extend(bfd.apply(&cfg_in_force).await);
     }
-    let exports = parts.bgp.sync_exports(&cfg_in_force, state).await;
+    let exports = parts
+        .bgp
+        .sync_exports(&cfg_in_force, &parts.exports.borrow().clone(), inputs)
+        .await;
     if !exports.is_empty() {
         done.push(format!("announcements updated on {}", exports.join(", ")));
     }
@@ -150,7 +145,7 @@ pub async fn reload(
         ));
     }
     tracing::info!("{msg}");
-    lock(state).record(EventKind::Reload, None, msg.clone());
+    inputs.record(EventKind::Reload, None, msg.clone());
     Ok(Reloaded {
         config: cfg_in_force,
         source,

@@ -6,13 +6,12 @@
 //!
 //! Without `NOTIFY_SOCKET` (run by hand, in the lab) every call here does nothing.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::control::proto::Health;
-use crate::state::{lock, AgentState};
+use crate::control::proto::{Health, Status};
+use crate::supervisor::Views;
 
 /// How often STATUS is refreshed when no watchdog asks for more.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -36,22 +35,17 @@ fn alive(last_pass: Option<Instant>, fresh: Duration, started: Instant, now: Ins
     now.saturating_duration_since(last_pass.unwrap_or(started)) < fresh
 }
 
-/// One line for `systemctl status`: where each site's traffic goes. Built from the parts it
-/// needs, not the whole status document (whose learned-prefix count walks the table).
-fn status_line(st: &AgentState) -> String {
-    let cfg = st.config();
-    let sites: Vec<String> = cfg
+/// One line for `systemctl status`: where each site's traffic goes.
+fn status_line(status: &Status) -> String {
+    let sites: Vec<String> = status
         .sites
         .iter()
         .map(|site| {
-            let name = site.name.get_ref();
-            let down = cfg
-                .paths_of(name)
-                .filter(|p| st.path_status(*p).state != Health::Up)
-                .count();
+            let name = &site.name;
+            let down = site.paths.iter().filter(|p| p.state != Health::Up).count();
             format!(
                 "{name} via {}{}",
-                st.active_paths(name).as_deref().unwrap_or("nothing"),
+                site.active_path.as_deref().unwrap_or("nothing"),
                 if down > 0 {
                     format!(" ({down} path(s) not up)")
                 } else {
@@ -66,15 +60,15 @@ fn status_line(st: &AgentState) -> String {
 /// Notifies READY after the first reconcile, then keeps STATUS current and feeds the
 /// watchdog while the route programming loop turns. `programming` is false when route
 /// programming did not start: the watchdog then only proves the runtime is alive.
-pub async fn supervise(state: Arc<Mutex<AgentState>>, programming: bool) {
+pub async fn supervise(views: Views, programming: bool) {
     if !managed() {
         return;
     }
     let started = Instant::now();
-    while programming && lock(&state).last_pass.is_none() && started.elapsed() < READY_WAIT {
+    while programming && views.borrow().last_pass.is_none() && started.elapsed() < READY_WAIT {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let line = status_line(&lock(&state));
+    let line = status_line(&views.borrow().status);
     notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
     tracing::info!("told systemd the agent is ready: {line}");
     let watchdog = sd_notify::watchdog_enabled();
@@ -86,10 +80,9 @@ pub async fn supervise(state: Arc<Mutex<AgentState>>, programming: bool) {
     let mut stalled = false;
     loop {
         tokio::time::sleep(tick).await;
-        let st = lock(&state);
-        let ok = !programming || alive(st.last_pass, fresh, started, Instant::now());
-        let line = status_line(&st);
-        drop(st);
+        let view = views.borrow().clone();
+        let ok = !programming || alive(view.last_pass, fresh, started, Instant::now());
+        let line = status_line(&view.status);
         if line != last_line {
             notify(&[NotifyState::Status(&line)]);
             last_line = line;

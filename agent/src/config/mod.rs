@@ -4,6 +4,7 @@
 mod error;
 mod types;
 mod validate;
+mod values;
 mod warnings;
 
 use std::path::Path;

@@ -2,14 +2,15 @@
 //! to what Prometheus needs (it sends a plain GET and reads to the end), with bounds on
 //! everything a client controls: request size, time to send it, concurrent connections.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::state::{lock, AgentState};
+use super::Recorder;
+use crate::supervisor::Views;
 
 /// A request head larger than this is refused; Prometheus sends a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -52,7 +53,7 @@ pub fn route(head: &[u8]) -> Route {
 }
 
 /// Serves scrapes until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<Mutex<AgentState>>) {
+pub async fn serve(listener: TcpListener, views: Views, recorder: Recorder) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -60,9 +61,11 @@ pub async fn serve(listener: TcpListener, state: Arc<Mutex<AgentState>>) {
         };
         match listener.accept().await {
             Ok((stream, _)) => {
-                let state = state.clone();
+                let views = views.clone();
+                let recorder = recorder.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, &state)).await;
+                    let answering = answer(stream, &views, &recorder);
+                    let _ = tokio::time::timeout(CLIENT_TIMEOUT, answering).await;
                     drop(permit);
                 });
             }
@@ -74,7 +77,7 @@ pub async fn serve(listener: TcpListener, state: Arc<Mutex<AgentState>>) {
     }
 }
 
-async fn answer(mut stream: TcpStream, state: &Mutex<AgentState>) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, views: &Views, recorder: &Recorder) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -96,10 +99,8 @@ async fn answer(mut stream: TcpStream, state: &Mutex<AgentState>) -> std::io::Re
     let is_head = head.starts_with(b"HEAD ");
     match route(&head) {
         Route::Metrics => {
-            let body = {
-                let st = lock(state);
-                super::render(&st.metrics, &st.status())
-            };
+            let view = views.borrow().clone();
+            let body = super::render(recorder, &view.status);
             respond(&mut stream, "200 OK", &body, is_head).await
         }
         Route::Index => {

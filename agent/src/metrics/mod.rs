@@ -25,6 +25,7 @@ const SWITCH_BUCKETS: [f64; 12] = [
 ];
 
 /// The metrics counted as things happen.
+#[derive(Clone)]
 pub struct Recorder {
     registry: Registry,
     transitions: IntCounterVec,

@@ -2,7 +2,7 @@
 //! multi-hop session to the remote gateway across each line and each tunnel, run by the
 //! probes crate's driver on its own thread; their state as `status` shows it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use crate::config::{BfdAuthType, Config, Line};
 use crate::control::proto::BfdStatus;
 use crate::core::events::EventKind;
-use crate::coupling::{self, Nudge};
+use crate::coupling;
 use crate::state::{lock, AgentState};
+use crate::supervisor::{Input, Inputs};
 
 /// What the agent knows of one BFD session.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct BfdView {
     /// The driver's session this view follows: events of one a reload replaced are not
     /// this session's.
     pub id: Option<SessionId>,
+    /// Its silent peer has been reported (once per session).
+    pub told_unanswered: bool,
 }
 
 impl BfdView {
@@ -182,6 +185,10 @@ const RETRY_TICKS: u32 = 10;
 pub struct Sessions {
     bfd: Arc<Bfd>,
     running: Running,
+    /// Where the sessions' state goes.
+    inputs: Inputs,
+    /// The loss window the poll measures over (`[policy] loss_window`).
+    window: Arc<Mutex<Duration>>,
 }
 
 fn view(spec: &SessionSpec) -> BfdView {
@@ -198,6 +205,7 @@ fn view(spec: &SessionSpec) -> BfdView {
         waiting_for_bgp: spec.start_admin_down,
         last_up_at: None,
         id: None,
+        told_unanswered: false,
     }
 }
 
@@ -239,11 +247,7 @@ async fn add(bfd: &Bfd, spec: &SessionSpec) -> Option<SessionId> {
 
 /// Starts the BFD thread and the sessions of `cfg`; a session that cannot start (its
 /// interface is missing) is logged, shown as `unknown` and tried again.
-pub async fn start(
-    cfg: &Config,
-    state: Arc<Mutex<AgentState>>,
-    nudge: mpsc::UnboundedSender<Nudge>,
-) -> anyhow::Result<Sessions> {
+pub async fn start(cfg: &Config, inputs: Inputs) -> anyhow::Result<Sessions> {
     let (tx, rx) = mpsc::unbounded_channel();
     let opts = DriverOptions {
         cpu: crate::cpus::bfd_cpu(),
@@ -265,10 +269,17 @@ pub async fn start(
     let sessions = Sessions {
         bfd: bfd.clone(),
         running: Running::default(),
+        inputs: inputs.clone(),
+        window: Arc::new(Mutex::new(cfg.policy.loss_window.0)),
     };
-    sessions.apply(cfg, &state).await;
-    tokio::spawn(fold_events(rx, state.clone(), nudge));
-    tokio::spawn(poll(bfd, sessions.running.clone(), state));
+    sessions.apply(cfg).await;
+    tokio::spawn(forward(rx, inputs.clone()));
+    tokio::spawn(poll(
+        bfd,
+        sessions.running.clone(),
+        inputs,
+        sessions.window.clone(),
+    ));
     Ok(sessions)
 }
 
@@ -284,7 +295,7 @@ impl Sessions {
 
     /// Ends the sessions `cfg` no longer asks for (the peer is told: AdminDown). Runs
     /// before tunnels and lines go, so the packet still has a way out.
-    pub fn prune(&self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+    pub fn prune(&self, cfg: &Config) -> Vec<String> {
         let want: BTreeMap<Key, ()> = specs(cfg).iter().map(|s| (key(s), ())).collect();
         let mut running = lock(&self.running);
         let gone = crate::reload::diff(&running, &want, |_, ()| true).removed;
@@ -293,7 +304,7 @@ impl Sessions {
             if let Some((_, Some(id))) = running.remove(&k) {
                 self.bfd.remove(id);
             }
-            lock(state).bfd.remove(&k);
+            self.inputs.send(Input::BfdGone(k.clone()));
             done.push(format!("BFD with {} ({}) stopped", k.1, k.0));
         }
         done
@@ -301,8 +312,9 @@ impl Sessions {
 
     /// Brings the sessions to what `cfg` asks; the ones that did not change are not
     /// touched. Returns what was done, for the reload's report.
-    pub async fn apply(&self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
-        let mut done = self.prune(cfg, state);
+    pub async fn apply(&self, cfg: &Config) -> Vec<String> {
+        *lock(&self.window) = cfg.policy.loss_window.0;
+        let mut done = self.prune(cfg);
         let want: BTreeMap<Key, SessionSpec> =
             specs(cfg).into_iter().map(|s| (key(&s), s)).collect();
         let current: BTreeMap<Key, (SessionSpec, Option<SessionId>)> = lock(&self.running).clone();
@@ -324,7 +336,8 @@ impl Sessions {
                     if let Some(id) = id {
                         self.bfd.remove(id);
                     }
-                    lock(state).bfd.insert(k.clone(), view(new));
+                    self.inputs
+                        .send(Input::BfdSession(k.clone(), Box::new(view(new))));
                     done.push(format!(
                         "BFD with {} ({}) restarted with its new settings",
                         k.1, k.0
@@ -332,14 +345,15 @@ impl Sessions {
                     add(&self.bfd, new).await
                 }
             };
-            follow(state, k, id);
+            self.inputs.send(Input::BfdFollows(k.clone(), id));
             lock(&self.running).insert(k.clone(), (new.clone(), id));
         }
         for k in &plan.added {
             let spec = &want[k];
-            lock(state).bfd.insert(k.clone(), view(spec));
+            self.inputs
+                .send(Input::BfdSession(k.clone(), Box::new(view(spec))));
             let id = add(&self.bfd, spec).await;
-            follow(state, k, id);
+            self.inputs.send(Input::BfdFollows(k.clone(), id));
             lock(&self.running).insert(k.clone(), (spec.clone(), id));
             done.push(format!("BFD with {} ({}) started", k.1, k.0));
         }
@@ -347,16 +361,9 @@ impl Sessions {
     }
 }
 
-/// Ties the view of `key` to the driver's session `id`.
-fn follow(state: &Mutex<AgentState>, key: &Key, id: Option<SessionId>) {
-    if let Some(v) = lock(state).bfd.get_mut(key) {
-        v.id = id;
-    }
-}
-
 /// Starts the sessions that could not start before. One that a reload changed or removed
 /// meanwhile is stopped again at once.
-async fn retry(bfd: &Bfd, running: &Running, state: &Mutex<AgentState>) {
+async fn retry(bfd: &Bfd, running: &Running, inputs: &Inputs) {
     let missing: Vec<(Key, SessionSpec)> = lock(running)
         .iter()
         .filter(|(_, (_, id))| id.is_none())
@@ -371,146 +378,140 @@ async fn retry(bfd: &Bfd, running: &Running, state: &Mutex<AgentState>) {
             Some((s, slot @ None)) if *s == spec => {
                 tracing::info!(line = %spec.name, peer = %spec.peer, "BFD session started on retry");
                 *slot = Some(id);
-                follow(state, &k, Some(id));
+                inputs.send(Input::BfdFollows(k.clone(), Some(id)));
             }
             _ => bfd.remove(id),
         }
     }
 }
 
-async fn fold_events(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    state: Arc<Mutex<AgentState>>,
-    nudge: mpsc::UnboundedSender<Nudge>,
-) {
+/// Passes the sessions' state changes on, in order.
+async fn forward(mut rx: mpsc::UnboundedReceiver<Event>, inputs: Inputs) {
     while let Some(ev) = rx.recv().await {
-        let mut st = lock(&state);
-        let key = st
-            .bfd
-            .keys()
-            .find(|(line, peer, _)| *line == ev.name && *peer == ev.peer)
-            .cloned();
-        let Some(key) = key else { continue };
-        if st
-            .bfd
-            .get(&key)
-            .and_then(|v| v.id)
-            .is_some_and(|id| id != ev.id)
-        {
-            continue; // from a session a reload replaced
-        }
-        if !key.2 {
-            // With a line router: BGP with it follows (see `coupling`). The send fails
-            // only when BFD runs without the coupling task: nothing to tell then.
-            let _ = nudge.send(
-                if coupling::bfd_failed(ev.from, ev.to, ev.remote_state, ev.remote_diag) {
-                    Nudge::BfdFailed(ev.peer, ev.last_up_rx)
-                } else {
-                    Nudge::Changed
-                },
-            );
-        }
-        let mut quiet = None;
-        if let Some(v) = st.bfd.get_mut(&key) {
-            v.state = Some(ev.to);
-            v.local_diag = Some(ev.diag);
-            v.remote_diag = ev.remote_diag;
-            v.heard |= ev.to == State::Up;
-            if ev.to == State::Up {
-                v.last_up_at = Some(Instant::now());
-            }
-            if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
-                v.far_end_quiet = Some((ev.far_end, Instant::now()));
-                quiet = Some(ev.far_end);
-            } else if ev.from == State::Up {
-                // A failure of this path, with the far end alive: no longer excused. The
-                // mark outlives the session's return otherwise (see `state::FAR_END_GRACE`).
-                v.far_end_quiet = None;
-            }
-        }
-        st.touch();
-        if let Some(how) = quiet {
-            let msg = format!(
-                "end-to-end BFD with {} down, but the far gateway {} on every path at once: the path is kept for up to {} s while it comes back",
-                ev.peer,
-                if how == FarEnd::Restarted { "restarted" } else { "went quiet" },
-                crate::state::FAR_END_GRACE.as_secs()
-            );
-            tracing::warn!(line = %ev.name, "{msg}");
-            st.record(EventKind::FarEndQuiet, Some(&ev.name), msg);
-        }
-        // Only transitions into or out of Up are worth the operator's log.
-        if ev.to != State::Up && ev.from != State::Up {
-            continue;
-        }
-        let what = if key.2 { "end-to-end BFD" } else { "BFD" };
-        let remote = if ev.to != State::Up && ev.remote_state == Some(State::AdminDown) {
-            ", the peer is administratively down".to_owned()
-        } else {
-            ev.remote_diag
-                .filter(|d| *d != Diag::None)
-                .map(|d| format!(", peer says {d}"))
-                .unwrap_or_default()
-        };
-        let msg = format!(
-            "{what} with {} {} -> {} ({}{remote})",
-            ev.peer,
-            ev.from.as_str(),
-            ev.to.as_str(),
-            ev.diag
-        );
-        tracing::info!(line = %ev.name, "{msg}");
-        st.record(
-            if ev.to == State::Up {
-                EventKind::BfdUp
-            } else {
-                EventKind::BfdDown
-            },
-            Some(&ev.name),
-            msg,
-        );
+        inputs.send(Input::Bfd(ev));
     }
+}
+
+/// Applies one state change (in the supervisor). Returns the router and its last sign of
+/// life when BFD with a line router failed: BGP with it is closed (see `coupling`).
+pub(crate) fn apply_event(st: &mut AgentState, ev: Event) -> Option<(IpAddr, Option<Instant>)> {
+    let key = st
+        .bfd
+        .keys()
+        .find(|(line, peer, _)| *line == ev.name && *peer == ev.peer)
+        .cloned()?;
+    if st
+        .bfd
+        .get(&key)
+        .and_then(|v| v.id)
+        .is_some_and(|id| id != ev.id)
+    {
+        return None; // from a session a reload replaced
+    }
+    let failed = (!key.2 && coupling::bfd_failed(ev.from, ev.to, ev.remote_state, ev.remote_diag))
+        .then_some((ev.peer, ev.last_up_rx));
+    let mut quiet = None;
+    if let Some(v) = st.bfd.get_mut(&key) {
+        v.state = Some(ev.to);
+        v.local_diag = Some(ev.diag);
+        v.remote_diag = ev.remote_diag;
+        v.heard |= ev.to == State::Up;
+        if ev.to == State::Up {
+            v.last_up_at = Some(Instant::now());
+        }
+        if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
+            v.far_end_quiet = Some((ev.far_end, Instant::now()));
+            quiet = Some(ev.far_end);
+        } else if ev.from == State::Up {
+            // A failure of this path, with the far end alive: no longer excused. The
+            // mark outlives the session's return otherwise (see `state::FAR_END_GRACE`).
+            v.far_end_quiet = None;
+        }
+    }
+    st.touch();
+    if let Some(how) = quiet {
+        let msg = format!(
+            "end-to-end BFD with {} down, but the far gateway {} on every path at once: the path is kept for up to {} s while it comes back",
+            ev.peer,
+            if how == FarEnd::Restarted { "restarted" } else { "went quiet" },
+            crate::state::FAR_END_GRACE.as_secs()
+        );
+        tracing::warn!(line = %ev.name, "{msg}");
+        st.record(EventKind::FarEndQuiet, Some(&ev.name), msg);
+    }
+    // Only transitions into or out of Up are worth the operator's log.
+    if ev.to != State::Up && ev.from != State::Up {
+        return failed;
+    }
+    let what = if key.2 { "end-to-end BFD" } else { "BFD" };
+    let remote = if ev.to != State::Up && ev.remote_state == Some(State::AdminDown) {
+        ", the peer is administratively down".to_owned()
+    } else {
+        ev.remote_diag
+            .filter(|d| *d != Diag::None)
+            .map(|d| format!(", peer says {d}"))
+            .unwrap_or_default()
+    };
+    let msg = format!(
+        "{what} with {} {} -> {} ({}{remote})",
+        ev.peer,
+        ev.from.as_str(),
+        ev.to.as_str(),
+        ev.diag
+    );
+    tracing::info!(line = %ev.name, "{msg}");
+    st.record(
+        if ev.to == State::Up {
+            EventKind::BfdUp
+        } else {
+            EventKind::BfdDown
+        },
+        Some(&ev.name),
+        msg,
+    );
+    failed
 }
 
 /// Counters, RTT and loss the events do not carry, refreshed twice a second; and every
 /// few seconds another try at the sessions that could not start.
-async fn poll(bfd: Arc<Bfd>, running: Running, state: Arc<Mutex<AgentState>>) {
+async fn poll(bfd: Arc<Bfd>, running: Running, inputs: Inputs, window: Arc<Mutex<Duration>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u32;
-    // Sessions whose silent peer has been reported, so that it is said once.
-    let mut told: HashSet<Key> = HashSet::new();
     loop {
         tick.tick().await;
         ticks = ticks.wrapping_add(1);
         if ticks % RETRY_TICKS == 0 {
-            retry(&bfd, &running, &state).await;
+            retry(&bfd, &running, &inputs).await;
         }
-        let window = lock(&state).config().policy.loss_window.0;
-        let all = bfd.status(window).await;
-        let mut st = lock(&state);
-        let settled = st.past_startup_grace();
-        let mut silent = Vec::new();
-        for s in all {
-            let key = (s.name.clone(), s.peer, s.multihop);
-            if let Some(v) = st
-                .bfd
-                .get_mut(&key)
-                .filter(|v| v.id.is_none_or(|id| id == s.id))
-            {
-                v.state = Some(s.state);
-                v.local_diag = Some(s.local_diag);
-                v.remote_diag = s.remote_diag;
-                v.heard |= s.rx_packets > 0 || s.state == State::Up;
-                v.detail = Some(s);
-                if settled && v.unanswered() && told.insert(key) {
-                    silent.push((v.line.clone(), v.unanswered_why()));
-                }
+        let window = *lock(&window);
+        inputs.send(Input::BfdPolled(bfd.status(window).await));
+    }
+}
+
+/// Applies a poll (in the supervisor); a peer that never answered is reported once.
+pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
+    let settled = st.past_startup_grace();
+    let mut silent = Vec::new();
+    for s in all {
+        let key = (s.name.clone(), s.peer, s.multihop);
+        if let Some(v) = st
+            .bfd
+            .get_mut(&key)
+            .filter(|v| v.id.is_none_or(|id| id == s.id))
+        {
+            v.state = Some(s.state);
+            v.local_diag = Some(s.local_diag);
+            v.remote_diag = s.remote_diag;
+            v.heard |= s.rx_packets > 0 || s.state == State::Up;
+            v.detail = Some(s);
+            if settled && v.unanswered() && !v.told_unanswered {
+                v.told_unanswered = true;
+                silent.push((v.line.clone(), v.unanswered_why()));
             }
         }
-        told.retain(|k| st.bfd.contains_key(k));
-        for (line, why) in silent {
-            tracing::warn!(path = %line, "{why}");
-            st.record(EventKind::BfdUnanswered, Some(&line), why);
-        }
+    }
+    for (line, why) in silent {
+        tracing::warn!(path = %line, "{why}");
+        st.record(EventKind::BfdUnanswered, Some(&line), why);
     }
 }

@@ -1,6 +1,6 @@
-//! Each interface's carrier, as the kernel's link notifications tell it (rtnetlink), kept
-//! in the state for the paths' carrier signal; and a wake-up of the route programming the
-//! moment one of our interfaces changes. A carrier loss must not wait for BFD to notice:
+//! Each interface's carrier, as the kernel's link notifications tell it (rtnetlink), sent
+//! to the supervisor for the paths' carrier signal; it decides again the moment one of
+//! our interfaces changes. A carrier loss must not wait for BFD to notice:
 //! the kernel flushes the nexthops on a link that lost its carrier at once (a group left
 //! empty takes its routes with it), so every millisecond until the next pass is traffic
 //! dropped.
@@ -15,7 +15,6 @@
 //! sysfs instead (`state`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -25,7 +24,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::MulticastGroup;
 
 use crate::config::Config;
-use crate::state::{lock, AgentState};
+use crate::state::AgentState;
+use crate::supervisor::{Input, Inputs};
 
 /// How often the whole table is read again.
 const RESYNC: Duration = Duration::from_secs(1);
@@ -70,10 +70,9 @@ fn ours(cfg: &Config) -> impl Iterator<Item = &String> {
         .chain(cfg.tunnels.iter().map(|t| t.interface.get_ref()))
 }
 
-/// Applies one change; wakes the programmer when it concerns a path. Without a table (no
-/// dump yet) it waits for the dump.
-fn update(state: &Mutex<AgentState>, iface: String, carrier: Option<bool>) {
-    let mut st = lock(state);
+/// Applies one change (in the supervisor); a decision follows when it concerns a path.
+/// Without a table (no dump yet) it waits for the dump.
+pub(crate) fn update(st: &mut AgentState, iface: String, carrier: Option<bool>) {
     let Some(table) = st.links.as_mut() else {
         return;
     };
@@ -82,28 +81,40 @@ fn update(state: &Mutex<AgentState>, iface: String, carrier: Option<bool>) {
         None => table.remove(&iface).is_some(),
     };
     if changed && ours(st.config()).any(|n| *n == iface) {
+        st.carrier_epoch += 1;
         st.touch();
     }
 }
 
-/// Puts a fresh dump in place; wakes the programmer when one of our interfaces differs.
-/// `exists` confirms, by name, an interface of ours the dump left out.
-fn replace(state: &Mutex<AgentState>, mut fresh: Carriers, exists: impl Fn(&str) -> bool) {
-    let mut st = lock(state);
-    let old = st.links.take();
-    let mut differs = old.is_none();
-    for n in ours(st.config()) {
-        let before = old.as_ref().and_then(|o| o.get(n.as_str()).copied());
-        if !fresh.contains_key(n.as_str()) && exists(n) {
-            // Missed by the dump, not gone: as last known (down when never known).
-            fresh.insert(n.clone(), before.unwrap_or(false));
-        }
-        differs |= fresh.get(n.as_str()).copied() != before;
-    }
-    st.links = Some(fresh);
+/// Puts a fresh table in place (in the supervisor), or none when the notifications were
+/// lost; a decision follows when one of our interfaces differs.
+pub(crate) fn replace(st: &mut AgentState, fresh: Option<Carriers>) {
+    let old = std::mem::replace(&mut st.links, fresh);
+    let differs = match (&old, &st.links) {
+        (Some(old), Some(new)) => ours(st.config()).any(|n| old.get(n) != new.get(n)),
+        (None, None) => false,
+        _ => true,
+    };
     if differs {
+        st.carrier_epoch += 1;
         st.touch();
     }
+}
+
+/// A dump checked against the table it replaces: an interface it left out that `exists`
+/// confirms by name was missed by the dump (another link's change raced it), not gone, and
+/// stays as last known.
+fn confirmed(
+    old: Option<&Carriers>,
+    mut fresh: Carriers,
+    exists: impl Fn(&str) -> bool,
+) -> Carriers {
+    for (n, c) in old.into_iter().flatten() {
+        if !fresh.contains_key(n) && exists(n) {
+            fresh.insert(n.clone(), *c);
+        }
+    }
+    fresh
 }
 
 async fn dump(handle: &rtnetlink::Handle) -> Result<Carriers, rtnetlink::Error> {
@@ -121,13 +132,13 @@ fn exists(iface: &str) -> bool {
 }
 
 /// Starts the task that keeps the table, subscribing again whenever the socket fails.
-pub fn start(state: Arc<Mutex<AgentState>>) {
+pub fn start(inputs: Inputs) {
     tokio::spawn(async move {
         loop {
             match rtnetlink::new_multicast_connection(&[MulticastGroup::Link]) {
                 Ok((conn, handle, messages)) => {
                     let conn = tokio::spawn(conn);
-                    follow(&state, &handle, messages).await;
+                    follow(&inputs, &handle, messages).await;
                     conn.abort();
                 }
                 Err(e) => {
@@ -135,14 +146,14 @@ pub fn start(state: Arc<Mutex<AgentState>>) {
                 }
             }
             // Lost: the carrier falls back to sysfs until a new table is in.
-            lock(&state).links = None;
+            inputs.send(Input::Links(None));
             tokio::time::sleep(RECONNECT).await;
         }
     });
 }
 
 /// Follows one socket until it ends.
-async fn follow<S>(state: &Mutex<AgentState>, handle: &rtnetlink::Handle, mut messages: S)
+async fn follow<S>(inputs: &Inputs, handle: &rtnetlink::Handle, mut messages: S)
 where
     S: futures_util::Stream<
             Item = (
@@ -154,6 +165,8 @@ where
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    // The table as sent, to check the next dump against.
+    let mut table: Option<Carriers> = None;
     loop {
         // Notifications first: a dump taken while some wait would be undone by them.
         let due = tokio::select! {
@@ -166,7 +179,13 @@ where
                 match msg.payload {
                     NetlinkPayload::InnerMessage(msg) => {
                         if let Some((iface, carrier)) = change(msg) {
-                            update(state, iface, carrier);
+                            if let Some(t) = table.as_mut() {
+                                match carrier {
+                                    Some(c) => t.insert(iface.clone(), c),
+                                    None => t.remove(&iface),
+                                };
+                            }
+                            inputs.send(Input::Link { iface, carrier });
                         }
                         false
                     }
@@ -183,7 +202,9 @@ where
         match dump(handle).await {
             Ok(all) => {
                 failures = 0;
-                replace(state, all, exists);
+                let fresh = confirmed(table.as_ref(), all, exists);
+                table = Some(fresh.clone());
+                inputs.send(Input::Links(Some(fresh)));
             }
             Err(e) => {
                 failures += 1;
@@ -242,7 +263,7 @@ mod tests {
         assert_eq!(change(RouteNetlinkMessage::DelLink(port)), None);
     }
 
-    fn state() -> Mutex<AgentState> {
+    fn state() -> AgentState {
         let src = r#"
             [gateway]
             name = "gw"
@@ -260,33 +281,37 @@ mod tests {
         "#;
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
-        Mutex::new(AgentState::new(cfg, std::path::Path::new("t.toml")))
+        AgentState::new(cfg, std::path::Path::new("t.toml"))
     }
 
     #[test]
-    fn only_a_dump_makes_the_table_and_a_link_it_missed_is_not_absent() {
-        let st = state();
-        update(&st, "line1".into(), Some(true));
-        assert!(
-            lock(&st).links.is_none(),
-            "a notification alone makes no table"
-        );
-        replace(&st, [("line1".to_owned(), true)].into(), |_| true);
-        let touches = lock(&st).touches();
-        update(&st, "line1".into(), Some(false));
-        assert!(!lock(&st).links.as_ref().unwrap()["line1"]);
-        assert_eq!(
-            lock(&st).touches(),
-            touches + 1,
-            "ours: the programmer woken"
-        );
-        update(&st, "docker0".into(), Some(true));
-        assert_eq!(lock(&st).touches(), touches + 1, "not ours");
-        // A dump that misses line1 while it exists keeps what was known.
-        replace(&st, Carriers::new(), |_| true);
-        assert_eq!(lock(&st).links.as_ref().unwrap().get("line1"), Some(&false));
+    fn only_a_dump_makes_the_table_and_only_our_interfaces_wake_the_decision() {
+        let mut st = state();
+        update(&mut st, "line1".into(), Some(true));
+        assert!(st.links.is_none(), "a notification alone makes no table");
+        replace(&mut st, Some([("line1".to_owned(), true)].into()));
+        assert!(st.take_touched(), "the first table");
+        update(&mut st, "line1".into(), Some(false));
+        assert!(!st.links.as_ref().unwrap()["line1"]);
+        assert!(st.take_touched(), "ours: a decision follows");
+        update(&mut st, "docker0".into(), Some(true));
+        assert!(!st.take_touched(), "not ours");
+        replace(&mut st, Some([("line1".to_owned(), false)].into()));
+        assert!(!st.take_touched(), "the same for ours");
+        replace(&mut st, None);
+        assert!(st.take_touched(), "lost: read from sysfs now");
+    }
+
+    #[test]
+    fn a_link_a_dump_missed_is_not_absent() {
+        let old: Carriers = [("line1".to_owned(), false), ("tun1".to_owned(), true)].into();
+        let fresh: Carriers = [("tun1".to_owned(), true)].into();
+        // line1 exists: missed by the dump, as last known.
+        let t = confirmed(Some(&old), fresh.clone(), |_| true);
+        assert_eq!(t.get("line1"), Some(&false));
         // Gone for real.
-        replace(&st, Carriers::new(), |_| false);
-        assert_eq!(lock(&st).links.as_ref().unwrap().get("line1"), None);
+        let t = confirmed(Some(&old), fresh.clone(), |_| false);
+        assert_eq!(t.get("line1"), None);
+        assert_eq!(confirmed(None, fresh.clone(), |_| true), fresh);
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Tunnel as TunnelCfg};
 use crate::control::proto::TunnelStatus;
 use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
+use crate::supervisor::{Input, Inputs};
 
 /// MTU when the config sets none: 1500 less WireGuard over IPv6 (40 + 8 + 32).
 pub const DEFAULT_MTU: u16 = 1420;
@@ -103,6 +104,7 @@ pub struct Tunnels {
     running: Running,
     pending: Pending,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    inputs: Inputs,
 }
 
 impl Drop for Tunnels {
@@ -147,19 +149,20 @@ pub fn change(old: &TunnelConfig, new: &TunnelConfig) -> Option<Change> {
     })
 }
 
-pub async fn start(cfg: &Config, state: Arc<Mutex<AgentState>>) -> Tunnels {
+pub async fn start(cfg: &Config, inputs: Inputs) -> Tunnels {
     let running = Running::default();
     let pending: Pending = Arc::new(Mutex::new((cfg.clone(), BTreeSet::new())));
     let tasks = vec![
-        tokio::spawn(poll(running.clone(), state.clone())),
-        tokio::spawn(retry(pending.clone(), running.clone(), state.clone())),
+        tokio::spawn(poll(running.clone(), inputs.clone())),
+        tokio::spawn(retry(pending.clone(), running.clone(), inputs.clone())),
     ];
     let mut tunnels = Tunnels {
         running,
         pending,
         tasks,
+        inputs,
     };
-    tunnels.apply(cfg, &state).await;
+    tunnels.apply(cfg).await;
     let configured: Vec<&str> = cfg
         .tunnels
         .iter()
@@ -175,7 +178,7 @@ async fn launch(
     t: &TunnelCfg,
     running: &Running,
     pending: &Pending,
-    state: &Mutex<AgentState>,
+    inputs: &Inputs,
 ) {
     let name = t.name.get_ref().clone();
     match try_start(cfg, t).await {
@@ -183,9 +186,10 @@ async fn launch(
             tracing::info!(tunnel = %name, interface = %tunnel.interface(), "tunnel up");
             lock(running).insert(name.clone(), tunnel);
             lock(pending).1.remove(&name);
-            let mut st = lock(state);
-            st.tunnels.insert(name, TunnelView::default());
-            st.touch();
+            inputs.send(Input::TunnelStarted {
+                name,
+                retried: false,
+            });
         }
         Err(e) => {
             let msg = format!(
@@ -194,15 +198,12 @@ async fn launch(
             );
             tracing::error!("{msg}");
             lock(pending).1.insert(name.clone());
-            let mut st = lock(state);
-            st.record(EventKind::TunnelError, Some(&name), msg);
-            st.tunnels.insert(
+            inputs.record(EventKind::TunnelError, Some(&name), msg);
+            inputs.send(Input::TunnelFailed {
                 name,
-                TunnelView {
-                    stats: None,
-                    error: Some(format!("{e:#}")),
-                },
-            );
+                error: format!("{e:#}"),
+                told: true,
+            });
         }
     }
 }
@@ -230,7 +231,7 @@ impl Tunnels {
     /// interface goes, changed ones change in place or restart; the others are not
     /// touched. A tunnel whose new config cannot be built (a key file unreadable) keeps
     /// running as it was. Returns what was done, for the reload's report.
-    pub async fn apply(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+    pub async fn apply(&mut self, cfg: &Config) -> Vec<String> {
         let mut done = Vec::new();
         let mut want = BTreeMap::new();
         for t in &cfg.tunnels {
@@ -243,7 +244,8 @@ impl Tunnels {
                     let msg = format!("tunnel {name}: {e:#}");
                     if lock(&self.running).contains_key(&name) {
                         tracing::error!("{msg}; it keeps running as it was");
-                        lock(state).record(EventKind::TunnelError, Some(&name), msg.clone());
+                        self.inputs
+                            .record(EventKind::TunnelError, Some(&name), msg.clone());
                         done.push(msg);
                     }
                     want.insert(name, (t, None));
@@ -309,15 +311,16 @@ impl Tunnels {
             if !configs.contains_key(name) && !lock(&self.pending).1.contains(name) {
                 done.push(format!("tunnel {name} added"));
             }
-            launch(cfg, t, &self.running, &self.pending, state).await;
+            launch(cfg, t, &self.running, &self.pending, &self.inputs).await;
         }
-        lock(state).tunnels.retain(|n, _| want.contains_key(n));
+        self.inputs
+            .send(Input::TunnelsKept(want.keys().cloned().collect()));
         done
     }
 }
 
 /// Tries the tunnels that could not start, every RETRY.
-async fn retry(pending: Pending, running: Running, state: Arc<Mutex<AgentState>>) {
+async fn retry(pending: Pending, running: Running, inputs: Inputs) {
     loop {
         tokio::time::sleep(RETRY).await;
         let (cfg, names) = lock(&pending).clone();
@@ -334,19 +337,18 @@ async fn retry(pending: Pending, running: Running, state: Arc<Mutex<AgentState>>
                         tunnel.stop().await;
                         continue;
                     }
-                    let msg = format!("tunnel {name} started on retry");
-                    tracing::info!("{msg}");
+                    tracing::info!("tunnel {name} started on retry");
                     lock(&running).insert(name.clone(), tunnel);
-                    let mut st = lock(&state);
-                    st.record(EventKind::TunnelStarted, Some(&name), msg);
-                    st.tunnels.insert(name.clone(), TunnelView::default());
-                    st.touch();
+                    inputs.send(Input::TunnelStarted {
+                        name: name.clone(),
+                        retried: true,
+                    });
                 }
-                Err(e) => {
-                    if let Some(v) = lock(&state).tunnels.get_mut(&name) {
-                        v.error = Some(format!("{e:#}"));
-                    }
-                }
+                Err(e) => inputs.send(Input::TunnelFailed {
+                    name: name.clone(),
+                    error: format!("{e:#}"),
+                    told: false,
+                }),
             }
         }
     }
@@ -354,8 +356,8 @@ async fn retry(pending: Pending, running: Running, state: Arc<Mutex<AgentState>>
 
 /// Counters and handshake times, twice a second, and every 50 ms while a tunnel waits for
 /// its handshake: after a restart the first handshake is what lets traffic back onto the
-/// tunnels, so it is noticed at once. A handshake gained or lost is an event.
-async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
+/// tunnels, so it is noticed at once.
+async fn poll(running: Running, inputs: Inputs) {
     let mut waiting = true;
     loop {
         tokio::time::sleep(if waiting {
@@ -364,49 +366,88 @@ async fn poll(running: Running, state: Arc<Mutex<AgentState>>) {
             Duration::from_millis(500)
         })
         .await;
-        waiting = false;
         let now = SystemTime::now();
         let tunnels: Vec<(String, TunnelStats)> = lock(&running)
             .iter()
             .map(|(n, t)| (n.clone(), t.stats()))
             .collect();
-        let mut st = lock(&state);
-        for (name, stats) in tunnels {
-            let name = &name;
-            let fresh =
-                |s: &TunnelStats| handshake_age(s, now).is_some_and(|a| a < HANDSHAKE_STALE);
-            let was = st
-                .tunnels
-                .get(name)
-                .and_then(|v| v.stats.as_ref())
-                .is_some_and(fresh);
-            let is = fresh(&stats);
-            waiting |= !is;
-            if let Some(v) = st.tunnels.get_mut(name) {
-                v.stats = Some(stats);
-            }
-            if is != was {
-                let msg = if is {
-                    format!("tunnel {name}: handshake with the peer")
-                } else {
-                    format!(
-                        "tunnel {name}: no handshake for {} s",
-                        HANDSHAKE_STALE.as_secs()
-                    )
-                };
-                tracing::info!("{msg}");
-                st.touch();
-                st.record(
-                    if is {
-                        EventKind::TunnelUp
-                    } else {
-                        EventKind::TunnelDown
-                    },
-                    Some(name),
-                    msg,
-                );
-            }
+        waiting = tunnels.iter().any(|(_, s)| !fresh(s, now));
+        inputs.send(Input::TunnelStats(tunnels));
+    }
+}
+
+fn fresh(s: &TunnelStats, now: SystemTime) -> bool {
+    handshake_age(s, now).is_some_and(|a| a < HANDSHAKE_STALE)
+}
+
+/// A tunnel runs (in the supervisor).
+pub(crate) fn started(st: &mut AgentState, name: String, retried: bool) {
+    if retried {
+        st.record(
+            EventKind::TunnelStarted,
+            Some(&name),
+            format!("tunnel {name} started on retry"),
+        );
+    }
+    st.tunnels.insert(name, TunnelView::default());
+    st.touch();
+}
+
+/// A tunnel that could not start, or start again (in the supervisor); only a failure
+/// that is news changes the view of a tunnel not known yet.
+pub(crate) fn failed(st: &mut AgentState, name: String, error: String, told: bool) {
+    match st.tunnels.get_mut(&name) {
+        Some(v) => v.error = Some(error),
+        None if told => {
+            st.tunnels.insert(
+                name,
+                TunnelView {
+                    stats: None,
+                    error: Some(error),
+                },
+            );
         }
+        None => {}
+    }
+}
+
+/// Applies a poll (in the supervisor): a handshake gained or lost is an event, and a
+/// decision follows it.
+pub(crate) fn polled(st: &mut AgentState, all: Vec<(String, TunnelStats)>) {
+    let now = SystemTime::now();
+    for (name, stats) in all {
+        let was = st
+            .tunnels
+            .get(&name)
+            .and_then(|v| v.stats.as_ref())
+            .is_some_and(|s| fresh(s, now));
+        let is = fresh(&stats, now);
+        let Some(v) = st.tunnels.get_mut(&name) else {
+            continue;
+        };
+        v.stats = Some(stats);
+        if is == was {
+            continue;
+        }
+        let msg = if is {
+            format!("tunnel {name}: handshake with the peer")
+        } else {
+            format!(
+                "tunnel {name}: no handshake for {} s",
+                HANDSHAKE_STALE.as_secs()
+            )
+        };
+        tracing::info!("{msg}");
+        st.touch();
+        st.record(
+            if is {
+                EventKind::TunnelUp
+            } else {
+                EventKind::TunnelDown
+            },
+            Some(&name),
+            msg,
+        );
     }
 }
 
@@ -422,19 +463,24 @@ mod tests {
         let dir = key_dir();
         let cfg = parse_in(dir.path(), EXAMPLE).unwrap();
         std::fs::remove_file(dir.path().join("keys/inet1.key")).unwrap();
-        let state = Arc::new(Mutex::new(AgentState::new(
-            cfg.clone(),
-            std::path::Path::new("gw.toml"),
-        )));
+        let (inputs, mut rx) = Inputs::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let tunnels = rt.block_on(start(&cfg, state.clone()));
-        let st = lock(&state);
+        let tunnels = rt.block_on(start(&cfg, inputs));
+        let mut st = AgentState::new(cfg.clone(), std::path::Path::new("gw.toml"));
+        let mut recorded = Vec::new();
+        while let Ok(i) = rx.try_recv() {
+            match i {
+                Input::TunnelFailed { name, error, told } => failed(&mut st, name, error, told),
+                Input::Record { kind, .. } => recorded.push(kind),
+                _ => {}
+            }
+        }
         let error = st.tunnels["inet1"].error.clone().unwrap_or_default();
         assert!(error.contains("inet1.key"), "{error}");
-        assert!(st.events().any(|e| e.kind == "tunnel-error"));
+        assert!(recorded.contains(&EventKind::TunnelError));
         assert!(lock(&tunnels.pending).1.contains("inet1"));
         assert!(lock(&tunnels.running).is_empty());
     }

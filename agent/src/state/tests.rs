@@ -1,4 +1,8 @@
+use super::health::{bfd_signal, EOR_WAIT, ROUTES_SETTLE};
 use super::*;
+use crate::core::signals::{Health, SignalKind};
+use bgp::wire::Family;
+use ipnet::IpNet;
 
 fn state_with_sysfs(dir: &Path) -> AgentState {
     state_from(LINES, dir)
@@ -121,6 +125,7 @@ fn a_bfd_session_not_up_yet_after_the_start_is_unknown_not_down() {
         waiting_for_bgp: false,
         last_up_at: None,
         id: None,
+        told_unanswered: false,
     };
     let health = |v: &[BfdView]| -> Health {
         bfd_signal(
@@ -196,6 +201,7 @@ fn the_far_ends_silence_is_not_counted_as_the_paths_loss() {
         waiting_for_bgp: false,
         last_up_at: None,
         id: None,
+        told_unanswered: false,
     };
     let lossy = view(0.29, Some(FarEnd::Silent));
     let clean = view(0.01, None);
@@ -309,6 +315,7 @@ fn a_line_whose_router_withdrew_the_site_is_down_while_another_line_announces_it
             waiting_for_bgp: false,
             last_up_at: None,
             id: None,
+            told_unanswered: false,
         },
     );
     assert_eq!(bgp_of(&st, "l1").state, Health::Up);
@@ -473,6 +480,7 @@ fn after_the_agents_own_stall_timed_out_signals_hold_but_a_lost_carrier_does_not
             waiting_for_bgp: false,
             last_up_at: None,
             id: None,
+            told_unanswered: false,
         },
     );
     let status = |st: &AgentState| st.path_status(st.config().find_path("l1").unwrap());

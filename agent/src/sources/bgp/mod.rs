@@ -4,101 +4,27 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bgp::driver::{self, Event, Handle, Listener, NeighborConfig, Peer, SocketOptions, BGP_PORT};
-use bgp::fsm::{SessionConfig, State};
+use bgp::fsm::SessionConfig;
 use bgp::rib::{ExportPolicy, ImportBound, ImportPolicy, MaxPrefixAction};
 use bgp::wire::Family;
-use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use crate::config::{self, Community, Config, DrainMode, Line};
-use crate::control::proto::BgpStatus;
 use crate::core::events::EventKind;
 use crate::policy::Advertise;
-use crate::state::{lock, AgentState};
+use crate::state::lock;
+use crate::supervisor::{Input, Inputs};
+
+mod view;
+pub use view::{apply, NeighborState};
+pub(crate) use view::{gone, neighbor, polled};
 
 /// AS-path prepends added to a drained line's announcements (on top of its own).
 const DRAIN_PREPEND: u8 = 3;
-
-/// What the agent knows of one BGP session.
-#[derive(Debug, Clone)]
-pub struct NeighborState {
-    pub line: String,
-    pub peer: IpAddr,
-    /// False until the session first reported: its state is then unknown, not Idle.
-    pub reported: bool,
-    pub state: State,
-    pub established_at: Option<Instant>,
-    /// When routes last came or went: a table still streaming in is not re-learned yet.
-    pub last_routes_at: Option<Instant>,
-    pub last_error: Option<String>,
-    /// The peer announced graceful restart, so it marks the end of its initial table of
-    /// each family with End-of-RIB (RFC 4724 §2).
-    pub sends_end_of_rib: bool,
-    /// Families whose initial table the peer has finished sending, this session.
-    pub synced: HashSet<Family>,
-    /// While the peer restarts gracefully (RFC 4724), until when its routes are kept.
-    pub restarting_until: Option<Instant>,
-    pub rejected: u64,
-    /// What the import filter refused, by reason.
-    pub refused: crate::refused::Refused,
-    pub advertised: usize,
-    /// Routes learned from this neighbour: prefix -> next hop.
-    pub learned: HashMap<IpNet, IpAddr>,
-    /// Those of `learned` tagged GRACEFUL_SHUTDOWN (RFC 8326): the far side drains the line.
-    pub graceful_shutdown: HashSet<IpNet>,
-}
-
-impl NeighborState {
-    pub(crate) fn new(line: &str, peer: IpAddr) -> NeighborState {
-        NeighborState {
-            line: line.to_owned(),
-            peer,
-            reported: false,
-            state: State::Idle,
-            established_at: None,
-            last_routes_at: None,
-            last_error: None,
-            sends_end_of_rib: false,
-            synced: HashSet::new(),
-            restarting_until: None,
-            rejected: 0,
-            refused: Default::default(),
-            advertised: 0,
-            learned: HashMap::new(),
-            graceful_shutdown: HashSet::new(),
-        }
-    }
-
-    pub fn state_name(&self) -> &'static str {
-        if self.reported {
-            self.state.as_str()
-        } else {
-            "unknown"
-        }
-    }
-
-    pub fn status(&self) -> BgpStatus {
-        BgpStatus {
-            neighbor: self.peer.to_string(),
-            state: self.state_name().to_owned(),
-            established_seconds: self.established_at.map(|t| t.elapsed().as_secs()),
-            prefixes_received: self.learned.len(),
-            prefixes_rejected: self.rejected,
-            rejected_by_reason: self
-                .refused
-                .by_reason
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
-            prefixes_advertised: self.advertised,
-            last_error: self.last_error.clone(),
-        }
-    }
-}
 
 /// One running session and the config it was started with.
 struct Running {
@@ -207,18 +133,13 @@ fn neighbor_config(
     })
 }
 
-/// Starts a session per line neighbour and the passive listener, and the tasks that fold
-/// their events into the agent state.
-pub async fn start(
-    cfg: &Config,
-    state: Arc<Mutex<AgentState>>,
-    restarted: bool,
-    nudge: mpsc::UnboundedSender<crate::coupling::Nudge>,
-) -> Sessions {
+/// Starts a session per line neighbour and the passive listener, and the tasks that pass
+/// their events on to the supervisor.
+pub async fn start(cfg: &Config, inputs: Inputs, restarted: bool) -> Sessions {
     let (tx, rx) = mpsc::channel(1024);
     let handles = Handles::default();
-    tokio::spawn(fold_events(rx, state.clone(), nudge));
-    tokio::spawn(poll_counters(handles.clone(), state.clone()));
+    tokio::spawn(forward(rx, inputs.clone()));
+    tokio::spawn(poll_counters(handles.clone(), inputs.clone()));
     let mut s = Sessions {
         running: BTreeMap::new(),
         handles,
@@ -228,7 +149,7 @@ pub async fn start(
         drained: HashSet::new(),
         listener: None,
     };
-    s.apply(cfg, &state).await;
+    s.apply(cfg, &inputs).await;
     s.restarted = false;
     s
 }
@@ -291,12 +212,12 @@ impl Sessions {
     /// with a Cease, changed ones (AS, timers, key, interface, import bounds) restart;
     /// the others are not touched. A neighbour whose new config cannot be built keeps
     /// running as it was. Returns what was done, for the reload's report.
-    pub async fn apply(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+    pub async fn apply(&mut self, cfg: &Config, inputs: &Inputs) -> Vec<String> {
         let (want, errors) = wanted(cfg, self.restarted);
         let mut done = Vec::new();
         for (_, e) in &errors {
             tracing::error!("{e}; a running session keeps its settings");
-            lock(state).record(EventKind::BgpError, None, e.clone());
+            inputs.record(EventKind::BgpError, None, e.clone());
             done.push(e.clone());
         }
         let plan = crate::reload::diff(&self.running, &want, |r, (line, n)| {
@@ -341,12 +262,7 @@ impl Sessions {
             } else {
                 r.handle.stop().await;
             }
-            let mut st = lock(state);
-            st.bgp.remove(peer);
-            // Its learned prefixes leave the sites' prefix sets.
-            st.routes_generation += 1;
-            st.touch();
-            drop(st);
+            inputs.send(Input::BgpGone(*peer));
             if plan.removed.contains(peer) {
                 done.push(format!("BGP with {peer} ({}) stopped", r.line));
             }
@@ -362,9 +278,11 @@ impl Sessions {
             // waiting for us (a restart) brings the session up within a millisecond, and
             // an event for a peer not in the state is dropped — a lost Up left the line
             // "waiting for its prefixes" and a lost UPDATE left it announcing nothing.
-            lock(state)
-                .bgp
-                .insert(*peer, NeighborState::new(line, *peer));
+            // One channel keeps the order: this goes in before the session's events.
+            inputs.send(Input::BgpNeighbor {
+                line: line.clone(),
+                peer: *peer,
+            });
             let handle = driver::spawn(ncfg.clone(), self.events.clone());
             self.running.insert(
                 *peer,
@@ -440,21 +358,16 @@ impl Sessions {
     /// line's export attributes, made unattractive to the far side while it is drained.
     /// Sessions of lines whose export did not change are not touched. Returns the names of
     /// the lines re-announced.
-    pub async fn sync_exports(&mut self, cfg: &Config, state: &Mutex<AgentState>) -> Vec<String> {
+    pub async fn sync_exports(
+        &mut self,
+        cfg: &Config,
+        advertise: &BTreeMap<String, Advertise>,
+        inputs: &Inputs,
+    ) -> Vec<String> {
         let mut changed = Vec::new();
         for line in &cfg.lines {
             let name = line.name.get_ref();
-            let (drained, peers) = {
-                let st = lock(state);
-                let drained = st.advertise.get(name) == Some(&Advertise::Unattractive);
-                let peers: Vec<IpAddr> = st
-                    .bgp
-                    .values()
-                    .filter(|n| &n.line == name)
-                    .map(|n| n.peer)
-                    .collect();
-                (drained, peers)
-            };
+            let drained = advertise.get(name) == Some(&Advertise::Unattractive);
             let mut new = export_policy(cfg, line, false);
             if drained {
                 match line.export.drain {
@@ -480,10 +393,8 @@ impl Sessions {
             } else {
                 self.drained.remove(name)
             };
-            for (peer, r) in &self.running {
-                if peers.contains(peer) {
-                    r.handle.set_export(new.clone()).await;
-                }
+            for r in self.running.values().filter(|r| &r.line == name) {
+                r.handle.set_export(new.clone()).await;
             }
             if drain_changed {
                 let msg = if drained {
@@ -495,7 +406,7 @@ impl Sessions {
                     format!("announcements on {name} restored")
                 };
                 tracing::info!("{msg}");
-                lock(state).record(EventKind::BgpExport, Some(name), msg);
+                inputs.record(EventKind::BgpExport, Some(name), msg);
             }
             changed.push(name.clone());
         }
@@ -503,154 +414,23 @@ impl Sessions {
     }
 }
 
-async fn fold_events(
-    mut rx: mpsc::Receiver<Event>,
-    state: Arc<Mutex<AgentState>>,
-    nudge: mpsc::UnboundedSender<crate::coupling::Nudge>,
-) {
+/// Passes the sessions' events on, in order.
+async fn forward(mut rx: mpsc::Receiver<Event>, inputs: Inputs) {
     while let Some(ev) = rx.recv().await {
-        let session = matches!(ev, Event::Up { .. } | Event::Down { .. });
-        apply(&mut lock(&state), ev);
-        if session {
-            // BFD with the router follows (see `coupling`); no task without BFD.
-            let _ = nudge.send(crate::coupling::Nudge::Changed);
-        }
-    }
-}
-
-/// Applies one session event to the agent state and the event log.
-pub fn apply(st: &mut AgentState, ev: Event) {
-    let (peer, record) = match ev {
-        Event::Up { peer, negotiated } => {
-            let Some(n) = st.bgp.get_mut(&peer) else {
-                return;
-            };
-            n.reported = true;
-            n.state = State::Established;
-            n.established_at = Some(Instant::now());
-            n.sends_end_of_rib = negotiated.graceful_restart.is_some();
-            n.synced.clear();
-            n.last_error = None;
-            n.restarting_until = None;
-            let msg = format!(
-                "BGP session with {peer} (AS{}) established: hold {} s, families {:?}",
-                negotiated.peer_asn, negotiated.hold_time, negotiated.families
-            );
-            (peer, Some((EventKind::BgpUp, msg)))
-        }
-        Event::Down {
-            peer,
-            reason,
-            graceful,
-        } => {
-            let Some(n) = st.bgp.get_mut(&peer) else {
-                return;
-            };
-            n.reported = true;
-            n.state = State::Idle;
-            n.established_at = None;
-            n.synced.clear();
-            n.last_error = Some(reason.clone());
-            n.restarting_until = graceful.map(|d| Instant::now() + d);
-            let reason = match graceful {
-                Some(d) => format!(
-                    "{reason}; the peer restarts gracefully, its routes are kept for {} s",
-                    d.as_secs()
-                ),
-                None => reason,
-            };
-            (
-                peer,
-                Some((
-                    EventKind::BgpDown,
-                    format!("BGP session with {peer} down: {reason}"),
-                )),
-            )
-        }
-        Event::EndOfRib { peer, family } => {
-            if let Some(n) = st.bgp.get_mut(&peer) {
-                n.synced.insert(family);
-                // A table judged withdrawn may be judged now.
-                st.touch();
-            }
-            return;
-        }
-        Event::Routes { peer, delta } => {
-            let Some(n) = st.bgp.get_mut(&peer) else {
-                return;
-            };
-            for p in &delta.withdrawn {
-                n.learned.remove(p);
-                n.graceful_shutdown.remove(p);
-            }
-            for (p, _) in &delta.added {
-                n.graceful_shutdown.remove(p);
-            }
-            n.learned.extend(delta.added.iter().copied());
-            n.graceful_shutdown
-                .extend(delta.graceful_shutdown.iter().copied());
-            n.rejected += delta.rejected.len() as u64;
-            let refused = n.refused.note(&delta.rejected);
-            let line = n.line.clone();
-            n.last_routes_at = Some(Instant::now());
-            st.routes_generation += 1;
-            st.routes_changed_at = n.last_routes_at;
-            tell_refused(st, peer, &line, refused);
-            (peer, None)
-        }
-    };
-    st.touch();
-    if let Some((kind, msg)) = record {
-        let line = st.bgp.get(&peer).map(|n| n.line.clone());
-        st.record(kind, line.as_deref(), msg);
-    }
-}
-
-/// Logs each newly refused prefix; the first are events too, and so is each power of ten
-/// the count passes (see `refused`).
-fn tell_refused(st: &mut AgentState, peer: IpAddr, line: &str, tell: crate::refused::Tell) {
-    for (p, why) in &tell.log {
-        tracing::warn!(%peer, path = %line, prefix = %p, reason = why.label(), "prefix refused: {why}");
-    }
-    for (p, why) in tell.events {
-        st.record(
-            EventKind::PrefixRefused,
-            Some(line),
-            format!("{p} from {peer} refused ({}): {why}", why.label()),
-        );
-    }
-    if let Some(total) = tell.milestone {
-        let by = st
-            .bgp
-            .get(&peer)
-            .map(|n| n.refused.summary())
-            .unwrap_or_default();
-        st.record(
-            EventKind::PrefixRefused,
-            Some(line),
-            format!("{total} prefixes from {peer} refused so far ({by})"),
-        );
+        inputs.send(Input::Bgp(ev));
     }
 }
 
 /// Session state and counters the events do not carry (state while connecting, what we
 /// advertise), refreshed every second.
-async fn poll_counters(handles: Handles, state: Arc<Mutex<AgentState>>) {
+async fn poll_counters(handles: Handles, inputs: Inputs) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let handles = lock(&handles).clone();
-        for (peer, h) in &handles {
-            let Some(s) = h.status().await else { continue };
-            let mut st = lock(&state);
-            if let Some(n) = st.bgp.get_mut(peer) {
-                n.reported = true;
-                n.state = s.state;
-                n.advertised = s.prefixes_advertised;
-                n.rejected = s.prefixes_rejected;
-                if s.last_error.is_some() {
-                    n.last_error = s.last_error;
-                }
+        for (_, h) in &handles {
+            if let Some(s) = h.status().await {
+                inputs.send(Input::BgpPolled(s));
             }
         }
     }

@@ -12,10 +12,10 @@ use crate::select::{Choice, Mode};
 /// close, and a pass resolves every chosen and every healthy path for both families while
 /// the switch waits. Not kept across passes (an interface may be re-created).
 #[derive(Default)]
-pub(super) struct Ifindexes(BTreeMap<String, Option<u32>>);
+pub(crate) struct Ifindexes(BTreeMap<String, Option<u32>>);
 
 impl Ifindexes {
-    pub(super) fn get(&mut self, name: &str) -> Option<u32> {
+    pub(crate) fn get(&mut self, name: &str) -> Option<u32> {
         if let Some(i) = self.0.get(name) {
             return *i;
         }
@@ -27,7 +27,7 @@ impl Ifindexes {
 
 /// The kernel members of `choice` for one family. A path whose interface is gone is left
 /// out; nothing chosen (or nothing of this family) keeps what the kernel has.
-pub(super) fn members(
+pub(crate) fn members(
     cfg: &Config,
     ids: &Ids,
     site: &str,
@@ -53,7 +53,7 @@ pub(super) fn members(
 
 /// The members for the `chosen` paths with their weights, in the site's path order; a
 /// member's slot is its path's stable id (a path without one is left out).
-pub(super) fn member_list(
+pub(crate) fn member_list(
     cfg: &Config,
     ids: &Ids,
     site: &str,

@@ -1,0 +1,106 @@
+//! What reaches the supervisor: every source (links, BGP, BFD, tunnels), the control
+//! socket, a reload and the FIB programmer send typed inputs on one channel, in the order
+//! they happened. Nothing else writes the agent's state.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::core::events::EventKind;
+use crate::sources::bfd::{BfdView, Key};
+use crate::sources::links::Carriers;
+
+/// An operator command on its way to the policy, with where the answer goes.
+pub struct OperatorRequest {
+    pub path: String,
+    pub command: crate::policy::Command,
+    /// Take the path out of service even when the guard says it is unsafe.
+    pub force: bool,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+pub enum Input {
+    /// One interface's carrier changed, or it went away (`None`).
+    Link {
+        iface: String,
+        carrier: Option<bool>,
+    },
+    /// A fresh table of every interface's carrier; `None` when the notifications were lost
+    /// (the carrier is then read from sysfs until the next table).
+    Links(Option<Carriers>),
+    /// A BGP session about to start: its view goes in before any of its events.
+    BgpNeighbor {
+        line: String,
+        peer: IpAddr,
+    },
+    /// A BGP session ended by a reload.
+    BgpGone(IpAddr),
+    /// A session's state, End-of-RIB or a route delta.
+    Bgp(bgp::driver::Event),
+    /// A session's counters and state, polled.
+    BgpPolled(bgp::driver::Status),
+    /// A BFD session (re)started with this view.
+    BfdSession(Key, Box<BfdView>),
+    BfdGone(Key),
+    /// The driver's session a view follows.
+    BfdFollows(Key, Option<probes::driver::SessionId>),
+    /// A BFD session's state change.
+    Bfd(probes::driver::Event),
+    /// Every BFD session's counters and measurements, polled.
+    BfdPolled(Vec<probes::driver::SessionStatus>),
+    /// A tunnel runs (`retried`: it had failed to start before).
+    TunnelStarted {
+        name: String,
+        retried: bool,
+    },
+    /// A tunnel is not running; `told`: its failure is news for the event log.
+    TunnelFailed {
+        name: String,
+        error: String,
+        told: bool,
+    },
+    /// The tunnels the config has; the others' views go.
+    TunnelsKept(BTreeSet<String>),
+    /// The running tunnels' counters and handshakes, polled.
+    TunnelStats(Vec<(String, wg::TunnelStats)>),
+    /// Something for the event log.
+    Record {
+        kind: EventKind,
+        path: Option<String>,
+        message: String,
+    },
+    Operator(OperatorRequest),
+    /// A reload's config; answered once the kernel has been programmed with it.
+    Config(Box<Config>, oneshot::Sender<()>),
+    /// The kernel's objects a previous run left (the FIB programmer's first read).
+    Adopted(crate::routing::Adopted),
+    /// The FIB programmer completed a pass.
+    Programmed(crate::routing::Programmed),
+}
+
+/// The sending side, for every source. Sending never blocks: the supervisor takes
+/// everything in order; an input sent after it stopped (the agent shutting down) is
+/// dropped.
+#[derive(Clone)]
+pub struct Inputs(mpsc::UnboundedSender<Input>);
+
+impl Inputs {
+    pub fn channel() -> (Inputs, mpsc::UnboundedReceiver<Input>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Inputs(tx), rx)
+    }
+
+    pub fn send(&self, input: Input) {
+        let _ = self.0.send(input);
+    }
+
+    pub fn record(&self, kind: EventKind, path: Option<&str>, message: impl Into<String>) {
+        self.send(Input::Record {
+            kind,
+            path: path.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+}
