@@ -59,6 +59,10 @@ fn run_in<F: std::future::Future<Output = ()>>(ns: &Netns, f: impl FnOnce() -> F
     .unwrap();
 }
 
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
 fn ifindex(ns: &str, dev: &str) -> u32 {
     let out = ip(ns, &["-o", "link", "show", "dev", dev]);
     out.split(':').next().unwrap().trim().parse().unwrap()
@@ -127,6 +131,21 @@ fn nexthops_and_groups_in_the_kernel() {
         // Deleting the group takes the routes that used it (why crosslink reconciles).
         nh.delete(100).await.unwrap();
         assert_eq!(ip(&name, &["route", "show", "10.50.0.0/24"]).trim(), "");
+        // A replace of what must exist does not re-create a deleted group (its routes are
+        // gone with it); it says so, and changes one that exists.
+        let e = nh
+            .replace_existing(Nexthop::group(100, 252, vec![(1, 1)]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, FibError::Kernel { err, .. } if err.raw_os_error() == Some(libc_enoent())),
+            "{e}"
+        );
+        assert!(!ip(&name, &["nexthop", "show"]).contains("id 100 "));
+        nh.replace_existing(Nexthop::dev(1, false, 252, i2))
+            .await
+            .unwrap();
+        assert!(ip(&name, &["nexthop", "show", "id", "1"]).contains("dev t2"));
     });
 }
 

@@ -128,7 +128,7 @@ async fn next_wants(rx: &mut watch::Receiver<Arc<Wants>>, inputs: &Inputs) -> Ar
     let w = rx.borrow_and_update().clone();
     inputs.send(Input::Programmed(Programmed {
         generation: w.generation,
-        switched_at: std::time::Instant::now(),
+        switched_at: Some(std::time::Instant::now()),
     }));
     w
 }

@@ -73,6 +73,15 @@ impl Nexthops {
             .await
     }
 
+    /// Replaces the nexthop with `nh`'s id, which must exist: the kernel refuses (ENOENT)
+    /// rather than create it, so a plan made from a record of the kernel that has gone
+    /// stale (a group it deleted with its routes) fails instead of quietly re-creating
+    /// the group without them.
+    pub async fn replace_existing(&self, nh: Nexthop) -> Result<(), FibError> {
+        let what = format!("nexthop {}", nh.id);
+        self.ack(Message::New(nh), NLM_F_REPLACE, what).await
+    }
+
     pub async fn delete(&self, id: u32) -> Result<(), FibError> {
         self.ack(Message::Del(id), 0, format!("deleting nexthop {id}"))
             .await
@@ -178,6 +187,17 @@ impl Fib {
     /// accepts (see `plan::diff`), and the next reconcile does the rest. Returns the
     /// refusals and whether the whole plan was carried out.
     pub async fn apply_until(&self, plan: &Plan, stop: impl Fn() -> bool) -> (Vec<FibError>, bool) {
+        self.apply_expecting(plan, &BTreeSet::new(), stop).await
+    }
+
+    /// As `apply_until`, with the nexthops `existing` replaced only if the kernel still has
+    /// them (see `Nexthops::replace_existing`).
+    pub async fn apply_expecting(
+        &self,
+        plan: &Plan,
+        existing: &BTreeSet<u32>,
+        stop: impl Fn() -> bool,
+    ) -> (Vec<FibError>, bool) {
         let mut errors = Vec::new();
         let mut refused: BTreeSet<u32> = BTreeSet::new();
         let mut route_ops = 0usize;
@@ -199,12 +219,19 @@ impl Fib {
                         if members.is_empty() {
                             continue;
                         }
-                        self.nexthops
-                            .replace(Nexthop::group(nh.id, nh.protocol, members))
-                            .await
+                        let group = Nexthop::group(nh.id, nh.protocol, members);
+                        if existing.contains(&nh.id) {
+                            self.nexthops.replace_existing(group).await
+                        } else {
+                            self.nexthops.replace(group).await
+                        }
                     }
                     _ => {
-                        let r = self.nexthops.replace(nh.clone()).await;
+                        let r = if existing.contains(&nh.id) {
+                            self.nexthops.replace_existing(nh.clone()).await
+                        } else {
+                            self.nexthops.replace(nh.clone()).await
+                        };
                         if r.is_err() {
                             refused.insert(nh.id);
                         }

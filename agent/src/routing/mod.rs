@@ -53,6 +53,9 @@ pub struct Wants {
     pub prefixes_generation: u64,
     /// Counts the carrier changes of our interfaces (see `AgentState::carrier_epoch`).
     pub carrier_epoch: u64,
+    /// The carriers are followed by notifications; read from sysfs (no table), a change
+    /// moves no epoch and the kernel must be read before each switch.
+    pub carriers_followed: bool,
 }
 
 /// The kernel's objects of a previous run, read once before anything is programmed.
@@ -67,10 +70,11 @@ pub struct Adopted {
 /// One pass, as the programmer reports it.
 #[derive(Debug, Clone)]
 pub struct Programmed {
-    /// The wants it applied.
+    /// The wants it applied (0: none yet, the pass only read the kernel).
     pub generation: u64,
-    /// When the groups (and the routes of groups it had to create) were in place.
-    pub switched_at: Instant,
+    /// When the groups (and the routes of groups it had to create) were in place; none
+    /// when the kernel could not be read or the pass did not get that far.
+    pub switched_at: Option<Instant>,
 }
 
 /// Connects to the kernel and starts the programmer; the supervisor sends it wants.
@@ -113,6 +117,20 @@ struct Programmer {
     /// Our nexthop objects as the kernel holds them after our last complete apply, and
     /// the carrier epoch then; none when they must be read afresh.
     written: Option<(u64, Vec<Nexthop>)>,
+    /// When the kernel's objects were last read.
+    last_read: Option<Instant>,
+}
+
+/// What one reconcile did.
+struct Synced {
+    /// The groups it created: their routes are due at once.
+    created: BTreeSet<u32>,
+    /// What the kernel refused.
+    errors: Vec<String>,
+    /// It got through the plan (`stop`, see `Fib::apply_until`).
+    done: bool,
+    /// It planned from the record, not from a dump.
+    from_record: bool,
 }
 
 async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
@@ -125,6 +143,7 @@ async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
         conflicts: Vec::new(),
         routes_deferred: false,
         written: None,
+        last_read: None,
     };
     // The previous run's objects first: the supervisor numbers and adopts by them.
     loop {
@@ -135,6 +154,11 @@ async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
             }
             Err(e) => p.report(vec![e.to_string()]),
         }
+        // Alive though failing: the watchdog is for a programmer that stopped turning.
+        p.inputs.send(Input::Programmed(Programmed {
+            generation: 0,
+            switched_at: None,
+        }));
         tokio::time::sleep(RECONCILE).await;
     }
     let mut wanted_anew = true;
@@ -179,20 +203,30 @@ impl Programmer {
     /// First what moves traffic (members and groups: one dump and, for a switch, one
     /// group replace, whatever the prefix count); then, when due, the routes. Returns
     /// when the switch was done.
-    async fn pass(&mut self, wants: &Wants, newer: &watch::Receiver<Arc<Wants>>) -> Instant {
+    async fn pass(
+        &mut self,
+        wants: &Wants,
+        newer: &watch::Receiver<Arc<Wants>>,
+    ) -> Option<Instant> {
         let mut errors = Vec::new();
         // Route work may be cut short once, when the supervisor wants something new while
         // it runs: the next pass switches first and then carries on (`Fib::apply_until`).
         let may_stop = !self.routes_deferred;
         let stop = || may_stop && newer.has_changed().unwrap_or(false);
-        let created = match self.sync(wants, false, || false).await {
-            Ok((created, e, _)) => {
-                errors.extend(e);
-                created
+        let mut switch = self.sync(wants, false, || false).await;
+        if matches!(&switch, Ok(s) if s.from_record && !s.errors.is_empty()) {
+            // The kernel was not as recorded (it deleted or flushed something): again,
+            // from a dump, so a group it re-creates gets its routes back at once.
+            switch = self.sync(wants, false, || false).await;
+        }
+        let created = match switch {
+            Ok(s) => {
+                errors.extend(s.errors);
+                s.created
             }
             Err(e) => {
                 self.report(vec![e.to_string()]);
-                return Instant::now();
+                return None;
             }
         };
         let created_group = !created.is_empty();
@@ -223,10 +257,10 @@ impl Programmer {
             } else {
                 self.routes_deferred = false;
                 match self.sync(wants, true, stop).await {
-                    Ok((_, e, done)) => {
-                        errors.extend(e);
-                        self.routes_deferred = !done;
-                        if done {
+                    Ok(s) => {
+                        errors.extend(s.errors);
+                        self.routes_deferred = !s.done;
+                        if s.done {
                             self.prefixes_synced = Some(wants.prefixes_generation);
                         }
                     }
@@ -235,24 +269,37 @@ impl Programmer {
             }
         }
         self.report(errors);
-        switched_at
+        Some(switched_at)
     }
 
-    /// One reconcile against a fresh dump; `with_routes: false` leaves routes out on both
-    /// sides. Returns the groups it created (their routes are then due), what the kernel
-    /// refused, and whether it got through the plan (`stop`, see `Fib::apply_until`).
+    /// One reconcile, against the record of what this programmer wrote when it can be
+    /// trusted (see `recorded`), else against a dump; `with_routes: false` leaves routes
+    /// out on both sides.
     async fn sync(
         &mut self,
         wants: &Wants,
         with_routes: bool,
         stop: impl Fn() -> bool,
-    ) -> Result<(BTreeSet<u32>, Vec<String>, bool), crate::fib::FibError> {
-        let kernel = match self.written.take() {
-            Some((epoch, nexthops)) if !with_routes && epoch == wants.carrier_epoch => Kernel {
+    ) -> Result<Synced, crate::fib::FibError> {
+        let recorded = self.written.take().filter(|_| !with_routes);
+        let recorded = recorded.and_then(|r| self.recorded(wants, r));
+        let from_record = recorded.is_some();
+        let kernel = match recorded {
+            Some(nexthops) => Kernel {
                 nexthops,
                 routes: Vec::new(),
             },
-            _ => self.fib.kernel(&wants.wanted, with_routes).await?,
+            None => {
+                let k = self.fib.kernel(&wants.wanted, with_routes).await?;
+                self.last_read = Some(Instant::now());
+                k
+            }
+        };
+        // What the record says exists must still exist: see `Nexthops::replace_existing`.
+        let existing: BTreeSet<u32> = if from_record {
+            kernel.nexthops.iter().map(|n| n.id).collect()
+        } else {
+            BTreeSet::new()
         };
         let want = plan::desired(&wants.sites, &kernel.nexthops, with_routes);
         let created: BTreeSet<u32> = want
@@ -276,10 +323,15 @@ impl Programmer {
         let after = (wants.carrier_epoch, want.nexthops.into_values().collect());
         if plan.is_empty() {
             self.written = Some(after);
-            return Ok((created, Vec::new(), true));
+            return Ok(Synced {
+                created,
+                errors: Vec::new(),
+                done: true,
+                from_record,
+            });
         }
         let started = Instant::now();
-        let (errors, done) = self.fib.apply_until(&plan, stop).await;
+        let (errors, done) = self.fib.apply_expecting(&plan, &existing, stop).await;
         if done && errors.is_empty() {
             self.written = Some(after);
         }
@@ -296,11 +348,24 @@ impl Programmer {
             // The switch itself: whatever the prefix count, a few nexthop operations.
             tracing::info!(ops = plan.ops.len(), took_us, "nexthop groups updated");
         }
-        Ok((
+        Ok(Synced {
             created,
-            errors.iter().map(ToString::to_string).collect(),
+            errors: errors.iter().map(ToString::to_string).collect(),
             done,
-        ))
+            from_record,
+        })
+    }
+
+    /// The record of our objects, when it still speaks for the kernel: written since the
+    /// last carrier change of ours, while the carriers are followed by notifications (not
+    /// read from sysfs), and within RECONCILE of a dump.
+    fn recorded(
+        &self,
+        wants: &Wants,
+        (epoch, nexthops): (u64, Vec<Nexthop>),
+    ) -> Option<Vec<Nexthop>> {
+        let read_lately = self.last_read.is_some_and(|t| t.elapsed() < RECONCILE);
+        (wants.carriers_followed && epoch == wants.carrier_epoch && read_lately).then_some(nexthops)
     }
 
     /// Logs refusals once, not on every retry, and says when they clear.

@@ -345,16 +345,16 @@ impl Sessions {
                     add(&self.bfd, new).await
                 }
             };
-            self.inputs.send(Input::BfdFollows(k.clone(), id));
             lock(&self.running).insert(k.clone(), (new.clone(), id));
+            self.inputs.send(Input::BfdFollows(k.clone(), id));
         }
         for k in &plan.added {
             let spec = &want[k];
             self.inputs
                 .send(Input::BfdSession(k.clone(), Box::new(view(spec))));
             let id = add(&self.bfd, spec).await;
-            self.inputs.send(Input::BfdFollows(k.clone(), id));
             lock(&self.running).insert(k.clone(), (spec.clone(), id));
+            self.inputs.send(Input::BfdFollows(k.clone(), id));
             done.push(format!("BFD with {} ({}) started", k.1, k.0));
         }
         done
@@ -488,10 +488,13 @@ async fn poll(bfd: Arc<Bfd>, running: Running, inputs: Inputs, window: Arc<Mutex
     }
 }
 
-/// Applies a poll (in the supervisor); a peer that never answered is reported once.
+/// Applies a poll (in the supervisor); a peer that never answered is reported once. The
+/// state comes from the sessions' events once there has been one: a poll taken just
+/// before a transition may be applied after it, and must not undo it.
 pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
     let settled = st.past_startup_grace();
     let mut silent = Vec::new();
+    let mut st_touched = false;
     for s in all {
         let key = (s.name.clone(), s.peer, s.multihop);
         if let Some(v) = st
@@ -499,9 +502,12 @@ pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
             .get_mut(&key)
             .filter(|v| v.id.is_none_or(|id| id == s.id))
         {
-            v.state = Some(s.state);
-            v.local_diag = Some(s.local_diag);
-            v.remote_diag = s.remote_diag;
+            if v.state.is_none() {
+                v.state = Some(s.state);
+                v.local_diag = Some(s.local_diag);
+                v.remote_diag = s.remote_diag;
+                st_touched = true;
+            }
             v.heard |= s.rx_packets > 0 || s.state == State::Up;
             v.detail = Some(s);
             if settled && v.unanswered() && !v.told_unanswered {
@@ -510,8 +516,96 @@ pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
             }
         }
     }
+    // A peer found silent, or a first state: the path's signal changes.
+    if st_touched || !silent.is_empty() {
+        st.touch();
+    }
     for (line, why) in silent {
         tracing::warn!(path = %line, "{why}");
         st.record(EventKind::BfdUnanswered, Some(&line), why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AgentState {
+        let src = r#"
+            [gateway]
+            name = "gw"
+            asn = 65001
+            router_id = "192.0.2.1"
+            [[site]]
+            name = "b"
+            prefixes = ["198.18.2.0/24"]
+            [[line]]
+            name = "l1"
+            site = "b"
+            interface = "line1"
+            neighbors = ["192.0.2.2"]
+            peer_asn = 65101
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+        AgentState::new(cfg, std::path::Path::new("t.toml"))
+    }
+
+    fn poll(s: State) -> SessionStatus {
+        SessionStatus {
+            id: 7,
+            name: "l1".into(),
+            peer: "192.0.2.2".parse().unwrap(),
+            multihop: false,
+            state: s,
+            remote_state: None,
+            local_diag: Diag::None,
+            remote_diag: None,
+            detection_time: Duration::from_millis(300),
+            tx_interval: Duration::from_millis(100),
+            rtt: None,
+            loss: None,
+            up_for: None,
+            tx_packets: 10,
+            rx_packets: 10,
+            discarded: 0,
+            tx_gap_p99: None,
+            tx_gap_max: None,
+        }
+    }
+
+    /// A poll taken just before a transition and applied after it must not undo it: the
+    /// sessions' events say the state once there has been one.
+    #[test]
+    fn a_poll_older_than_an_event_does_not_undo_it() {
+        let mut st = state();
+        let key: Key = ("l1".into(), "192.0.2.2".parse().unwrap(), false);
+        let spec = SessionSpec::single_hop("l1", key.1, "line1", Duration::from_millis(100), 3);
+        st.bfd.insert(key.clone(), view(&spec));
+        st.bfd.get_mut(&key).unwrap().id = Some(7);
+        polled(&mut st, vec![poll(State::Up)]);
+        assert_eq!(
+            st.bfd[&key].state,
+            Some(State::Up),
+            "a first state from a poll"
+        );
+        assert!(st.take_touched());
+        let down = Event {
+            id: 7,
+            name: "l1".into(),
+            peer: key.1,
+            from: State::Up,
+            to: State::Down,
+            diag: Diag::ControlDetectionTimeExpired,
+            remote_diag: None,
+            remote_state: Some(State::Up),
+            last_up_rx: None,
+            far_end: FarEnd::Alive,
+        };
+        let failed = apply_event(&mut st, down);
+        assert_eq!(failed, Some((key.1, None)), "BGP with the router follows");
+        polled(&mut st, vec![poll(State::Up)]);
+        assert_eq!(st.bfd[&key].state, Some(State::Down));
+        assert!(st.bfd[&key].detail.is_some(), "the counters are taken");
     }
 }

@@ -25,6 +25,8 @@ pub const HANDSHAKE_STALE: Duration = Duration::from_secs(180);
 #[derive(Debug, Clone, Default)]
 pub struct TunnelView {
     pub stats: Option<TunnelStats>,
+    /// The handshake was fresh at the last poll (see `polled`).
+    pub fresh: bool,
     /// Why the tunnel is not running.
     pub error: Option<String>,
 }
@@ -402,8 +404,8 @@ pub(crate) fn failed(st: &mut AgentState, name: String, error: String, told: boo
             st.tunnels.insert(
                 name,
                 TunnelView {
-                    stats: None,
                     error: Some(error),
+                    ..TunnelView::default()
                 },
             );
         }
@@ -416,15 +418,13 @@ pub(crate) fn failed(st: &mut AgentState, name: String, error: String, told: boo
 pub(crate) fn polled(st: &mut AgentState, all: Vec<(String, TunnelStats)>) {
     let now = SystemTime::now();
     for (name, stats) in all {
-        let was = st
-            .tunnels
-            .get(&name)
-            .and_then(|v| v.stats.as_ref())
-            .is_some_and(|s| fresh(s, now));
         let is = fresh(&stats, now);
         let Some(v) = st.tunnels.get_mut(&name) else {
             continue;
         };
+        // Against the last poll's verdict, not its stats judged now: a handshake that
+        // ages past HANDSHAKE_STALE between two polls is a change too.
+        let was = std::mem::replace(&mut v.fresh, is);
         v.stats = Some(stats);
         if is == was {
             continue;

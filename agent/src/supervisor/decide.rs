@@ -182,8 +182,17 @@ impl Decider {
         self.follow_prefixes(st, now);
         self.note_stall(st, now);
         for r in std::mem::take(&mut st.operator_queue) {
+            // The asker gave up (it says the command was not applied): so it is not.
+            if r.reply.is_closed() {
+                continue;
+            }
             let answer = super::operator::judge(st, &r)
                 .and_then(|()| self.policy.command(now, &r.path, r.command));
+            // The next command of this pass is judged with this one's effect: two
+            // failovers in one go must not each count on the other path.
+            if answer.is_ok() {
+                super::operator::taken_out(st, &r);
+            }
             let _ = r.reply.send(answer);
         }
         let mut sites = Vec::new();

@@ -31,6 +31,9 @@ fn clock() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// The longest a view lags behind inputs that moved no decision (counters, RTT).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// Inputs taken in one go before deciding: enough to fold a burst (a table streaming in)
 /// into one pass, few enough that a pass is never far behind.
 const BATCH: usize = 256;
@@ -135,19 +138,27 @@ impl Supervisor {
     /// Runs until every sender is gone (the agent stopping).
     pub async fn run(mut self) {
         let mut last_decision = clock();
+        let mut published = clock();
+        let mut unpublished = false;
         loop {
-            let now = clock();
+            // Deadlines since the last decision, also one that has just passed: it is due
+            // at once.
             let due = self
                 .decider
-                .next_deadline(now)
+                .next_deadline(last_decision)
                 .unwrap_or(last_decision + RECONCILE)
                 .min(last_decision + RECONCILE);
+            let wake = if unpublished {
+                due.min(published + PUBLISH_EVERY)
+            } else {
+                due
+            };
             let first = tokio::select! {
                 i = self.rx.recv() => match i {
                     Some(i) => Some(i),
                     None => return,
                 },
-                () = tokio::time::sleep_until(due.into()) => None,
+                () = tokio::time::sleep_until(wake.into()) => None,
             };
             if let Some(i) = first {
                 self.apply(i);
@@ -159,12 +170,23 @@ impl Supervisor {
                 }
             }
             let now = clock();
+            let before = (self.generation, self.st.last_event_seq());
             if self.st.take_touched() || now >= due {
                 self.decide(now);
                 last_decision = now;
             }
             self.couple();
-            self.publish();
+            // What moved traffic or made an event is shown at once (an operator's command
+            // then reads its effect); anything else (counters, RTT, a table streaming in)
+            // at most every PUBLISH_EVERY: a view is the whole status document.
+            let news = (self.generation, self.st.last_event_seq()) != before;
+            if news || now >= published + PUBLISH_EVERY {
+                self.publish();
+                published = now;
+                unpublished = false;
+            } else {
+                unpublished = true;
+            }
         }
     }
 
@@ -247,6 +269,7 @@ impl Supervisor {
             wanted: self.decider.wanted.clone(),
             prefixes_generation: self.decider.prefixes_builds,
             carrier_epoch: self.st.carrier_epoch,
+            carriers_followed: self.st.links.is_some(),
         };
         // The programmer wakes for a change only (or a reload waiting on it): a repeated
         // want would cut its route work short for nothing.
@@ -254,6 +277,7 @@ impl Supervisor {
             let same = w.sites == next.sites
                 && w.prefixes_generation == next.prefixes_generation
                 && w.carrier_epoch == next.carrier_epoch
+                && w.carriers_followed == next.carriers_followed
                 && w.generation > 0;
             if same && !forced {
                 return false;
@@ -275,16 +299,24 @@ impl Supervisor {
     /// A pass of the FIB programmer: proof of life, switch times, and what waited on it.
     fn programmed(&mut self, p: Programmed) {
         self.st.last_pass = Some(clock());
+        // A pass the kernel refused moved nothing: its switches and standings wait for
+        // one that gets through.
+        let Some(switched_at) = p.switched_at else {
+            return;
+        };
         self.moves.retain(|(site, decided, generation)| {
             if *generation > p.generation {
                 return true;
             }
             self.st
                 .metrics
-                .switched(site, p.switched_at.saturating_duration_since(*decided));
+                .switched(site, switched_at.saturating_duration_since(*decided));
             false
         });
-        self.decider.save_marks(clock());
+        // On disk once the kernel has the latest decision, never ahead of it.
+        if p.generation == self.generation {
+            self.decider.save_marks(clock());
+        }
         let (done, waiting) = std::mem::take(&mut self.config_acks)
             .into_iter()
             .partition(|(generation, _)| *generation <= p.generation);

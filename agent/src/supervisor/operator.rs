@@ -7,6 +7,16 @@ use crate::control::proto::{Health, PathKind, PathStatus, Status};
 use crate::policy::Command;
 use crate::state::AgentState;
 
+/// A command the policy took: a path failed over or drained is out of service for the
+/// guard from now on, before the pass that follows says so.
+pub(super) fn taken_out(st: &mut AgentState, r: &OperatorRequest) {
+    if matches!(r.command, Command::Failover | Command::Drain) {
+        if let Some(v) = st.policy.get_mut(&r.path) {
+            v.policy.admitted = false;
+        }
+    }
+}
+
 /// Whether the request may go to the policy: a path the config has and, without `force`,
 /// one that is safe to take out.
 pub(super) fn judge(st: &AgentState, r: &OperatorRequest) -> Result<(), String> {

@@ -104,10 +104,16 @@ pub(crate) fn gone(st: &mut AgentState, peer: IpAddr) {
 }
 
 /// A session's polled counters and state (in the supervisor).
+/// The session's own events say when it comes up or goes down: a poll taken just before
+/// one may be applied after it, so a poll only moves the state between the phases of
+/// connecting (which have no events), never into or out of Established.
 pub(crate) fn polled(st: &mut AgentState, s: driver::Status) {
     if let Some(n) = st.bgp.get_mut(&s.peer) {
+        let established = State::Established;
+        if !n.reported || (n.state != established && s.state != established) {
+            n.state = s.state;
+        }
         n.reported = true;
-        n.state = s.state;
         n.advertised = s.prefixes_advertised;
         n.rejected = s.prefixes_rejected;
         if s.last_error.is_some() {
