@@ -174,6 +174,11 @@ impl Supervisor {
             if self.st.take_touched() || now >= due {
                 self.decide(now);
                 last_decision = now;
+                if self.generation != before.0 {
+                    // New wants: the FIB programmer switches before this task goes on
+                    // to couple and build the view (the runtime may have one core).
+                    tokio::task::yield_now().await;
+                }
             }
             self.couple();
             // What moved traffic or made an event is shown at once (an operator's command
