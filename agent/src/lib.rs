@@ -45,6 +45,79 @@ pub async fn run(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let socket = ControlSocket::bind(&config.control.socket, &config.control.group).await?;
+    let summary = started(&config, config_file);
+    // What a reload compares against (see `config::changes`).
+    let mut running_source = std::fs::read_to_string(config_file).unwrap_or_default();
+    let state = initial_state(config, config_file, summary);
+    let cfg = state.config().clone();
+    // Everything reaches the supervisor on one channel; what it knows goes out as views.
+    // Both exist before any source runs: their inputs wait in order, the control socket
+    // answers from the start.
+    let (inputs, input_rx) = Inputs::channel();
+    let (view_tx, views) = supervisor::views(&state);
+    let (exports_tx, mut exports) = supervisor::exports(&state);
+    let recorder = state.metrics.clone();
+    // Reloads asked for over the control socket (`crosslink reload`, the unit's
+    // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
+    let (reload_tx, mut reload_requests) = tokio::sync::mpsc::channel(4);
+    let server = tokio::spawn(socket.serve(views.clone(), inputs.clone(), reload_tx));
+    let restarted = routing::previous_run_left_routes().await;
+    let advertise = exports.borrow_and_update().clone();
+    let mut sources = Sources::start(&cfg, &inputs, restarted, &advertise).await;
+    let (coupling, fib) = (sources.coupling.take(), start_fib(&inputs));
+    let programming = fib.is_some();
+    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall());
+    let supervisor = tokio::spawn(supervisor.run());
+    let service = tokio::spawn(service::supervise(views.clone(), programming));
+    let metrics = serve_metrics(&cfg, &views, recorder).await;
+    let mut in_force = cfg; // what the drains' announcements build on
+    tokio::pin!(shutdown);
+    loop {
+        // A reload, from SIGHUP (nobody to answer) or asked over the control socket.
+        let asker: Option<ReloadRequest> = tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => None,
+            Some(asker) = reload_requests.recv() => Some(asker),
+            _ = usr2.recv() => {
+                hot_upgrade(&mut sources.tunnels, &in_force, &inputs).await;
+                continue;
+            }
+            Ok(()) = exports.changed() => {
+                let advertise = exports.borrow_and_update().clone();
+                sources.sessions.sync_exports(&in_force, &advertise, &inputs).await;
+                continue;
+            }
+        };
+        let parts = reload::Parts {
+            bgp: &mut sources.sessions,
+            tunnels: &mut sources.tunnels,
+            bfd: sources.bfd.as_mut(),
+            exports: &exports,
+        };
+        let running = (&mut in_force, &mut running_source);
+        let answer = reload_now(config_file, running, parts, &inputs).await;
+        if let Some(asker) = asker {
+            let _ = asker.send(answer);
+        }
+    }
+    tracing::info!("shutting down; kernel state is left in place");
+    service::stopping();
+    let tasks = [Some(service), metrics, Some(supervisor)];
+    for t in tasks.into_iter().flatten() {
+        t.abort();
+    }
+    server.abort();
+    let _ = server.await;
+    // Last, so the tunnels carry traffic until now: their sessions join their descriptors
+    // in systemd's store, and the next run continues them without a handshake (a stop
+    // for good discards the store).
+    let retired = sources.tunnels.hand_over().await;
+    fdstore::keep_sessions(&retired);
+    Ok(())
+}
+
+/// Logs the start and its config's warnings; returns the line for the event log.
+fn started(config: &Config, config_file: &Path) -> String {
     let summary = format!(
         "agent started for gateway {} (AS{}): {} site(s), {} line(s), {} tunnel(s) from {}",
         config.gateway.name,
@@ -58,14 +131,29 @@ pub async fn run(
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    // What a reload compares against (see `config::changes`).
-    let mut running_source = std::fs::read_to_string(config_file).unwrap_or_default();
+    summary
+}
+
+/// The watch on the agent's own stalls; without it, a pause of the host counts against the
+/// paths.
+fn stall() -> Option<std::sync::Arc<stall::StallWatch>> {
+    match stall::StallWatch::start() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, "the agent's own stalls cannot be watched; a pause of the host counts against the paths");
+            None
+        }
+    }
+}
+
+/// The state to start from: the config, and what a previous run left on disk.
+fn initial_state(config: Config, config_file: &Path, summary: String) -> AgentState {
     let mut state = AgentState::new(config, config_file);
     state.record(EventKind::AgentStarted, None, summary);
-    let cfg = state.config().clone();
+    let file = state.config().control.state_file.clone();
     // The operator's failovers and drains from before a restart, in force from the first
     // announcement on (a drained line must not look attractive for a moment).
-    let marks = operator_state::load(&cfg.control.state_file);
+    let marks = operator_state::load(&file);
     for (path, mark) in &marks {
         if *mark != operator_state::Mark::Failover {
             state.set_advertise(path, policy::Advertise::Unattractive);
@@ -75,167 +163,126 @@ pub async fn run(
     state.resumed = marks;
     // Whether each path was in service or had failed: a restart is not a failure.
     state.resumed_standings =
-        operator_state::load_standings(&operator_state::standings_file(&cfg.control.state_file));
-    // Everything reaches the supervisor on one channel; what it knows goes out as views.
-    // Both exist before any source runs: their inputs wait in order, the control socket
-    // answers from the start.
-    let (inputs, input_rx) = Inputs::channel();
-    let (view_tx, views) = supervisor::views(&state);
-    let (exports_tx, mut exports) = supervisor::exports(&state);
-    let recorder = state.metrics.clone();
+        operator_state::load_standings(&operator_state::standings_file(&file));
+    state
+}
 
-    // Reloads asked for over the control socket (`crosslink reload`, the unit's
-    // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
-    let (reload_tx, mut reload_requests) = tokio::sync::mpsc::channel(4);
-    let server = tokio::spawn(socket.serve(views.clone(), inputs.clone(), reload_tx));
-    let restarted = routing::previous_run_left_routes().await;
-    if restarted {
-        tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
+/// The adapters that feed the supervisor, as a reload reconfigures them.
+struct Sources {
+    /// Held until shutdown; the sessions' sockets close when the runtime ends, without a
+    /// NOTIFICATION, so a restarting agent looks like a transport failure to the routers
+    /// (which then keep our routes: graceful restart).
+    sessions: sources::bgp::Sessions,
+    tunnels: sources::tunnels::Tunnels,
+    /// None when BFD could not start (port taken, no IPv6): the agent still runs, and
+    /// status shows BFD as unknown.
+    bfd: Option<sources::bfd::Sessions>,
+    /// BFD with each line router follows the BGP session with it, and BGP follows BFD
+    /// (`coupling`, applied by the supervisor).
+    coupling: Option<supervisor::Coupling>,
+}
+
+impl Sources {
+    async fn start(
+        cfg: &Config,
+        inputs: &Inputs,
+        restarted: bool,
+        advertise: &std::collections::BTreeMap<String, policy::Advertise>,
+    ) -> Sources {
+        let mut sessions = sources::bgp::start(cfg, inputs.clone(), restarted).await;
+        sessions.sync_exports(cfg, advertise, inputs).await;
+        // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
+        let tunnels = sources::tunnels::start(cfg, inputs.clone()).await;
+        let bfd = match sources::bfd::start(cfg, inputs.clone()).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(error = %e, "BFD could not start");
+                None
+            }
+        };
+        let coupling = bfd.as_ref().map(|b| {
+            let (driver, running) = b.coupled();
+            supervisor::Coupling {
+                bfd: driver,
+                sessions: running,
+                bgp: sessions.handles(),
+                admin: Default::default(),
+            }
+        });
+        sources::links::start(inputs.clone());
+        Sources {
+            sessions,
+            tunnels,
+            bfd,
+            coupling,
+        }
     }
-    // Held until shutdown; the sessions' sockets close when the runtime ends, without a
-    // NOTIFICATION, so a restarting agent looks like a transport failure to the routers
-    // (which then keep our routes: graceful restart).
-    let mut sessions = sources::bgp::start(&cfg, inputs.clone(), restarted).await;
-    sessions
-        .sync_exports(&cfg, &exports.borrow_and_update().clone(), &inputs)
-        .await;
-    // Tunnels before BFD: the end-to-end sessions over them bind to their interfaces.
-    let mut tunnels = sources::tunnels::start(&cfg, inputs.clone()).await;
-    // BFD runs on its own thread; without its sockets (port taken, no IPv6) the agent still
-    // runs, and status shows BFD as unknown. BFD with each line router follows the BGP
-    // session with it, and BGP follows BFD (`coupling`, applied by the supervisor).
-    let mut bfd = match sources::bfd::start(&cfg, inputs.clone()).await {
-        Ok(b) => Some(b),
+}
+
+/// The metrics endpoint; without it (address in use, not on this host) the agent runs on.
+async fn serve_metrics(
+    cfg: &Config,
+    views: &supervisor::Views,
+    recorder: metrics::Recorder,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = cfg.metrics.listen;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+            let serving = metrics::http::serve(listener, views.clone(), recorder);
+            Some(tokio::spawn(serving))
+        }
         Err(e) => {
-            tracing::error!(error = %e, "BFD could not start");
+            tracing::error!(address = %addr, error = %e, "metrics endpoint could not start; the agent runs on without it");
             None
         }
-    };
-    let coupling = bfd.as_ref().map(|b| {
-        let (driver, running) = b.coupled();
-        supervisor::Coupling {
-            bfd: driver,
-            sessions: running,
-            bgp: sessions.handles(),
-            admin: Default::default(),
-        }
-    });
-    sources::links::start(inputs.clone());
-    // Without netlink the agent still runs and reports; the kernel's routes are then not
-    // managed.
-    let fib = match routing::start(inputs.clone()) {
+    }
+}
+
+/// SIGUSR2: executes the agent's binary again in place, the tunnels' descriptors and
+/// sessions handed over; returns only when that failed, with the tunnels running again.
+async fn hot_upgrade(tunnels: &mut sources::tunnels::Tunnels, in_force: &Config, inputs: &Inputs) {
+    let retired = tunnels.hand_over().await;
+    tracing::info!(
+        descriptors = retired.len(),
+        "SIGUSR2: executing the agent's binary again, the tunnels' descriptors and sessions kept; routes stay in the kernel"
+    );
+    let fds: Vec<(String, std::os::fd::RawFd)> = retired
+        .iter()
+        .map(|(name, fd)| (name.clone(), std::os::fd::AsRawFd::as_raw_fd(fd)))
+        .collect();
+    let e = reexec::exec(&fds);
+    let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
+    tracing::error!("{msg}");
+    inputs.record(EventKind::ReexecFailed, None, msg);
+    fdstore::give_back(retired);
+    tunnels.apply(in_force).await;
+}
+
+/// Without netlink the agent still runs and reports; the kernel's routes are then not
+/// managed.
+fn start_fib(
+    inputs: &Inputs,
+) -> Option<tokio::sync::watch::Sender<std::sync::Arc<routing::Wants>>> {
+    match routing::start(inputs.clone()) {
         Ok(wants) => Some(wants),
         Err(e) => {
             tracing::error!(error = %e, "route programming could not start");
             None
         }
-    };
-    let programming = fib.is_some();
-    let stall = match stall::StallWatch::start() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(error = %e, "the agent's own stalls cannot be watched; a pause of the host counts against the paths");
-            None
-        }
-    };
-    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall);
-    let supervisor = tokio::spawn(supervisor.run());
-    let service = tokio::spawn(service::supervise(views.clone(), programming));
-    let metrics_addr = cfg.metrics.listen;
-    // Without the endpoint (address in use, not on this host) the agent runs on.
-    let metrics = match tokio::net::TcpListener::bind(metrics_addr).await {
-        Ok(listener) => {
-            tracing::info!(address = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
-            Some(tokio::spawn(metrics::http::serve(
-                listener,
-                views.clone(),
-                recorder,
-            )))
-        }
-        Err(e) => {
-            tracing::error!(address = %metrics_addr, error = %e, "metrics endpoint could not start; the agent runs on without it");
-            None
-        }
-    };
-    // The config in force, which the drains' announcements build on.
-    let mut in_force = cfg;
-    tokio::pin!(shutdown);
-    loop {
-        // A reload, from SIGHUP (nobody to answer) or asked over the control socket.
-        let asker: Option<ReloadRequest> = tokio::select! {
-            () = &mut shutdown => break,
-            _ = hup.recv() => None,
-            Some(asker) = reload_requests.recv() => Some(asker),
-            _ = usr2.recv() => {
-                let retired = tunnels.hand_over().await;
-                tracing::info!(
-                    descriptors = retired.len(),
-                    "SIGUSR2: executing the agent's binary again, the tunnels' descriptors and sessions kept; routes stay in the kernel"
-                );
-                let fds: Vec<(String, std::os::fd::RawFd)> = retired
-                    .iter()
-                    .map(|(name, fd)| (name.clone(), std::os::fd::AsRawFd::as_raw_fd(fd)))
-                    .collect();
-                let e = reexec::exec(&fds);
-                let msg = format!("re-exec on SIGUSR2 failed: {e}; the agent runs on");
-                tracing::error!("{msg}");
-                inputs.record(EventKind::ReexecFailed, None, msg);
-                fdstore::give_back(retired);
-                tunnels.apply(&in_force).await;
-                continue;
-            }
-            Ok(()) = exports.changed() => {
-                let advertise = exports.borrow_and_update().clone();
-                sessions.sync_exports(&in_force, &advertise, &inputs).await;
-                continue;
-            }
-        };
-        let parts = reload::Parts {
-            bgp: &mut sessions,
-            tunnels: &mut tunnels,
-            bfd: bfd.as_mut(),
-            exports: &exports,
-        };
-        let reloaded = reload_now(config_file, &running_source, parts, &in_force, &inputs).await;
-        let answer = match reloaded {
-            Ok(r) => {
-                in_force = r.config;
-                running_source = r.source;
-                Ok(r.summary)
-            }
-            Err(errs) => Err(format!(
-                "reload refused, the running config is unchanged:\n{errs}"
-            )),
-        };
-        if let Some(asker) = asker {
-            let _ = asker.send(answer);
-        }
     }
-    tracing::info!("shutting down; kernel state is left in place");
-    service::stopping();
-    service.abort();
-    if let Some(m) = metrics {
-        m.abort();
-    }
-    server.abort();
-    let _ = server.await;
-    supervisor.abort();
-    // Last, so the tunnels carry traffic until now: their sessions join their descriptors
-    // in systemd's store, and the next run continues them without a handshake (a stop
-    // for good discards the store).
-    let retired = tunnels.hand_over().await;
-    fdstore::keep_sessions(&retired);
-    Ok(())
 }
 
-/// One reload, told to systemd around it (the unit shows `reloading`, then the outcome).
+/// One reload, told to systemd around it (the unit shows `reloading`, then the outcome);
+/// `running` (the config in force and its file's text) becomes what it put in force.
+/// Returns what it did, or why it was refused.
 async fn reload_now(
     config_file: &Path,
-    running_source: &str,
+    running: (&mut Config, &mut String),
     parts: reload::Parts<'_>,
-    in_force: &Config,
     inputs: &Inputs,
-) -> Result<reload::Reloaded, String> {
+) -> Result<String, String> {
+    let (in_force, running_source) = running;
     service::reloading();
     let outcome = reload::reload(config_file, running_source, parts, in_force, inputs).await;
     service::reloaded(match &outcome {
@@ -244,5 +291,14 @@ async fn reload_now(
             "reload refused: the config file has errors (see the log); running config unchanged"
         }
     });
-    outcome
+    match outcome {
+        Ok(r) => {
+            *in_force = r.config;
+            *running_source = r.source;
+            Ok(r.summary)
+        }
+        Err(errs) => Err(format!(
+            "reload refused, the running config is unchanged:\n{errs}"
+        )),
+    }
 }

@@ -133,6 +133,24 @@ async fn next_wants(rx: &mut watch::Receiver<Arc<Wants>>, inputs: &Inputs) -> Ar
     w
 }
 
+/// The view once `done` says so (bounded, virtual time).
+async fn settled_view(
+    views: &mut watch::Receiver<Arc<supervisor::View>>,
+    done: impl Fn(&supervisor::View) -> bool,
+) -> Arc<supervisor::View> {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            let v = views.borrow_and_update().clone();
+            if done(&v) {
+                return v;
+            }
+            views.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the view followed within 1 s")
+}
+
 async fn command(
     inputs: &Inputs,
     path: &str,
@@ -175,7 +193,7 @@ fn inputs_in_decisions_out_in_virtual_time() {
 async fn drive(cfg: crosslink::config::Config) {
     let st = AgentState::new(cfg.clone(), Path::new("gw.toml"));
     let (inputs, rx) = Inputs::channel();
-    let (view_tx, views) = supervisor::views(&st);
+    let (view_tx, mut views) = supervisor::views(&st);
     let (exports_tx, _exports) = supervisor::exports(&st);
     let (wants_tx, mut wants) = watch::channel(Arc::new(Wants::default()));
     let sup = Supervisor::new(st, rx, view_tx, exports_tx, Some(wants_tx), None, None);
@@ -219,7 +237,11 @@ async fn drive(cfg: crosslink::config::Config) {
     ]));
     let w = next_wants(&mut wants, &inputs).await;
     assert_eq!(members(&w), vec![both[1]], "{w:?}");
-    let view = views.borrow().clone();
+    // The view follows the wants (the programmer switches first).
+    let view = settled_view(&mut views, |v| {
+        v.status.sites[0].paths[0].state != crosslink::control::proto::Health::Up
+    })
+    .await;
     let t1 = &view.status.sites[0].paths[0];
     assert_eq!(t1.name, "t1");
     assert_eq!(t1.state, crosslink::control::proto::Health::Down, "{t1:?}");

@@ -101,6 +101,9 @@ pub async fn previous_run_left_routes() -> bool {
         .await
         .is_ok_and(|nhs| (0..=u8::MAX).any(|i| !plan::carrying(&nhs, i).is_empty()));
     task.abort();
+    if found {
+        tracing::info!("a previous run's routes are in the kernel: restarting gracefully");
+    }
     found
 }
 
