@@ -54,25 +54,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckHealth => {
-            let status: Status =
-                serde_json::from_value(client::request(&socket(), &Request::Status)?)
-                    .context("decoding status")?;
-            let problems = crosslink::control::health::problems(&status);
-            let who = format!(
-                "gateway {} (crosslink {})",
-                status.gateway.name, status.version
-            );
-            if problems.is_empty() {
-                println!("healthy: {who}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("unhealthy: {who}");
-            for p in problems {
-                println!("  {p}");
-            }
-            Ok(ExitCode::FAILURE)
-        }
+        Command::CheckHealth => check_health(&socket()),
         Command::Reload => {
             let said = client::request_within(&socket(), &Request::Reload, RELOAD_TIMEOUT)?;
             println!("{}", said.as_str().unwrap_or("config reloaded"));
@@ -113,6 +95,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             operator(&socket(), line, Request::Undrain { path: line.clone() })
         }
     }
+}
+
+/// `check-health`: healthy, or the problems and a failure exit (a rollout's gate).
+fn check_health(socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let status: Status = serde_json::from_value(client::request(socket, &Request::Status)?)
+        .context("decoding status")?;
+    let problems = crosslink::control::health::problems(&status);
+    let who = format!(
+        "gateway {} (crosslink {})",
+        status.gateway.name, status.version
+    );
+    if problems.is_empty() {
+        println!("healthy: {who}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("unhealthy: {who}");
+    for p in problems {
+        println!("  {p}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn print_events(events: &[LogEntry], json: bool) -> anyhow::Result<()> {

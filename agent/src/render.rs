@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crosslink::control::proto::{LogEntry, PathKind, PathStatus, Status};
+use crosslink::control::proto::{BgpStatus, LogEntry, PathKind, PathStatus, Status};
 
 pub fn status(s: &Status) -> String {
     let mut out = String::new();
@@ -39,91 +39,96 @@ pub fn status(s: &Status) -> String {
             "PATH", "KIND", "IFACE", "STATE", "SIGNALS"
         );
         for (signals, p) in rows {
-            let kind = match p.kind {
-                PathKind::Line => "line",
-                PathKind::Tunnel => "tunnel",
-            };
-            let _ = writeln!(
-                out,
-                "  {:<12} {:<7} {:<10} {:<8} {:<w$} {}",
-                p.name,
-                kind,
-                p.interface,
-                p.state.as_str(),
-                signals,
-                p.reason
-            );
-            if let Some(line) = policy(p) {
-                let _ = writeln!(out, "      policy {line}");
-            }
-            for b in &p.bfd {
-                let rtt = b
-                    .rtt_ms
-                    .map_or(String::new(), |r| format!(" rtt {r:.2} ms"));
-                let loss = b
-                    .loss
-                    .map_or(String::new(), |l| format!(" loss {:.1}%", l * 100.0));
-                let diag = b
-                    .local_diag
-                    .as_deref()
-                    .filter(|d| *d != "no diagnostic")
-                    .map_or(String::new(), |d| format!(" ({d})"));
-                let _ = writeln!(
-                    out,
-                    "      bfd {} {} {}{diag}{rtt}{loss}",
-                    b.kind, b.neighbor, b.state
-                );
-            }
-            if let Some(t) = &p.tunnel {
-                let hs = t
-                    .handshake_age_seconds
-                    .map_or("no handshake yet".to_owned(), |a| {
-                        format!("handshake {a}s ago")
-                    });
-                let _ = writeln!(
-                    out,
-                    "      wireguard {} {hs}  rx {} B ({} pkts) tx {} B ({} pkts){}",
-                    t.endpoint.as_deref().unwrap_or("no endpoint"),
-                    t.rx_bytes,
-                    t.rx_packets,
-                    t.tx_bytes,
-                    t.tx_packets,
-                    t.error
-                        .as_deref()
-                        .map_or(String::new(), |e| format!("  error: {e}"))
-                );
-            }
-            for b in &p.bgp {
-                let up = b
-                    .established_seconds
-                    .map_or(String::new(), |s| format!(" for {s}s"));
-                let err = b
-                    .last_error
-                    .as_deref()
-                    .map_or(String::new(), |e| format!("  last error: {e}"));
-                let why = if b.rejected_by_reason.is_empty() {
-                    String::new()
-                } else {
-                    let by: Vec<String> = b
-                        .rejected_by_reason
-                        .iter()
-                        .map(|(k, v)| format!("{k} {v}"))
-                        .collect();
-                    format!(" ({})", by.join(", "))
-                };
-                let _ = writeln!(
-                    out,
-                    "      bgp {} {}{up}  received {} rejected {}{why} advertised {}{err}",
-                    b.neighbor,
-                    b.state,
-                    b.prefixes_received,
-                    b.prefixes_rejected,
-                    b.prefixes_advertised
-                );
-            }
+            path(&mut out, p, &signals, w);
         }
     }
     out
+}
+
+/// A path's row and, under it, its policy, sessions and tunnel.
+fn path(out: &mut String, p: &PathStatus, signals: &str, w: usize) {
+    let kind = match p.kind {
+        PathKind::Line => "line",
+        PathKind::Tunnel => "tunnel",
+    };
+    let _ = writeln!(
+        out,
+        "  {:<12} {:<7} {:<10} {:<8} {:<w$} {}",
+        p.name,
+        kind,
+        p.interface,
+        p.state.as_str(),
+        signals,
+        p.reason
+    );
+    if let Some(line) = policy(p) {
+        let _ = writeln!(out, "      policy {line}");
+    }
+    for b in &p.bfd {
+        let rtt = b
+            .rtt_ms
+            .map_or(String::new(), |r| format!(" rtt {r:.2} ms"));
+        let loss = b
+            .loss
+            .map_or(String::new(), |l| format!(" loss {:.1}%", l * 100.0));
+        let diag = b
+            .local_diag
+            .as_deref()
+            .filter(|d| *d != "no diagnostic")
+            .map_or(String::new(), |d| format!(" ({d})"));
+        let _ = writeln!(
+            out,
+            "      bfd {} {} {}{diag}{rtt}{loss}",
+            b.kind, b.neighbor, b.state
+        );
+    }
+    if let Some(t) = &p.tunnel {
+        let hs = t
+            .handshake_age_seconds
+            .map_or("no handshake yet".to_owned(), |a| {
+                format!("handshake {a}s ago")
+            });
+        let _ = writeln!(
+            out,
+            "      wireguard {} {hs}  rx {} B ({} pkts) tx {} B ({} pkts){}",
+            t.endpoint.as_deref().unwrap_or("no endpoint"),
+            t.rx_bytes,
+            t.rx_packets,
+            t.tx_bytes,
+            t.tx_packets,
+            t.error
+                .as_deref()
+                .map_or(String::new(), |e| format!("  error: {e}"))
+        );
+    }
+    for b in &p.bgp {
+        bgp(out, b);
+    }
+}
+
+fn bgp(out: &mut String, b: &BgpStatus) {
+    let up = b
+        .established_seconds
+        .map_or(String::new(), |s| format!(" for {s}s"));
+    let err = b
+        .last_error
+        .as_deref()
+        .map_or(String::new(), |e| format!("  last error: {e}"));
+    let why = if b.rejected_by_reason.is_empty() {
+        String::new()
+    } else {
+        let by: Vec<String> = b
+            .rejected_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        format!(" ({})", by.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "      bgp {} {}{up}  received {} rejected {}{why} advertised {}{err}",
+        b.neighbor, b.state, b.prefixes_received, b.prefixes_rejected, b.prefixes_advertised
+    );
 }
 
 /// The policy's hold on a path, when it has one: what an operator needs to know to tell

@@ -60,13 +60,8 @@ fn reasons<'a>(c: impl Iterator<Item = &'a Candidate>) -> String {
 }
 
 pub fn choose(paths: &[Candidate]) -> Choice {
-    let lines = || {
-        paths
-            .iter()
-            .filter(|c| matches!(c.kind, CandidateKind::Line { .. }))
-    };
+    let lines = || lines_of(paths);
     // Healthy lines the far side does not drain first; those it drains before the tunnels.
-    let usable = |c: &Candidate, drained: bool| c.healthy && c.draining.is_some() == drained;
     let best_tier = |drained: bool| {
         lines()
             .filter(|c| usable(c, drained))
@@ -80,46 +75,9 @@ pub fn choose(paths: &[Candidate]) -> Choice {
         .map(|t| (t, false))
         .or_else(|| best_tier(true).map(|t| (t, true)));
     if let Some((tier, drained)) = best {
-        let members: Vec<(String, u16)> = lines()
-            .filter(|c| usable(c, drained) && c.kind == CandidateKind::Line { priority: tier })
-            .map(|c| (c.name.clone(), 1))
-            .collect();
-        let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
-        let better_down: Vec<&Candidate> = lines()
-            .filter(|c| !c.healthy)
-            .filter(|c| matches!(c.kind, CandidateKind::Line { priority } if priority < tier))
-            .collect();
-        let mut reason = format!("line {} healthy (priority {tier})", names.join(", "));
-        if !better_down.is_empty() {
-            reason += &format!(
-                "; preferred line down: {}",
-                reasons(better_down.into_iter())
-            );
-        }
-        let left: Vec<String> = lines()
-            .filter(|c| c.healthy && !drained)
-            .filter_map(|c| Some(format!("{}: {}", c.name, c.draining.as_ref()?)))
-            .collect();
-        if drained {
-            reason += ", though the far side drains it: no other line is healthy";
-        } else if !left.is_empty() {
-            reason += &format!("; left for the far side: {}", left.join("; "));
-        }
-        return Choice {
-            mode: Mode::Lines,
-            members,
-            fallback: Vec::new(),
-            reason,
-        };
+        return on_lines(paths, tier, drained);
     }
-    let tunnels: Vec<(String, u16)> = paths
-        .iter()
-        .filter(|c| c.healthy)
-        .filter_map(|c| match c.kind {
-            CandidateKind::Tunnel { weight } => Some((c.name.clone(), weight)),
-            CandidateKind::Line { .. } => None,
-        })
-        .collect();
+    let tunnels: Vec<(String, u16)> = tunnels_of(paths, |c| c.healthy);
     let lines_why = if lines().next().is_none() {
         "the site has no line".to_owned()
     } else {
@@ -138,14 +96,72 @@ pub fn choose(paths: &[Candidate]) -> Choice {
             fallback: Vec::new(),
         };
     }
-    let fallback: Vec<(String, u16)> = paths
+    all_down(paths, line_unproven)
+}
+
+fn lines_of(paths: &[Candidate]) -> impl Iterator<Item = &Candidate> {
+    paths
         .iter()
-        .filter(|c| c.unproven || c.healthy)
+        .filter(|c| matches!(c.kind, CandidateKind::Line { .. }))
+}
+
+/// A healthy line, drained by the far side (`drained`) or not.
+fn usable(c: &Candidate, drained: bool) -> bool {
+    c.healthy && c.draining.is_some() == drained
+}
+
+/// The site's tunnels that `keep` says, with their weights.
+fn tunnels_of(paths: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<(String, u16)> {
+    paths
+        .iter()
+        .filter(|c| keep(c))
         .filter_map(|c| match c.kind {
             CandidateKind::Tunnel { weight } => Some((c.name.clone(), weight)),
             CandidateKind::Line { .. } => None,
         })
+        .collect()
+}
+
+/// The usable lines of priority `tier`, and why.
+fn on_lines(paths: &[Candidate], tier: u32, drained: bool) -> Choice {
+    let lines = || lines_of(paths);
+    let members: Vec<(String, u16)> = lines()
+        .filter(|c| usable(c, drained) && c.kind == CandidateKind::Line { priority: tier })
+        .map(|c| (c.name.clone(), 1))
         .collect();
+    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+    let better_down: Vec<&Candidate> = lines()
+        .filter(|c| !c.healthy)
+        .filter(|c| matches!(c.kind, CandidateKind::Line { priority } if priority < tier))
+        .collect();
+    let mut reason = format!("line {} healthy (priority {tier})", names.join(", "));
+    if !better_down.is_empty() {
+        reason += &format!(
+            "; preferred line down: {}",
+            reasons(better_down.into_iter())
+        );
+    }
+    let left: Vec<String> = lines()
+        .filter(|c| c.healthy && !drained)
+        .filter_map(|c| Some(format!("{}: {}", c.name, c.draining.as_ref()?)))
+        .collect();
+    if drained {
+        reason += ", though the far side drains it: no other line is healthy";
+    } else if !left.is_empty() {
+        reason += &format!("; left for the far side: {}", left.join("; "));
+    }
+    Choice {
+        mode: Mode::Lines,
+        members,
+        fallback: Vec::new(),
+        reason,
+    }
+}
+
+/// Nothing to move to: the kernel keeps its group; where none is left, the tunnels that
+/// may carry.
+fn all_down(paths: &[Candidate], line_unproven: bool) -> Choice {
+    let fallback = tunnels_of(paths, |c| c.unproven || c.healthy);
     let otherwise = if fallback.is_empty() {
         String::new()
     } else {

@@ -263,7 +263,32 @@ impl Tunnels {
             .iter()
             .map(|(n, t)| (n.clone(), t.config().clone()))
             .collect();
-        for (name, old) in &configs {
+        self.stop_or_change(&configs, &want, &mut done).await;
+        // Not running: new, restarted, or never started (an unbuildable one too: `launch`
+        // reports why and the retry task keeps trying, its key file may come later).
+        for (name, (t, _)) in &want {
+            if lock(&self.running).contains_key(name) {
+                continue;
+            }
+            if !configs.contains_key(name) && !lock(&self.pending).1.contains(name) {
+                done.push(format!("tunnel {name} added"));
+            }
+            launch(cfg, t, &self.running, &self.pending, &self.inputs).await;
+        }
+        self.inputs
+            .send(Input::TunnelsKept(want.keys().cloned().collect()));
+        done
+    }
+
+    /// The running tunnels `want` no longer has stop (their interface goes); changed ones
+    /// change in place or stop to start again.
+    async fn stop_or_change(
+        &mut self,
+        configs: &BTreeMap<String, TunnelConfig>,
+        want: &BTreeMap<String, (&TunnelCfg, Option<TunnelConfig>)>,
+        done: &mut Vec<String>,
+    ) {
+        for (name, old) in configs {
             let stop = match want.get(name) {
                 None => {
                     done.push(format!("tunnel {name} removed"));
@@ -304,20 +329,6 @@ impl Tunnels {
                 }
             }
         }
-        // Not running: new, restarted, or never started (an unbuildable one too: `launch`
-        // reports why and the retry task keeps trying, its key file may come later).
-        for (name, (t, _)) in &want {
-            if lock(&self.running).contains_key(name) {
-                continue;
-            }
-            if !configs.contains_key(name) && !lock(&self.pending).1.contains(name) {
-                done.push(format!("tunnel {name} added"));
-            }
-            launch(cfg, t, &self.running, &self.pending, &self.inputs).await;
-        }
-        self.inputs
-            .send(Input::TunnelsKept(want.keys().cloned().collect()));
-        done
     }
 }
 

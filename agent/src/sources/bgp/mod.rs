@@ -224,24 +224,7 @@ impl Sessions {
             unchanged(&r.line, &r.config, line, n)
         });
         let broken = |peer: &IpAddr| errors.iter().any(|(p, _)| p == peer);
-        // Import bounds alone (a site's prefixes or aggregates) change in place, with a
-        // route refresh; anything else restarts the session.
-        let mut restart = Vec::new();
-        for peer in &plan.changed {
-            let (Some(r), Some((line, n))) = (self.running.get_mut(peer), want.get(peer)) else {
-                continue;
-            };
-            if import_only(&r.line, &r.config, line, n)
-                && r.handle.set_import(n.import.clone()).await
-            {
-                r.config.import = n.import.clone();
-                done.push(format!(
-                    "BGP with {peer} ({line}): import bounds updated, routes refreshed"
-                ));
-            } else {
-                restart.push(*peer);
-            }
-        }
+        let restart = self.change_imports(&plan.changed, &want, &mut done).await;
         let plan = crate::reload::Diff {
             changed: restart,
             ..plan
@@ -298,6 +281,42 @@ impl Sessions {
                 format!("BGP with {peer} ({line}) restarted with its new settings")
             });
         }
+        self.follow_running();
+        if !plan.is_empty() {
+            self.listen();
+        }
+        done
+    }
+
+    /// Import bounds alone (a site's prefixes or aggregates) change in place, with a route
+    /// refresh; returns the sessions among `changed` that must restart instead.
+    async fn change_imports(
+        &mut self,
+        changed: &[IpAddr],
+        want: &Wanted,
+        done: &mut Vec<String>,
+    ) -> Vec<IpAddr> {
+        let mut restart = Vec::new();
+        for peer in changed {
+            let (Some(r), Some((line, n))) = (self.running.get_mut(peer), want.get(peer)) else {
+                continue;
+            };
+            if import_only(&r.line, &r.config, line, n)
+                && r.handle.set_import(n.import.clone()).await
+            {
+                r.config.import = n.import.clone();
+                done.push(format!(
+                    "BGP with {peer} ({line}): import bounds updated, routes refreshed"
+                ));
+            } else {
+                restart.push(*peer);
+            }
+        }
+        restart
+    }
+
+    /// The handles and the lines' announcements follow the running sessions.
+    fn follow_running(&mut self) {
         *lock(&self.handles) = self
             .running
             .iter()
@@ -312,10 +331,6 @@ impl Sessions {
                 .entry(r.line.clone())
                 .or_insert_with(|| r.config.export.clone());
         }
-        if !plan.is_empty() {
-            self.listen();
-        }
-        done
     }
 
     /// The passive side for the running neighbours. Active connects work without it; a

@@ -180,26 +180,9 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             return;
         }
         Event::Routes { peer, delta } => {
-            let Some(n) = st.bgp.get_mut(&peer) else {
+            if !routes(st, peer, &delta) {
                 return;
-            };
-            for p in &delta.withdrawn {
-                n.learned.remove(p);
-                n.graceful_shutdown.remove(p);
             }
-            for (p, _) in &delta.added {
-                n.graceful_shutdown.remove(p);
-            }
-            n.learned.extend(delta.added.iter().copied());
-            n.graceful_shutdown
-                .extend(delta.graceful_shutdown.iter().copied());
-            n.rejected += delta.rejected.len() as u64;
-            let refused = n.refused.note(&delta.rejected);
-            let line = n.line.clone();
-            n.last_routes_at = Some(Instant::now());
-            st.routes_generation += 1;
-            st.routes_changed_at = n.last_routes_at;
-            tell_refused(st, peer, &line, refused);
             (peer, None)
         }
     };
@@ -208,6 +191,32 @@ pub fn apply(st: &mut AgentState, ev: Event) {
         let line = st.bgp.get(&peer).map(|n| n.line.clone());
         st.record(kind, line.as_deref(), msg);
     }
+}
+
+/// A session's route delta: its learned routes and what its import refused. False when
+/// the session is not known (its events are then dropped).
+fn routes(st: &mut AgentState, peer: IpAddr, delta: &bgp::rib::RibDelta) -> bool {
+    let Some(n) = st.bgp.get_mut(&peer) else {
+        return false;
+    };
+    for p in &delta.withdrawn {
+        n.learned.remove(p);
+        n.graceful_shutdown.remove(p);
+    }
+    for (p, _) in &delta.added {
+        n.graceful_shutdown.remove(p);
+    }
+    n.learned.extend(delta.added.iter().copied());
+    n.graceful_shutdown
+        .extend(delta.graceful_shutdown.iter().copied());
+    n.rejected += delta.rejected.len() as u64;
+    let refused = n.refused.note(&delta.rejected);
+    let line = n.line.clone();
+    n.last_routes_at = Some(Instant::now());
+    st.routes_generation += 1;
+    st.routes_changed_at = n.last_routes_at;
+    tell_refused(st, peer, &line, refused);
+    true
 }
 
 /// Logs each newly refused prefix; the first are events too, and so is each power of ten
