@@ -68,6 +68,8 @@ pub struct AgentState {
     touched: bool,
     /// Operator commands waiting for the next decision (the policy takes them).
     pub(crate) operator_queue: Vec<crate::supervisor::OperatorRequest>,
+    /// Their answers, sent once the view that shows their effect is out.
+    pub(crate) operator_answers: Vec<(crate::supervisor::Reply, Result<String, String>)>,
     /// The policy's view of each path, as of the last pass.
     pub(crate) policy: BTreeMap<String, crate::policy::Verdict>,
     /// How each line's announcements should look (drains), and whether that changed
@@ -118,6 +120,7 @@ impl AgentState {
             learned_counts: Default::default(),
             touched: false,
             operator_queue: Vec::new(),
+            operator_answers: Vec::new(),
             policy: BTreeMap::new(),
             advertise: BTreeMap::new(),
             advertise_changed: false,

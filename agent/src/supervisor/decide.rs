@@ -193,7 +193,8 @@ impl Decider {
             if answer.is_ok() {
                 super::operator::taken_out(st, &r);
             }
-            let _ = r.reply.send(answer);
+            // Answered once the view shows it (see `Supervisor::run`).
+            st.operator_answers.push((r.reply, answer));
         }
         let mut sites = Vec::new();
         let mut views = Vec::new();

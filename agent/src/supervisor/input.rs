@@ -12,13 +12,16 @@ use crate::core::events::EventKind;
 use crate::sources::bfd::{BfdView, Key};
 use crate::sources::links::Carriers;
 
+/// Where an operator's command is answered: what it did, or why it was refused.
+pub type Reply = oneshot::Sender<Result<String, String>>;
+
 /// An operator command on its way to the policy, with where the answer goes.
 pub struct OperatorRequest {
     pub path: String,
     pub command: crate::policy::Command,
     /// Take the path out of service even when the guard says it is unsafe.
     pub force: bool,
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub reply: Reply,
 }
 
 pub enum Input {

@@ -22,7 +22,7 @@ pub(crate) mod members;
 mod operator;
 
 pub use decide::Decider;
-pub use input::{Input, Inputs, OperatorRequest};
+pub use input::{Input, Inputs, OperatorRequest, Reply};
 pub use operator::unsafe_to_take_out;
 
 /// The supervisor's clock: tokio's, so a driver test in virtual time (`start_paused`)
@@ -160,6 +160,9 @@ impl Supervisor {
                 },
                 () = tokio::time::sleep_until(wake.into()) => None,
             };
+            // Events recorded by the inputs themselves count as news too, and so does a
+            // pass of the FIB programmer: the watchdog reads it from the view.
+            let before = (self.generation, self.st.last_event_seq(), self.st.last_pass);
             if let Some(i) = first {
                 self.apply(i);
                 for _ in 1..BATCH {
@@ -170,7 +173,6 @@ impl Supervisor {
                 }
             }
             let now = clock();
-            let before = (self.generation, self.st.last_event_seq());
             if self.st.take_touched() || now >= due {
                 self.decide(now);
                 last_decision = now;
@@ -184,13 +186,18 @@ impl Supervisor {
             // What moved traffic or made an event is shown at once (an operator's command
             // then reads its effect); anything else (counters, RTT, a table streaming in)
             // at most every PUBLISH_EVERY: a view is the whole status document.
-            let news = (self.generation, self.st.last_event_seq()) != before;
-            if news || now >= published + PUBLISH_EVERY {
+            let answers = std::mem::take(&mut self.st.operator_answers);
+            let news = (self.generation, self.st.last_event_seq(), self.st.last_pass) != before;
+            if news || !answers.is_empty() || now >= published + PUBLISH_EVERY {
                 self.publish();
                 published = now;
                 unpublished = false;
             } else {
                 unpublished = true;
+            }
+            // An operator reads the effect of a command in the next `status` it asks for.
+            for (reply, answer) in answers {
+                let _ = reply.send(answer);
             }
         }
     }
