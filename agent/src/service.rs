@@ -65,7 +65,8 @@ pub async fn supervise(views: Views, programming: bool) {
         return;
     }
     let started = Instant::now();
-    while programming && views.borrow().last_pass.is_none() && started.elapsed() < READY_WAIT {
+    while programming && views.borrow().last_programmed.is_none() && started.elapsed() < READY_WAIT
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let line = status_line(&views.borrow().status);

@@ -86,6 +86,9 @@ pub struct AgentState {
     /// When the route programming last completed a pass (the service watchdog's proof of
     /// life; it passes at least once a second).
     pub last_pass: Option<Instant>,
+    /// When a pass of the FIB programmer last got the kernel to what was wanted (READY
+    /// waits for the first).
+    pub last_programmed: Option<Instant>,
     /// Transitions, failovers and switch times, counted as they happen.
     pub metrics: crate::metrics::Recorder,
     /// The number of the last event recorded.
@@ -128,6 +131,7 @@ impl AgentState {
             resumed_standings: crate::operator_state::Standings::new(),
             stall: None,
             last_pass: None,
+            last_programmed: None,
             metrics: crate::metrics::Recorder::new(),
             event_seq: 0,
             config_generation: 0,

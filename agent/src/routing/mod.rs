@@ -217,10 +217,19 @@ impl Programmer {
         let may_stop = !self.routes_deferred;
         let stop = || may_stop && newer.has_changed().unwrap_or(false);
         let mut switch = self.sync(wants, false, || false).await;
-        if matches!(&switch, Ok(s) if s.from_record && !s.errors.is_empty()) {
+        let redo = switch
+            .as_ref()
+            .ok()
+            .filter(|s| s.from_record && !s.errors.is_empty());
+        if let Some(first) = redo {
             // The kernel was not as recorded (it deleted or flushed something): again,
-            // from a dump, so a group it re-creates gets its routes back at once.
+            // from a dump, so a group it re-creates gets its routes back at once; so do
+            // the groups the first try created (the dump shows them as there).
+            let created_first = first.created.clone();
             switch = self.sync(wants, false, || false).await;
+            if let Ok(s) = switch.as_mut() {
+                s.created.extend(created_first);
+            }
         }
         let created = match switch {
             Ok(s) => {

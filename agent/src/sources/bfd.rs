@@ -46,6 +46,10 @@ pub struct BfdView {
     pub id: Option<SessionId>,
     /// Its silent peer has been reported (once per session).
     pub told_unanswered: bool,
+    /// The driver's session `state` came from: a poll of the session the view follows
+    /// replaces a state left by another (one a reload replaced, whose last event or poll
+    /// came in before the view knew its new session).
+    pub state_of: Option<SessionId>,
 }
 
 impl BfdView {
@@ -206,6 +210,7 @@ fn view(spec: &SessionSpec) -> BfdView {
         last_up_at: None,
         id: None,
         told_unanswered: false,
+        state_of: None,
     }
 }
 
@@ -413,6 +418,7 @@ pub(crate) fn apply_event(st: &mut AgentState, ev: Event) -> Option<(IpAddr, Opt
     let mut quiet = None;
     if let Some(v) = st.bfd.get_mut(&key) {
         v.state = Some(ev.to);
+        v.state_of = Some(ev.id);
         v.local_diag = Some(ev.diag);
         v.remote_diag = ev.remote_diag;
         v.heard |= ev.to == State::Up;
@@ -489,8 +495,8 @@ async fn poll(bfd: Arc<Bfd>, running: Running, inputs: Inputs, window: Arc<Mutex
 }
 
 /// Applies a poll (in the supervisor); a peer that never answered is reported once. The
-/// state comes from the sessions' events once there has been one: a poll taken just
-/// before a transition may be applied after it, and must not undo it.
+/// state comes from the session's events once there has been one of it: a poll taken
+/// just before a transition may be applied after it, and must not undo it.
 pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
     let settled = st.past_startup_grace();
     let mut silent = Vec::new();
@@ -502,8 +508,9 @@ pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
             .get_mut(&key)
             .filter(|v| v.id.is_none_or(|id| id == s.id))
         {
-            if v.state.is_none() {
+            if v.state.is_none() || v.state_of != Some(s.id) {
                 v.state = Some(s.state);
+                v.state_of = Some(s.id);
                 v.local_diag = Some(s.local_diag);
                 v.remote_diag = s.remote_diag;
                 st_touched = true;

@@ -78,3 +78,25 @@ fn a_poll_older_than_an_event_does_not_undo_it() {
     assert_eq!(st.bfd[&key].state, Some(State::Down));
     assert!(st.bfd[&key].detail.is_some(), "the counters are taken");
 }
+
+/// A reload replaced the session: a reading of the old one that came in before the view
+/// knew its new session is replaced by the first poll of the new one, even with no event.
+#[test]
+fn the_old_sessions_last_word_does_not_stick_to_the_new_one() {
+    let mut st = state();
+    let key: Key = ("l1".into(), "192.0.2.2".parse().unwrap(), false);
+    let spec = SessionSpec::single_hop("l1", key.1, "line1", Duration::from_millis(100), 3);
+    st.bfd.insert(key.clone(), view(&spec));
+    // The old session (7) was Up; its poll lands on the fresh view (no id yet).
+    polled(&mut st, vec![poll(State::Up)]);
+    assert_eq!(st.bfd[&key].state, Some(State::Up));
+    st.bfd.get_mut(&key).unwrap().id = Some(8);
+    let mut new = poll(State::Down);
+    new.id = 8;
+    polled(&mut st, vec![new]);
+    assert_eq!(
+        st.bfd[&key].state,
+        Some(State::Down),
+        "the new session's state"
+    );
+}

@@ -126,6 +126,7 @@ fn a_bfd_session_not_up_yet_after_the_start_is_unknown_not_down() {
         last_up_at: None,
         id: None,
         told_unanswered: false,
+        state_of: None,
     };
     let health = |v: &[BfdView]| -> Health {
         bfd_signal(
@@ -202,6 +203,7 @@ fn the_far_ends_silence_is_not_counted_as_the_paths_loss() {
         last_up_at: None,
         id: None,
         told_unanswered: false,
+        state_of: None,
     };
     let lossy = view(0.29, Some(FarEnd::Silent));
     let clean = view(0.01, None);
@@ -316,6 +318,7 @@ fn a_line_whose_router_withdrew_the_site_is_down_while_another_line_announces_it
             last_up_at: None,
             id: None,
             told_unanswered: false,
+            state_of: None,
         },
     );
     assert_eq!(bgp_of(&st, "l1").state, Health::Up);
@@ -481,6 +484,7 @@ fn after_the_agents_own_stall_timed_out_signals_hold_but_a_lost_carrier_does_not
             last_up_at: None,
             id: None,
             told_unanswered: false,
+            state_of: None,
         },
     );
     let status = |st: &AgentState| st.path_status(st.config().find_path("l1").unwrap());

@@ -47,6 +47,8 @@ pub struct View {
     /// When the FIB programmer last completed a pass (the service watchdog's proof that
     /// the supervisor and the programmer both turn).
     pub last_pass: Option<Instant>,
+    /// When a pass last got the kernel to what was wanted (READY waits for the first).
+    pub last_programmed: Option<Instant>,
 }
 
 impl View {
@@ -55,6 +57,7 @@ impl View {
             status: st.status(),
             events: st.events().cloned().collect(),
             last_pass: st.last_pass,
+            last_programmed: st.last_programmed,
         }
     }
 }
@@ -316,6 +319,7 @@ impl Supervisor {
         let Some(switched_at) = p.switched_at else {
             return;
         };
+        self.st.last_programmed = Some(clock());
         self.moves.retain(|(site, decided, generation)| {
             if *generation > p.generation {
                 return true;
@@ -367,6 +371,7 @@ impl Supervisor {
             status: self.st.status(),
             events,
             last_pass: self.st.last_pass,
+            last_programmed: self.st.last_programmed,
         }));
     }
 }

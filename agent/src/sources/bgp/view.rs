@@ -105,12 +105,14 @@ pub(crate) fn gone(st: &mut AgentState, peer: IpAddr) {
 
 /// A session's polled counters and state (in the supervisor).
 /// The session's own events say when it comes up or goes down: a poll taken just before
-/// one may be applied after it, so a poll only moves the state between the phases of
-/// connecting (which have no events), never into or out of Established.
+/// one may be applied after it (or come from the session a reload replaced), so a poll
+/// only moves the state between the phases of connecting (which have no events), never
+/// into or out of Established. A neighbour's view exists before its session runs, so its
+/// Up always comes as an event.
 pub(crate) fn polled(st: &mut AgentState, s: driver::Status) {
     if let Some(n) = st.bgp.get_mut(&s.peer) {
         let established = State::Established;
-        if !n.reported || (n.state != established && s.state != established) {
+        if n.state != established && s.state != established {
             n.state = s.state;
         }
         n.reported = true;
