@@ -239,7 +239,7 @@ async fn drive(cfg: crosslink::config::Config) {
     assert_eq!(members(&w), vec![both[1]], "{w:?}");
     // The view follows the wants (the programmer switches first).
     let view = settled_view(&mut views, |v| {
-        v.status.sites[0].paths[0].state != crosslink::control::proto::Health::Up
+        v.status.sites[0].paths[0].state == crosslink::control::proto::Health::Down
     })
     .await;
     let t1 = &view.status.sites[0].paths[0];

@@ -226,6 +226,11 @@ impl Programmer {
             // from a dump, so a group it re-creates gets its routes back at once; so do
             // the groups the first try created (the dump shows them as there).
             let created_first = first.created.clone();
+            tracing::info!(
+                refused = first.errors.len(),
+                first = %first.errors[0],
+                "the kernel was not as this programmer recorded it: the switch done again from a dump"
+            );
             switch = self.sync(wants, false, || false).await;
             if let Ok(s) = switch.as_mut() {
                 s.created.extend(created_first);
