@@ -26,6 +26,31 @@ pub(crate) fn key_dir() -> tempfile::TempDir {
     dir
 }
 
+/// Gateway `gw` with site `b` (198.18.2.0/24) and its line `l1` to 192.0.2.2 on
+/// `interface`, then `more` (further TOML tables): the small config the agent's unit
+/// tests build their state from.
+pub(crate) fn one_line_site(interface: &str, more: &str) -> Config {
+    let src = format!(
+        r#"
+        [gateway]
+        name = "gw"
+        asn = 65001
+        router_id = "192.0.2.1"
+        [[site]]
+        name = "b"
+        prefixes = ["198.18.2.0/24"]
+        [[line]]
+        name = "l1"
+        site = "b"
+        interface = "{interface}"
+        neighbors = ["192.0.2.2"]
+        peer_asn = 65101
+        {more}
+        "#
+    );
+    parse(&src, Path::new("t.toml"), Path::new("/nonexistent")).unwrap()
+}
+
 pub(crate) fn parse_in(dir: &Path, src: &str) -> Result<Config, ConfigErrors> {
     parse(src, Path::new("gw.toml"), dir)
 }

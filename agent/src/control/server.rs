@@ -179,8 +179,11 @@ async fn handle(
         Request::Reload => return reload(reloads).await,
     };
     // The supervisor judges the command against the state of the moment and hands it to
-    // the policy; it answers on its next pass (at once when it is idle). Without netlink
-    // it does not program anything: it says so rather than hang.
+    // the policy; it answers once the view shows the effect (at once when it is idle), or
+    // at once that route programming is not running (no netlink). It holds commands until
+    // it has read the kernel's objects of a previous run; one it has not answered within
+    // COMMAND_TIMEOUT is dropped when it gets to it (the asker has gone), so the answer
+    // below is true.
     let (tx, rx) = tokio::sync::oneshot::channel();
     inputs.send(Input::Operator(OperatorRequest {
         path,
@@ -191,7 +194,10 @@ async fn handle(
     match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
         Ok(Ok(Ok(msg))) => Reply::ok(msg),
         Ok(Ok(Err(refused))) => Reply::err(refused),
-        _ => Reply::err("route programming is not running; the command was not applied"),
+        _ => Reply::err(format!(
+            "the agent did not answer within {} s (still reading the kernel's routes at start?); the command was not applied",
+            COMMAND_TIMEOUT.as_secs()
+        )),
     }
 }
 

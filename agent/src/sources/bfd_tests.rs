@@ -1,23 +1,7 @@
 use super::*;
 
 fn state() -> AgentState {
-    let src = r#"
-        [gateway]
-        name = "gw"
-        asn = 65001
-        router_id = "192.0.2.1"
-        [[site]]
-        name = "b"
-        prefixes = ["198.18.2.0/24"]
-        [[line]]
-        name = "l1"
-        site = "b"
-        interface = "line1"
-        neighbors = ["192.0.2.2"]
-        peer_asn = 65101
-    "#;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+    let cfg = crate::config::tests::one_line_site("line1", "");
     AgentState::new(cfg, std::path::Path::new("t.toml"))
 }
 

@@ -2,26 +2,7 @@ use super::*;
 
 #[test]
 fn a_path_that_fails_again_while_out_of_service_counts_as_leaving_it_again() {
-    let cfg = crate::config::parse(
-        r#"
-        [gateway]
-        name = "gw"
-        asn = 65001
-        router_id = "192.0.2.1"
-        [[site]]
-        name = "b"
-        prefixes = ["198.18.2.0/24"]
-        [[line]]
-        name = "l1"
-        site = "b"
-        interface = "eth-up"
-        neighbors = ["192.0.2.2"]
-        peer_asn = 65101
-        "#,
-        std::path::Path::new("t.toml"),
-        std::path::Path::new("/nonexistent"),
-    )
-    .unwrap();
+    let cfg = crate::config::tests::one_line_site("eth-up", "");
     let mut st = AgentState::new(cfg, std::path::Path::new("t.toml"));
     let view = |admitted: bool, flaps: u64| Verdict {
         policy: crate::policy::PathPolicy {
@@ -82,33 +63,20 @@ fn transitions_are_named_for_the_operator() {
 #[test]
 fn lines_out_of_service_before_a_crash_stay_out_when_the_kernel_flushed_the_group() {
     let dir = tempfile::tempdir().unwrap();
-    let src = format!(
+    let more = format!(
         r#"
-        [gateway]
-        name = "gw"
-        asn = 65001
-        router_id = "192.0.2.1"
-        [control]
-        state_file = "{}/operator.json"
-        [[site]]
-        name = "b"
-        prefixes = ["198.18.2.0/24"]
-        [[line]]
-        name = "l1"
-        site = "b"
-        interface = "eth-up"
-        neighbors = ["192.0.2.2"]
-        peer_asn = 65101
         [[line]]
         name = "l2"
         site = "b"
         interface = "eth-up2"
         neighbors = ["192.0.2.6"]
         peer_asn = 65102
+        [control]
+        state_file = "{}/operator.json"
         "#,
         dir.path().display()
     );
-    let cfg = crate::config::parse(&src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+    let cfg = crate::config::tests::one_line_site("eth-up", &more);
     let standing = |in_service: bool| crate::operator_state::Standing {
         in_service,
         held: !in_service,

@@ -107,23 +107,7 @@ mod tests {
 
     #[test]
     fn members_follow_the_choice_per_family() {
-        let src = r#"
-            [gateway]
-            name = "gw"
-            asn = 65001
-            router_id = "192.0.2.1"
-            [[site]]
-            name = "b"
-            prefixes = ["198.18.2.0/24"]
-            [[line]]
-            name = "l1"
-            site = "b"
-            interface = "lo"
-            neighbors = ["192.0.2.2"]
-            peer_asn = 65101
-        "#;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::parse(src, std::path::Path::new("t.toml"), dir.path()).unwrap();
+        let cfg = crate::config::tests::one_line_site("lo", "");
         let c = Choice::of(Mode::Lines, &["l1"]);
         let lo = nix::net::if_::if_nametoindex("lo").unwrap();
         let mut ids = Ids::default();

@@ -53,9 +53,13 @@ pub struct View {
 
 impl View {
     pub fn of(st: &AgentState) -> View {
+        View::with_events(st, st.events().cloned().collect())
+    }
+
+    fn with_events(st: &AgentState, events: Arc<[LogEntry]>) -> View {
         View {
             status: st.status(),
-            events: st.events().cloned().collect(),
+            events,
             last_pass: st.last_pass,
             last_programmed: st.last_programmed,
         }
@@ -367,12 +371,8 @@ impl Supervisor {
             self.events_published = Some(seq);
             self.st.events().cloned().collect()
         };
-        self.view.send_replace(Arc::new(View {
-            status: self.st.status(),
-            events,
-            last_pass: self.st.last_pass,
-            last_programmed: self.st.last_programmed,
-        }));
+        self.view
+            .send_replace(Arc::new(View::with_events(&self.st, events)));
     }
 }
 
