@@ -84,4 +84,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         running: Option<PathBuf>,
     },
+    /// Feed a record of the agent's inputs (`[debug] record`) to a new engine and check
+    /// that every decision comes out as recorded; exit 1 at the first that does not.
+    Replay { file: PathBuf },
 }

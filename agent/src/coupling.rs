@@ -15,8 +15,9 @@
 //!   order above, and a router whose BGP lingers (a 90 s hold time) cannot bring a BFD
 //!   session Up under a BGP session it is about to replace.
 //!
-//! The rules are pure functions; the supervisor applies them after every input it takes
-//! (`reconcile`) and on every BFD failure (`close_bgp`).
+//! The rules are pure functions; the engine applies them at the end of every turn
+//! (`reconcile`) and on every BFD failure (`close_bgp`); the supervisor tells the BFD
+//! driver and the BGP sessions what they return.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,7 +25,7 @@ use std::time::Instant;
 
 use bgp::fsm::State as BgpState;
 use bgp::wire::{err, Notification};
-use probes::driver::{Bfd, SessionId};
+use probes::driver::SessionId;
 use probes::wire::{Diag, State};
 
 use crate::core::events::EventKind;
@@ -60,73 +61,74 @@ pub fn closes_bgp(bgp_established_at: Option<Instant>, bfd_last_up: Option<Insta
     matches!((bgp_established_at, bfd_last_up), (Some(b), Some(u)) if b <= u)
 }
 
-/// The BFD sessions the supervisor admits: the agent's running sessions with their specs.
-type Sessions = crate::sources::bfd::Running;
-
 /// BFD with `peer` failed, last hearing it say Up at `last_up`: when the BGP session with
-/// it was up then, it is recorded and the close to run is returned (the supervisor runs it
-/// in a task of its own, without waiting).
+/// it was up then, it is recorded and the close is returned with the instant it is bound
+/// by (the supervisor runs it; the session task closes only a session established before
+/// it, as the agent's view trails the task).
 pub fn close_bgp(
     st: &mut AgentState,
-    bgp: &crate::sources::bgp::Handles,
     peer: IpAddr,
     last_up: Option<Instant>,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+) -> Option<(IpAddr, Instant)> {
     let n = st.bgp.get(&peer)?;
     if n.state != BgpState::Established || !closes_bgp(n.established_at, last_up) {
         return None;
     }
     let line = n.line.clone();
-    // The agent's view trails the session task: the task itself closes the session only
-    // if it is still one established before BFD's last packet.
     let before = last_up?;
-    let handle = lock(bgp)
-        .iter()
-        .find(|(p, _)| *p == peer)
-        .map(|(_, h)| h.clone())?;
     let msg = format!(
         "BFD with {peer} went down: closing the BGP session with it (Cease/BFD Down); both come back together, BGP first"
     );
     tracing::warn!(path = %line, "{msg}");
     st.record(EventKind::BgpFollowsBfd, Some(&line), msg);
-    Some(async move {
+    Some((peer, before))
+}
+
+/// The close `close_bgp` asked for, on the session's own task.
+pub async fn teardown(bgp: &crate::sources::bgp::Handles, peer: IpAddr, before: Instant) {
+    let handle = lock(bgp)
+        .iter()
+        .find(|(p, _)| *p == peer)
+        .map(|(_, h)| h.clone());
+    if let Some(handle) = handle {
         handle
             .teardown_if_older(Notification::new(err::CEASE, err::CEASE_BFD_DOWN), before)
             .await;
-    })
+    }
 }
 
-/// Admits or holds every coupled session as the rules say, and marks the held ones for
+/// What each BFD session with a line router should be told, as the rules say: those whose
+/// admission changed since the driver was last told (`admin`). Marks the held ones for
 /// `status`.
 pub fn reconcile(
-    bfd: &Bfd,
-    sessions: &Sessions,
     st: &mut AgentState,
     admin: &mut HashMap<SessionId, bool>,
-) {
-    let coupled: Vec<(crate::sources::bfd::Key, SessionId)> = lock(sessions)
+) -> Vec<(SessionId, bool)> {
+    let running: Vec<SessionId> = st
+        .bfd
         .iter()
-        .filter(|(_, (spec, _))| spec.start_admin_down)
-        .filter_map(|(k, (_, id))| id.map(|id| (k.clone(), id)))
+        .filter(|((_, _, end_to_end), _)| !end_to_end)
+        .filter_map(|(_, v)| v.id)
         .collect();
-    admin.retain(|id, _| coupled.iter().any(|(_, i)| i == id));
-    for (key, id) in coupled {
-        let peer = key.1;
-        let bgp_up = st
-            .bgp
-            .get(&peer)
-            .is_some_and(|n| n.state == BgpState::Established);
-        let Some(view) = st.bfd.get_mut(&key) else {
+    admin.retain(|id, _| running.contains(id));
+    let mut told = Vec::new();
+    let bgp = &st.bgp;
+    for ((line, peer, end_to_end), view) in st.bfd.iter_mut() {
+        let Some(id) = view.id.filter(|_| !end_to_end) else {
             continue;
         };
+        let bgp_up = bgp
+            .get(peer)
+            .is_some_and(|n| n.state == BgpState::Established);
         let want = admitted(bgp_up, view.state);
         view.waiting_for_bgp = !want;
         if admin.get(&id).copied().unwrap_or(false) != want {
-            bfd.set_admin_up(id, want);
             admin.insert(id, want);
-            tracing::debug!(line = %key.0, %peer, admitted = want, "BFD follows BGP");
+            told.push((id, want));
+            tracing::debug!(%line, %peer, admitted = want, "BFD follows BGP");
         }
     }
+    told
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod reexec;
 pub mod refused;
 pub mod reload;
+pub mod replay;
 pub mod routing;
 pub mod select;
 pub mod service;
@@ -148,12 +149,24 @@ fn stall() -> Option<std::sync::Arc<stall::StallWatch>> {
 
 /// The state to start from: the config, and what a previous run left on disk.
 fn initial_state(config: Config, config_file: &Path, summary: String) -> AgentState {
-    let mut state = AgentState::new(config, config_file);
+    let mut state = AgentState::new(config, config_file, state::Now::read());
     state.record(EventKind::AgentStarted, None, summary);
     let file = state.config().control.state_file.clone();
-    // The operator's failovers and drains from before a restart, in force from the first
-    // announcement on (a drained line must not look attractive for a moment).
     let marks = operator_state::load(&file);
+    let standings = operator_state::load_standings(&operator_state::standings_file(&file));
+    resume(&mut state, marks, standings);
+    state
+}
+
+/// What a previous run left, for the engine to take up: the operator's failovers and
+/// drains, in force from the first announcement on (a drained line must not look
+/// attractive for a moment), and whether each path was in service or had failed (a
+/// restart is not a failure).
+pub(crate) fn resume(
+    state: &mut AgentState,
+    marks: operator_state::Marks,
+    standings: operator_state::Standings,
+) {
     for (path, mark) in &marks {
         if *mark != operator_state::Mark::Failover {
             state.set_advertise(path, policy::Advertise::Unattractive);
@@ -161,10 +174,7 @@ fn initial_state(config: Config, config_file: &Path, summary: String) -> AgentSt
     }
     state.take_advertise_changed();
     state.resumed = marks;
-    // Whether each path was in service or had failed: a restart is not a failure.
-    state.resumed_standings =
-        operator_state::load_standings(&operator_state::standings_file(&file));
-    state
+    state.resumed_standings = standings;
 }
 
 /// The adapters that feed the supervisor, as a reload reconfigures them.
@@ -200,14 +210,9 @@ impl Sources {
                 None
             }
         };
-        let coupling = bfd.as_ref().map(|b| {
-            let (driver, running) = b.coupled();
-            supervisor::Coupling {
-                bfd: driver,
-                sessions: running,
-                bgp: sessions.handles(),
-                admin: Default::default(),
-            }
+        let coupling = bfd.as_ref().map(|b| supervisor::Coupling {
+            bfd: b.shared_driver(),
+            bgp: sessions.handles(),
         });
         sources::links::start(inputs.clone());
         Sources {

@@ -55,6 +55,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckHealth => check_health(&socket()),
+        Command::Replay { ref file } => Ok(replay(file)),
         Command::Reload => {
             let said = client::request_within(&socket(), &Request::Reload, RELOAD_TIMEOUT)?;
             println!("{}", said.as_str().unwrap_or("config reloaded"));
@@ -261,5 +262,36 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// `crosslink replay`: what the record went through, or the first turn that differs.
+fn replay(file: &std::path::Path) -> ExitCode {
+    match crosslink::replay::replay(file) {
+        Ok(Ok(r)) => {
+            println!(
+                "{}: {} inputs over {:.1} s, {} turns ({} with new wants): every turn answered as recorded",
+                file.display(),
+                r.inputs,
+                r.span.as_secs_f64(),
+                r.turns,
+                r.decisions
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(d)) => {
+            println!(
+                "{}:{}: the turn answered otherwise than recorded\n  recorded: {:?}\n  replayed: {:?}",
+                file.display(),
+                d.line,
+                d.recorded,
+                d.replayed
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("crosslink replay: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

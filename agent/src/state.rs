@@ -17,6 +17,7 @@ use crate::control::proto::{
     STATUS_SCHEMA,
 };
 use crate::core::events::EventKind;
+pub use crate::core::now::Now;
 use crate::policy::Advertise;
 use crate::sources::bfd::BfdView;
 use crate::sources::bgp::NeighborState;
@@ -39,10 +40,14 @@ pub struct AgentState {
     config_file: PathBuf,
     started: Instant,
     started_at: SystemTime,
+    /// The time as the supervisor last told it (`set_now`): the state reads no clock.
+    now: Now,
     events: VecDeque<LogEntry>,
-    /// Each interface's carrier, kept by `links` from the kernel's notifications; none
-    /// until the first dump (every carrier unknown).
-    pub(crate) links: Option<crate::sources::links::Carriers>,
+    /// Each interface's index and carrier, kept by `links` from the kernel's
+    /// notifications; none until the first table (every carrier unknown, no member).
+    pub(crate) links: Option<crate::sources::links::LinkTable>,
+    /// The table is followed by notifications (not read from sysfs).
+    pub(crate) links_followed: bool,
     /// Counts the carrier changes of our interfaces: the kernel flushes the nexthops of a
     /// link that lost its carrier, without telling, so the FIB programmer reads its
     /// objects afresh after one.
@@ -104,14 +109,16 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl AgentState {
-    pub fn new(config: Config, config_file: &Path) -> AgentState {
+    pub fn new(config: Config, config_file: &Path, now: Now) -> AgentState {
         AgentState {
             config,
             config_file: config_file.to_path_buf(),
-            started: Instant::now(),
-            started_at: SystemTime::now(),
+            started: now.mono,
+            started_at: now.wall,
+            now,
             events: VecDeque::with_capacity(64),
             links: None,
+            links_followed: false,
             carrier_epoch: 0,
             bgp: BTreeMap::new(),
             bfd: BTreeMap::new(),
@@ -136,6 +143,15 @@ impl AgentState {
             event_seq: 0,
             config_generation: 0,
         }
+    }
+
+    /// The time of the inputs that follow, until the next call (the supervisor's turn).
+    pub fn set_now(&mut self, now: Now) {
+        self.now = now;
+    }
+
+    pub fn now(&self) -> Now {
+        self.now
     }
 
     /// Sets how a line is announced; the BGP side is told when that changes.
@@ -170,6 +186,10 @@ impl AgentState {
         &self.config
     }
 
+    pub fn config_file(&self) -> &Path {
+        &self.config_file
+    }
+
     /// A reload's config, in force from the next route programming pass (which it wakes).
     /// What the agent kept of paths the config no longer has goes with them.
     pub(crate) fn set_config(&mut self, config: Config) {
@@ -197,7 +217,7 @@ impl AgentState {
     /// Past the first seconds after the start, when sessions that have not come up yet are
     /// evidence of nothing.
     pub(crate) fn past_startup_grace(&self) -> bool {
-        self.started.elapsed() >= BFD_STARTUP_GRACE
+        self.now.since(self.started) >= BFD_STARTUP_GRACE
     }
 
     pub fn record(&mut self, kind: EventKind, path: Option<&str>, message: impl Into<String>) {
@@ -207,7 +227,7 @@ impl AgentState {
         self.event_seq += 1;
         self.events.push_back(LogEntry {
             seq: self.event_seq,
-            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            at: humantime::format_rfc3339_millis(self.now.wall).to_string(),
             kind: kind.as_str().to_owned(),
             path: path.map(str::to_owned),
             message: message.into(),
@@ -229,7 +249,7 @@ impl AgentState {
                 router_id: cfg.gateway.router_id.to_string(),
             },
             started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
-            uptime_seconds: self.started.elapsed().as_secs(),
+            uptime_seconds: self.now.since(self.started).as_secs(),
             config_file: self.config_file.display().to_string(),
             sites: cfg
                 .sites
@@ -343,12 +363,12 @@ impl AgentState {
                     state: s.health,
                 })
                 .collect(),
-            bgp: bgp.iter().map(|n| n.status()).collect(),
+            bgp: bgp.iter().map(|n| n.status(self.now)).collect(),
             bfd: bfd.iter().map(|v| v.to_status()).collect(),
             tunnel: (kind == PathKind::Tunnel)
                 .then(|| self.tunnels.get(name))
                 .flatten()
-                .map(|v| v.to_status(SystemTime::now())),
+                .map(|v| v.to_status(self.now.wall)),
             policy: self.policy.get(name).map(policy_status),
         }
     }

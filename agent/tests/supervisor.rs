@@ -1,58 +1,20 @@
 //! The supervisor driven by typed inputs in virtual time, as the sources, the control
 //! socket, a reload and the FIB programmer would send them; the test holds the
-//! programmer's end (the wants) and answers for it. The tunnels' interfaces are veths in a
-//! namespace this test makes (root), so the members resolve as on a host.
+//! programmer's end (the wants) and answers for it. The tunnels' interfaces are in the
+//! link table it sends, as the links source would: members need no real interface.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crosslink::fib::plan::Members;
 use crosslink::routing::{Adopted, Programmed, Wants};
+use crosslink::sources::links::Link;
 use crosslink::state::AgentState;
 use crosslink::supervisor::{self, Input, Inputs, OperatorRequest, Supervisor};
 use tokio::sync::{oneshot, watch};
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(ns: &str, args: &[&str]) {
-    let ok = Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ip {args:?}");
-}
-
-fn netns() -> Netns {
-    let ns = Netns(format!("xl-sup-{}", std::process::id()));
-    let _ = Command::new("ip")
-        .args(["netns", "del", &ns.0])
-        .stderr(Stdio::null())
-        .status();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
-    for (a, b) in [("tun1", "tp1"), ("tun2", "tp2")] {
-        ip(
-            &ns.0,
-            &["link", "add", a, "type", "veth", "peer", "name", b],
-        );
-    }
-    ns
-}
 
 const KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 
@@ -172,26 +134,22 @@ async fn command(
 
 #[test]
 fn inputs_in_decisions_out_in_virtual_time() {
-    let ns = netns();
-    let name = ns.0.clone();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-            .block_on(drive(cfg));
-    })
-    .join()
-    .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(drive(cfg));
 }
 
 async fn drive(cfg: crosslink::config::Config) {
-    let st = AgentState::new(cfg.clone(), Path::new("gw.toml"));
+    let st = AgentState::new(
+        cfg.clone(),
+        Path::new("gw.toml"),
+        crosslink::state::Now::read(),
+    );
     let (inputs, rx) = Inputs::channel();
     let (view_tx, mut views) = supervisor::views(&st);
     let (exports_tx, _exports) = supervisor::exports(&st);
@@ -200,10 +158,13 @@ async fn drive(cfg: crosslink::config::Config) {
     tokio::spawn(sup.run());
 
     // Nothing is decided before the kernel's objects of a previous run are read.
-    inputs.send(Input::Links(Some(BTreeMap::from([
-        ("tun1".to_owned(), true),
-        ("tun2".to_owned(), true),
-    ]))));
+    inputs.send(Input::Links {
+        table: BTreeMap::from([
+            ("tun1".to_owned(), Link { index: 7, up: true }),
+            ("tun2".to_owned(), Link { index: 8, up: true }),
+        ]),
+        followed: true,
+    });
     for t in ["t1", "t2"] {
         inputs.send(Input::TunnelStarted {
             name: t.into(),

@@ -31,11 +31,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates config text; `file` names it in errors and `base_dir` anchors
 /// relative key file paths.
 pub fn parse(src: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    parse_with(src, file, base_dir, true)
+}
+
+/// Parses config text another host ran with (a record being replayed): every check but
+/// the key files', which stay on that host.
+pub fn parse_recorded(src: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    parse_with(src, file, Path::new("/nonexistent"), false)
+}
+
+fn parse_with(
+    src: &str,
+    file: &Path,
+    base_dir: &Path,
+    key_files: bool,
+) -> Result<Config, ConfigErrors> {
     let loc = Locator::new(file, src);
     let mut cfg: Config = toml::from_str(src).map_err(|e| ConfigErrors(vec![loc.from_toml(&e)]))?;
-    let errors = validate::validate(&mut cfg, &loc, base_dir);
+    let errors = validate::validate(&mut cfg, &loc, base_dir, key_files);
     if errors.is_empty() {
         cfg.warnings = warnings::warnings(&cfg, &loc);
+        cfg.source = src.to_owned();
         Ok(cfg)
     } else {
         Err(ConfigErrors(errors))

@@ -38,6 +38,21 @@ pub struct Config {
     /// What the file may get wrong though it is valid (see `warnings`); not a key.
     #[serde(skip)]
     pub warnings: Vec<super::ConfigError>,
+    /// The text it was parsed from (a record of the agent's inputs holds it).
+    #[serde(skip)]
+    pub source: String,
+    /// `[debug]`: what helps to find out what happened.
+    #[serde(default)]
+    pub debug: Debug,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Debug {
+    /// Record the supervisor's inputs and outputs to this file (JSON lines), for
+    /// `crosslink replay`; relative to the config file's directory.
+    #[serde(default)]
+    pub record: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

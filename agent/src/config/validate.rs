@@ -31,7 +31,13 @@ impl Checker<'_> {
     }
 }
 
-pub fn validate(cfg: &mut Config, loc: &Locator<'_>, base_dir: &Path) -> Vec<ConfigError> {
+/// Every check; `key_files`: the key files too (a replay elsewhere has none of them).
+pub fn validate(
+    cfg: &mut Config,
+    loc: &Locator<'_>,
+    base_dir: &Path,
+    key_files: bool,
+) -> Vec<ConfigError> {
     let mut c = Checker {
         loc,
         base_dir,
@@ -45,7 +51,14 @@ pub fn validate(cfg: &mut Config, loc: &Locator<'_>, base_dir: &Path) -> Vec<Con
     check_lines(&mut c, cfg);
     check_tunnels(&mut c, cfg);
     check_policy(&mut c, cfg);
-    resolve_key_files(&mut c, cfg);
+    if key_files {
+        resolve_key_files(&mut c, cfg);
+    }
+    if let Some(r) = cfg.debug.record.as_mut() {
+        if r.is_relative() {
+            *r = base_dir.join(&*r);
+        }
+    }
     c.errors.sort_by_key(|e| (e.line, e.column));
     c.errors
 }

@@ -13,8 +13,6 @@
 pub mod damping;
 mod persist;
 #[cfg(test)]
-mod scenarios;
-#[cfg(test)]
 mod sim;
 
 use std::collections::BTreeMap;

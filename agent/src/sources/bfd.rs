@@ -53,6 +53,26 @@ pub struct BfdView {
 }
 
 impl BfdView {
+    /// A session nothing is known of yet.
+    pub(crate) fn fresh(line: String, peer: IpAddr, end_to_end: bool) -> BfdView {
+        BfdView {
+            line,
+            peer,
+            end_to_end,
+            state: None,
+            local_diag: None,
+            remote_diag: None,
+            detail: None,
+            far_end_quiet: None,
+            heard: false,
+            waiting_for_bgp: false,
+            last_up_at: None,
+            id: None,
+            told_unanswered: false,
+            state_of: None,
+        }
+    }
+
     /// Not one packet from the peer since the session started, though we send: a line
     /// router with no BFD configured, or a far end that does not run it.
     pub fn unanswered(&self) -> bool {
@@ -175,7 +195,7 @@ pub fn specs(cfg: &Config) -> Vec<SessionSpec> {
 /// A session's key: its path, peer and whether it is end to end.
 pub(crate) type Key = (String, IpAddr, bool);
 
-fn key(spec: &SessionSpec) -> Key {
+pub(crate) fn key(spec: &SessionSpec) -> Key {
     (spec.name.clone(), spec.peer, spec.multihop)
 }
 
@@ -195,23 +215,10 @@ pub struct Sessions {
     window: Arc<Mutex<Duration>>,
 }
 
-fn view(spec: &SessionSpec) -> BfdView {
-    BfdView {
-        line: spec.name.clone(),
-        peer: spec.peer,
-        end_to_end: spec.multihop,
-        state: None,
-        local_diag: None,
-        remote_diag: None,
-        detail: None,
-        far_end_quiet: None,
-        heard: false,
-        waiting_for_bgp: spec.start_admin_down,
-        last_up_at: None,
-        id: None,
-        told_unanswered: false,
-        state_of: None,
-    }
+pub(crate) fn view(spec: &SessionSpec) -> BfdView {
+    let mut v = BfdView::fresh(spec.name.clone(), spec.peer, spec.multihop);
+    v.waiting_for_bgp = spec.start_admin_down;
+    v
 }
 
 /// How a running session becomes `new`: in place when only its timers differ (a Poll
@@ -293,9 +300,9 @@ impl Sessions {
         &self.bfd
     }
 
-    /// The driver and the running sessions, for the task that couples them to BGP.
-    pub(crate) fn coupled(&self) -> (Arc<Bfd>, Running) {
-        (self.bfd.clone(), self.running.clone())
+    /// The driver, for the supervisor to admit or hold the sessions with the line routers.
+    pub(crate) fn shared_driver(&self) -> Arc<Bfd> {
+        self.bfd.clone()
     }
 
     /// Ends the sessions `cfg` no longer asks for (the peer is told: AdminDown). Runs
@@ -416,6 +423,7 @@ pub(crate) fn apply_event(st: &mut AgentState, ev: Event) -> Option<(IpAddr, Opt
     let failed = (!key.2 && coupling::bfd_failed(ev.from, ev.to, ev.remote_state, ev.remote_diag))
         .then_some((ev.peer, ev.last_up_rx));
     let mut quiet = None;
+    let now = st.now().mono;
     if let Some(v) = st.bfd.get_mut(&key) {
         v.state = Some(ev.to);
         v.state_of = Some(ev.id);
@@ -423,10 +431,10 @@ pub(crate) fn apply_event(st: &mut AgentState, ev: Event) -> Option<(IpAddr, Opt
         v.remote_diag = ev.remote_diag;
         v.heard |= ev.to == State::Up;
         if ev.to == State::Up {
-            v.last_up_at = Some(Instant::now());
+            v.last_up_at = Some(now);
         }
         if matches!(ev.far_end, FarEnd::Silent | FarEnd::Restarted) {
-            v.far_end_quiet = Some((ev.far_end, Instant::now()));
+            v.far_end_quiet = Some((ev.far_end, now));
             quiet = Some(ev.far_end);
         } else if ev.from == State::Up {
             // A failure of this path, with the far end alive: no longer excused. The
@@ -499,6 +507,7 @@ async fn poll(bfd: Arc<Bfd>, running: Running, inputs: Inputs, window: Arc<Mutex
 /// just before a transition may be applied after it, and must not undo it.
 pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
     let settled = st.past_startup_grace();
+    let threshold = *st.config().policy.loss_threshold.get_ref();
     let mut silent = Vec::new();
     let mut st_touched = false;
     for s in all {
@@ -516,6 +525,13 @@ pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
                 st_touched = true;
             }
             v.heard |= s.rx_packets > 0 || s.state == State::Up;
+            // Loss that crosses one of the policy's bounds may move the path.
+            let band = |l: Option<f64>| match l {
+                Some(l) if l > threshold => 2,
+                Some(l) if l > threshold / 2.0 => 1,
+                _ => 0,
+            };
+            st_touched |= band(v.detail.as_ref().and_then(|d| d.loss)) != band(s.loss);
             v.detail = Some(s);
             if settled && v.unanswered() && !v.told_unanswered {
                 v.told_unanswered = true;
@@ -523,7 +539,7 @@ pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
             }
         }
     }
-    // A peer found silent, or a first state: the path's signal changes.
+    // A peer found silent, a first state or loss across a bound: the path may move.
     if st_touched || !silent.is_empty() {
         st.touch();
     }

@@ -2,7 +2,11 @@ use super::*;
 
 fn state() -> AgentState {
     let cfg = crate::config::tests::one_line_site("line1", "");
-    AgentState::new(cfg, std::path::Path::new("t.toml"))
+    AgentState::new(
+        cfg,
+        std::path::Path::new("t.toml"),
+        crate::state::Now::read(),
+    )
 }
 
 fn poll(s: State) -> SessionStatus {

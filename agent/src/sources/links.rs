@@ -1,5 +1,6 @@
-//! Each interface's carrier, as the kernel's link notifications tell it (rtnetlink), sent
-//! to the supervisor for the paths' carrier signal; it decides again the moment one of
+//! Each interface's index and carrier, as the kernel's link notifications tell it
+//! (rtnetlink), sent to the supervisor for the paths' carrier signal and their kernel
+//! members (a nexthop names its interface by index); it decides again the moment one of
 //! our interfaces changes. A carrier loss must not wait for BFD to notice:
 //! the kernel flushes the nexthops on a link that lost its carrier at once (a group left
 //! empty takes its routes with it), so every millisecond until the next pass is traffic
@@ -10,9 +11,9 @@
 //! alone would make every other interface look absent); one runs at start, every second
 //! after (repairing a lost notification), and after the socket overran. An interface of
 //! ours a dump leaves out is confirmed gone by name before it counts as absent (a dump
-//! can miss a link another one's change raced). While there is no table (before the
-//! first dump, or with the socket lost and being reconnected) the carrier signal reads
-//! sysfs instead (`state`).
+//! can miss a link another one's change raced). Before the first dump, and while the
+//! socket is lost and being reconnected, the table is read from sysfs once a second
+//! instead, and says so: the FIB programmer then reads the kernel before every switch.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,9 +33,17 @@ const RESYNC: Duration = Duration::from_secs(1);
 /// Wait before subscribing again after the socket failed or ended.
 const RECONNECT: Duration = Duration::from_secs(1);
 
-/// Interface name to carrier (up: the link is administratively up and has its carrier, as
-/// the kernel's IFF_LOWER_UP says; what sysfs `carrier` reads).
-pub type Carriers = BTreeMap<String, bool>;
+/// An interface as the kernel tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Link {
+    pub index: u32,
+    /// Administratively up with its carrier, as the kernel's IFF_LOWER_UP says (what
+    /// sysfs `carrier` reads).
+    pub up: bool,
+}
+
+/// Every interface by name.
+pub type LinkTable = BTreeMap<String, Link>;
 
 fn name(msg: &LinkMessage) -> Option<&str> {
     msg.attributes.iter().find_map(|a| match a {
@@ -43,14 +52,18 @@ fn name(msg: &LinkMessage) -> Option<&str> {
     })
 }
 
-fn carrier(msg: &LinkMessage) -> bool {
-    msg.header.flags.contains(LinkFlags::LowerUp)
+fn link(msg: &LinkMessage) -> Link {
+    Link {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::LowerUp),
+    }
 }
 
-/// What a notification changes: an interface with its carrier, or gone (`None`). Only
+/// What a notification changes: an interface with its index and carrier, or gone
+/// (`None`). Only
 /// the generic family speaks of the link itself: a bridge's messages (AF_BRIDGE) about a
 /// port, a "del" when it leaves the bridge among them, do not.
-fn change(msg: RouteNetlinkMessage) -> Option<(String, Option<bool>)> {
+fn change(msg: RouteNetlinkMessage) -> Option<(String, Option<Link>)> {
     let (l, gone) = match msg {
         RouteNetlinkMessage::NewLink(l) => (l, false),
         RouteNetlinkMessage::DelLink(l) => (l, true),
@@ -59,7 +72,7 @@ fn change(msg: RouteNetlinkMessage) -> Option<(String, Option<bool>)> {
     if l.header.interface_family != AddressFamily::Unspec {
         return None;
     }
-    name(&l).map(|n| (n.to_owned(), (!gone).then(|| carrier(&l))))
+    name(&l).map(|n| (n.to_owned(), (!gone).then(|| link(&l))))
 }
 
 /// The interfaces that feed the config's paths.
@@ -71,13 +84,14 @@ fn ours(cfg: &Config) -> impl Iterator<Item = &String> {
 }
 
 /// Applies one change (in the supervisor); a decision follows when it concerns a path.
-/// Without a table (no dump yet) it waits for the dump.
-pub(crate) fn update(st: &mut AgentState, iface: String, carrier: Option<bool>) {
+/// Without a table it waits for one.
+pub(crate) fn update(st: &mut AgentState, iface: String, link: Option<Link>) {
     let Some(table) = st.links.as_mut() else {
         return;
     };
-    let changed = match carrier {
-        Some(c) => table.insert(iface.clone(), c) != Some(c),
+    // A new index is a change too (the interface was made again): its members follow.
+    let changed = match link {
+        Some(l) => table.insert(iface.clone(), l) != Some(l),
         None => table.remove(&iface).is_some(),
     };
     if changed && ours(st.config()).any(|n| *n == iface) {
@@ -86,15 +100,15 @@ pub(crate) fn update(st: &mut AgentState, iface: String, carrier: Option<bool>) 
     }
 }
 
-/// Puts a fresh table in place (in the supervisor), or none when the notifications were
-/// lost; a decision follows when one of our interfaces differs.
-pub(crate) fn replace(st: &mut AgentState, fresh: Option<Carriers>) {
-    let old = std::mem::replace(&mut st.links, fresh);
-    let differs = match (&old, &st.links) {
-        (Some(old), Some(new)) => ours(st.config()).any(|n| old.get(n) != new.get(n)),
-        (None, None) => false,
-        _ => true,
-    };
+/// Puts a fresh table in place (in the supervisor), `followed` by notifications or read
+/// from sysfs; a decision follows when one of our interfaces differs.
+pub(crate) fn replace(st: &mut AgentState, fresh: LinkTable, followed: bool) {
+    let was_followed = std::mem::replace(&mut st.links_followed, followed);
+    let differs = match &st.links {
+        Some(old) => ours(st.config()).any(|n| old.get(n) != fresh.get(n)),
+        None => true,
+    } || was_followed != followed;
+    st.links = Some(fresh);
     if differs {
         st.carrier_epoch += 1;
         st.touch();
@@ -105,10 +119,10 @@ pub(crate) fn replace(st: &mut AgentState, fresh: Option<Carriers>) {
 /// confirms by name was missed by the dump (another link's change raced it), not gone, and
 /// stays as last known.
 fn confirmed(
-    old: Option<&Carriers>,
-    mut fresh: Carriers,
+    old: Option<&LinkTable>,
+    mut fresh: LinkTable,
     exists: impl Fn(&str) -> bool,
-) -> Carriers {
+) -> LinkTable {
     for (n, c) in old.into_iter().flatten() {
         if !fresh.contains_key(n) && exists(n) {
             fresh.insert(n.clone(), *c);
@@ -117,12 +131,12 @@ fn confirmed(
     fresh
 }
 
-async fn dump(handle: &rtnetlink::Handle) -> Result<Carriers, rtnetlink::Error> {
+async fn dump(handle: &rtnetlink::Handle) -> Result<LinkTable, rtnetlink::Error> {
     handle
         .link()
         .get()
         .execute()
-        .try_filter_map(|l| async move { Ok(name(&l).map(|n| (n.to_owned(), carrier(&l)))) })
+        .try_filter_map(|l| async move { Ok(name(&l).map(|n| (n.to_owned(), link(&l)))) })
         .try_collect()
         .await
 }
@@ -131,8 +145,42 @@ fn exists(iface: &str) -> bool {
     nix::net::if_::if_nametoindex(iface).is_ok()
 }
 
-/// Starts the task that keeps the table, subscribing again whenever the socket fails.
+/// Every interface's index and carrier from sysfs. Reading `carrier` of an interface that
+/// is administratively down fails with EINVAL: no carrier. One that goes while it is read
+/// is left out.
+pub(crate) fn sysfs_table() -> LinkTable {
+    let mut table = LinkTable::new();
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return table;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let read = |what: &str| std::fs::read_to_string(entry.path().join(what));
+        let Some(index) = read("ifindex").ok().and_then(|i| i.trim().parse().ok()) else {
+            continue;
+        };
+        let up = match read("carrier") {
+            Ok(c) => c.trim() == "1",
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => false,
+            Err(_) => continue,
+        };
+        table.insert(name, Link { index, up });
+    }
+    table
+}
+
+fn from_sysfs(inputs: &Inputs) {
+    inputs.send(Input::Links {
+        table: sysfs_table(),
+        followed: false,
+    });
+}
+
+/// Starts the task that keeps the table, subscribing again whenever the socket fails. The
+/// first table is read from sysfs before anything else runs: the supervisor knows every
+/// carrier from its first input.
 pub fn start(inputs: Inputs) {
+    from_sysfs(&inputs);
     tokio::spawn(async move {
         loop {
             match rtnetlink::new_multicast_connection(&[MulticastGroup::Link]) {
@@ -145,8 +193,8 @@ pub fn start(inputs: Inputs) {
                     tracing::error!(error = %e, "no link notifications; carriers are read from sysfs meanwhile")
                 }
             }
-            // Lost: the carrier falls back to sysfs until a new table is in.
-            inputs.send(Input::Links(None));
+            // Lost: the carriers come from sysfs until a new table is in.
+            from_sysfs(&inputs);
             tokio::time::sleep(RECONNECT).await;
         }
     });
@@ -166,7 +214,7 @@ where
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
     // The table as sent, to check the next dump against.
-    let mut table: Option<Carriers> = None;
+    let mut table: Option<LinkTable> = None;
     loop {
         // Notifications first: a dump taken while some wait would be undone by them.
         let due = tokio::select! {
@@ -178,14 +226,14 @@ where
                 };
                 match msg.payload {
                     NetlinkPayload::InnerMessage(msg) => {
-                        if let Some((iface, carrier)) = change(msg) {
+                        if let Some((iface, link)) = change(msg) {
                             if let Some(t) = table.as_mut() {
-                                match carrier {
-                                    Some(c) => t.insert(iface.clone(), c),
+                                match link {
+                                    Some(l) => t.insert(iface.clone(), l),
                                     None => t.remove(&iface),
                                 };
                             }
-                            inputs.send(Input::Link { iface, carrier });
+                            inputs.send(Input::Link { iface, link });
                         }
                         false
                     }
@@ -204,7 +252,10 @@ where
                 failures = 0;
                 let fresh = confirmed(table.as_ref(), all, exists);
                 table = Some(fresh.clone());
-                inputs.send(Input::Links(Some(fresh)));
+                inputs.send(Input::Links {
+                    table: fresh,
+                    followed: true,
+                });
             }
             Err(e) => {
                 failures += 1;
@@ -221,78 +272,113 @@ where
 mod tests {
     use super::*;
 
-    fn link(name: Option<&str>, flags: LinkFlags) -> LinkMessage {
+    fn message(name: Option<&str>, flags: LinkFlags) -> LinkMessage {
         let mut m = LinkMessage::default();
         m.header.flags = flags;
+        m.header.index = 7;
         if let Some(n) = name {
             m.attributes.push(LinkAttribute::IfName(n.to_owned()));
         }
         m
     }
 
+    fn up_at(index: u32) -> Link {
+        Link { index, up: true }
+    }
+
+    fn down_at(index: u32) -> Link {
+        Link { index, up: false }
+    }
+
     #[test]
     fn a_notification_says_the_carrier_or_that_the_link_is_gone() {
         let up = LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp;
         assert_eq!(
-            change(RouteNetlinkMessage::NewLink(link(Some("line1"), up))),
-            Some(("line1".to_owned(), Some(true)))
+            change(RouteNetlinkMessage::NewLink(message(Some("line1"), up))),
+            Some(("line1".to_owned(), Some(up_at(7))))
         );
         // Administratively up without a carrier, or down altogether.
         assert_eq!(
-            change(RouteNetlinkMessage::NewLink(link(
+            change(RouteNetlinkMessage::NewLink(message(
                 Some("line1"),
                 LinkFlags::Up
             ))),
-            Some(("line1".to_owned(), Some(false)))
+            Some(("line1".to_owned(), Some(down_at(7))))
         );
         assert_eq!(
-            change(RouteNetlinkMessage::NewLink(link(
+            change(RouteNetlinkMessage::NewLink(message(
                 Some("wg0"),
                 LinkFlags::empty()
             ))),
-            Some(("wg0".to_owned(), Some(false)))
+            Some(("wg0".to_owned(), Some(down_at(7))))
         );
         assert_eq!(
-            change(RouteNetlinkMessage::DelLink(link(Some("wg0"), up))),
+            change(RouteNetlinkMessage::DelLink(message(Some("wg0"), up))),
             Some(("wg0".to_owned(), None))
         );
-        assert_eq!(change(RouteNetlinkMessage::NewLink(link(None, up))), None);
+        assert_eq!(
+            change(RouteNetlinkMessage::NewLink(message(None, up))),
+            None
+        );
         // A port leaving a bridge: a "del" of the bridge family, not of the link.
-        let mut port = link(Some("line1"), up);
+        let mut port = message(Some("line1"), up);
         port.header.interface_family = AddressFamily::Bridge;
         assert_eq!(change(RouteNetlinkMessage::DelLink(port)), None);
     }
 
     fn state() -> AgentState {
         let cfg = crate::config::tests::one_line_site("line1", "");
-        AgentState::new(cfg, std::path::Path::new("t.toml"))
+        AgentState::new(
+            cfg,
+            std::path::Path::new("t.toml"),
+            crate::state::Now::read(),
+        )
     }
 
     #[test]
     fn only_a_dump_makes_the_table_and_only_our_interfaces_wake_the_decision() {
         let mut st = state();
-        update(&mut st, "line1".into(), Some(true));
+        update(&mut st, "line1".into(), Some(up_at(3)));
         assert!(st.links.is_none(), "a notification alone makes no table");
-        replace(&mut st, Some([("line1".to_owned(), true)].into()));
-        assert!(st.take_touched(), "the first table");
-        update(&mut st, "line1".into(), Some(false));
-        assert!(!st.links.as_ref().unwrap()["line1"]);
+        replace(&mut st, [("line1".to_owned(), up_at(3))].into(), false);
+        assert!(st.take_touched(), "the first table (sysfs)");
+        replace(&mut st, [("line1".to_owned(), up_at(3))].into(), true);
+        assert!(st.take_touched(), "followed from now on");
+        update(&mut st, "line1".into(), Some(down_at(3)));
+        assert!(!st.links.as_ref().unwrap()["line1"].up);
         assert!(st.take_touched(), "ours: a decision follows");
-        update(&mut st, "docker0".into(), Some(true));
+        update(&mut st, "docker0".into(), Some(up_at(4)));
         assert!(!st.take_touched(), "not ours");
-        replace(&mut st, Some([("line1".to_owned(), false)].into()));
+        replace(&mut st, [("line1".to_owned(), down_at(3))].into(), true);
         assert!(!st.take_touched(), "the same for ours");
-        replace(&mut st, None);
+        update(&mut st, "line1".into(), Some(down_at(9)));
+        assert!(
+            st.take_touched(),
+            "made again: its members follow the new index"
+        );
+        replace(&mut st, [("line1".to_owned(), down_at(9))].into(), false);
         assert!(st.take_touched(), "lost: read from sysfs now");
+        assert!(!st.links_followed);
+    }
+
+    #[test]
+    fn sysfs_knows_the_loopback_and_its_carrier() {
+        let t = sysfs_table();
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        assert_eq!(t.get("lo"), Some(&up_at(lo)), "{t:?}");
     }
 
     #[test]
     fn a_link_a_dump_missed_is_not_absent() {
-        let old: Carriers = [("line1".to_owned(), false), ("tun1".to_owned(), true)].into();
-        let fresh: Carriers = [("tun1".to_owned(), true)].into();
+        let old: LinkTable = [
+            ("line1".to_owned(), down_at(3)),
+            ("tun1".to_owned(), up_at(4)),
+        ]
+        .into();
+        let fresh: LinkTable = [("tun1".to_owned(), up_at(4))].into();
         // line1 exists: missed by the dump, as last known.
         let t = confirmed(Some(&old), fresh.clone(), |_| true);
-        assert_eq!(t.get("line1"), Some(&false));
+        assert_eq!(t.get("line1"), Some(&down_at(3)));
         // Gone for real.
         let t = confirmed(Some(&old), fresh.clone(), |_| false);
         assert_eq!(t.get("line1"), None);

@@ -427,7 +427,7 @@ pub(crate) fn failed(st: &mut AgentState, name: String, error: String, told: boo
 /// Applies a poll (in the supervisor): a handshake gained or lost is an event, and a
 /// decision follows it.
 pub(crate) fn polled(st: &mut AgentState, all: Vec<(String, TunnelStats)>) {
-    let now = SystemTime::now();
+    let now = st.now().wall;
     for (name, stats) in all {
         let is = fresh(&stats, now);
         let Some(v) = st.tunnels.get_mut(&name) else {
@@ -480,7 +480,11 @@ mod tests {
             .build()
             .unwrap();
         let tunnels = rt.block_on(start(&cfg, inputs));
-        let mut st = AgentState::new(cfg.clone(), std::path::Path::new("gw.toml"));
+        let mut st = AgentState::new(
+            cfg.clone(),
+            std::path::Path::new("gw.toml"),
+            crate::state::Now::read(),
+        );
         let mut recorded = Vec::new();
         while let Ok(i) = rx.try_recv() {
             match i {

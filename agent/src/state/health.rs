@@ -1,8 +1,7 @@
 //! A path's health from the state's evidence (carrier, BFD, BGP, tunnel handshake): each
 //! source's view made a signal, and the signals judged (`core::signals::judge`).
 
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bgp::wire::Family;
 use ipnet::IpNet;
@@ -33,23 +32,23 @@ pub const FAR_END_GRACE: Duration = Duration::from_secs(30);
 /// The far gateway went quiet or restarted less than `FAR_END_GRACE` ago. The mark stays
 /// after the session is back: the far gateway's announcements are still settling at the
 /// line routers (a withdrawal then is its restart, not the line failing).
-fn far_end_restarting(v: &BfdView) -> bool {
+fn far_end_restarting(v: &BfdView, now: Instant) -> bool {
     v.far_end_quiet
-        .is_some_and(|(_, since)| since.elapsed() < FAR_END_GRACE)
+        .is_some_and(|(_, since)| now.saturating_duration_since(since) < FAR_END_GRACE)
 }
 
 /// Whether a session that is not Up is held as up (see `FAR_END_GRACE`).
-fn held(v: &BfdView) -> bool {
-    v.state != Some(probes::wire::State::Up) && far_end_restarting(v)
+fn held(v: &BfdView, now: Instant) -> bool {
+    v.state != Some(probes::wire::State::Up) && far_end_restarting(v, now)
 }
 
 /// The loss of a path: its worst session's. A session whose far end is restarting is left
 /// out: its window holds the far gateway's silence, which is no fault of the path (every
 /// path ends at that gateway), and the window (seconds) ages out within the grace.
-pub fn path_loss<'a>(views: impl IntoIterator<Item = &'a BfdView>) -> Option<f64> {
+pub fn path_loss<'a>(views: impl IntoIterator<Item = &'a BfdView>, now: Instant) -> Option<f64> {
     views
         .into_iter()
-        .filter(|v| !far_end_restarting(v))
+        .filter(|v| !far_end_restarting(v, now))
         .filter_map(|v| v.detail.as_ref().and_then(|d| d.loss))
         .reduce(f64::max)
 }
@@ -62,17 +61,23 @@ impl AgentState {
         let iface = path.interface();
         let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
         let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
-        let young = self.started.elapsed() < BFD_STARTUP_GRACE;
+        let now = self.now.mono;
+        let young = self.now.since(self.started) < BFD_STARTUP_GRACE;
         let mut signals = vec![self.carrier(iface)];
         match path {
             PathRef::Line(l) => {
                 signals.push(if *l.bfd.enabled.get_ref() {
-                    bfd_signal(SignalKind::Bfd, bfd.iter().filter(|v| !v.end_to_end), young)
+                    bfd_signal(
+                        SignalKind::Bfd,
+                        bfd.iter().filter(|v| !v.end_to_end),
+                        young,
+                        now,
+                    )
                 } else {
                     Signal::new(SignalKind::Bfd, Health::Off)
                 });
-                let mut b = bgp_signal(&bgp);
-                if b.health == Health::Up && !bfd.iter().any(|v| far_end_restarting(v)) {
+                let mut b = bgp_signal(&bgp, now);
+                if b.health == Health::Up && !bfd.iter().any(|v| far_end_restarting(v, now)) {
                     if let Some(why) = self.routes_withdrawn(path, &bgp) {
                         b = Signal::down(SignalKind::Bgp, why);
                     }
@@ -86,21 +91,21 @@ impl AgentState {
                 SignalKind::E2eBfd,
                 bfd.iter().filter(|v| v.end_to_end),
                 young,
+                now,
             ));
         }
         // Right after the agent's own stall, what timed out while it did not run is its
         // failure, not the path's.
         let holds = Holds {
-            stall: self
-                .stall
-                .filter(|s| s.excuses(Instant::now()))
-                .map(|s| StallHold {
-                    length: s.length,
-                    grace: crate::stall::GRACE,
-                }),
-            far_end: bfd.iter().find(|v| held(v)).map(|v| FarEndHold {
+            stall: self.stall.filter(|s| s.excuses(now)).map(|s| StallHold {
+                length: s.length,
+                grace: crate::stall::GRACE,
+            }),
+            far_end: bfd.iter().find(|v| held(v, now)).map(|v| FarEndHold {
                 peer: v.peer.to_string(),
-                quiet_for: v.far_end_quiet.map_or(Duration::ZERO, |(_, t)| t.elapsed()),
+                quiet_for: v
+                    .far_end_quiet
+                    .map_or(Duration::ZERO, |(_, t)| self.now.since(t)),
                 grace: FAR_END_GRACE,
             }),
         };
@@ -139,7 +144,9 @@ impl AgentState {
         let settled = |v6: bool| {
             let family = if v6 { Family::Ipv6 } else { Family::Ipv4 };
             own.iter().filter(|n| n.peer.is_ipv6() == v6).all(|n| {
-                let up_for = n.established_at.map_or(Duration::MAX, |t| t.elapsed());
+                let up_for = n
+                    .established_at
+                    .map_or(Duration::MAX, |t| self.now.since(t));
                 n.state == bgp::fsm::State::Established
                     && (n.synced.contains(&family)
                         || up_for >= EOR_WAIT
@@ -206,24 +213,21 @@ impl AgentState {
         let Some(stats) = &v.stats else {
             return Signal::new(K, Health::Unknown);
         };
-        match handshake_age(stats, SystemTime::now()) {
+        match handshake_age(stats, self.now.wall) {
             Some(a) if a < HANDSHAKE_STALE => Signal::new(K, Health::Up),
             Some(a) => Signal::down(K, format!("last handshake {} s ago", a.as_secs())),
             None => Signal::down(K, "no handshake with the peer yet"),
         }
     }
 
-    /// The carrier as the kernel last told it (see `links`); from sysfs while there is no
-    /// table (before the first dump, or while its socket is being reconnected).
+    /// The carrier as the links source last told it (see `links`); unknown before its
+    /// first table.
     fn carrier(&self, iface: &str) -> Signal {
         const K: SignalKind = SignalKind::Carrier;
-        let known = match &self.links {
-            Some(table) => table.get(iface).copied(),
-            None => match sysfs_carrier(iface) {
-                Ok(c) => c,
-                Err(_) => return Signal::new(K, Health::Unknown),
-            },
+        let Some(table) = &self.links else {
+            return Signal::new(K, Health::Unknown);
         };
+        let known = table.get(iface).map(|l| l.up);
         match known {
             None => Signal {
                 kind: K,
@@ -236,30 +240,15 @@ impl AgentState {
     }
 }
 
-/// An interface's carrier from sysfs: `None` when it does not exist. Reading `carrier` of
-/// an interface that is administratively down fails with EINVAL: no carrier.
-fn sysfs_carrier(iface: &str) -> std::io::Result<Option<bool>> {
-    let dir = Path::new("/sys/class/net").join(iface);
-    if !dir.exists() {
-        return Ok(None);
-    }
-    match std::fs::read_to_string(dir.join("carrier")) {
-        Ok(s) => Ok(Some(s.trim() == "1")),
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => Ok(Some(false)),
-        Err(e) => Err(e),
-    }
-}
-
 /// A line's BGP signal: up when every session is Established or its peer is restarting
 /// gracefully, down when one is neither. A graceful restart (RFC 4724) means the router
 /// keeps forwarding while its control plane comes back; it is what a router's BFD going
 /// down and up does in BIRD (`bfd graceful`), and what an agent restart makes the routers
 /// do. Whether the line forwards is BFD's to say: it stays a signal of its own.
-fn bgp_signal(sessions: &[&NeighborState]) -> Signal {
+fn bgp_signal(sessions: &[&NeighborState], now: Instant) -> Signal {
     if sessions.is_empty() || sessions.iter().all(|n| !n.reported) {
         return Signal::new(SignalKind::Bgp, Health::Unknown);
     }
-    let now = Instant::now();
     match sessions.iter().find(|n| {
         n.state != bgp::fsm::State::Established && n.restarting_until.is_none_or(|t| t <= now)
     }) {
@@ -279,6 +268,7 @@ pub(super) fn bfd_signal<'a>(
     name: SignalKind,
     sessions: impl Iterator<Item = &'a &'a BfdView>,
     young: bool,
+    now: Instant,
 ) -> Signal {
     let sessions: Vec<&BfdView> = sessions.copied().collect();
     // Right after the agent starts, a session that has not come up yet (Down or Init, no
@@ -291,7 +281,7 @@ pub(super) fn bfd_signal<'a>(
     };
     let down = sessions
         .iter()
-        .find(|v| v.state != Some(probes::wire::State::Up) && !starting(v) && !held(v));
+        .find(|v| v.state != Some(probes::wire::State::Up) && !starting(v) && !held(v, now));
     if down.is_none() && (sessions.is_empty() || sessions.iter().any(|v| starting(v))) {
         return Signal::new(name, Health::Unknown);
     }

@@ -10,20 +10,23 @@ fn state_with_sysfs(dir: &Path) -> AgentState {
 
 fn state_from(src: &str, dir: &Path) -> AgentState {
     let cfg = crate::config::parse(src, Path::new("t.toml"), dir).unwrap();
-    let mut st = AgentState::new(cfg, Path::new("t.toml"));
+    let mut st = AgentState::new(cfg, Path::new("t.toml"), Now::read());
     st.links = Some(carriers_in(dir));
     st
 }
 
 /// A test's interfaces, written as sysfs has them (a directory each with `carrier`),
 /// as the link table would hold them.
-fn carriers_in(dir: &Path) -> crate::sources::links::Carriers {
+fn carriers_in(dir: &Path) -> crate::sources::links::LinkTable {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter_map(|e| {
+        .zip(1..)
+        .filter_map(|(e, index)| {
             let carrier = std::fs::read_to_string(e.path().join("carrier")).ok()?;
-            Some((e.file_name().into_string().ok()?, carrier.trim() == "1"))
+            let up = carrier.trim() == "1";
+            let link = crate::sources::links::Link { index, up };
+            Some((e.file_name().into_string().ok()?, link))
         })
         .collect()
 }
@@ -133,6 +136,7 @@ fn a_bfd_session_not_up_yet_after_the_start_is_unknown_not_down() {
             SignalKind::E2eBfd,
             v.iter().collect::<Vec<_>>().iter(),
             true,
+            Instant::now(),
         )
         .health
     };
@@ -146,7 +150,13 @@ fn a_bfd_session_not_up_yet_after_the_start_is_unknown_not_down() {
     assert_eq!(health(&[up, fresh, expired.clone()]), Health::Down);
     assert_eq!(health(&[expired]), Health::Down);
     let old = |v: &[BfdView]| -> Health {
-        bfd_signal(SignalKind::Bfd, v.iter().collect::<Vec<_>>().iter(), false).health
+        bfd_signal(
+            SignalKind::Bfd,
+            v.iter().collect::<Vec<_>>().iter(),
+            false,
+            Instant::now(),
+        )
+        .health
     };
     assert_eq!(
         old(&[view(Some(State::Down), Some(Diag::None))]),
@@ -207,14 +217,17 @@ fn the_far_ends_silence_is_not_counted_as_the_paths_loss() {
     };
     let lossy = view(0.29, Some(FarEnd::Silent));
     let clean = view(0.01, None);
-    assert_eq!(path_loss([&lossy, &clean]), Some(0.01));
-    assert_eq!(path_loss([&lossy]), None);
+    assert_eq!(path_loss([&lossy, &clean], Instant::now()), Some(0.01));
+    assert_eq!(path_loss([&lossy], Instant::now()), None);
     let mut restarted = view(0.4, Some(FarEnd::Restarted));
-    assert_eq!(path_loss([&restarted, &view(0.02, None)]), Some(0.02));
+    assert_eq!(
+        path_loss([&restarted, &view(0.02, None)], Instant::now()),
+        Some(0.02)
+    );
     if let Some(long_ago) = Instant::now().checked_sub(FAR_END_GRACE) {
         restarted.far_end_quiet = Some((FarEnd::Restarted, long_ago));
         assert_eq!(
-            path_loss([&restarted]),
+            path_loss([&restarted], Instant::now()),
             Some(0.4),
             "beyond the grace it counts"
         );
@@ -247,7 +260,8 @@ fn a_router_restarting_gracefully_keeps_its_line_up_until_its_restart_time() {
         && e.message
             .contains("restarts gracefully, its routes are kept for 120 s")));
     // Its restart time is over.
-    st.bgp.get_mut(&peer).unwrap().restarting_until = Some(Instant::now());
+    let now = st.now().mono;
+    st.bgp.get_mut(&peer).unwrap().restarting_until = Some(now);
     assert_eq!(bgp_of(&st).state, Health::Down);
     // A reset without graceful restart is down at once.
     crate::sources::bgp::apply(
@@ -501,9 +515,9 @@ fn after_the_agents_own_stall_timed_out_signals_hold_but_a_lost_carrier_does_not
     assert!(s.reason.contains("BFD with 192.0.2.2"), "{}", s.reason);
     // A lost carrier is the link's, stall or not.
     let links = st.links.as_mut().unwrap();
-    links.insert("eth-up".into(), false);
+    links.get_mut("eth-up").unwrap().up = false;
     assert_eq!(status(&st).state, Health::Down);
-    st.links.as_mut().unwrap().insert("eth-up".into(), true);
+    st.links.as_mut().unwrap().get_mut("eth-up").unwrap().up = true;
     // Past the grace, a signal still down is the path's.
     if let Some(long_ago) = Instant::now().checked_sub(crate::stall::GRACE * 2) {
         st.stall = Some(crate::stall::Stall {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -17,7 +17,6 @@ use crate::fib::plan::{Family, SiteWant, MAX_PATHS_PER_SITE};
 use crate::metrics::Reason;
 use crate::policy::{Observation, Policy, Verdict};
 use crate::select::{self, CandidateKind, Choice, Mode};
-use crate::stall::StallWatch;
 use crate::state::AgentState;
 
 /// After an UPDATE, a line's table counts as re-learned once this passes with no other.
@@ -45,8 +44,6 @@ pub struct Decider {
     /// The operator's marks and the paths' standings as last saved.
     marks: crate::operator_state::Marks,
     standings: crate::operator_state::Standings,
-    /// Whether the agent itself did not run for a while (see `stall`).
-    stall: Option<Arc<StallWatch>>,
     state_file: std::path::PathBuf,
     /// The config generation the policy's settings and paths are from (see `reload`).
     config_generation: u64,
@@ -70,9 +67,8 @@ pub struct SiteDecision {
 }
 
 impl Decider {
-    /// Takes up what a previous run saved (ids, operator marks, standings); `stall`
-    /// watches the agent's own process.
-    pub fn new(st: &mut AgentState, stall: Option<Arc<StallWatch>>) -> Decider {
+    /// Takes up what a previous run saved (ids, operator marks, standings).
+    pub fn new(st: &mut AgentState) -> Decider {
         let state_file = st.config().control.state_file.clone();
         // Before anything is read back from the kernel: its objects are numbered by these.
         let mut ids =
@@ -83,8 +79,10 @@ impl Decider {
         let mut policy = Policy::new(crate::policy::Settings::from_config(&st.config().policy));
         let marks = std::mem::take(&mut st.resumed);
         let standings = std::mem::take(&mut st.resumed_standings);
-        let now = Instant::now();
-        let now_wall = SystemTime::now();
+        let crate::state::Now {
+            mono: now,
+            wall: now_wall,
+        } = st.now();
         for (path, standing) in &standings {
             policy.restore(now, now_wall, path, *standing);
         }
@@ -108,7 +106,6 @@ impl Decider {
             prefixes_due: None,
             marks,
             standings,
-            stall,
             state_file,
             config_generation: 0,
         }
@@ -180,7 +177,6 @@ impl Decider {
     pub fn decide(&mut self, st: &mut AgentState, now: Instant) -> (Vec<SiteWant>, Vec<String>) {
         self.follow_config(st);
         self.follow_prefixes(st, now);
-        self.note_stall(st, now);
         for r in std::mem::take(&mut st.operator_queue) {
             // The asker gave up (it says the command was not applied): so it is not.
             if r.reply.is_closed() {
@@ -198,10 +194,9 @@ impl Decider {
         }
         let mut sites = Vec::new();
         let mut views = Vec::new();
-        let mut ifindexes = Ifindexes::default();
         for site in &st.config().sites {
             let name = site.name.get_ref();
-            if let Some(d) = self.site(st, name, now, &mut views, &mut ifindexes) {
+            if let Some(d) = self.site(st, name, now, &mut views) {
                 sites.push(d);
             }
         }
@@ -265,8 +260,8 @@ impl Decider {
         name: &str,
         now: Instant,
         views: &mut Vec<(String, Verdict)>,
-        ifindexes: &mut Ifindexes,
     ) -> Option<SiteDecision> {
+        let ifindexes = Ifindexes::of(st);
         let cfg = st.config();
         let ids = &self.ids;
         let index = ids.site(name)?;
@@ -315,40 +310,27 @@ impl Decider {
     }
 
     /// The next time a verdict changes with no new input: a hold-down or drain delay
-    /// running out, or a prefix rebuild held back.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    /// running out, a line's table going quiet (re-learned), or a prefix rebuild held
+    /// back.
+    pub fn next_deadline(&self, st: &AgentState, now: Instant) -> Option<Instant> {
+        let relearned = st.bgp.values().filter_map(|n| {
+            let up = n.established_at?;
+            let quiet = n.last_routes_at.map_or(up, |r| r.max(up)) + TABLE_QUIET;
+            (quiet > now).then_some(quiet)
+        });
         self.policy
             .next_deadline(now)
             .into_iter()
             .chain(self.prefixes_due)
+            .chain(relearned)
             .min()
-    }
-
-    /// Takes note of a stall of the agent's own process: the signals' downs it caused are
-    /// excused for a while (see `stall`), and it is told once.
-    fn note_stall(&self, st: &mut AgentState, now: Instant) {
-        let Some(s) = self.stall.as_ref().and_then(|w| w.latest(now)) else {
-            return;
-        };
-        if st.stall.is_some_and(|known| known.since == s.since) {
-            st.stall = Some(s);
-            return;
-        }
-        st.stall = Some(s);
-        let msg = format!(
-            "the agent itself did not run for {:.1} s (stopped, or its host paused): the paths' signals have {} s to come back before anything moves or counts as a flap",
-            s.length.as_secs_f64(),
-            crate::stall::GRACE.as_secs()
-        );
-        tracing::warn!("{msg}");
-        st.record(EventKind::AgentStalled, None, msg);
     }
 
     /// Keeps the operator's failovers and drains, and the paths' standings, on disk
     /// whenever they change. Called once the kernel has what they decided: a failover is
     /// a change of standing, on disk after the switch, never ahead of it.
-    pub fn save_marks(&mut self, now: Instant) {
-        let standings = self.policy.standings(now, SystemTime::now());
+    pub fn save_marks(&mut self, now: crate::state::Now) {
+        let standings = self.policy.standings(now.mono, now.wall);
         if standings != self.standings {
             let file = crate::operator_state::standings_file(&self.state_file);
             if let Err(e) = crate::operator_state::save_standings(&file, &standings) {
@@ -375,7 +357,7 @@ impl Decider {
     pub fn adopt(&mut self, st: &AgentState, kernel: &crate::routing::Adopted, now: Instant) {
         let cfg = st.config();
         let before = self.ids.clone();
-        let mut ifindexes = Ifindexes::default();
+        let ifindexes = Ifindexes::of(st);
         for site in &cfg.sites {
             let site_name = site.name.get_ref();
             for p in cfg.paths_of(site_name) {
@@ -429,6 +411,24 @@ impl Decider {
     }
 }
 
+/// Takes note of a stall of the agent's own process (its watch's latest): the signals'
+/// downs it caused are excused for a while (see `stall`), and it is told once.
+pub(super) fn note_stall(st: &mut AgentState, s: crate::stall::Stall) {
+    if st.stall.is_some_and(|known| known.since == s.since) {
+        st.stall = Some(s);
+        return;
+    }
+    st.stall = Some(s);
+    let msg = format!(
+        "the agent itself did not run for {:.1} s (stopped, or its host paused): the paths' signals have {} s to come back before anything moves or counts as a flap",
+        s.length.as_secs_f64(),
+        crate::stall::GRACE.as_secs()
+    );
+    tracing::warn!("{msg}");
+    st.record(EventKind::AgentStalled, None, msg);
+    st.touch();
+}
+
 /// What the signals say about each path of `site`, for the policy.
 fn observations(st: &AgentState, site: &str, now: Instant) -> Vec<Observation> {
     st.config()
@@ -445,7 +445,7 @@ fn observations(st: &AgentState, site: &str, now: Instant) -> Vec<Observation> {
                 },
             };
             // The worst of the path's probes: a line is as lossy as its worst session.
-            let loss = crate::state::path_loss(st.bfd.values().filter(|v| v.line == name));
+            let loss = crate::state::path_loss(st.bfd.values().filter(|v| v.line == name), now);
             let quiet = |t: Instant| now.saturating_duration_since(t) >= TABLE_QUIET;
             let relearned =
                 st.bgp.values().filter(|n| n.line == name).all(|n| {

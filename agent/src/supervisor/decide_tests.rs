@@ -3,7 +3,11 @@ use super::*;
 #[test]
 fn a_path_that_fails_again_while_out_of_service_counts_as_leaving_it_again() {
     let cfg = crate::config::tests::one_line_site("eth-up", "");
-    let mut st = AgentState::new(cfg, std::path::Path::new("t.toml"));
+    let mut st = AgentState::new(
+        cfg,
+        std::path::Path::new("t.toml"),
+        crate::state::Now::read(),
+    );
     let view = |admitted: bool, flaps: u64| Verdict {
         policy: crate::policy::PathPolicy {
             admitted,
@@ -104,9 +108,13 @@ fn lines_out_of_service_before_a_crash_stay_out_when_the_kernel_flushed_the_grou
         ),
         (crate::operator_state::Standings::new(), false),
     ] {
-        let mut st = AgentState::new(cfg.clone(), std::path::Path::new("t.toml"));
+        let mut st = AgentState::new(
+            cfg.clone(),
+            std::path::Path::new("t.toml"),
+            crate::state::Now::read(),
+        );
         st.resumed_standings = standings;
-        let mut d = Decider::new(&mut st, None);
+        let mut d = Decider::new(&mut st);
         let now = Instant::now();
         d.adopt(&st, &crate::routing::Adopted::default(), now);
         d.policy.evaluate(now, &[up("l1", 10), up("l2", 20)]);

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::core::events::EventKind;
 use crate::sources::bfd::{BfdView, Key};
-use crate::sources::links::Carriers;
+use crate::sources::links::{Link, LinkTable};
 
 /// Where an operator's command is answered: what it did, or why it was refused.
 pub type Reply = oneshot::Sender<Result<String, String>>;
@@ -25,14 +25,18 @@ pub struct OperatorRequest {
 }
 
 pub enum Input {
-    /// One interface's carrier changed, or it went away (`None`).
+    /// One interface changed (its carrier, or its index: made again), or it went away
+    /// (`None`).
     Link {
         iface: String,
-        carrier: Option<bool>,
+        link: Option<Link>,
     },
-    /// A fresh table of every interface's carrier; `None` when the notifications were lost
-    /// (the carrier is then read from sysfs until the next table).
-    Links(Option<Carriers>),
+    /// A fresh table of every interface, `followed` by notifications from here on, or
+    /// read from sysfs (before the first dump, or with the notifications lost).
+    Links {
+        table: LinkTable,
+        followed: bool,
+    },
     /// A BGP session about to start: its view goes in before any of its events.
     BgpNeighbor {
         line: String,
@@ -81,6 +85,8 @@ pub enum Input {
     Adopted(crate::routing::Adopted),
     /// The FIB programmer completed a pass.
     Programmed(crate::routing::Programmed),
+    /// The agent's own process did not run for a while (its watch's latest).
+    Stall(crate::stall::Stall),
 }
 
 /// The sending side, for every source. Sending never blocks: the supervisor takes

@@ -1,27 +1,23 @@
 //! A choice of paths as kernel nexthop members: a line through its router's address of
 //! each family, a tunnel out of its interface.
 
-use std::collections::BTreeMap;
-
 use crate::config::{Config, PathRef};
 use crate::core::ids::Ids;
 use crate::fib::plan::{Family, Member, Members};
 use crate::select::{Choice, Mode};
+use crate::sources::links::LinkTable;
 
-/// Interface indexes looked up at most once per pass: a lookup is a socket, an ioctl and a
-/// close, and a pass resolves every chosen and every healthy path for both families while
-/// the switch waits. Not kept across passes (an interface may be re-created).
-#[derive(Default)]
-pub(crate) struct Ifindexes(BTreeMap<String, Option<u32>>);
+/// Interface indexes, from the links source's table (none before its first: no member).
+#[derive(Clone, Copy)]
+pub(crate) struct Ifindexes<'a>(Option<&'a LinkTable>);
 
-impl Ifindexes {
-    pub(crate) fn get(&mut self, name: &str) -> Option<u32> {
-        if let Some(i) = self.0.get(name) {
-            return *i;
-        }
-        let i = nix::net::if_::if_nametoindex(name).ok();
-        self.0.insert(name.to_owned(), i);
-        i
+impl<'a> Ifindexes<'a> {
+    pub(crate) fn of(st: &'a crate::state::AgentState) -> Ifindexes<'a> {
+        Ifindexes(st.links.as_ref())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        self.0?.get(name).map(|l| l.index)
     }
 }
 
@@ -33,7 +29,7 @@ pub(crate) fn members(
     site: &str,
     choice: &Choice,
     family: Family,
-    ifindexes: &mut Ifindexes,
+    ifindexes: Ifindexes<'_>,
 ) -> Members {
     if choice.mode == Mode::AllDown {
         return match member_list(cfg, ids, site, &choice.fallback, family, ifindexes) {
@@ -59,7 +55,7 @@ pub(crate) fn member_list(
     site: &str,
     chosen: &[(String, u16)],
     family: Family,
-    ifindexes: &mut Ifindexes,
+    ifindexes: Ifindexes<'_>,
 ) -> Vec<Member> {
     let mut out = Vec::new();
     for p in cfg.paths_of(site) {
@@ -109,11 +105,17 @@ mod tests {
     fn members_follow_the_choice_per_family() {
         let cfg = crate::config::tests::one_line_site("lo", "");
         let c = Choice::of(Mode::Lines, &["l1"]);
-        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let table: LinkTable = [(
+            "lo".to_owned(),
+            crate::sources::links::Link { index: 1, up: true },
+        )]
+        .into();
+        let lo = 1;
+        let ifindexes = Ifindexes(Some(&table));
         let mut ids = Ids::default();
         ids.assign(&cfg.layout(), 127);
         assert_eq!(
-            members(&cfg, &ids, "b", &c, Family::V4, &mut Ifindexes::default()),
+            members(&cfg, &ids, "b", &c, Family::V4, ifindexes),
             Members::Set(vec![Member {
                 slot: 0,
                 ifindex: lo,
@@ -122,7 +124,7 @@ mod tests {
             }])
         );
         assert_eq!(
-            members(&cfg, &ids, "b", &c, Family::V6, &mut Ifindexes::default()),
+            members(&cfg, &ids, "b", &c, Family::V6, ifindexes),
             Members::Keep,
             "no IPv6 neighbour: the IPv6 routes stay as they are"
         );
@@ -133,7 +135,7 @@ mod tests {
                 "b",
                 &Choice::of(Mode::AllDown, &[]),
                 Family::V4,
-                &mut Ifindexes::default()
+                ifindexes
             ),
             Members::Keep
         );

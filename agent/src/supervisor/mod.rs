@@ -1,27 +1,35 @@
 //! The supervisor: the one task that owns the agent's state. Sources (links, BGP, BFD,
 //! tunnels), the control socket, reloads and the FIB programmer send it typed inputs on
-//! one channel; it applies them in order, decides (policy, selection, members), hands the
-//! wants to the FIB programmer, couples BFD and BGP, and publishes a read-only view for
-//! the control socket, the metrics and systemd. Nobody else reads or writes the state, so
-//! nothing locks it.
+//! one channel; its engine (`engine`: the state and the decision, sans-IO) takes them in
+//! order with the time the supervisor reads, and each turn says what the world must do:
+//! the supervisor hands the wants to the FIB programmer, the exports to the BGP side,
+//! admits or holds BFD sessions and closes BGP sessions (coupling), answers operators, and
+//! publishes a read-only view for the control socket, the metrics and systemd. Nobody
+//! else reads or writes the state, so nothing locks it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::control::proto::{LogEntry, Status};
 use crate::policy::Advertise;
-use crate::routing::{Programmed, Wants, RECONCILE};
-use crate::state::AgentState;
+use crate::routing::{Wants, RECONCILE};
+use crate::state::{AgentState, Now};
 
 mod decide;
+mod engine;
 mod input;
 pub(crate) mod members;
 mod operator;
+pub mod record;
+#[cfg(test)]
+mod scenarios;
 
 pub use decide::Decider;
+pub use engine::{Engine, Outputs};
 pub use input::{Input, Inputs, OperatorRequest, Reply};
 pub use operator::unsafe_to_take_out;
 
@@ -31,12 +39,23 @@ fn clock() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Both clocks, for the state (see `core::now`).
+fn read_now() -> Now {
+    Now {
+        mono: clock(),
+        wall: std::time::SystemTime::now(),
+    }
+}
+
 /// The longest a view lags behind inputs that moved no decision (counters, RTT).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Inputs taken in one go before deciding: enough to fold a burst (a table streaming in)
 /// into one pass, few enough that a pass is never far behind.
 const BATCH: usize = 256;
+
+/// The longest a BGP close waits for the switch its BFD failure caused.
+const CLOSE_WAIT: Duration = Duration::from_millis(200);
 
 /// What the agent shows, as of its last pass: the status document, the event log and when
 /// the kernel was last programmed.
@@ -72,36 +91,33 @@ pub type Views = watch::Receiver<Arc<View>>;
 /// How each line should be announced (drains), for the BGP side.
 pub type Exports = watch::Receiver<BTreeMap<String, Advertise>>;
 
-/// BFD sessions held until BGP with the same router is up, and BGP closed when that BFD
-/// fails (see `coupling`).
+/// The sessions the coupling of BFD and BGP with each line router acts on (see
+/// `coupling`): the engine decides, the supervisor tells them.
 pub struct Coupling {
     pub bfd: Arc<probes::driver::Bfd>,
-    pub sessions: crate::sources::bfd::Running,
     pub bgp: crate::sources::bgp::Handles,
-    /// What the driver was last told, by session.
-    pub admin: std::collections::HashMap<probes::driver::SessionId, bool>,
 }
 
 pub struct Supervisor {
-    st: AgentState,
+    engine: Engine,
     rx: mpsc::UnboundedReceiver<Input>,
-    decider: Decider,
     view: watch::Sender<Arc<View>>,
     exports: watch::Sender<BTreeMap<String, Advertise>>,
     /// None when the FIB programmer could not start: the state is kept and shown, nothing
     /// is decided or programmed.
     fib: Option<watch::Sender<Arc<Wants>>>,
     coupling: Option<Coupling>,
-    /// The previous run's kernel objects have been taken up (see `Decider::adopt`).
-    adopted: bool,
-    generation: u64,
-    /// A reload waits for the first pass programmed with its config.
-    config_acks: Vec<(u64, oneshot::Sender<()>)>,
-    /// Sites whose traffic moved, when it was decided and in which wants (for the
-    /// switch-time histogram).
-    moves: Vec<(String, Instant, u64)>,
+    /// BGP sessions to close because BFD with their router failed, and since when: run
+    /// once the FIB programmer has switched, so that closing a session (its whole table
+    /// withdrawn) does not compete with the switch for the CPU; at most CLOSE_WAIT later.
+    closes: Vec<(Instant, IpAddr, Instant)>,
     /// The events of the last view, by their last sequence number.
     events_published: Option<u64>,
+    /// Whether the agent itself did not run for a while, and the latest stall told.
+    stall: Option<Arc<crate::stall::StallWatch>>,
+    stall_told: Option<crate::stall::Stall>,
+    /// `[debug] record`: the engine's inputs and outputs, written as they go.
+    record: Option<record::Recorder>,
 }
 
 /// The channels readers and the BGP side follow, made before anything runs so the control
@@ -115,9 +131,8 @@ pub fn exports(st: &AgentState) -> (watch::Sender<BTreeMap<String, Advertise>>, 
 }
 
 impl Supervisor {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        mut st: AgentState,
+        st: AgentState,
         rx: mpsc::UnboundedReceiver<Input>,
         view: watch::Sender<Arc<View>>,
         exports: watch::Sender<BTreeMap<String, Advertise>>,
@@ -125,20 +140,33 @@ impl Supervisor {
         coupling: Option<Coupling>,
         stall: Option<Arc<crate::stall::StallWatch>>,
     ) -> Supervisor {
-        let decider = Decider::new(&mut st, stall);
+        let (programming, coupled) = (fib.is_some(), coupling.is_some());
+        // Started before the engine takes the previous run's marks from the state.
+        let record = st.config().debug.record.clone().and_then(|path| {
+            match record::Recorder::start(&path, &st, programming, coupled) {
+                Ok(r) => {
+                    tracing::info!(file = %path.display(), "recording the supervisor's inputs and outputs");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot record");
+                    None
+                }
+            }
+        });
+        let engine = Engine::new(st, programming, coupled);
         Supervisor {
-            st,
+            engine,
             rx,
-            decider,
             view,
             exports,
             fib,
             coupling,
-            adopted: false,
-            generation: 0,
-            config_acks: Vec::new(),
-            moves: Vec::new(),
+            closes: Vec::new(),
             events_published: None,
+            stall,
+            stall_told: None,
+            record,
         }
     }
 
@@ -151,15 +179,18 @@ impl Supervisor {
             // Deadlines since the last decision, also one that has just passed: it is due
             // at once.
             let due = self
-                .decider
+                .engine
                 .next_deadline(last_decision)
                 .unwrap_or(last_decision + RECONCILE)
                 .min(last_decision + RECONCILE);
-            let wake = if unpublished {
+            let mut wake = if unpublished {
                 due.min(published + PUBLISH_EVERY)
             } else {
                 due
             };
+            if let Some((t, ..)) = self.closes.first() {
+                wake = wake.min(*t + CLOSE_WAIT);
+            }
             let first = tokio::select! {
                 i = self.rx.recv() => match i {
                     Some(i) => Some(i),
@@ -167,9 +198,11 @@ impl Supervisor {
                 },
                 () = tokio::time::sleep_until(wake.into()) => None,
             };
+            self.set_now(read_now());
             // Events recorded by the inputs themselves count as news too, and so does a
             // pass of the FIB programmer: the watchdog reads it from the view.
-            let before = (self.generation, self.st.last_event_seq(), self.st.last_pass);
+            let st = self.engine.state();
+            let before = (self.engine.generation(), st.last_event_seq(), st.last_pass);
             if let Some(i) = first {
                 self.apply(i);
                 for _ in 1..BATCH {
@@ -179,23 +212,32 @@ impl Supervisor {
                     }
                 }
             }
-            let now = clock();
-            if self.st.take_touched() || now >= due {
-                self.decide(now);
-                last_decision = now;
-                if self.generation != before.0 {
-                    // New wants: the FIB programmer switches before this task goes on
-                    // to couple and build the view (the runtime may have one core).
-                    tokio::task::yield_now().await;
-                }
+            // The decision is taken now, after the batch (a table's withdrawal may have
+            // taken a while): its deadlines and the switch time count from here.
+            let reading = read_now();
+            self.set_now(reading);
+            let now = reading.mono;
+            self.note_stall(now);
+            let out = self.engine.turn(now >= due);
+            if let Some(r) = &mut self.record {
+                r.turn(now >= due, &out, self.engine.state());
             }
-            self.couple();
+            if out.wants.is_some() || now >= due {
+                last_decision = now;
+            }
+            let switching = self.hand_over(&out);
+            if switching {
+                // New wants: the FIB programmer switches before this task goes on to
+                // couple and build the view (the runtime may have one core).
+                tokio::task::yield_now().await;
+            }
+            self.tell_sessions(out.admin, out.closes, now, switching);
             // What moved traffic or made an event is shown at once (an operator's command
             // then reads its effect); anything else (counters, RTT, a table streaming in)
             // at most every PUBLISH_EVERY: a view is the whole status document.
-            let answers = std::mem::take(&mut self.st.operator_answers);
-            let news = (self.generation, self.st.last_event_seq(), self.st.last_pass) != before;
-            if news || !answers.is_empty() || now >= published + PUBLISH_EVERY {
+            let st = self.engine.state();
+            let news = (self.engine.generation(), st.last_event_seq(), st.last_pass) != before;
+            if news || !out.answers.is_empty() || now >= published + PUBLISH_EVERY {
                 self.publish();
                 published = now;
                 unpublished = false;
@@ -203,176 +245,101 @@ impl Supervisor {
                 unpublished = true;
             }
             // An operator reads the effect of a command in the next `status` it asks for.
-            for (reply, answer) in answers {
+            for (reply, answer) in out.answers {
                 let _ = reply.send(answer);
             }
         }
     }
 
     fn apply(&mut self, input: Input) {
-        use crate::sources::{bfd, bgp, links, tunnels};
-        let st = &mut self.st;
-        match input {
-            Input::Link { iface, carrier } => links::update(st, iface, carrier),
-            Input::Links(table) => links::replace(st, table),
-            Input::BgpNeighbor { line, peer } => bgp::neighbor(st, &line, peer),
-            Input::BgpGone(peer) => bgp::gone(st, peer),
-            Input::Bgp(ev) => bgp::apply(st, ev),
-            Input::BgpPolled(s) => bgp::polled(st, s),
-            Input::BfdSession(key, view) => {
-                st.bfd.insert(key, *view);
-            }
-            Input::BfdGone(key) => {
-                st.bfd.remove(&key);
-            }
-            Input::BfdFollows(key, id) => {
-                if let Some(v) = st.bfd.get_mut(&key) {
-                    v.id = id;
-                }
-            }
-            Input::Bfd(ev) => {
-                if let Some((peer, last_up)) = bfd::apply_event(st, ev) {
-                    self.close_bgp(peer, last_up);
-                }
-            }
-            Input::BfdPolled(all) => bfd::polled(st, all),
-            Input::TunnelStarted { name, retried } => tunnels::started(st, name, retried),
-            Input::TunnelFailed { name, error, told } => tunnels::failed(st, name, error, told),
-            Input::TunnelsKept(names) => st.tunnels.retain(|n, _| names.contains(n)),
-            Input::TunnelStats(all) => tunnels::polled(st, all),
-            Input::Record {
-                kind,
-                path,
-                message,
-            } => st.record(kind, path.as_deref(), message),
-            Input::Operator(r) => {
-                if self.fib.is_none() {
-                    let _ = r.reply.send(Err(
-                        "route programming is not running; the command was not applied".into(),
-                    ));
-                } else {
-                    st.operator_queue.push(r);
-                    st.touch();
-                }
-            }
-            Input::Config(cfg, ack) => {
-                st.set_config(*cfg);
-                // Answered by the first pass programmed with it (at once without one).
-                if self.fib.is_some() {
-                    self.config_acks.push((self.generation + 1, ack));
-                } else {
-                    let _ = ack.send(());
-                }
-            }
-            Input::Adopted(kernel) => {
-                self.decider.adopt(st, &kernel, clock());
-                self.adopted = true;
-                st.touch();
-            }
-            Input::Programmed(p) => self.programmed(p),
+        // A pass of the FIB programmer: the switch is through, the closes may run.
+        if matches!(input, Input::Programmed(_)) {
+            self.run_closes();
+        }
+        if let Some(r) = &mut self.record {
+            r.input(&input);
+        }
+        self.engine.apply(input);
+    }
+
+    fn set_now(&mut self, now: Now) {
+        if let Some(r) = &mut self.record {
+            r.now(now);
+        }
+        self.engine.set_now(now);
+    }
+
+    /// A stall of the agent's own process, once per change (see `stall`).
+    fn note_stall(&mut self, now: Instant) {
+        let latest = self.stall.as_ref().and_then(|w| w.latest(now));
+        if let Some(s) = latest.filter(|s| self.stall_told != Some(*s)) {
+            self.stall_told = Some(s);
+            self.apply(Input::Stall(s));
         }
     }
 
-    /// Decides and hands the wants to the FIB programmer; nothing before the previous
-    /// run's objects are read (their ids and what they carried decide the first pass).
-    fn decide(&mut self, now: Instant) {
-        let Some(fib) = &self.fib else { return };
-        if !self.adopted {
-            return;
+    /// Gives the FIB programmer its new wants and the BGP side its exports; whether the
+    /// programmer has a switch to make.
+    fn hand_over(&mut self, out: &Outputs) -> bool {
+        if let Some(e) = &out.exports {
+            self.exports.send_replace(e.clone());
         }
-        let forced = !self.config_acks.is_empty();
-        let (sites, moved) = self.decider.decide(&mut self.st, now);
-        let next = Wants {
-            generation: self.generation + 1,
-            sites,
-            wanted: self.decider.wanted.clone(),
-            prefixes_generation: self.decider.prefixes_builds,
-            carrier_epoch: self.st.carrier_epoch,
-            carriers_followed: self.st.links.is_some(),
-        };
-        // The programmer wakes for a change only (or a reload waiting on it): a repeated
-        // want would cut its route work short for nothing.
-        let sent = fib.send_if_modified(|w| {
-            let same = w.sites == next.sites
-                && w.prefixes_generation == next.prefixes_generation
-                && w.carrier_epoch == next.carrier_epoch
-                && w.carriers_followed == next.carriers_followed
-                && w.generation > 0;
-            if same && !forced {
-                return false;
+        match (&self.fib, &out.wants) {
+            (Some(fib), Some(w)) => {
+                fib.send_replace(w.clone());
+                true
             }
-            *w = Arc::new(next);
-            true
-        });
-        if sent {
-            self.generation += 1;
-        }
-        for site in moved {
-            self.moves.push((site, now, self.generation));
-        }
-        if self.st.take_advertise_changed() {
-            self.exports.send_replace(self.st.advertise.clone());
+            _ => false,
         }
     }
 
-    /// A pass of the FIB programmer: proof of life, switch times, and what waited on it.
-    fn programmed(&mut self, p: Programmed) {
-        self.st.last_pass = Some(clock());
-        // A pass the kernel refused moved nothing: its switches and standings wait for
-        // one that gets through.
-        let Some(switched_at) = p.switched_at else {
-            return;
-        };
-        self.st.last_programmed = Some(clock());
-        self.moves.retain(|(site, decided, generation)| {
-            if *generation > p.generation {
-                return true;
-            }
-            self.st
-                .metrics
-                .switched(site, switched_at.saturating_duration_since(*decided));
-            false
-        });
-        // On disk once the kernel has the latest decision, never ahead of it.
-        if p.generation == self.generation {
-            self.decider.save_marks(clock());
-        }
-        let (done, waiting) = std::mem::take(&mut self.config_acks)
-            .into_iter()
-            .partition(|(generation, _)| *generation <= p.generation);
-        self.config_acks = waiting;
-        for (_, ack) in done {
-            let _ = ack.send(());
-        }
-    }
-
-    /// BFD with a line router follows BGP with it, and BGP follows BFD.
-    fn couple(&mut self) {
-        if let Some(c) = &mut self.coupling {
-            crate::coupling::reconcile(&c.bfd, &c.sessions, &mut self.st, &mut c.admin);
-        }
-    }
-
-    /// BFD with `peer` failed: the BGP session with it is closed (in its own task, the
-    /// supervisor does not wait for it).
-    fn close_bgp(&mut self, peer: std::net::IpAddr, last_up: Option<Instant>) {
+    /// BFD with a line router follows BGP with it, and BGP follows BFD: admissions at
+    /// once, closes once traffic has left the line (see `closes`).
+    fn tell_sessions(
+        &mut self,
+        admin: Vec<(probes::driver::SessionId, bool)>,
+        closes: Vec<(IpAddr, Instant)>,
+        now: Instant,
+        switching: bool,
+    ) {
         let Some(c) = &self.coupling else { return };
-        if let Some(close) = crate::coupling::close_bgp(&mut self.st, &c.bgp, peer, last_up) {
-            tokio::spawn(close);
+        for (id, up) in admin {
+            c.bfd.set_admin_up(id, up);
+        }
+        self.closes
+            .extend(closes.into_iter().map(|(peer, before)| (now, peer, before)));
+        // No switch under way, or one that takes too long: the closes run.
+        let overdue = self
+            .closes
+            .first()
+            .is_some_and(|(t, ..)| now >= *t + CLOSE_WAIT);
+        if !switching || overdue {
+            self.run_closes();
+        }
+    }
+
+    /// Runs the BGP closes held back, each in a task of its own (the supervisor does not
+    /// wait for them).
+    fn run_closes(&mut self) {
+        let Some(c) = &self.coupling else { return };
+        for (_, peer, before) in self.closes.drain(..) {
+            let bgp = c.bgp.clone();
+            tokio::spawn(async move { crate::coupling::teardown(&bgp, peer, before).await });
         }
     }
 
     /// A new view for the readers; the event log is copied only when it grew.
     fn publish(&mut self) {
-        let seq = self.st.last_event_seq();
+        let st = self.engine.state();
+        let seq = st.last_event_seq();
         let events = if self.events_published == Some(seq) {
             self.view.borrow().events.clone()
         } else {
             self.events_published = Some(seq);
-            self.st.events().cloned().collect()
+            st.events().cloned().collect()
         };
         self.view
-            .send_replace(Arc::new(View::with_events(&self.st, events)));
+            .send_replace(Arc::new(View::with_events(st, events)));
     }
 }
 

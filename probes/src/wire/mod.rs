@@ -56,6 +56,11 @@ impl State {
         }
     }
 
+    /// The state of its RFC 5880 code (`State as u8`), e.g. for a record written down.
+    pub fn from_code(code: u8) -> State {
+        State::from_bits(code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::AdminDown => "AdminDown",
@@ -83,6 +88,11 @@ pub enum Diag {
 }
 
 impl Diag {
+    /// The diagnostic of its RFC 5880 code (`Diag as u8`); 9-31 are `Reserved`.
+    pub fn from_code(code: u8) -> Diag {
+        Diag::from_bits(code)
+    }
+
     fn from_bits(b: u8) -> Diag {
         match b & 0x1f {
             0 => Diag::None,

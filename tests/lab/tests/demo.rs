@@ -41,6 +41,11 @@ fn the_demo_shows_crosslink_failing_over_and_back_beside_the_bird_baseline() {
         assert!(ours.drain.moved_ms[i].is_some(), "{printed}");
         assert_eq!(ours.drain.lost[i], 0, "{printed}");
         assert_eq!(ours.drain.undrain_lost[i], 0, "{printed}");
+        // gwb's record of the run replays to the same decisions.
+        assert!(
+            ours.replay.contains("every turn answered as recorded"),
+            "{printed}"
+        );
         // The baseline went through the same cut.
         assert_eq!(first(&bird.line_cut.carried[i]), "line2", "{printed}");
     }

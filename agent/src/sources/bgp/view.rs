@@ -72,11 +72,11 @@ impl NeighborState {
         }
     }
 
-    pub fn status(&self) -> BgpStatus {
+    pub fn status(&self, now: crate::state::Now) -> BgpStatus {
         BgpStatus {
             neighbor: self.peer.to_string(),
             state: self.state_name().to_owned(),
-            established_seconds: self.established_at.map(|t| t.elapsed().as_secs()),
+            established_seconds: self.established_at.map(|t| now.since(t).as_secs()),
             prefixes_received: self.learned.len(),
             prefixes_rejected: self.rejected,
             rejected_by_reason: self
@@ -126,6 +126,7 @@ pub(crate) fn polled(st: &mut AgentState, s: driver::Status) {
 
 /// Applies one session event to the agent state and the event log (in the supervisor).
 pub fn apply(st: &mut AgentState, ev: Event) {
+    let now = st.now().mono;
     let (peer, record) = match ev {
         Event::Up { peer, negotiated } => {
             let Some(n) = st.bgp.get_mut(&peer) else {
@@ -133,7 +134,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             };
             n.reported = true;
             n.state = State::Established;
-            n.established_at = Some(Instant::now());
+            n.established_at = Some(now);
             n.sends_end_of_rib = negotiated.graceful_restart.is_some();
             n.synced.clear();
             n.last_error = None;
@@ -157,7 +158,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.established_at = None;
             n.synced.clear();
             n.last_error = Some(reason.clone());
-            n.restarting_until = graceful.map(|d| Instant::now() + d);
+            n.restarting_until = graceful.map(|d| now + d);
             let reason = match graceful {
                 Some(d) => format!(
                     "{reason}; the peer restarts gracefully, its routes are kept for {} s",
@@ -198,6 +199,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
 /// A session's route delta: its learned routes and what its import refused. False when
 /// the session is not known (its events are then dropped).
 fn routes(st: &mut AgentState, peer: IpAddr, delta: &bgp::rib::RibDelta) -> bool {
+    let now = st.now().mono;
     let Some(n) = st.bgp.get_mut(&peer) else {
         return false;
     };
@@ -214,7 +216,7 @@ fn routes(st: &mut AgentState, peer: IpAddr, delta: &bgp::rib::RibDelta) -> bool
     n.rejected += delta.rejected.len() as u64;
     let refused = n.refused.note(&delta.rejected);
     let line = n.line.clone();
-    n.last_routes_at = Some(Instant::now());
+    n.last_routes_at = Some(now);
     st.routes_generation += 1;
     st.routes_changed_at = n.last_routes_at;
     tell_refused(st, peer, &line, refused);

@@ -19,12 +19,20 @@ use crate::{GatewayMode, Lab, LabOptions, Line, Node};
 fn options(opts: &DemoOptions) -> LabOptions {
     let hold = opts.hold_down.as_millis();
     let drain = opts.drain_delay.as_millis();
-    let mut lab = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(move |_, cfg| {
-        format!("{cfg}\n[policy]\nhold_down = \"{hold}ms\"\ndrain_delay = \"{drain}ms\"\n")
+    let mut lab = LabOptions::new(GatewayMode::Crosslink).crosslink_hook(move |node, cfg| {
+        // gwb's agent records its inputs and outputs (gwa's re-executes midway).
+        let record = match node {
+            Node::Gwb => format!("\n[debug]\nrecord = \"{RECORD}\"\n"),
+            _ => String::new(),
+        };
+        format!("{cfg}\n[policy]\nhold_down = \"{hold}ms\"\ndrain_delay = \"{drain}ms\"\n{record}")
     });
     lab.bfd = opts.bfd;
     lab
 }
+
+/// gwb's record, beside its config in the lab's directory.
+const RECORD: &str = "gwb.record.jsonl";
 
 /// Steps 1-5; the picture's panel covers steps 2-4.
 pub(super) fn run(
@@ -120,6 +128,7 @@ pub(super) fn run(
         "`crosslink drain line1` on gwa, then `crosslink undrain line1`",
     )?;
     f.drain = drain(&lab, opts, out)?;
+    f.replay = replay(&lab, out)?;
     Ok((f, panel))
 }
 
@@ -264,4 +273,19 @@ fn drain(lab: &Lab, opts: &DemoOptions, out: &mut dyn Write) -> Result<DrainFigu
         )?;
     }
     Ok(f)
+}
+
+/// gwb's record of this run (every input its supervisor took, every answer it gave) fed
+/// again to a new engine: each decision must come out as it did.
+fn replay(lab: &Lab, out: &mut dyn Write) -> Result<String> {
+    let record = lab.dir().join(RECORD);
+    let record = record.to_str().unwrap_or_default();
+    writeln!(
+        out,
+        "  $ crosslink replay {RECORD}   (on gwb: its agent's inputs of this run, fed again to a new engine)"
+    )?;
+    let said = lab.crosslink(Node::Gwb, &["replay", record])?;
+    let said = said.trim().replacen(record, RECORD, 1);
+    writeln!(out, "    {said}")?;
+    Ok(said)
 }

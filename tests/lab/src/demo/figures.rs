@@ -55,6 +55,8 @@ pub struct CrosslinkFigures {
     pub upgrade: UpgradeFigures,
     pub ret: ReturnFigures,
     pub drain: DrainFigures,
+    /// `crosslink replay` of gwb's record: what it said.
+    pub replay: String,
 }
 
 #[derive(Debug, Clone, Default)]

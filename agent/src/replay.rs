@@ -1,0 +1,162 @@
+//! `crosslink replay FILE`: a record (`[debug] record`) fed again to a new engine, on any
+//! host: the same state to start from, the same inputs at the same times. Every turn must
+//! answer as it did where it was recorded (wants, exports, coupling, operators' answers,
+//! events); the first that does not is shown beside what was recorded.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::state::AgentState;
+use crate::supervisor::record::{self, Clock, Entry, Out, Rec};
+use crate::supervisor::{Engine, Input, OperatorRequest};
+
+/// What a replay went through.
+#[derive(Debug)]
+pub struct Replayed {
+    pub inputs: usize,
+    pub turns: usize,
+    pub decisions: usize,
+    /// The record's length on the monotonic clock.
+    pub span: Duration,
+}
+
+/// A turn that answered otherwise than recorded.
+#[derive(Debug)]
+pub struct Differs {
+    pub line: usize,
+    pub recorded: Out,
+    pub replayed: Out,
+}
+
+/// The state files a replay writes (ids, marks, standings), removed at the end.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The config a record holds, with the state kept in `scratch`, not where it was.
+fn config(src: &str, file: &Path, scratch: &Path) -> Result<Config, String> {
+    let mut cfg = crate::config::parse_recorded(src, file).map_err(|e| e.to_string())?;
+    cfg.control.state_file = scratch.join("operator.json");
+    cfg.debug.record = None;
+    Ok(cfg)
+}
+
+pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // A record still being written ends in the middle of a line: up to the last whole one.
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    let mut lines = whole.lines().enumerate();
+    let entry = |n: usize, l: &str| -> Result<Entry, String> {
+        serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", file.display(), n + 1))
+    };
+    let Some((n, first)) = lines.next() else {
+        return Err(format!("{}: empty", file.display()));
+    };
+    let Entry::Start(start) = entry(n, first)? else {
+        return Err(format!("{}:1: not a record's start", file.display()));
+    };
+    let scratch = Scratch(std::env::temp_dir().join(format!(
+        "crosslink-replay-{}-{}",
+        std::process::id(),
+        UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos()
+    )));
+    std::fs::create_dir_all(&scratch.0).map_err(|e| e.to_string())?;
+    let config_file = PathBuf::from(&start.config_file);
+    let cfg = config(&start.config, &config_file, &scratch.0)?;
+    let ids_file = crate::operator_state::ids_file(&cfg.control.state_file);
+    crate::operator_state::save_ids(&ids_file, &start.ids).map_err(|e| e.to_string())?;
+    let clock = Clock {
+        mono: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_micros(start.wall_us),
+    };
+    let mut st = AgentState::new(cfg, &config_file, clock.now(0, start.wall_us));
+    for (kind, path, message) in start.events {
+        st.record(kind, path.as_deref(), message);
+    }
+    crate::resume(&mut st, start.marks, start.standings);
+    let mut seen = st.last_event_seq();
+    let mut engine = Engine::new(st, start.programming, start.coupled);
+    // Operators and reloads wait for their answers as they did.
+    let mut waiting = Vec::new();
+    let mut done = Replayed {
+        inputs: 0,
+        turns: 0,
+        decisions: 0,
+        span: Duration::ZERO,
+    };
+    for (n, l) in lines {
+        match entry(n, l)? {
+            Entry::Start(_) => return Err(format!("{}:{}: a second start", file.display(), n + 1)),
+            Entry::Now { mono_us, wall_us } => {
+                let now = clock.now(mono_us, wall_us);
+                done.span = now.mono - clock.mono;
+                engine.set_now(now);
+            }
+            Entry::In(rec) => {
+                done.inputs += 1;
+                let input = input(*rec, &clock, &config_file, &scratch.0, &mut waiting)
+                    .map_err(|e| format!("{}:{}: {e}", file.display(), n + 1))?;
+                engine.apply(input);
+            }
+            Entry::Turn { due, out } => {
+                done.turns += 1;
+                let o = engine.turn(due);
+                done.decisions += usize::from(o.wants.is_some());
+                let replayed = Out::of(&o, record::new_events(engine.state(), &mut seen));
+                if replayed != out {
+                    return Ok(Err(Box::new(Differs {
+                        line: n + 1,
+                        recorded: out,
+                        replayed,
+                    })));
+                }
+            }
+        }
+    }
+    Ok(Ok(done))
+}
+
+/// Answers kept open while the replay runs (a closed one is a command given up on).
+type Waiting = Vec<Box<dyn std::any::Any>>;
+
+fn input(
+    rec: Rec,
+    clock: &Clock,
+    config_file: &Path,
+    scratch: &Path,
+    waiting: &mut Waiting,
+) -> Result<Input, String> {
+    Ok(match rec {
+        Rec::Operator {
+            path,
+            command,
+            force,
+        } => {
+            let command = record::command(&command)
+                .ok_or_else(|| format!("no operator command {command:?}"))?;
+            let (reply, answer) = oneshot::channel();
+            waiting.push(Box::new(answer));
+            Input::Operator(OperatorRequest {
+                path,
+                command,
+                force,
+                reply,
+            })
+        }
+        Rec::Config { source } => {
+            let (ack, acked) = oneshot::channel();
+            waiting.push(Box::new(acked));
+            Input::Config(Box::new(config(&source, config_file, scratch)?), ack)
+        }
+        other => other
+            .into_input(clock)
+            .ok_or("an input the replay cannot make")?,
+    })
+}

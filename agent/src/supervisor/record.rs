@@ -1,0 +1,428 @@
+//! A record of what the engine was given and what it answered, one JSON object per line
+//! (`[debug] record = PATH`): the state it started from, every reading of the clocks,
+//! every input, and each turn's outputs. `crosslink replay FILE` feeds the same inputs at
+//! the same times to a new engine and checks that every turn answers as it did on the
+//! host: an incident on a gateway replays on a laptop.
+//!
+//! The inputs are written in a form of their own (`Rec`): the sources' types stay free of
+//! serde, an operator's reply channel stays out, and instants are microseconds since the
+//! start of the record (an `Instant` means nothing in another process).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::engine::Outputs;
+use super::input::Input;
+use crate::core::events::EventKind;
+use crate::sources::bfd::{BfdView, Key};
+use crate::sources::links::{Link, LinkTable};
+use crate::state::{AgentState, Now};
+
+/// One line of a record.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Entry {
+    /// The first line: what the engine started from.
+    Start(Box<Start>),
+    /// The clocks' reading for what follows.
+    Now {
+        mono_us: u64,
+        wall_us: u64,
+    },
+    In(Box<Rec>),
+    /// The end of a turn (`due`: a deadline had come) and what it answered.
+    Turn {
+        due: bool,
+        out: Out,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Start {
+    pub version: String,
+    /// The config's text and file, as the agent parsed it.
+    pub config: String,
+    pub config_file: String,
+    /// What a previous run left on disk (see `operator_state`).
+    pub marks: crate::operator_state::Marks,
+    pub standings: crate::operator_state::Standings,
+    pub ids: crate::core::ids::Ids,
+    /// The wall clock at the start (the monotonic one starts at 0).
+    pub wall_us: u64,
+    /// A FIB programmer ran; BFD ran, coupled to BGP.
+    pub programming: bool,
+    pub coupled: bool,
+    /// The state's event log at the start ("agent started ...").
+    pub events: Vec<(EventKind, Option<String>, String)>,
+}
+
+/// An input as written down (see `Input`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rec {
+    Link {
+        iface: String,
+        link: Option<Link>,
+    },
+    Links {
+        table: LinkTable,
+        followed: bool,
+    },
+    BgpNeighbor {
+        line: String,
+        peer: IpAddr,
+    },
+    BgpGone {
+        peer: IpAddr,
+    },
+    BgpUp {
+        peer: IpAddr,
+        peer_asn: u32,
+        hold_time: u16,
+        families: Vec<String>,
+        restart_time: Option<u16>,
+    },
+    BgpDown {
+        peer: IpAddr,
+        reason: String,
+        graceful_ms: Option<u64>,
+    },
+    BgpRoutes {
+        peer: IpAddr,
+        added: Vec<(IpNet, IpAddr)>,
+        graceful_shutdown: Vec<IpNet>,
+        withdrawn: Vec<IpNet>,
+        /// Refused prefixes with the reason's label (and a malformed UPDATE's detail).
+        rejected: Vec<(IpNet, String, Option<String>)>,
+        over_limit: Option<u32>,
+    },
+    BgpEndOfRib {
+        peer: IpAddr,
+        family: String,
+    },
+    BgpPolled {
+        peer: IpAddr,
+        state: String,
+        last_error: Option<String>,
+        established_for_ms: Option<u64>,
+        prefixes_received: usize,
+        prefixes_rejected: u64,
+        prefixes_advertised: usize,
+    },
+    BfdSession {
+        key: Key,
+        waiting_for_bgp: bool,
+    },
+    BfdGone {
+        key: Key,
+    },
+    BfdFollows {
+        key: Key,
+        id: Option<u32>,
+    },
+    Bfd(BfdEvent),
+    BfdPolled(Vec<BfdPoll>),
+    TunnelStarted {
+        name: String,
+        retried: bool,
+    },
+    TunnelFailed {
+        name: String,
+        error: String,
+        told: bool,
+    },
+    TunnelsKept(BTreeSet<String>),
+    TunnelStats(Vec<TunnelPoll>),
+    Record {
+        kind: EventKind,
+        path: Option<String>,
+        message: String,
+    },
+    Operator {
+        path: String,
+        command: String,
+        force: bool,
+    },
+    /// A reload's config text (parsed again on replay, key files left alone).
+    Config {
+        source: String,
+    },
+    Adopted {
+        members: Vec<(u8, u8, Option<IpAddr>, u32)>,
+        carrying: BTreeMap<u8, Vec<u8>>,
+    },
+    Programmed {
+        generation: u64,
+        switched_at_us: Option<i64>,
+    },
+    Stall {
+        since_us: i64,
+        length: Duration,
+    },
+}
+
+/// A BFD state change; states and diagnostics by their RFC 5880 codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BfdEvent {
+    pub id: u32,
+    pub name: String,
+    pub peer: IpAddr,
+    pub from: u8,
+    pub to: u8,
+    pub diag: u8,
+    pub remote_diag: Option<u8>,
+    pub remote_state: Option<u8>,
+    pub last_up_rx_us: Option<i64>,
+    pub far_end: String,
+}
+
+/// A BFD session's polled counters and measurements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BfdPoll {
+    pub id: u32,
+    pub name: String,
+    pub peer: IpAddr,
+    pub multihop: bool,
+    pub state: u8,
+    pub remote_state: Option<u8>,
+    pub local_diag: u8,
+    pub remote_diag: Option<u8>,
+    pub detection_time: Duration,
+    pub tx_interval: Duration,
+    pub rtt: Option<Duration>,
+    pub loss: Option<f64>,
+    pub up_for: Option<Duration>,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    pub discarded: u64,
+    pub tx_gap_p99: Option<Duration>,
+    pub tx_gap_max: Option<Duration>,
+}
+
+/// A tunnel's polled counters; the handshake's time on the wall clock (µs since 1970).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelPoll {
+    pub name: String,
+    pub last_handshake_us: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_disallowed: u64,
+    pub rx_shed: u64,
+    pub endpoint: Option<std::net::SocketAddr>,
+}
+
+/// What a turn answered, as compared on replay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Out {
+    /// New wants: their generation and each site's kernel members, as the programmer
+    /// would get them (the prefixes by count).
+    pub wants: Option<(u64, Vec<String>)>,
+    pub exports: Option<BTreeMap<String, String>>,
+    pub closes: Vec<IpAddr>,
+    pub admin: Vec<(u32, bool)>,
+    pub answers: Vec<Result<String, String>>,
+    /// The events the turn recorded.
+    pub events: Vec<(String, Option<String>, String)>,
+}
+
+impl Out {
+    /// `events`: those recorded since the last turn.
+    pub fn of(out: &Outputs, events: Vec<(String, Option<String>, String)>) -> Out {
+        Out {
+            wants: out.wants.as_ref().map(|w| {
+                let sites = w
+                    .sites
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "site {}: {} prefixes; v4 {:?}; v6 {:?}; standby {:?} {:?}; fallback {:?} {:?}",
+                            s.index,
+                            s.prefixes.len(),
+                            s.v4,
+                            s.v6,
+                            s.standby_v4,
+                            s.standby_v6,
+                            s.fallback_v4,
+                            s.fallback_v6
+                        )
+                    })
+                    .collect();
+                (w.generation, sites)
+            }),
+            exports: out.exports.as_ref().map(|e| {
+                e.iter()
+                    .map(|(k, v)| (k.clone(), format!("{v:?}")))
+                    .collect()
+            }),
+            closes: out.closes.iter().map(|(p, _)| *p).collect(),
+            admin: out.admin.clone(),
+            answers: out.answers.iter().map(|(_, a)| a.clone()).collect(),
+            events,
+        }
+    }
+}
+
+/// Instants as microseconds since the record's start, and back.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn at(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.mono) {
+            Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+            None => -i64::try_from((self.mono - t).as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub fn instant(&self, us: i64) -> Instant {
+        let d = Duration::from_micros(us.unsigned_abs());
+        if us >= 0 {
+            self.mono + d
+        } else {
+            self.mono.checked_sub(d).unwrap_or(self.mono)
+        }
+    }
+
+    pub fn now(&self, mono_us: u64, wall_us: u64) -> Now {
+        Now {
+            mono: self.mono + Duration::from_micros(mono_us),
+            wall: UNIX_EPOCH + Duration::from_micros(wall_us),
+        }
+    }
+}
+
+pub fn wall_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Writes the record as the supervisor goes; a write that fails stops the recording (the
+/// agent runs on: a full disk must not stop the routing).
+pub struct Recorder {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    clock: Clock,
+    path: std::path::PathBuf,
+    events_seen: u64,
+}
+
+impl Recorder {
+    /// Starts a record at `path` with the state the engine starts from.
+    pub fn start(
+        path: &std::path::Path,
+        st: &AgentState,
+        programming: bool,
+        coupled: bool,
+    ) -> std::io::Result<Recorder> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(path)?;
+        let now = st.now();
+        let mut r = Recorder {
+            out: Some(std::io::BufWriter::new(file)),
+            clock: Clock {
+                mono: now.mono,
+                wall: now.wall,
+            },
+            path: path.to_path_buf(),
+            events_seen: st.last_event_seq(),
+        };
+        let cfg = st.config();
+        let state_file = &cfg.control.state_file;
+        let start = Start {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: cfg.source.clone(),
+            config_file: st.config_file().display().to_string(),
+            marks: st.resumed.clone(),
+            standings: st.resumed_standings.clone(),
+            ids: crate::operator_state::load_ids(&crate::operator_state::ids_file(state_file)),
+            wall_us: wall_us(now.wall),
+            programming,
+            coupled,
+            events: st
+                .events()
+                .map(|e| {
+                    let kind = EventKind::ALL
+                        .iter()
+                        .copied()
+                        .find(|k| k.as_str() == e.kind)
+                        .unwrap_or(EventKind::AgentStarted);
+                    (kind, e.path.clone(), e.message.clone())
+                })
+                .collect(),
+        };
+        r.write(&Entry::Start(Box::new(start)));
+        Ok(r)
+    }
+
+    fn write(&mut self, e: &Entry) {
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        let written = serde_json::to_writer(&mut *out, e)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            tracing::error!(file = %self.path.display(), error = %e, "the record stops here");
+            self.out = None;
+        }
+    }
+
+    pub fn now(&mut self, now: Now) {
+        let mono_us = u64::try_from(self.clock.at(now.mono)).unwrap_or(0);
+        self.write(&Entry::Now {
+            mono_us,
+            wall_us: wall_us(now.wall),
+        });
+    }
+
+    pub fn input(&mut self, input: &Input) {
+        let rec = Rec::of(input, &self.clock);
+        self.write(&Entry::In(Box::new(rec)));
+    }
+
+    pub fn turn(&mut self, due: bool, out: &Outputs, st: &AgentState) {
+        let events = new_events(st, &mut self.events_seen);
+        let out = Out::of(out, events);
+        self.write(&Entry::Turn { due, out });
+        // Whole turns on disk: a crash loses at most the turn under way.
+        if let Some(w) = self.out.as_mut() {
+            let _ = w.flush();
+        }
+    }
+}
+
+/// The events recorded since `seen` (which moves on).
+pub fn new_events(st: &AgentState, seen: &mut u64) -> Vec<(String, Option<String>, String)> {
+    let events = st
+        .events()
+        .filter(|e| e.seq > *seen)
+        .map(|e| (e.kind.clone(), e.path.clone(), e.message.clone()))
+        .collect();
+    *seen = st.last_event_seq();
+    events
+}
+
+impl BfdView {
+    /// A session's view as its source makes it (see `sources::bfd::view`).
+    pub(crate) fn recorded(key: &Key, waiting_for_bgp: bool) -> BfdView {
+        let mut v = BfdView::fresh(key.0.clone(), key.1, key.2);
+        v.waiting_for_bgp = waiting_for_bgp;
+        v
+    }
+}
+
+#[path = "record_conv.rs"]
+mod conv;
+pub use conv::command;

@@ -1,0 +1,475 @@
+//! Inputs to their written form and back (see `record`).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bgp::driver::Event as BgpEvent;
+use bgp::rib::Rejection;
+use bgp::wire::Family;
+use probes::driver::FarEnd;
+use probes::wire::{Diag, State};
+
+use super::{wall_us, BfdEvent, BfdPoll, Clock, Rec, TunnelPoll};
+use crate::supervisor::input::Input;
+
+fn family_name(f: Family) -> String {
+    match f {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
+    }
+    .to_owned()
+}
+
+fn family(name: &str) -> Family {
+    if name == "ipv6" {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    }
+}
+
+fn bgp_state(name: &str) -> bgp::fsm::State {
+    use bgp::fsm::State as S;
+    [
+        S::Idle,
+        S::Connect,
+        S::Active,
+        S::OpenSent,
+        S::OpenConfirm,
+        S::Established,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == name)
+    .unwrap_or(S::Idle)
+}
+
+fn far_end_name(f: FarEnd) -> String {
+    format!("{f:?}")
+}
+
+fn far_end(name: &str) -> FarEnd {
+    [
+        FarEnd::Unjudged,
+        FarEnd::Alive,
+        FarEnd::Silent,
+        FarEnd::Restarted,
+    ]
+    .into_iter()
+    .find(|f| far_end_name(*f) == name)
+    .unwrap_or(FarEnd::Unjudged)
+}
+
+fn state(code: u8) -> State {
+    State::from_code(code)
+}
+
+fn diag(code: u8) -> Diag {
+    Diag::from_code(code)
+}
+
+/// A malformed UPDATE's reason as the decoder's static text: each distinct text is kept
+/// once for the replay's life (the decoder has a few dozen).
+fn interned(s: &str) -> &'static str {
+    static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = seen.get(s) {
+        return s;
+    }
+    let s: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    seen.insert(s);
+    s
+}
+
+fn rejection(label: &str, detail: Option<&str>) -> Rejection {
+    match label {
+        "first-as" => Rejection::FirstAs,
+        "as-loop" => Rejection::AsLoop,
+        "default-route" => Rejection::DefaultRoute,
+        "outside-site" => Rejection::OutsideSite,
+        "too-specific" => Rejection::TooSpecific,
+        "max-prefix" => Rejection::MaxPrefix,
+        "next-hop-self" => Rejection::NextHopSelf,
+        _ => Rejection::Malformed(interned(detail.unwrap_or("unknown"))),
+    }
+}
+
+fn command_name(c: crate::policy::Command) -> &'static str {
+    use crate::policy::Command as C;
+    match c {
+        C::Failover => "failover",
+        C::Restore => "restore",
+        C::Drain => "drain",
+        C::Undrain => "undrain",
+    }
+}
+
+/// An operator's command by the name `command_name` gave it.
+pub fn command(name: &str) -> Option<crate::policy::Command> {
+    use crate::policy::Command as C;
+    [C::Failover, C::Restore, C::Drain, C::Undrain]
+        .into_iter()
+        .find(|c| command_name(*c) == name)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Rec {
+    /// The written form of `input`.
+    pub fn of(input: &Input, clock: &Clock) -> Rec {
+        match input {
+            Input::Link { iface, link } => Rec::Link {
+                iface: iface.clone(),
+                link: *link,
+            },
+            Input::Links { table, followed } => Rec::Links {
+                table: table.clone(),
+                followed: *followed,
+            },
+            Input::BgpNeighbor { line, peer } => Rec::BgpNeighbor {
+                line: line.clone(),
+                peer: *peer,
+            },
+            Input::BgpGone(peer) => Rec::BgpGone { peer: *peer },
+            Input::Bgp(ev) => Rec::bgp(ev),
+            Input::BgpPolled(s) => Rec::BgpPolled {
+                peer: s.peer,
+                state: s.state.as_str().to_owned(),
+                last_error: s.last_error.clone(),
+                established_for_ms: s.established_for.map(ms),
+                prefixes_received: s.prefixes_received,
+                prefixes_rejected: s.prefixes_rejected,
+                prefixes_advertised: s.prefixes_advertised,
+            },
+            Input::BfdSession(key, view) => Rec::BfdSession {
+                key: key.clone(),
+                waiting_for_bgp: view.waiting_for_bgp,
+            },
+            Input::BfdGone(key) => Rec::BfdGone { key: key.clone() },
+            Input::BfdFollows(key, id) => Rec::BfdFollows {
+                key: key.clone(),
+                id: *id,
+            },
+            Input::Bfd(ev) => Rec::Bfd(BfdEvent {
+                id: ev.id,
+                name: ev.name.clone(),
+                peer: ev.peer,
+                from: ev.from as u8,
+                to: ev.to as u8,
+                diag: ev.diag as u8,
+                remote_diag: ev.remote_diag.map(|d| d as u8),
+                remote_state: ev.remote_state.map(|s| s as u8),
+                last_up_rx_us: ev.last_up_rx.map(|t| clock.at(t)),
+                far_end: far_end_name(ev.far_end),
+            }),
+            Input::BfdPolled(all) => Rec::BfdPolled(all.iter().map(BfdPoll::of).collect()),
+            Input::TunnelStarted { name, retried } => Rec::TunnelStarted {
+                name: name.clone(),
+                retried: *retried,
+            },
+            Input::TunnelFailed { name, error, told } => Rec::TunnelFailed {
+                name: name.clone(),
+                error: error.clone(),
+                told: *told,
+            },
+            Input::TunnelsKept(names) => Rec::TunnelsKept(names.clone()),
+            Input::TunnelStats(all) => {
+                Rec::TunnelStats(all.iter().map(|(n, s)| TunnelPoll::of(n, s)).collect())
+            }
+            Input::Record {
+                kind,
+                path,
+                message,
+            } => Rec::Record {
+                kind: *kind,
+                path: path.clone(),
+                message: message.clone(),
+            },
+            Input::Operator(r) => Rec::Operator {
+                path: r.path.clone(),
+                command: command_name(r.command).to_owned(),
+                force: r.force,
+            },
+            Input::Config(cfg, _) => Rec::Config {
+                source: cfg.source.clone(),
+            },
+            Input::Adopted(a) => Rec::Adopted {
+                members: a.members.clone(),
+                carrying: a.carrying.clone(),
+            },
+            Input::Programmed(p) => Rec::Programmed {
+                generation: p.generation,
+                switched_at_us: p.switched_at.map(|t| clock.at(t)),
+            },
+            Input::Stall(s) => Rec::Stall {
+                since_us: clock.at(s.since),
+                length: s.length,
+            },
+        }
+    }
+
+    fn bgp(ev: &BgpEvent) -> Rec {
+        match ev {
+            BgpEvent::Up { peer, negotiated } => Rec::BgpUp {
+                peer: *peer,
+                peer_asn: negotiated.peer_asn,
+                hold_time: negotiated.hold_time,
+                families: negotiated
+                    .families
+                    .iter()
+                    .map(|f| family_name(*f))
+                    .collect(),
+                restart_time: negotiated.graceful_restart.as_ref().map(|g| g.restart_time),
+            },
+            BgpEvent::Down {
+                peer,
+                reason,
+                graceful,
+            } => Rec::BgpDown {
+                peer: *peer,
+                reason: reason.clone(),
+                graceful_ms: graceful.map(ms),
+            },
+            BgpEvent::Routes { peer, delta } => Rec::BgpRoutes {
+                peer: *peer,
+                added: delta.added.clone(),
+                graceful_shutdown: delta.graceful_shutdown.clone(),
+                withdrawn: delta.withdrawn.clone(),
+                rejected: delta
+                    .rejected
+                    .iter()
+                    .map(|(p, why)| {
+                        let detail = match why {
+                            Rejection::Malformed(d) => Some((*d).to_owned()),
+                            _ => None,
+                        };
+                        (*p, why.label().to_owned(), detail)
+                    })
+                    .collect(),
+                over_limit: delta.over_limit,
+            },
+            BgpEvent::EndOfRib { peer, family } => Rec::BgpEndOfRib {
+                peer: *peer,
+                family: family_name(*family),
+            },
+        }
+    }
+
+    /// The input again; none for those the replay makes itself (an operator's command
+    /// needs a reply channel, a config is parsed).
+    pub fn into_input(self, clock: &Clock) -> Option<Input> {
+        Some(match self {
+            Rec::Link { iface, link } => Input::Link { iface, link },
+            Rec::Links { table, followed } => Input::Links { table, followed },
+            Rec::BgpNeighbor { line, peer } => Input::BgpNeighbor { line, peer },
+            Rec::BgpGone { peer } => Input::BgpGone(peer),
+            Rec::BgpUp {
+                peer,
+                peer_asn,
+                hold_time,
+                families,
+                restart_time,
+            } => Input::Bgp(BgpEvent::Up {
+                peer,
+                negotiated: bgp::fsm::Negotiated {
+                    peer_asn,
+                    peer_id: std::net::Ipv4Addr::UNSPECIFIED,
+                    hold_time,
+                    ctx: Default::default(),
+                    families: families.iter().map(|f| family(f)).collect(),
+                    route_refresh: true,
+                    graceful_restart: restart_time.map(|restart_time| bgp::wire::GracefulRestart {
+                        restarting: false,
+                        notification: false,
+                        restart_time,
+                        families: Vec::new(),
+                    }),
+                },
+            }),
+            Rec::BgpDown {
+                peer,
+                reason,
+                graceful_ms,
+            } => Input::Bgp(BgpEvent::Down {
+                peer,
+                reason,
+                graceful: graceful_ms.map(Duration::from_millis),
+            }),
+            Rec::BgpRoutes {
+                peer,
+                added,
+                graceful_shutdown,
+                withdrawn,
+                rejected,
+                over_limit,
+            } => Input::Bgp(BgpEvent::Routes {
+                peer,
+                delta: bgp::rib::RibDelta {
+                    added,
+                    graceful_shutdown,
+                    withdrawn,
+                    rejected: rejected
+                        .iter()
+                        .map(|(p, label, detail)| (*p, rejection(label, detail.as_deref())))
+                        .collect(),
+                    over_limit,
+                },
+            }),
+            Rec::BgpEndOfRib { peer, family: f } => Input::Bgp(BgpEvent::EndOfRib {
+                peer,
+                family: family(&f),
+            }),
+            Rec::BgpPolled {
+                peer,
+                state,
+                last_error,
+                established_for_ms,
+                prefixes_received,
+                prefixes_rejected,
+                prefixes_advertised,
+            } => Input::BgpPolled(bgp::driver::Status {
+                peer,
+                state: bgp_state(&state),
+                last_error,
+                established_for: established_for_ms.map(Duration::from_millis),
+                prefixes_received,
+                prefixes_rejected,
+                prefixes_advertised,
+            }),
+            Rec::BfdSession {
+                key,
+                waiting_for_bgp,
+            } => {
+                let view = crate::sources::bfd::BfdView::recorded(&key, waiting_for_bgp);
+                Input::BfdSession(key, Box::new(view))
+            }
+            Rec::BfdGone { key } => Input::BfdGone(key),
+            Rec::BfdFollows { key, id } => Input::BfdFollows(key, id),
+            Rec::Bfd(e) => Input::Bfd(probes::driver::Event {
+                id: e.id,
+                name: e.name,
+                peer: e.peer,
+                from: state(e.from),
+                to: state(e.to),
+                diag: diag(e.diag),
+                remote_diag: e.remote_diag.map(diag),
+                remote_state: e.remote_state.map(state),
+                last_up_rx: e.last_up_rx_us.map(|us| clock.instant(us)),
+                far_end: far_end(&e.far_end),
+            }),
+            Rec::BfdPolled(all) => Input::BfdPolled(all.into_iter().map(BfdPoll::status).collect()),
+            Rec::TunnelStarted { name, retried } => Input::TunnelStarted { name, retried },
+            Rec::TunnelFailed { name, error, told } => Input::TunnelFailed { name, error, told },
+            Rec::TunnelsKept(names) => Input::TunnelsKept(names),
+            Rec::TunnelStats(all) => {
+                Input::TunnelStats(all.into_iter().map(TunnelPoll::stats).collect())
+            }
+            Rec::Record {
+                kind,
+                path,
+                message,
+            } => Input::Record {
+                kind,
+                path,
+                message,
+            },
+            Rec::Operator { .. } | Rec::Config { .. } => return None,
+            Rec::Adopted { members, carrying } => {
+                Input::Adopted(crate::routing::Adopted { members, carrying })
+            }
+            Rec::Programmed {
+                generation,
+                switched_at_us,
+            } => Input::Programmed(crate::routing::Programmed {
+                generation,
+                switched_at: switched_at_us.map(|us| clock.instant(us)),
+            }),
+            Rec::Stall { since_us, length } => Input::Stall(crate::stall::Stall {
+                since: clock.instant(since_us),
+                length,
+            }),
+        })
+    }
+}
+
+impl BfdPoll {
+    fn of(s: &probes::driver::SessionStatus) -> BfdPoll {
+        BfdPoll {
+            id: s.id,
+            name: s.name.clone(),
+            peer: s.peer,
+            multihop: s.multihop,
+            state: s.state as u8,
+            remote_state: s.remote_state.map(|x| x as u8),
+            local_diag: s.local_diag as u8,
+            remote_diag: s.remote_diag.map(|d| d as u8),
+            detection_time: s.detection_time,
+            tx_interval: s.tx_interval,
+            rtt: s.rtt,
+            loss: s.loss,
+            up_for: s.up_for,
+            tx_packets: s.tx_packets,
+            rx_packets: s.rx_packets,
+            discarded: s.discarded,
+            tx_gap_p99: s.tx_gap_p99,
+            tx_gap_max: s.tx_gap_max,
+        }
+    }
+
+    fn status(self) -> probes::driver::SessionStatus {
+        probes::driver::SessionStatus {
+            id: self.id,
+            name: self.name,
+            peer: self.peer,
+            multihop: self.multihop,
+            state: state(self.state),
+            remote_state: self.remote_state.map(state),
+            local_diag: diag(self.local_diag),
+            remote_diag: self.remote_diag.map(diag),
+            detection_time: self.detection_time,
+            tx_interval: self.tx_interval,
+            rtt: self.rtt,
+            loss: self.loss,
+            up_for: self.up_for,
+            tx_packets: self.tx_packets,
+            rx_packets: self.rx_packets,
+            discarded: self.discarded,
+            tx_gap_p99: self.tx_gap_p99,
+            tx_gap_max: self.tx_gap_max,
+        }
+    }
+}
+
+impl TunnelPoll {
+    fn of(name: &str, s: &wg::TunnelStats) -> TunnelPoll {
+        TunnelPoll {
+            name: name.to_owned(),
+            last_handshake_us: s.last_handshake.map(wall_us),
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+            rx_disallowed: s.rx_disallowed,
+            rx_shed: s.rx_shed,
+            endpoint: s.endpoint,
+        }
+    }
+
+    fn stats(self) -> (String, wg::TunnelStats) {
+        let stats = wg::TunnelStats {
+            last_handshake: self
+                .last_handshake_us
+                .map(|us| UNIX_EPOCH + Duration::from_micros(us)),
+            rx_bytes: self.rx_bytes,
+            tx_bytes: self.tx_bytes,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
+            rx_disallowed: self.rx_disallowed,
+            rx_shed: self.rx_shed,
+            endpoint: self.endpoint,
+        };
+        (self.name, stats)
+    }
+}
