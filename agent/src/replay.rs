@@ -49,12 +49,15 @@ fn config(src: &str, file: &Path, scratch: &Path) -> Result<Config, String> {
 }
 
 pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    // A record still being written ends in the middle of a line: up to the last whole one.
-    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
-    let mut lines = whole.lines().enumerate();
-    let entry = |n: usize, l: &str| -> Result<Entry, String> {
-        serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", file.display(), n + 1))
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut lines = Lines {
+        from: std::io::BufReader::new(f),
+        n: 0,
+    };
+    let name = file.display();
+    let entry = |n: usize, l: std::io::Result<String>| -> Result<Entry, String> {
+        let l = l.map_err(|e| format!("{name}:{n}: {e}"))?;
+        serde_json::from_str(&l).map_err(|e| format!("{name}:{n}: {e}"))
     };
     let Some((n, first)) = lines.next() else {
         return Err(format!("{}: empty", file.display()));
@@ -93,7 +96,7 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
     };
     for (n, l) in lines {
         match entry(n, l)? {
-            Entry::Start(_) => return Err(format!("{}:{}: a second start", file.display(), n + 1)),
+            Entry::Start(_) => return Err(format!("{name}:{n}: a second start")),
             Entry::Now { mono_us, wall_us } => {
                 let now = clock.now(mono_us, wall_us);
                 done.span = now.mono - clock.mono;
@@ -102,7 +105,7 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
             Entry::In(rec) => {
                 done.inputs += 1;
                 let input = input(*rec, &clock, &config_file, &scratch.0, &mut waiting)
-                    .map_err(|e| format!("{}:{}: {e}", file.display(), n + 1))?;
+                    .map_err(|e| format!("{name}:{n}: {e}"))?;
                 engine.apply(input);
             }
             Entry::Turn { due, out } => {
@@ -112,7 +115,7 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
                 let replayed = Out::of(&o, record::new_events(engine.state(), &mut seen));
                 if replayed != out {
                     return Ok(Err(Box::new(Differs {
-                        line: n + 1,
+                        line: n,
                         recorded: out,
                         replayed,
                     })));
@@ -121,6 +124,34 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
         }
     }
     Ok(Ok(done))
+}
+
+/// A record's whole lines, numbered from 1; a record still being written ends in the
+/// middle of one, which is left out.
+struct Lines<R> {
+    from: R,
+    n: usize,
+}
+
+impl<R: std::io::BufRead> Iterator for Lines<R> {
+    type Item = (usize, std::io::Result<String>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = String::new();
+        match self.from.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) if !line.ends_with('\n') => None,
+            Ok(_) => {
+                self.n += 1;
+                line.pop();
+                Some((self.n, Ok(line)))
+            }
+            Err(e) => {
+                self.n += 1;
+                Some((self.n, Err(e)))
+            }
+        }
+    }
 }
 
 /// Answers kept open while the replay runs (a closed one is a command given up on).

@@ -11,12 +11,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Config, PathRef};
-use crate::control::proto::{
-    GatewayStatus, LogEntry, PathKind, PathStatus, PolicyStatus, SignalStatus, SiteStatus, Status,
-    STATUS_SCHEMA,
-};
-use crate::core::events::EventKind;
+use crate::config::Config;
+use crate::core::events::{Event, EventKind};
 pub use crate::core::now::Now;
 use crate::policy::Advertise;
 use crate::sources::bfd::BfdView;
@@ -42,7 +38,7 @@ pub struct AgentState {
     started_at: SystemTime,
     /// The time as the supervisor last told it (`set_now`): the state reads no clock.
     now: Now,
-    events: VecDeque<LogEntry>,
+    events: VecDeque<Event>,
     /// Each interface's index and carrier, kept by `links` from the kernel's
     /// notifications; none until the first table (every carrier unknown, no member).
     pub(crate) links: Option<crate::sources::links::LinkTable>,
@@ -190,6 +186,15 @@ impl AgentState {
         &self.config_file
     }
 
+    /// When the agent started (the wall clock), and how long ago.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.now.since(self.started)
+    }
+
     /// A reload's config, in force from the next route programming pass (which it wakes).
     /// What the agent kept of paths the config no longer has goes with them.
     pub(crate) fn set_config(&mut self, config: Config) {
@@ -225,70 +230,22 @@ impl AgentState {
             self.events.pop_front();
         }
         self.event_seq += 1;
-        self.events.push_back(LogEntry {
+        self.events.push_back(Event {
             seq: self.event_seq,
-            at: humantime::format_rfc3339_millis(self.now.wall).to_string(),
-            kind: kind.as_str().to_owned(),
+            at: self.now.wall,
+            kind,
             path: path.map(str::to_owned),
             message: message.into(),
         });
     }
 
-    pub fn events(&self) -> impl Iterator<Item = &LogEntry> {
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter()
-    }
-
-    pub fn status(&self) -> Status {
-        let cfg = &self.config;
-        Status {
-            schema: STATUS_SCHEMA,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            gateway: GatewayStatus {
-                name: cfg.gateway.name.clone(),
-                asn: *cfg.gateway.asn.get_ref(),
-                router_id: cfg.gateway.router_id.to_string(),
-            },
-            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
-            uptime_seconds: self.now.since(self.started).as_secs(),
-            config_file: self.config_file.display().to_string(),
-            sites: cfg
-                .sites
-                .iter()
-                .map(|s| self.site_status(s.name.get_ref()))
-                .collect(),
-        }
-    }
-
-    fn site_status(&self, site: &str) -> SiteStatus {
-        let cfg = &self.config;
-        let prefixes = cfg
-            .sites
-            .iter()
-            .find(|s| s.name.get_ref() == site)
-            .map(|s| s.prefixes.iter().map(|p| p.get_ref().to_string()).collect())
-            .unwrap_or_default();
-        SiteStatus {
-            name: site.to_owned(),
-            prefixes,
-            active_path: self.active_paths(site),
-            active_reason: self.active.get(site).map_or_else(
-                || "routes not programmed yet".to_owned(),
-                |c| c.reason.clone(),
-            ),
-            fallback_path: self.fallback.get(site).and_then(paths_of),
-            learned_prefixes: self.learned_prefixes(site),
-            paths: cfg.paths_of(site).map(|p| self.path_status(p)).collect(),
-        }
-    }
-
-    /// The paths carrying `site`'s traffic, comma-separated, when any does.
-    pub(crate) fn active_paths(&self, site: &str) -> Option<String> {
-        self.active.get(site).and_then(paths_of)
     }
 
     /// How many distinct prefixes the site's lines announce; counted once per change of
     /// the learned routes (a full table is a sort of every prefix), not per view.
-    fn learned_prefixes(&self, site: &str) -> usize {
+    pub(crate) fn learned_prefixes(&self, site: &str) -> usize {
         let mut cache = self.learned_counts.borrow_mut();
         if let Some((generation, counts)) = cache.as_ref() {
             if *generation == self.routes_generation {
@@ -328,75 +285,6 @@ impl AgentState {
         all.dedup();
         all.len()
     }
-
-    pub(crate) fn path_status(&self, path: PathRef<'_>) -> PathStatus {
-        let name = path.name();
-        let (kind, iface, priority, weight) = match path {
-            PathRef::Line(l) => (
-                PathKind::Line,
-                l.interface.get_ref().as_str(),
-                Some(l.priority),
-                None,
-            ),
-            PathRef::Tunnel(t) => (
-                PathKind::Tunnel,
-                t.interface.get_ref().as_str(),
-                None,
-                Some(*t.weight.get_ref()),
-            ),
-        };
-        let bgp: Vec<&NeighborState> = self.bgp.values().filter(|n| n.line == name).collect();
-        let bfd: Vec<&BfdView> = self.bfd.values().filter(|v| v.line == name).collect();
-        let (signals, verdict) = self.path_health(path);
-        PathStatus {
-            name: name.to_owned(),
-            kind,
-            interface: iface.to_owned(),
-            priority,
-            weight,
-            state: verdict.health,
-            reason: verdict.reason,
-            signals: signals
-                .iter()
-                .map(|s| SignalStatus {
-                    name: s.kind.name().into(),
-                    state: s.health,
-                })
-                .collect(),
-            bgp: bgp.iter().map(|n| n.status(self.now)).collect(),
-            bfd: bfd.iter().map(|v| v.to_status()).collect(),
-            tunnel: (kind == PathKind::Tunnel)
-                .then(|| self.tunnels.get(name))
-                .flatten()
-                .map(|v| v.to_status(self.now.wall)),
-            policy: self.policy.get(name).map(policy_status),
-        }
-    }
-}
-
-/// The policy's verdict on a path as status shows it.
-fn policy_status(v: &crate::policy::Verdict) -> PolicyStatus {
-    let p = &v.policy;
-    PolicyStatus {
-        admitted: p.admitted,
-        reason: if p.admitted {
-            String::new()
-        } else {
-            v.why.clone()
-        },
-        hold_down_seconds: p.hold_down_left.map(|d| d.as_secs_f64()),
-        penalty: (p.penalty * 10.0).round() / 10.0,
-        flaps: p.flaps,
-        suppressed_seconds: p.suppressed_for.map(|d| d.as_secs_f64()),
-        degraded: p.degraded,
-        operator: p.operator.to_owned(),
-    }
-}
-
-/// The paths of a choice, comma-separated; none when it has none.
-fn paths_of(c: &crate::select::Choice) -> Option<String> {
-    let names: Vec<&str> = c.members.iter().map(|(n, _)| n.as_str()).collect();
-    (!names.is_empty()).then(|| names.join(", "))
 }
 
 #[cfg(test)]

@@ -4,3 +4,4 @@ pub mod client;
 pub mod health;
 pub mod proto;
 pub mod server;
+pub mod status;

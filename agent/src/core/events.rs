@@ -59,6 +59,18 @@ kinds! {
     TunnelStarted => "tunnel-started",
 }
 
+/// One entry of the event log, as the state keeps it (the control socket writes it out
+/// as its `LogEntry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Numbered from 1 by the agent's run: `events --follow` asks for those after one.
+    pub seq: u64,
+    pub at: std::time::SystemTime,
+    pub kind: EventKind,
+    pub path: Option<String>,
+    pub message: String,
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

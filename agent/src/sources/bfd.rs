@@ -13,7 +13,6 @@ use probes::wire::{AuthType, Diag, State};
 use tokio::sync::mpsc;
 
 use crate::config::{BfdAuthType, Config, Line};
-use crate::control::proto::BfdStatus;
 use crate::core::events::EventKind;
 use crate::coupling;
 use crate::state::{lock, AgentState};
@@ -99,35 +98,6 @@ impl BfdView {
             )
         }
     }
-
-    pub fn to_status(&self) -> BfdStatus {
-        let s = self.detail.as_ref();
-        BfdStatus {
-            neighbor: self.peer.to_string(),
-            kind: if self.end_to_end {
-                "end-to-end"
-            } else {
-                "single-hop"
-            }
-            .into(),
-            state: self
-                .state
-                .map_or("unknown".into(), |s| s.as_str().to_owned()),
-            local_diag: self.local_diag.map(|d| d.to_string()),
-            remote_diag: self.remote_diag.map(|d| d.to_string()),
-            detection_ms: s.map(|s| ms(s.detection_time)),
-            rtt_ms: s.and_then(|s| s.rtt).map(ms),
-            loss: s.and_then(|s| s.loss),
-            up_seconds: s.and_then(|s| s.up_for).map(|d| d.as_secs()),
-            tx_gap_p99_ms: s.and_then(|s| s.tx_gap_p99).map(ms),
-            tx_gap_max_ms: s.and_then(|s| s.tx_gap_max).map(ms),
-            unanswered: self.unanswered(),
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn auth(line: &Line) -> Option<AuthConfig> {

@@ -11,9 +11,9 @@
 //! alone would make every other interface look absent); one runs at start, every second
 //! after (repairing a lost notification), and after the socket overran. An interface of
 //! ours a dump leaves out is confirmed gone by name before it counts as absent (a dump
-//! can miss a link another one's change raced). Before the first dump, and while the
-//! socket is lost and being reconnected, the table is read from sysfs once a second
-//! instead, and says so: the FIB programmer then reads the kernel before every switch.
+//! can miss a link another one's change raced). Before the first dump, and once a second
+//! while the socket is lost and being reconnected, the table is read from sysfs instead,
+//! and says so: the FIB programmer then reads the kernel before every switch.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,17 +115,21 @@ pub(crate) fn replace(st: &mut AgentState, fresh: LinkTable, followed: bool) {
     }
 }
 
-/// A dump checked against the table it replaces: an interface it left out that `exists`
-/// confirms by name was missed by the dump (another link's change raced it), not gone, and
-/// stays as last known.
+/// A dump checked against the table it replaces: an interface it left out that `index_of`
+/// finds by name was missed by the dump (another link's change raced it), not gone: it
+/// stays with its carrier as last known and its index as found now (it may have been made
+/// again).
 fn confirmed(
     old: Option<&LinkTable>,
     mut fresh: LinkTable,
-    exists: impl Fn(&str) -> bool,
+    index_of: impl Fn(&str) -> Option<u32>,
 ) -> LinkTable {
-    for (n, c) in old.into_iter().flatten() {
-        if !fresh.contains_key(n) && exists(n) {
-            fresh.insert(n.clone(), *c);
+    for (n, l) in old.into_iter().flatten() {
+        if fresh.contains_key(n) {
+            continue;
+        }
+        if let Some(index) = index_of(n) {
+            fresh.insert(n.clone(), Link { index, up: l.up });
         }
     }
     fresh
@@ -141,17 +145,22 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<LinkTable, rtnetlink::Error>
         .await
 }
 
-fn exists(iface: &str) -> bool {
-    nix::net::if_::if_nametoindex(iface).is_ok()
+fn index_of(iface: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(iface).ok()
 }
 
-/// Every interface's index and carrier from sysfs. Reading `carrier` of an interface that
-/// is administratively down fails with EINVAL: no carrier. One that goes while it is read
-/// is left out.
-pub(crate) fn sysfs_table() -> LinkTable {
+/// Every interface's index and carrier from sysfs; none when sysfs cannot be read (no
+/// table is better than one where every interface looks absent). Reading `carrier` of an
+/// interface that is administratively down fails with EINVAL: no carrier. One that goes
+/// while it is read is left out.
+pub(crate) fn sysfs_table() -> Option<LinkTable> {
     let mut table = LinkTable::new();
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return table;
+    let dir = match std::fs::read_dir("/sys/class/net") {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the interfaces from /sys/class/net");
+            return None;
+        }
     };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -166,19 +175,21 @@ pub(crate) fn sysfs_table() -> LinkTable {
         };
         table.insert(name, Link { index, up });
     }
-    table
+    Some(table)
 }
 
 fn from_sysfs(inputs: &Inputs) {
-    inputs.send(Input::Links {
-        table: sysfs_table(),
-        followed: false,
-    });
+    if let Some(table) = sysfs_table() {
+        inputs.send(Input::Links {
+            table,
+            followed: false,
+        });
+    }
 }
 
 /// Starts the task that keeps the table, subscribing again whenever the socket fails. The
-/// first table is read from sysfs before anything else runs: the supervisor knows every
-/// carrier from its first input.
+/// first table is read from sysfs at once: it reaches the supervisor before the FIB
+/// programmer's first read of the kernel, so the first decision knows every carrier.
 pub fn start(inputs: Inputs) {
     from_sysfs(&inputs);
     tokio::spawn(async move {
@@ -250,7 +261,7 @@ where
         match dump(handle).await {
             Ok(all) => {
                 failures = 0;
-                let fresh = confirmed(table.as_ref(), all, exists);
+                let fresh = confirmed(table.as_ref(), all, index_of);
                 table = Some(fresh.clone());
                 inputs.send(Input::Links {
                     table: fresh,
@@ -363,7 +374,7 @@ mod tests {
 
     #[test]
     fn sysfs_knows_the_loopback_and_its_carrier() {
-        let t = sysfs_table();
+        let t = sysfs_table().expect("sysfs");
         let lo = nix::net::if_::if_nametoindex("lo").unwrap();
         assert_eq!(t.get("lo"), Some(&up_at(lo)), "{t:?}");
     }
@@ -377,11 +388,14 @@ mod tests {
         .into();
         let fresh: LinkTable = [("tun1".to_owned(), up_at(4))].into();
         // line1 exists: missed by the dump, as last known.
-        let t = confirmed(Some(&old), fresh.clone(), |_| true);
+        let t = confirmed(Some(&old), fresh.clone(), |_| Some(3));
         assert_eq!(t.get("line1"), Some(&down_at(3)));
         // Gone for real.
-        let t = confirmed(Some(&old), fresh.clone(), |_| false);
+        let t = confirmed(Some(&old), fresh.clone(), |_| None);
         assert_eq!(t.get("line1"), None);
-        assert_eq!(confirmed(None, fresh.clone(), |_| true), fresh);
+        assert_eq!(confirmed(None, fresh.clone(), |_| Some(3)), fresh);
+        // Made again meanwhile: the index found now.
+        let t = confirmed(Some(&old), fresh.clone(), |_| Some(9));
+        assert_eq!(t.get("line1"), Some(&down_at(9)));
     }
 }

@@ -10,7 +10,6 @@ use ipnet::IpNet;
 use wg::{PublicKey, SecretKey, Tunnel, TunnelConfig, TunnelStats};
 
 use crate::config::{Config, Tunnel as TunnelCfg};
-use crate::control::proto::TunnelStatus;
 use crate::core::events::EventKind;
 use crate::state::{lock, AgentState};
 use crate::supervisor::{Input, Inputs};
@@ -36,23 +35,6 @@ pub fn handshake_age(stats: &TunnelStats, now: SystemTime) -> Option<Duration> {
     stats
         .last_handshake
         .and_then(|t| now.duration_since(t).ok())
-}
-
-impl TunnelView {
-    pub fn to_status(&self, now: SystemTime) -> TunnelStatus {
-        let s = self.stats.as_ref();
-        TunnelStatus {
-            running: self.error.is_none() && s.is_some(),
-            error: self.error.clone(),
-            endpoint: s.and_then(|s| s.endpoint).map(|e| e.to_string()),
-            handshake_age_seconds: s.and_then(|s| handshake_age(s, now)).map(|d| d.as_secs()),
-            rx_bytes: s.map_or(0, |s| s.rx_bytes),
-            tx_bytes: s.map_or(0, |s| s.tx_bytes),
-            rx_packets: s.map_or(0, |s| s.rx_packets),
-            tx_packets: s.map_or(0, |s| s.tx_packets),
-            rx_shed: s.map_or(0, |s| s.rx_shed),
-        }
-    }
 }
 
 /// The wg crate's config for `t`: allowed IPs cover the site's prefixes and aggregates

@@ -1,5 +1,6 @@
 use super::health::{bfd_signal, EOR_WAIT, ROUTES_SETTLE};
 use super::*;
+use crate::control::status::{path as path_status, status};
 use crate::core::signals::{Health, SignalKind};
 use bgp::wire::Family;
 use ipnet::IpNet;
@@ -76,7 +77,7 @@ fn status_reports_only_measured_health() {
         std::fs::write(dir.path().join(iface).join("carrier"), carrier).unwrap();
     }
     let st = state_with_sysfs(dir.path());
-    let status = st.status();
+    let status = status(&st);
     let paths = &status.sites[0].paths;
     assert_eq!(status.sites[0].active_path, None);
     assert_eq!(
@@ -101,12 +102,12 @@ fn status_names_the_active_and_the_fallback_paths() {
     st.active.insert(site.clone(), choice(&["line1"]));
     st.fallback
         .insert(site.clone(), choice(&["inet1", "inet2"]));
-    let s = &st.status().sites[0];
+    let s = &status(&st).sites[0];
     assert_eq!(s.active_path.as_deref(), Some("line1"));
     assert_eq!(s.fallback_path.as_deref(), Some("inet1, inet2"));
     st.fallback.insert(site, choice(&[]));
     assert_eq!(
-        st.status().sites[0].fallback_path,
+        status(&st).sites[0].fallback_path,
         None,
         "nothing else healthy"
     );
@@ -244,7 +245,7 @@ fn a_router_restarting_gracefully_keeps_its_line_up_until_its_restart_time() {
     st.bgp.insert(peer, n);
     let bgp_of = |st: &AgentState| {
         let p = st.config().find_path("l1").unwrap();
-        st.path_status(p).signals[2].clone()
+        path_status(st, p).signals[2].clone()
     };
     assert_eq!(bgp_of(&st).state, Health::Up);
     crate::sources::bgp::apply(
@@ -256,7 +257,7 @@ fn a_router_restarting_gracefully_keeps_its_line_up_until_its_restart_time() {
         },
     );
     assert_eq!(bgp_of(&st).state, Health::Up, "restarting gracefully");
-    assert!(st.events().any(|e| e.kind == "bgp-down"
+    assert!(st.events().any(|e| e.kind == EventKind::BgpDown
         && e.message
             .contains("restarts gracefully, its routes are kept for 120 s")));
     // Its restart time is over.
@@ -289,7 +290,7 @@ fn a_line_whose_router_withdrew_the_site_is_down_while_another_line_announces_it
     };
     let bgp_of = |st: &AgentState, line: &str| {
         let p = st.config().find_path(line).unwrap();
-        st.path_status(p).signals[2].clone()
+        path_status(st, p).signals[2].clone()
     };
     // Neither line announces anything (a static set-up): BGP up is all there is.
     st.bgp.insert(
@@ -309,8 +310,7 @@ fn a_line_whose_router_withdrew_the_site_is_down_while_another_line_announces_it
     assert_eq!(bgp_of(&st, "l1").state, Health::Down);
     assert_eq!(bgp_of(&st, "l2").state, Health::Up);
     let p = st.config().find_path("l1").unwrap();
-    assert!(st
-        .path_status(p)
+    assert!(path_status(&st, p)
         .reason
         .contains("announces no IPv4 route of site b"));
     // While the far gateway restarts, its routes coming and going at the line
@@ -379,7 +379,7 @@ fn a_family_withdrawn_on_one_line_and_announced_on_another_takes_the_line_down()
     };
     let bgp_of = |st: &AgentState, line: &str| {
         let p = st.config().find_path(line).unwrap();
-        st.path_status(p).signals[2].clone()
+        path_status(st, p).signals[2].clone()
     };
     let sessions = [
         session("l1", "192.0.2.2", &["198.18.2.0/24"]),
@@ -394,8 +394,7 @@ fn a_family_withdrawn_on_one_line_and_announced_on_another_takes_the_line_down()
     let s = bgp_of(&st, "l1");
     assert_eq!(s.state, Health::Down);
     let p = st.config().find_path("l1").unwrap();
-    assert!(st
-        .path_status(p)
+    assert!(path_status(&st, p)
         .reason
         .contains("announces no IPv6 route of site b"));
     // l2 has no IPv6 neighbour, so IPv6 is never routed over it: l1's IPv6 sessions
@@ -410,8 +409,7 @@ fn a_family_withdrawn_on_one_line_and_announced_on_another_takes_the_line_down()
     // l2 withdraws everything while l1 announces both: down for IPv4, its only family.
     assert_eq!(bgp_of(&st, "l2").state, Health::Down);
     let p = st.config().find_path("l2").unwrap();
-    assert!(st
-        .path_status(p)
+    assert!(path_status(&st, p)
         .reason
         .contains("announces no IPv4 route of site b"));
     assert_eq!(bgp_of(&st, "l1").state, Health::Up);
@@ -424,7 +422,7 @@ fn event_log_is_bounded() {
     for i in 0..EVENT_LOG_CAPACITY + 5 {
         st.record(EventKind::Reload, None, format!("event {i}"));
     }
-    let ev: Vec<&LogEntry> = st.events().collect();
+    let ev: Vec<&crate::core::events::Event> = st.events().collect();
     assert_eq!(ev.len(), EVENT_LOG_CAPACITY);
     assert_eq!(ev[0].message, "event 5");
 }
@@ -470,7 +468,7 @@ fn a_line_whose_router_tags_the_site_graceful_shutdown_is_drained_by_the_far_sid
     assert_eq!(draining(&st, "l2"), None);
     // Not a failure: no signal of l1 goes down for it.
     let p = st.config().find_path("l1").unwrap();
-    assert_ne!(st.path_status(p).state, Health::Down);
+    assert_ne!(path_status(&st, p).state, Health::Down);
     // Both drained: neither is left for the other.
     st.bgp
         .insert(p2, neighbor("l2", [192, 0, 2, 6], &["198.18.2.0/24"], true));
@@ -501,7 +499,7 @@ fn after_the_agents_own_stall_timed_out_signals_hold_but_a_lost_carrier_does_not
             state_of: None,
         },
     );
-    let status = |st: &AgentState| st.path_status(st.config().find_path("l1").unwrap());
+    let status = |st: &AgentState| path_status(st, st.config().find_path("l1").unwrap());
     assert_eq!(status(&st).state, Health::Down);
     // The agent was stopped for 5 s and has just resumed.
     let since = Instant::now() - Duration::from_secs(5);
@@ -543,7 +541,7 @@ fn a_session_just_established_has_a_moment_to_send_its_routes() {
     };
     let bgp_of = |st: &AgentState| {
         let p = st.config().find_path("l1").unwrap();
-        st.path_status(p).signals[2].state
+        path_status(st, p).signals[2].state
     };
     let long = Duration::from_secs(60);
     st.bgp.insert(

@@ -178,10 +178,6 @@ impl Decider {
         self.follow_config(st);
         self.follow_prefixes(st, now);
         for r in std::mem::take(&mut st.operator_queue) {
-            // The asker gave up (it says the command was not applied): so it is not.
-            if r.reply.is_closed() {
-                continue;
-            }
             let answer = super::operator::judge(st, &r)
                 .and_then(|()| self.policy.command(now, &r.path, r.command));
             // The next command of this pass is judged with this one's effect: two

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::proto::{LogEntry, Status};
+use crate::control::status;
 use crate::policy::Advertise;
 use crate::routing::{Wants, RECONCILE};
 use crate::state::{AgentState, Now};
@@ -31,7 +32,6 @@ mod scenarios;
 pub use decide::Decider;
 pub use engine::{Engine, Outputs};
 pub use input::{Input, Inputs, OperatorRequest, Reply};
-pub use operator::unsafe_to_take_out;
 
 /// The supervisor's clock: tokio's, so a driver test in virtual time (`start_paused`)
 /// moves the policy's hold-downs and the decision's deadlines together.
@@ -54,6 +54,15 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// into one pass, few enough that a pass is never far behind.
 const BATCH: usize = 256;
 
+/// A BGP session's close waiting for the wants of `generation` to reach the kernel.
+struct HeldClose {
+    since: Instant,
+    generation: u64,
+    peer: IpAddr,
+    /// The close applies only to a session established before this (see `coupling`).
+    before: Instant,
+}
+
 /// The longest a BGP close waits for the switch its BFD failure caused.
 const CLOSE_WAIT: Duration = Duration::from_millis(200);
 
@@ -72,12 +81,12 @@ pub struct View {
 
 impl View {
     pub fn of(st: &AgentState) -> View {
-        View::with_events(st, st.events().cloned().collect())
+        View::with_events(st, st.events().map(status::log_entry).collect())
     }
 
     fn with_events(st: &AgentState, events: Arc<[LogEntry]>) -> View {
         View {
-            status: st.status(),
+            status: status::status(st),
             events,
             last_pass: st.last_pass,
             last_programmed: st.last_programmed,
@@ -107,10 +116,12 @@ pub struct Supervisor {
     /// is decided or programmed.
     fib: Option<watch::Sender<Arc<Wants>>>,
     coupling: Option<Coupling>,
-    /// BGP sessions to close because BFD with their router failed, and since when: run
-    /// once the FIB programmer has switched, so that closing a session (its whole table
-    /// withdrawn) does not compete with the switch for the CPU; at most CLOSE_WAIT later.
-    closes: Vec<(Instant, IpAddr, Instant)>,
+    /// BGP sessions to close because BFD with their router failed: run once the FIB
+    /// programmer has switched, so that closing a session (its whole table withdrawn)
+    /// does not compete with the switch for the CPU; at most CLOSE_WAIT later.
+    closes: Vec<HeldClose>,
+    /// The latest wants the FIB programmer got into the kernel.
+    programmed: u64,
     /// The events of the last view, by their last sequence number.
     events_published: Option<u64>,
     /// Whether the agent itself did not run for a while, and the latest stall told.
@@ -163,6 +174,7 @@ impl Supervisor {
             fib,
             coupling,
             closes: Vec::new(),
+            programmed: 0,
             events_published: None,
             stall,
             stall_told: None,
@@ -188,8 +200,8 @@ impl Supervisor {
             } else {
                 due
             };
-            if let Some((t, ..)) = self.closes.first() {
-                wake = wake.min(*t + CLOSE_WAIT);
+            if let Some(c) = self.closes.first() {
+                wake = wake.min(c.since + CLOSE_WAIT);
             }
             let first = tokio::select! {
                 i = self.rx.recv() => match i {
@@ -219,19 +231,18 @@ impl Supervisor {
             let now = reading.mono;
             self.note_stall(now);
             let out = self.engine.turn(now >= due);
-            if let Some(r) = &mut self.record {
-                r.turn(now >= due, &out, self.engine.state());
-            }
             if out.wants.is_some() || now >= due {
                 last_decision = now;
             }
-            let switching = self.hand_over(&out);
-            if switching {
+            if self.hand_over(&out) {
                 // New wants: the FIB programmer switches before this task goes on to
                 // couple and build the view (the runtime may have one core).
                 tokio::task::yield_now().await;
             }
-            self.tell_sessions(out.admin, out.closes, now, switching);
+            if let Some(r) = &mut self.record {
+                r.turn(now >= due, &out, self.engine.state());
+            }
+            self.tell_sessions(out.admin, out.closes, now);
             // What moved traffic or made an event is shown at once (an operator's command
             // then reads its effect); anything else (counters, RTT, a table streaming in)
             // at most every PUBLISH_EVERY: a view is the whole status document.
@@ -252,20 +263,35 @@ impl Supervisor {
     }
 
     fn apply(&mut self, input: Input) {
-        // A pass of the FIB programmer: the switch is through, the closes may run.
-        if matches!(input, Input::Programmed(_)) {
-            self.run_closes();
+        match &input {
+            // The asker gave up (it told the operator the command was not applied): so
+            // it is not. Judged here, at the edge: the engine reads no channel.
+            Input::Operator(r) if r.reply.is_closed() => {
+                tracing::info!(path = %r.path, "an operator's command whose asker gave up waiting was dropped");
+                return;
+            }
+            // A pass of the FIB programmer that got the kernel to its wants: the closes
+            // held for those wants may run.
+            Input::Programmed(p) if p.switched_at.is_some() => {
+                self.programmed = self.programmed.max(p.generation);
+            }
+            _ => {}
         }
-        if let Some(r) = &mut self.record {
-            r.input(&input);
-        }
+        // Recorded, the engine gets the input as the record has it (times in whole µs),
+        // so that a replay decides exactly as the live run did.
+        let input = match &mut self.record {
+            Some(r) => r.input(input),
+            None => input,
+        };
         self.engine.apply(input);
+        self.release_closes(None);
     }
 
     fn set_now(&mut self, now: Now) {
-        if let Some(r) = &mut self.record {
-            r.now(now);
-        }
+        let now = match &mut self.record {
+            Some(r) => r.now(now),
+            None => now,
+        };
         self.engine.set_now(now);
     }
 
@@ -300,30 +326,37 @@ impl Supervisor {
         admin: Vec<(probes::driver::SessionId, bool)>,
         closes: Vec<(IpAddr, Instant)>,
         now: Instant,
-        switching: bool,
     ) {
         let Some(c) = &self.coupling else { return };
         for (id, up) in admin {
             c.bfd.set_admin_up(id, up);
         }
+        // Each waits for the latest wants handed out (none under way: it runs at once).
+        let generation = self.engine.generation();
         self.closes
-            .extend(closes.into_iter().map(|(peer, before)| (now, peer, before)));
-        // No switch under way, or one that takes too long: the closes run.
-        let overdue = self
-            .closes
-            .first()
-            .is_some_and(|(t, ..)| now >= *t + CLOSE_WAIT);
-        if !switching || overdue {
-            self.run_closes();
-        }
+            .extend(closes.into_iter().map(|(peer, before)| HeldClose {
+                since: now,
+                generation,
+                peer,
+                before,
+            }));
+        self.release_closes(Some(now));
     }
 
-    /// Runs the BGP closes held back, each in a task of its own (the supervisor does not
-    /// wait for them).
-    fn run_closes(&mut self) {
+    /// Runs the BGP closes whose switch is through, or that waited CLOSE_WAIT (at `now`,
+    /// when known), each in a task of its own (the supervisor does not wait for them).
+    fn release_closes(&mut self, now: Option<Instant>) {
         let Some(c) = &self.coupling else { return };
-        for (_, peer, before) in self.closes.drain(..) {
+        let programmed = self.programmed;
+        let due = |h: &HeldClose| {
+            h.generation <= programmed || now.is_some_and(|t| t >= h.since + CLOSE_WAIT)
+        };
+        let (run, wait): (Vec<HeldClose>, Vec<HeldClose>) =
+            std::mem::take(&mut self.closes).into_iter().partition(due);
+        self.closes = wait;
+        for h in run {
             let bgp = c.bgp.clone();
+            let (peer, before) = (h.peer, h.before);
             tokio::spawn(async move { crate::coupling::teardown(&bgp, peer, before).await });
         }
     }
@@ -336,7 +369,7 @@ impl Supervisor {
             self.view.borrow().events.clone()
         } else {
             self.events_published = Some(seq);
-            st.events().cloned().collect()
+            st.events().map(status::log_entry).collect()
         };
         self.view
             .send_replace(Arc::new(View::with_events(st, events)));

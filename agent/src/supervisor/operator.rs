@@ -3,7 +3,8 @@
 //! judged one after the other) before the policy takes it.
 
 use super::input::OperatorRequest;
-use crate::control::proto::{Health, PathKind, PathStatus, Status};
+use crate::config::PathRef;
+use crate::core::signals::Health;
 use crate::policy::Command;
 use crate::state::AgentState;
 
@@ -24,10 +25,44 @@ pub(super) fn judge(st: &AgentState, r: &OperatorRequest) -> Result<(), String> 
     if r.force {
         return Ok(());
     }
-    match unsafe_to_take_out(&st.status(), &r.path, r.command) {
+    match unsafe_to_take_out(&sites(st), &r.path, r.command) {
         Some(why) => Err(why),
         None => Ok(()),
     }
+}
+
+/// A path as the guard sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Guarded {
+    pub name: String,
+    pub line: bool,
+    /// Healthy and admitted by the policy: it carries the site's traffic or stands by.
+    pub in_service: bool,
+}
+
+/// Every site with its paths, as the guard sees them now.
+fn sites(st: &AgentState) -> Vec<(String, Vec<Guarded>)> {
+    let cfg = st.config();
+    cfg.sites
+        .iter()
+        .map(|s| {
+            let site = s.name.get_ref();
+            let paths = cfg
+                .paths_of(site)
+                .map(|p| {
+                    let name = p.name();
+                    let up = st.path_health(p).1.health == Health::Up;
+                    let admitted = st.policy.get(name).is_none_or(|v| v.policy.admitted);
+                    Guarded {
+                        name: name.to_owned(),
+                        line: matches!(p, PathRef::Line(_)),
+                        in_service: up && admitted,
+                    }
+                })
+                .collect();
+            (site.clone(), paths)
+        })
+        .collect()
 }
 
 fn known_path(st: &AgentState, path: &str) -> Result<(), String> {
@@ -49,38 +84,37 @@ fn known_path(st: &AgentState, path: &str) -> Result<(), String> {
 /// drain, when it is the site's last healthy line (a drain is planned work; moving a whole
 /// site onto the backup should be a deliberate choice). A failover onto the tunnels is
 /// what `failover` is for. A path that is not carrying anything is never refused.
-pub fn unsafe_to_take_out(status: &Status, path: &str, command: Command) -> Option<String> {
+pub(super) fn unsafe_to_take_out(
+    sites: &[(String, Vec<Guarded>)],
+    path: &str,
+    command: Command,
+) -> Option<String> {
     let verb = match command {
         Command::Drain => "draining",
         Command::Failover => "failing over",
         Command::Restore | Command::Undrain => return None,
     };
-    let in_service =
-        |p: &PathStatus| p.state == Health::Up && p.policy.as_ref().is_none_or(|v| v.admitted);
-    for site in &status.sites {
-        let Some(me) = site.paths.iter().find(|p| p.name == path) else {
+    for (site, paths) in sites {
+        let Some(me) = paths.iter().find(|p| p.name == path) else {
             continue;
         };
-        if !in_service(me) {
+        if !me.in_service {
             continue;
         }
-        let others: Vec<&PathStatus> = site
-            .paths
+        let others: Vec<&Guarded> = paths
             .iter()
-            .filter(|p| p.name != path && in_service(p))
+            .filter(|p| p.name != path && p.in_service)
             .collect();
         if others.is_empty() {
             return Some(format!(
-                "refused: {verb} {path} would leave site {} with no healthy path in service, and its traffic with nowhere to go; add --force to do it anyway",
-                site.name
+                "refused: {verb} {path} would leave site {site} with no healthy path in service, and its traffic with nowhere to go; add --force to do it anyway"
             ));
         }
-        let lines_left = others.iter().any(|p| p.kind == PathKind::Line);
-        if command == Command::Drain && me.kind == PathKind::Line && !lines_left {
+        let lines_left = others.iter().any(|p| p.line);
+        if command == Command::Drain && me.line && !lines_left {
             let names: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
             return Some(format!(
-                "refused: {path} is the last healthy line to site {}; draining it moves all of the site's traffic onto the tunnels ({}); add --force to do it anyway",
-                site.name,
+                "refused: {path} is the last healthy line to site {site}; draining it moves all of the site's traffic onto the tunnels ({}); add --force to do it anyway",
                 names.join(", ")
             ));
         }
@@ -92,29 +126,20 @@ pub fn unsafe_to_take_out(status: &Status, path: &str, command: Command) -> Opti
 mod tests {
     use super::*;
 
-    /// A site with two lines and a tunnel; `up` lists the paths up and in service.
-    fn status(up: &[&str], drained: &[&str]) -> Status {
-        let path = |name: &str, kind: &str| {
-            let admitted = up.contains(&name) && !drained.contains(&name);
-            serde_json::json!({
-                "name": name, "kind": kind, "interface": "x",
-                "state": if up.contains(&name) { "up" } else { "down" },
-                "reason": "", "signals": [],
-                "policy": {"admitted": admitted, "penalty": 0.0, "degraded": false,
-                           "operator": if drained.contains(&name) { "drained" } else { "none" }}
-            })
+    /// A site with two lines and a tunnel; `up` lists the paths up, `drained` those of
+    /// them the policy does not admit.
+    fn status(up: &[&str], drained: &[&str]) -> Vec<(String, Vec<Guarded>)> {
+        let path = |name: &str, line: bool| Guarded {
+            name: name.to_owned(),
+            line,
+            in_service: up.contains(&name) && !drained.contains(&name),
         };
-        serde_json::from_value(serde_json::json!({
-            "schema": 1, "version": "0", "started_at": "", "uptime_seconds": 0,
-            "config_file": "",
-            "gateway": {"name": "gwa", "asn": 1, "router_id": "192.0.2.1"},
-            "sites": [{
-                "name": "cloud-b", "prefixes": [], "active_path": null, "active_reason": "",
-                "learned_prefixes": 0,
-                "paths": [path("line1", "line"), path("line2", "line"), path("inet1", "tunnel")]
-            }]
-        }))
-        .unwrap()
+        let paths = vec![
+            path("line1", true),
+            path("line2", true),
+            path("inet1", false),
+        ];
+        vec![("cloud-b".to_owned(), paths)]
     }
 
     #[test]

@@ -284,19 +284,25 @@ impl Clock {
         }
     }
 
+    /// The instant `us` after the start. One a record cannot mean (beyond what the
+    /// clock can hold) is the start: a replay then answers otherwise and says where.
     pub fn instant(&self, us: i64) -> Instant {
         let d = Duration::from_micros(us.unsigned_abs());
-        if us >= 0 {
-            self.mono + d
+        let t = if us >= 0 {
+            self.mono.checked_add(d)
         } else {
-            self.mono.checked_sub(d).unwrap_or(self.mono)
-        }
+            self.mono.checked_sub(d)
+        };
+        t.unwrap_or(self.mono)
     }
 
+    /// A reading of both clocks; a wall clock past the year 9999 (which no timestamp can
+    /// show) is held there.
     pub fn now(&self, mono_us: u64, wall_us: u64) -> Now {
+        const LAST_US: u64 = 253_402_300_799_000_000;
         Now {
-            mono: self.mono + Duration::from_micros(mono_us),
-            wall: UNIX_EPOCH + Duration::from_micros(wall_us),
+            mono: self.instant(i64::try_from(mono_us).unwrap_or(i64::MAX)),
+            wall: UNIX_EPOCH + Duration::from_micros(wall_us.min(LAST_US)),
         }
     }
 }
@@ -313,7 +319,11 @@ pub struct Recorder {
     clock: Clock,
     path: std::path::PathBuf,
     events_seen: u64,
+    written: u64,
 }
+
+/// A record stops at this size (a day at ~15 inputs a second is well under it).
+const MAX_RECORD: u64 = 1 << 30;
 
 impl Recorder {
     /// Starts a record at `path` with the state the engine starts from.
@@ -337,6 +347,7 @@ impl Recorder {
             },
             path: path.to_path_buf(),
             events_seen: st.last_event_seq(),
+            written: 0,
         };
         let cfg = st.config();
         let state_file = &cfg.control.state_file;
@@ -352,14 +363,7 @@ impl Recorder {
             coupled,
             events: st
                 .events()
-                .map(|e| {
-                    let kind = EventKind::ALL
-                        .iter()
-                        .copied()
-                        .find(|k| k.as_str() == e.kind)
-                        .unwrap_or(EventKind::AgentStarted);
-                    (kind, e.path.clone(), e.message.clone())
-                })
+                .map(|e| (e.kind, e.path.clone(), e.message.clone()))
                 .collect(),
         };
         r.write(&Entry::Start(Box::new(start)));
@@ -370,26 +374,43 @@ impl Recorder {
         let Some(out) = self.out.as_mut() else {
             return;
         };
-        let written = serde_json::to_writer(&mut *out, e)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        if let Err(e) = written {
+        let mut line = match serde_json::to_vec(e) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), error = %e, "the record stops here");
+                self.out = None;
+                return;
+            }
+        };
+        line.push(b'\n');
+        self.written += line.len() as u64;
+        if self.written > MAX_RECORD {
+            tracing::warn!(file = %self.path.display(), "the record reached {} MiB and stops here", MAX_RECORD >> 20);
+            self.out = None;
+            return;
+        }
+        if let Err(e) = out.write_all(&line) {
             tracing::error!(file = %self.path.display(), error = %e, "the record stops here");
             self.out = None;
         }
     }
 
-    pub fn now(&mut self, now: Now) {
+    /// Writes the clocks' reading; returns it as the record has it (whole µs), for the
+    /// live engine to decide with exactly what a replay will.
+    pub fn now(&mut self, now: Now) -> Now {
         let mono_us = u64::try_from(self.clock.at(now.mono)).unwrap_or(0);
-        self.write(&Entry::Now {
-            mono_us,
-            wall_us: wall_us(now.wall),
-        });
+        let wall_us = wall_us(now.wall);
+        self.write(&Entry::Now { mono_us, wall_us });
+        self.clock.now(mono_us, wall_us)
     }
 
-    pub fn input(&mut self, input: &Input) {
-        let rec = Rec::of(input, &self.clock);
-        self.write(&Entry::In(Box::new(rec)));
+    /// Writes an input; returns it as the record has it (see `now`).
+    pub fn input(&mut self, input: Input) -> Input {
+        let rec = Rec::of(&input, &self.clock);
+        self.write(&Entry::In(Box::new(rec.clone())));
+        // An operator's command and a config keep what cannot be written (the reply
+        // channel, the parsed config); they hold no time.
+        rec.into_input(&self.clock).unwrap_or(input)
     }
 
     pub fn turn(&mut self, due: bool, out: &Outputs, st: &AgentState) {
@@ -408,7 +429,13 @@ pub fn new_events(st: &AgentState, seen: &mut u64) -> Vec<(String, Option<String
     let events = st
         .events()
         .filter(|e| e.seq > *seen)
-        .map(|e| (e.kind.clone(), e.path.clone(), e.message.clone()))
+        .map(|e| {
+            (
+                e.kind.as_str().to_owned(),
+                e.path.clone(),
+                e.message.clone(),
+            )
+        })
         .collect();
     *seen = st.last_event_seq();
     events

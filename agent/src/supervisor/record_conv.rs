@@ -386,9 +386,11 @@ impl Rec {
                 generation,
                 switched_at: switched_at_us.map(|us| clock.instant(us)),
             }),
+            // A stall longer than a day is no stall a record can mean (and would overflow
+            // the instant it ends at).
             Rec::Stall { since_us, length } => Input::Stall(crate::stall::Stall {
                 since: clock.instant(since_us),
-                length,
+                length: length.min(Duration::from_secs(86_400)),
             }),
         })
     }
@@ -461,7 +463,7 @@ impl TunnelPoll {
         let stats = wg::TunnelStats {
             last_handshake: self
                 .last_handshake_us
-                .map(|us| UNIX_EPOCH + Duration::from_micros(us)),
+                .map(|us| UNIX_EPOCH + Duration::from_micros(us.min(253_402_300_799_000_000))),
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
             rx_packets: self.rx_packets,

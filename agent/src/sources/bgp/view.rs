@@ -10,7 +10,6 @@ use bgp::fsm::State;
 use bgp::wire::Family;
 use ipnet::IpNet;
 
-use crate::control::proto::BgpStatus;
 use crate::core::events::EventKind;
 use crate::state::AgentState;
 
@@ -69,24 +68,6 @@ impl NeighborState {
             self.state.as_str()
         } else {
             "unknown"
-        }
-    }
-
-    pub fn status(&self, now: crate::state::Now) -> BgpStatus {
-        BgpStatus {
-            neighbor: self.peer.to_string(),
-            state: self.state_name().to_owned(),
-            established_seconds: self.established_at.map(|t| now.since(t).as_secs()),
-            prefixes_received: self.learned.len(),
-            prefixes_rejected: self.rejected,
-            rejected_by_reason: self
-                .refused
-                .by_reason
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
-            prefixes_advertised: self.advertised,
-            last_error: self.last_error.clone(),
         }
     }
 }

@@ -112,17 +112,19 @@ impl World {
 
     fn apply(&mut self, input: Input) {
         self.set_now();
-        if let Some(r) = &mut self.record {
-            r.input(&input);
-        }
+        let input = match &mut self.record {
+            Some(r) => r.input(input),
+            None => input,
+        };
         self.engine.apply(input);
     }
 
     fn set_now(&mut self) {
-        if let Some(r) = &mut self.record {
-            r.now(self.now);
-        }
-        self.engine.set_now(self.now);
+        let now = match &mut self.record {
+            Some(r) => r.now(self.now),
+            None => self.now,
+        };
+        self.engine.set_now(now);
     }
 
     /// What the sources send as the agent starts, every path up.
@@ -455,7 +457,13 @@ impl World {
         let fresh: Vec<(u64, String, String)> = st
             .events()
             .filter(|e| e.seq > self.events_seen)
-            .map(|e| (ms, e.kind.clone(), e.path.clone().unwrap_or_default()))
+            .map(|e| {
+                (
+                    ms,
+                    e.kind.as_str().to_owned(),
+                    e.path.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         self.events_seen = st.last_event_seq();
         self.events.extend(fresh);
