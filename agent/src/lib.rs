@@ -154,6 +154,7 @@ fn initial_state(config: Config, config_file: &Path, summary: String) -> AgentSt
     let file = state.config().control.state_file.clone();
     let marks = operator_state::load(&file);
     let standings = operator_state::load_standings(&operator_state::standings_file(&file));
+    state.resumed_ids = operator_state::load_ids(&operator_state::ids_file(&file));
     resume(&mut state, marks, standings);
     state
 }

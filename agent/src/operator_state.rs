@@ -137,6 +137,29 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Writes what the engine handed out to be kept for the next run, each beside
+/// `state_file`. A failure is logged once per change, not retried every pass: this run
+/// keeps it in memory, a restart would not find it.
+pub fn persist(state_file: &Path, p: &crate::supervisor::Persist) {
+    if let Some(ids) = &p.ids {
+        let file = ids_file(state_file);
+        if let Err(e) = save_ids(&file, ids) {
+            tracing::error!(file = %file.display(), error = %e, "cannot save the paths' ids; a restart after a reordered config may misread the kernel's groups");
+        }
+    }
+    if let Some(standings) = &p.standings {
+        let file = standings_file(state_file);
+        if let Err(e) = save_standings(&file, standings) {
+            tracing::error!(file = %file.display(), error = %e, "cannot save the paths' standings; a restart would take every path for failed");
+        }
+    }
+    if let Some(marks) = &p.marks {
+        if let Err(e) = save(state_file, marks) {
+            tracing::error!(file = %state_file.display(), error = %e, "cannot save the operator state; a restart would forget it");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,19 +31,10 @@ pub struct Differs {
     pub replayed: Out,
 }
 
-/// The state files a replay writes (ids, marks, standings), removed at the end.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The config a record holds, with the state kept in `scratch`, not where it was.
-fn config(src: &str, file: &Path, scratch: &Path) -> Result<Config, String> {
+/// The config a record holds (the engine writes no file: what it would keep on disk is
+/// one of its outputs, compared like the others).
+fn config(src: &str, file: &Path) -> Result<Config, String> {
     let mut cfg = crate::config::parse_recorded(src, file).map_err(|e| e.to_string())?;
-    cfg.control.state_file = scratch.join("operator.json");
     cfg.debug.record = None;
     Ok(cfg)
 }
@@ -65,16 +56,8 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
     let Entry::Start(start) = entry(n, first)? else {
         return Err(format!("{}:1: not a record's start", file.display()));
     };
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "crosslink-replay-{}-{}",
-        std::process::id(),
-        UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos()
-    )));
-    std::fs::create_dir_all(&scratch.0).map_err(|e| e.to_string())?;
     let config_file = PathBuf::from(&start.config_file);
-    let cfg = config(&start.config, &config_file, &scratch.0)?;
-    let ids_file = crate::operator_state::ids_file(&cfg.control.state_file);
-    crate::operator_state::save_ids(&ids_file, &start.ids).map_err(|e| e.to_string())?;
+    let cfg = config(&start.config, &config_file)?;
     let clock = Clock {
         mono: Instant::now(),
         wall: UNIX_EPOCH + Duration::from_micros(start.wall_us),
@@ -83,6 +66,7 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
     for (kind, path, message) in start.events {
         st.record(kind, path.as_deref(), message);
     }
+    st.resumed_ids = start.ids;
     crate::resume(&mut st, start.marks, start.standings);
     let mut seen = st.last_event_seq();
     let mut engine = Engine::new(st, start.programming, start.coupled);
@@ -104,7 +88,7 @@ pub fn replay(file: &Path) -> Result<Result<Replayed, Box<Differs>>, String> {
             }
             Entry::In(rec) => {
                 done.inputs += 1;
-                let input = input(*rec, &clock, &config_file, &scratch.0, &mut waiting)
+                let input = input(*rec, &clock, &config_file, &mut waiting)
                     .map_err(|e| format!("{name}:{n}: {e}"))?;
                 engine.apply(input);
             }
@@ -161,7 +145,6 @@ fn input(
     rec: Rec,
     clock: &Clock,
     config_file: &Path,
-    scratch: &Path,
     waiting: &mut Waiting,
 ) -> Result<Input, String> {
     Ok(match rec {
@@ -184,7 +167,7 @@ fn input(
         Rec::Config { source } => {
             let (ack, acked) = oneshot::channel();
             waiting.push(Box::new(acked));
-            Input::Config(Box::new(config(&source, config_file, scratch)?), ack)
+            Input::Config(Box::new(config(&source, config_file)?), ack)
         }
         other => other
             .into_input(clock)

@@ -84,6 +84,8 @@ pub struct AgentState {
     pub(crate) stall: Option<crate::stall::Stall>,
     /// The paths' standings saved by a previous run, for the policy to take up.
     pub(crate) resumed_standings: crate::operator_state::Standings,
+    /// The ids of sites and paths a previous run saved, for the decision to take up.
+    pub(crate) resumed_ids: crate::core::ids::Ids,
     /// When the route programming last completed a pass (the service watchdog's proof of
     /// life; it passes at least once a second).
     pub last_pass: Option<Instant>,
@@ -132,6 +134,7 @@ impl AgentState {
             advertise_changed: false,
             resumed: crate::operator_state::Marks::new(),
             resumed_standings: crate::operator_state::Standings::new(),
+            resumed_ids: Default::default(),
             stall: None,
             last_pass: None,
             last_programmed: None,

@@ -41,21 +41,25 @@ pub struct Decider {
     prefixes_built: Option<Instant>,
     /// When a prefix rebuild held back while a table streams in is due.
     pub(super) prefixes_due: Option<Instant>,
-    /// The operator's marks and the paths' standings as last saved.
+    /// The operator's marks and the paths' standings as last handed out to be saved.
     marks: crate::operator_state::Marks,
     standings: crate::operator_state::Standings,
-    state_file: std::path::PathBuf,
+    /// What changed and is to be kept for the next run, until the engine hands it out.
+    to_persist: Persist,
     /// The config generation the policy's settings and paths are from (see `reload`).
     config_generation: u64,
 }
 
-/// Saves the ids; a failure is logged (this run keeps them in memory; a restart after it
-/// numbers afresh in config order, the position scheme of before).
-fn save_ids(state_file: &std::path::Path, ids: &Ids) {
-    let file = crate::operator_state::ids_file(state_file);
-    if let Err(e) = crate::operator_state::save_ids(&file, ids) {
-        tracing::error!(file = %file.display(), error = %e, "cannot save the paths' ids; a restart after a reordered config may misread the kernel's groups");
-    }
+/// What the next run must find on disk, when it changed (the supervisor writes it; see
+/// `operator_state::persist`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Persist {
+    /// The stable ids of sites and paths the kernel objects are numbered by.
+    pub ids: Option<Ids>,
+    /// The operator's failovers and drains.
+    pub marks: Option<crate::operator_state::Marks>,
+    /// Each path in service or waiting out a hold-down, with its flap penalty.
+    pub standings: Option<crate::operator_state::Standings>,
 }
 
 /// A site's decision: its kernel objects, and what carries it and stands by.
@@ -69,12 +73,11 @@ pub struct SiteDecision {
 impl Decider {
     /// Takes up what a previous run saved (ids, operator marks, standings).
     pub fn new(st: &mut AgentState) -> Decider {
-        let state_file = st.config().control.state_file.clone();
         // Before anything is read back from the kernel: its objects are numbered by these.
-        let mut ids =
-            crate::operator_state::load_ids(&crate::operator_state::ids_file(&state_file));
+        let mut ids = std::mem::take(&mut st.resumed_ids);
+        let mut to_persist = Persist::default();
         if ids.assign(&st.config().layout(), MAX_PATHS_PER_SITE) {
-            save_ids(&state_file, &ids);
+            to_persist.ids = Some(ids.clone());
         }
         let mut policy = Policy::new(crate::policy::Settings::from_config(&st.config().policy));
         let marks = std::mem::take(&mut st.resumed);
@@ -106,7 +109,7 @@ impl Decider {
             prefixes_due: None,
             marks,
             standings,
-            state_file,
+            to_persist,
             config_generation: 0,
         }
     }
@@ -122,7 +125,7 @@ impl Decider {
             .set_settings(crate::policy::Settings::from_config(&cfg.policy));
         self.policy.retain(|p| cfg.find_path(p).is_some());
         if self.ids.assign(&cfg.layout(), MAX_PATHS_PER_SITE) {
-            save_ids(&self.state_file, &self.ids);
+            self.to_persist.ids = Some(self.ids.clone());
         }
         // The sites' prefixes may have changed: rebuilt in this pass.
         self.prefixes_built = None;
@@ -322,27 +325,26 @@ impl Decider {
             .min()
     }
 
-    /// Keeps the operator's failovers and drains, and the paths' standings, on disk
-    /// whenever they change. Called once the kernel has what they decided: a failover is
-    /// a change of standing, on disk after the switch, never ahead of it.
-    pub fn save_marks(&mut self, now: crate::state::Now) {
+    /// Notes the operator's failovers and drains, and the paths' standings, to be kept
+    /// on disk when they changed. Called once the kernel has what they decided: a
+    /// failover is a change of standing, on disk after the switch, never ahead of it.
+    pub fn note_marks(&mut self, now: crate::state::Now) {
         let standings = self.policy.standings(now.mono, now.wall);
         if standings != self.standings {
-            let file = crate::operator_state::standings_file(&self.state_file);
-            if let Err(e) = crate::operator_state::save_standings(&file, &standings) {
-                tracing::error!(file = %file.display(), error = %e, "cannot save the paths' standings; a restart would take every path for failed");
-            }
+            self.to_persist.standings = Some(standings.clone());
             self.standings = standings;
         }
         let marks = self.policy.marks();
-        if marks == self.marks {
-            return;
+        if marks != self.marks {
+            self.to_persist.marks = Some(marks.clone());
+            self.marks = marks;
         }
-        // Logged once per change, not retried every pass: a restart would forget it.
-        if let Err(e) = crate::operator_state::save(&self.state_file, &marks) {
-            tracing::error!(file = %self.state_file.display(), error = %e, "cannot save the operator state; a restart would forget it");
-        }
-        self.marks = marks;
+    }
+
+    /// What changed and is to be kept for the next run, once.
+    pub fn take_persist(&mut self) -> Option<Persist> {
+        let p = std::mem::take(&mut self.to_persist);
+        (p != Persist::default()).then_some(p)
     }
 
     /// Tells the policy what a previous run left carrying each site's traffic: lines not
@@ -374,7 +376,7 @@ impl Decider {
             tracing::info!(
                 "the ids of sites and paths set from the kernel's objects of a previous run"
             );
-            save_ids(&self.state_file, &self.ids);
+            self.to_persist.ids = Some(self.ids.clone());
         }
         for site in &cfg.sites {
             let name = site.name.get_ref();

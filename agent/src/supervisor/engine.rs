@@ -1,8 +1,9 @@
 //! The engine: the agent's state and its decision, with no task, channel, socket or clock
 //! of its own. The supervisor tells it the time and hands it the inputs in order; a turn
 //! returns what the world must do (the FIB programmer's wants, the lines' announcements,
-//! BGP sessions to close, BFD sessions to admit or hold, operators' answers). A replayed
-//! scenario drives the same engine in virtual time (`scenarios`).
+//! BGP sessions to close, BFD sessions to admit or hold, operators' answers, what to keep
+//! on disk for the next run). A replayed scenario drives the same engine in virtual time
+//! (`scenarios`), and so does a record of a live run (`record`, `crosslink replay`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -31,6 +32,8 @@ pub struct Outputs {
     pub admin: Vec<(probes::driver::SessionId, bool)>,
     /// Operators' answers, to send once the view shows their effect.
     pub answers: Vec<(Reply, Result<String, String>)>,
+    /// What the next run must find on disk, when it changed.
+    pub persist: Option<super::decide::Persist>,
 }
 
 pub struct Engine {
@@ -173,6 +176,7 @@ impl Engine {
             out.admin = crate::coupling::reconcile(&mut self.st, &mut self.admin);
         }
         out.closes = std::mem::take(&mut self.closes);
+        out.persist = self.decider.take_persist();
         out.answers = std::mem::take(&mut self.st.operator_answers);
         out
     }
@@ -234,7 +238,7 @@ impl Engine {
         });
         // On disk once the kernel has the latest decision, never ahead of it.
         if p.generation == self.generation() {
-            self.decider.save_marks(now);
+            self.decider.note_marks(now);
         }
         let (done, waiting) = std::mem::take(&mut self.config_acks)
             .into_iter()

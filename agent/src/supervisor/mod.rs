@@ -29,7 +29,7 @@ pub mod record;
 #[cfg(test)]
 mod scenarios;
 
-pub use decide::Decider;
+pub use decide::{Decider, Persist};
 pub use engine::{Engine, Outputs};
 pub use input::{Input, Inputs, OperatorRequest, Reply};
 
@@ -241,6 +241,10 @@ impl Supervisor {
             }
             if let Some(r) = &mut self.record {
                 r.turn(now >= due, &out, self.engine.state());
+            }
+            if let Some(p) = &out.persist {
+                let st = self.engine.state();
+                crate::operator_state::persist(&st.config().control.state_file, p);
             }
             self.tell_sessions(out.admin, out.closes, now);
             // What moved traffic or made an event is shown at once (an operator's command

@@ -230,6 +230,8 @@ pub struct Out {
     pub answers: Vec<Result<String, String>>,
     /// The events the turn recorded.
     pub events: Vec<(String, Option<String>, String)>,
+    /// What it handed out to be kept on disk.
+    pub persist: Option<String>,
 }
 
 impl Out {
@@ -265,6 +267,7 @@ impl Out {
             admin: out.admin.clone(),
             answers: out.answers.iter().map(|(_, a)| a.clone()).collect(),
             events,
+            persist: out.persist.as_ref().map(|p| format!("{p:?}")),
         }
     }
 }
@@ -350,14 +353,13 @@ impl Recorder {
             written: 0,
         };
         let cfg = st.config();
-        let state_file = &cfg.control.state_file;
         let start = Start {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             config: cfg.source.clone(),
             config_file: st.config_file().display().to_string(),
             marks: st.resumed.clone(),
             standings: st.resumed_standings.clone(),
-            ids: crate::operator_state::load_ids(&crate::operator_state::ids_file(state_file)),
+            ids: st.resumed_ids.clone(),
             wall_us: wall_us(now.wall),
             programming,
             coupled,

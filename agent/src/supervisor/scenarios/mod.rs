@@ -316,3 +316,41 @@ fn a_record_that_answers_otherwise_is_caught() {
     assert!(differs.line > at + 1, "{differs:?}");
     assert_ne!(differs.recorded, differs.replayed);
 }
+
+#[test]
+fn what_the_next_run_needs_is_handed_out_once_the_kernel_has_it() {
+    use crate::operator_state::Mark;
+    let mut w = World::recorded(None);
+    // The start: the ids the kernel objects are numbered by, and every path in service.
+    let first = w
+        .persisted
+        .first()
+        .expect("handed out at the start")
+        .clone();
+    let ids = first.ids.expect("the ids");
+    assert!(ids.path("b", "line1").is_some() && ids.path("b", "t2").is_some());
+    w.persisted.clear();
+    w.operator("line1".into(), "failover", false);
+    w.turn();
+    assert!(w.persisted.is_empty(), "not before the switch's pass");
+    // The failover is a mark and a change of standing, handed out at the turn after the
+    // programmer's pass.
+    w.turn();
+    let marks: Vec<_> = w.persisted.iter().filter_map(|p| p.marks.clone()).collect();
+    assert_eq!(marks.len(), 1, "{:?}", w.persisted);
+    assert_eq!(marks[0].get("line1"), Some(&Mark::Failover));
+    assert!(w.persisted.iter().any(|p| p.standings.is_some()));
+    assert!(
+        w.persisted.iter().all(|p| p.ids.is_none()),
+        "the ids did not change"
+    );
+    // Nothing new, nothing handed out.
+    w.persisted.clear();
+    let later = w.t0.after(Duration::from_secs(20));
+    w.run_until(later);
+    assert!(
+        w.persisted.iter().all(|p| p.marks.is_none()),
+        "{:?}",
+        w.persisted
+    );
+}

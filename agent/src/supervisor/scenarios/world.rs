@@ -60,6 +60,8 @@ pub(super) struct World {
     pub(super) asked: VecDeque<(bool, String)>,
     waiting: Vec<oneshot::Receiver<Result<String, String>>>,
     record: Option<Recorder>,
+    /// What the engine handed out to be kept on disk, in order.
+    pub(super) persisted: Vec<crate::supervisor::Persist>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,6 +77,7 @@ impl World {
         let mut w = World {
             engine: Engine::new(st, true, true),
             record,
+            persisted: Vec::new(),
             cfg,
             t0: start.after(WARM_UP),
             now: start,
@@ -428,6 +431,7 @@ impl World {
             self.reconnect
                 .push((self.now.after(Duration::from_secs(1)), peer));
         }
+        self.persisted.extend(out.persist);
         for (_, answer) in out.answers {
             let (refused, what) = self.asked.pop_front().expect("an answer to a command");
             assert_eq!(answer.is_err(), refused, "{what}: {answer:?}");
