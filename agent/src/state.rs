@@ -92,8 +92,9 @@ pub struct AgentState {
     /// When a pass of the FIB programmer last got the kernel to what was wanted (READY
     /// waits for the first).
     pub last_programmed: Option<Instant>,
-    /// Transitions, failovers and switch times, counted as they happen.
-    pub metrics: crate::metrics::Recorder,
+    /// Transitions, failovers and switch times counted since the engine last handed
+    /// them out (see `metrics::Count`).
+    pub(crate) counts: Vec<crate::metrics::Count>,
     /// The number of the last event recorded.
     event_seq: u64,
     config_generation: u64,
@@ -138,7 +139,7 @@ impl AgentState {
             stall: None,
             last_pass: None,
             last_programmed: None,
-            metrics: crate::metrics::Recorder::new(),
+            counts: Vec::new(),
             event_seq: 0,
             config_generation: 0,
         }

@@ -24,6 +24,26 @@ const SWITCH_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// A count the engine made as things happened; the supervisor applies it to the
+/// `Recorder` (the engine has no metrics of its own, and a replay compares them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Count {
+    /// A path (`kind` line or tunnel) left service (`up` false) or came back.
+    Transition {
+        path: String,
+        kind: &'static str,
+        up: bool,
+        reason: Reason,
+    },
+    /// A site's traffic moved off its lines.
+    Failover { site: String, reason: Reason },
+    /// From the decision that moved a site's traffic to the kernel forwarding on it.
+    Switched {
+        site: String,
+        took: std::time::Duration,
+    },
+}
+
 /// The metrics counted as things happen.
 #[derive(Clone)]
 pub struct Recorder {
@@ -118,6 +138,19 @@ impl Recorder {
         self.switch
             .with_label_values(&[site])
             .observe(took.as_secs_f64());
+    }
+
+    pub fn count(&self, c: &Count) {
+        match c {
+            Count::Transition {
+                path,
+                kind,
+                up,
+                reason,
+            } => self.transition(path, kind, *up, reason),
+            Count::Failover { site, reason } => self.failover(site, reason),
+            Count::Switched { site, took } => self.switched(site, *took),
+        }
     }
 
     fn gather(&self) -> Vec<MetricFamily> {

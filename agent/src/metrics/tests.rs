@@ -196,3 +196,25 @@ fn requests_are_routed_by_their_first_line() {
     assert_eq!(r("GET\r\n\r\n"), Route::BadRequest);
     assert_eq!(route(&[0xff, 0xfe, b'\r', b'\n']), Route::BadRequest);
 }
+
+#[test]
+fn the_engines_counts_reach_the_counters() {
+    let r = Recorder::new();
+    let down = Count::Transition {
+        path: "line1".into(),
+        kind: "line",
+        up: false,
+        reason: "bfd",
+    };
+    r.count(&down);
+    r.count(&down);
+    r.count(&Count::Transition {
+        path: "line1".into(),
+        kind: "line",
+        up: true,
+        reason: "healthy",
+    });
+    assert_eq!(r.transitions_of("line1", "down"), 2);
+    assert_eq!(r.transitions_of("line1", "up"), 1);
+    assert_eq!(r.transitions_of("line2", "down"), 0);
+}

@@ -204,7 +204,8 @@ impl Decider {
             st.record(e.kind, Some(&e.path), e.message);
         }
         let views: BTreeMap<String, Verdict> = views.into_iter().collect();
-        let down_reasons = count_transitions(st, &views);
+        let (down_reasons, counts) = count_transitions(st, &views);
+        st.counts.extend(counts);
         st.policy = views;
         let lines: Vec<String> = st
             .config()
@@ -238,7 +239,10 @@ impl Decider {
                                 .find_map(|(p, _)| down_reasons.get(p.as_str()).copied())
                         })
                         .unwrap_or("other");
-                    st.metrics.failover(&name, reason);
+                    st.counts.push(crate::metrics::Count::Failover {
+                        site: name.clone(),
+                        reason,
+                    });
                 }
                 // The first programming after a start moves nothing.
                 if old_mode.is_some() {
@@ -492,9 +496,14 @@ fn prefixes(st: &AgentState, site: &str) -> Arc<[IpNet]> {
 }
 
 /// Counts the paths that entered or left service since the last pass (by the policy's
-/// verdict, which is what moves traffic), and returns why each that left did so.
-fn count_transitions(st: &AgentState, now: &BTreeMap<String, Verdict>) -> BTreeMap<String, Reason> {
+/// verdict, which is what moves traffic); returns why each that left did so, and the
+/// counts.
+fn count_transitions(
+    st: &AgentState,
+    now: &BTreeMap<String, Verdict>,
+) -> (BTreeMap<String, Reason>, Vec<crate::metrics::Count>) {
     let mut down = BTreeMap::new();
+    let mut counts = Vec::new();
     for (path, verdict) in now {
         let view = &verdict.policy;
         let Some(before) = st.policy.get(path).map(|v| &v.policy) else {
@@ -515,12 +524,17 @@ fn count_transitions(st: &AgentState, now: &BTreeMap<String, Verdict>) -> BTreeM
             Some(PathRef::Tunnel(_)) => "tunnel",
             _ => "line",
         };
-        st.metrics.transition(path, kind, view.admitted, reason);
+        counts.push(crate::metrics::Count::Transition {
+            path: path.clone(),
+            kind,
+            up: view.admitted,
+            reason,
+        });
         if !view.admitted {
             down.insert(path.clone(), reason);
         }
     }
-    down
+    (down, counts)
 }
 
 /// Why a path is out of service, as a bounded label: the operator's doing, the first of its

@@ -34,6 +34,8 @@ pub struct Outputs {
     pub answers: Vec<(Reply, Result<String, String>)>,
     /// What the next run must find on disk, when it changed.
     pub persist: Option<super::decide::Persist>,
+    /// Transitions, failovers and switch times, for the metrics.
+    pub counts: Vec<crate::metrics::Count>,
 }
 
 pub struct Engine {
@@ -177,6 +179,7 @@ impl Engine {
         }
         out.closes = std::mem::take(&mut self.closes);
         out.persist = self.decider.take_persist();
+        out.counts = std::mem::take(&mut self.st.counts);
         out.answers = std::mem::take(&mut self.st.operator_answers);
         out
     }
@@ -231,9 +234,10 @@ impl Engine {
             if *generation > p.generation {
                 return true;
             }
-            self.st
-                .metrics
-                .switched(site, switched_at.saturating_duration_since(*decided));
+            self.st.counts.push(crate::metrics::Count::Switched {
+                site: site.clone(),
+                took: switched_at.saturating_duration_since(*decided),
+            });
             false
         });
         // On disk once the kernel has the latest decision, never ahead of it.

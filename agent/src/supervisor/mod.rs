@@ -129,6 +129,8 @@ pub struct Supervisor {
     stall_told: Option<crate::stall::Stall>,
     /// `[debug] record`: the engine's inputs and outputs, written as they go.
     record: Option<record::Recorder>,
+    /// The metrics the engine's counts go to.
+    metrics: crate::metrics::Recorder,
 }
 
 /// The channels readers and the BGP side follow, made before anything runs so the control
@@ -179,7 +181,14 @@ impl Supervisor {
             stall,
             stall_told: None,
             record,
+            metrics: crate::metrics::Recorder::new(),
         }
+    }
+
+    /// The metrics the engine's counts go to (by default, ones nobody reads).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Recorder) -> Supervisor {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until every sender is gone (the agent stopping).
@@ -241,6 +250,9 @@ impl Supervisor {
             }
             if let Some(r) = &mut self.record {
                 r.turn(now >= due, &out, self.engine.state());
+            }
+            for c in &out.counts {
+                self.metrics.count(c);
             }
             if let Some(p) = &out.persist {
                 let st = self.engine.state();

@@ -232,6 +232,9 @@ pub struct Out {
     pub events: Vec<(String, Option<String>, String)>,
     /// What it handed out to be kept on disk.
     pub persist: Option<String>,
+    /// The counts it made for the metrics.
+    #[serde(default)]
+    pub counts: Vec<String>,
 }
 
 impl Out {
@@ -268,6 +271,7 @@ impl Out {
             answers: out.answers.iter().map(|(_, a)| a.clone()).collect(),
             events,
             persist: out.persist.as_ref().map(|p| format!("{p:?}")),
+            counts: out.counts.iter().map(|c| format!("{c:?}")).collect(),
         }
     }
 }
