@@ -128,6 +128,9 @@ enum What {
     FarEnd {
         quiet: bool,
     },
+    /// The agent restarts (stopped and started again: what it kept on disk and left in
+    /// the kernel is all the new run has).
+    Restart {},
     /// Loss measured by the path's end-to-end probes (0.0-1.0).
     Loss {
         path: String,
@@ -188,6 +191,7 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
             What::Heal { path } => w.cut(&path, false),
             What::Relearned { path, done } => w.stream(path, !done),
             What::FarEnd { quiet } => w.far_end(quiet),
+            What::Restart {} => w.restart(),
             What::Loss { path, loss } => w.set_loss(path, loss),
             What::Operator {
                 path,

@@ -18,9 +18,11 @@ use crate::core::signals::SignalKind;
 use crate::policy::Command;
 use crate::routing::{Adopted, Programmed};
 use crate::sources::bfd::Key;
-use crate::sources::links::{Link, LinkTable};
+use crate::sources::links::LinkTable;
 use crate::state::{AgentState, Now};
 use crate::supervisor::record::Recorder;
+
+mod start;
 
 /// The sources' polls: BFD counters and loss, tunnel handshakes.
 const POLL: Duration = Duration::from_millis(500);
@@ -37,6 +39,8 @@ pub(super) struct World {
     now: Now,
     /// Every interface, as the kernel has it.
     links: LinkTable,
+    /// The BFD driver's last session id.
+    sessions: u32,
     /// Each running BFD session: its driver id and state.
     bfd: BTreeMap<Key, (SessionId, State)>,
     /// Each line's BGP session (by router): whether the world lets it be up, and whether
@@ -82,6 +86,7 @@ impl World {
             t0: start.after(WARM_UP),
             now: start,
             links: LinkTable::new(),
+            sessions: 0,
             bfd: BTreeMap::new(),
             bgp: BTreeMap::new(),
             handshakes: BTreeMap::new(),
@@ -101,7 +106,7 @@ impl World {
             waiting: Vec::new(),
             _dir: dir,
         };
-        w.start();
+        w.start(Adopted::default());
         w.run_until(w.t0);
         assert_eq!(
             w.group.as_deref(),
@@ -128,62 +133,6 @@ impl World {
             None => self.now,
         };
         self.engine.set_now(now);
-    }
-
-    /// What the sources send as the agent starts, every path up.
-    fn start(&mut self) {
-        let table = self
-            .cfg
-            .lines
-            .iter()
-            .map(|l| l.interface.get_ref().clone())
-            .chain(
-                self.cfg
-                    .tunnels
-                    .iter()
-                    .map(|t| t.interface.get_ref().clone()),
-            )
-            .zip(2..)
-            .map(|(name, index)| (name, Link { index, up: true }))
-            .collect();
-        self.links = table;
-        self.apply(Input::Links {
-            table: self.links.clone(),
-            followed: true,
-        });
-        for l in self.cfg.lines.clone() {
-            for &peer in l.neighbors.get_ref() {
-                let line = l.name.get_ref().clone();
-                self.apply(Input::BgpNeighbor { line, peer });
-                self.bgp.insert(peer, (true, false));
-            }
-        }
-        let specs = crate::sources::bfd::specs(&self.cfg);
-        for (id, spec) in (1..).zip(&specs) {
-            let key = crate::sources::bfd::key(spec);
-            let view = crate::sources::bfd::view(spec);
-            self.apply(Input::BfdSession(key.clone(), Box::new(view)));
-            self.apply(Input::BfdFollows(key.clone(), Some(id)));
-            self.bfd.insert(key, (id, State::Down));
-        }
-        for t in self.cfg.tunnels.clone() {
-            let name = t.name.get_ref().clone();
-            self.apply(Input::TunnelStarted {
-                name: name.clone(),
-                retried: false,
-            });
-            self.fresh.insert(name);
-        }
-        self.apply(Input::Adopted(Adopted::default()));
-        let peers: Vec<IpAddr> = self.bgp.keys().copied().collect();
-        for peer in peers {
-            self.bgp_up(peer);
-        }
-        let keys: Vec<Key> = self.bfd.keys().cloned().collect();
-        for key in keys {
-            self.bfd_to(&key, true);
-        }
-        self.poll();
     }
 
     fn bgp_up(&mut self, peer: IpAddr) {
