@@ -57,7 +57,6 @@ pub async fn run(
     let (inputs, input_rx) = Inputs::channel();
     let (view_tx, views) = supervisor::views(&state);
     let (exports_tx, mut exports) = supervisor::exports(&state);
-    let recorder = metrics::Recorder::new();
     // Reloads asked for over the control socket (`crosslink reload`, the unit's
     // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
     let (reload_tx, mut reload_requests) = tokio::sync::mpsc::channel(4);
@@ -67,9 +66,9 @@ pub async fn run(
     let mut sources = Sources::start(&cfg, &inputs, restarted, &advertise).await;
     let (coupling, fib) = (sources.coupling.take(), start_fib(&inputs));
     let programming = fib.is_some();
-    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall())
-        .with_metrics(recorder.clone());
-    let supervisor = tokio::spawn(supervisor.run());
+    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall());
+    let recorder = metrics::Recorder::new();
+    let supervisor = tokio::spawn(supervisor.with_metrics(recorder.clone()).run());
     let service = tokio::spawn(service::supervise(views.clone(), programming));
     let metrics = serve_metrics(&cfg, &views, recorder).await;
     let mut in_force = cfg; // what the drains' announcements build on

@@ -134,15 +134,7 @@ impl Rec {
             },
             Input::BgpGone(peer) => Rec::BgpGone { peer: *peer },
             Input::Bgp(ev) => Rec::bgp(ev),
-            Input::BgpPolled(s) => Rec::BgpPolled {
-                peer: s.peer,
-                state: s.state.as_str().to_owned(),
-                last_error: s.last_error.clone(),
-                established_for_ms: s.established_for.map(ms),
-                prefixes_received: s.prefixes_received,
-                prefixes_rejected: s.prefixes_rejected,
-                prefixes_advertised: s.prefixes_advertised,
-            },
+            Input::BgpPolled(s) => Rec::bgp_polled(s),
             Input::BfdSession(key, view) => Rec::BfdSession {
                 key: key.clone(),
                 waiting_for_bgp: view.waiting_for_bgp,
@@ -152,18 +144,7 @@ impl Rec {
                 key: key.clone(),
                 id: *id,
             },
-            Input::Bfd(ev) => Rec::Bfd(BfdEvent {
-                id: ev.id,
-                name: ev.name.clone(),
-                peer: ev.peer,
-                from: ev.from as u8,
-                to: ev.to as u8,
-                diag: ev.diag as u8,
-                remote_diag: ev.remote_diag.map(|d| d as u8),
-                remote_state: ev.remote_state.map(|s| s as u8),
-                last_up_rx_us: ev.last_up_rx.map(|t| clock.at(t)),
-                far_end: far_end_name(ev.far_end),
-            }),
+            Input::Bfd(ev) => Rec::Bfd(BfdEvent::of(ev, clock)),
             Input::BfdPolled(all) => Rec::BfdPolled(all.iter().map(BfdPoll::of).collect()),
             Input::TunnelStarted { name, retried } => Rec::TunnelStarted {
                 name: name.clone(),
@@ -207,6 +188,18 @@ impl Rec {
                 since_us: clock.at(s.since),
                 length: s.length,
             },
+        }
+    }
+
+    fn bgp_polled(s: &bgp::driver::Status) -> Rec {
+        Rec::BgpPolled {
+            peer: s.peer,
+            state: s.state.as_str().to_owned(),
+            last_error: s.last_error.clone(),
+            established_for_ms: s.established_for.map(ms),
+            prefixes_received: s.prefixes_received,
+            prefixes_rejected: s.prefixes_rejected,
+            prefixes_advertised: s.prefixes_advertised,
         }
     }
 
@@ -260,11 +253,72 @@ impl Rec {
     /// The input again; none for those the replay makes itself (an operator's command
     /// needs a reply channel, a config is parsed).
     pub fn into_input(self, clock: &Clock) -> Option<Input> {
-        Some(match self {
+        let rec = match self.into_bgp() {
+            Ok(input) => return Some(input),
+            Err(rec) => rec,
+        };
+        Some(match rec {
             Rec::Link { iface, link } => Input::Link { iface, link },
             Rec::Links { table, followed } => Input::Links { table, followed },
             Rec::BgpNeighbor { line, peer } => Input::BgpNeighbor { line, peer },
             Rec::BgpGone { peer } => Input::BgpGone(peer),
+            Rec::BgpUp { .. }
+            | Rec::BgpDown { .. }
+            | Rec::BgpRoutes { .. }
+            | Rec::BgpEndOfRib { .. }
+            // Made by `into_bgp` above.
+            | Rec::BgpPolled { .. } => return None,
+            Rec::BfdSession {
+                key,
+                waiting_for_bgp,
+            } => {
+                let view = crate::sources::bfd::BfdView::recorded(&key, waiting_for_bgp);
+                Input::BfdSession(key, Box::new(view))
+            }
+            Rec::BfdGone { key } => Input::BfdGone(key),
+            Rec::BfdFollows { key, id } => Input::BfdFollows(key, id),
+            Rec::Bfd(e) => Input::Bfd(e.event(clock)),
+            Rec::BfdPolled(all) => Input::BfdPolled(all.into_iter().map(BfdPoll::status).collect()),
+            Rec::TunnelStarted { name, retried } => Input::TunnelStarted { name, retried },
+            Rec::TunnelFailed { name, error, told } => Input::TunnelFailed { name, error, told },
+            Rec::TunnelsKept(names) => Input::TunnelsKept(names),
+            Rec::TunnelStats(all) => {
+                Input::TunnelStats(all.into_iter().map(TunnelPoll::stats).collect())
+            }
+            Rec::Record {
+                kind,
+                path,
+                message,
+            } => Input::Record {
+                kind,
+                path,
+                message,
+            },
+            Rec::Operator { .. } | Rec::Config { .. } => return None,
+            Rec::Adopted { members, carrying } => {
+                Input::Adopted(crate::routing::Adopted { members, carrying })
+            }
+            Rec::Programmed {
+                generation,
+                switched_at_us,
+            } => Input::Programmed(crate::routing::Programmed {
+                generation,
+                switched_at: switched_at_us.map(|us| clock.instant(us)),
+            }),
+            // A stall longer than a day is no stall a record can mean (and would overflow
+            // the instant it ends at).
+            Rec::Stall { since_us, length } => Input::Stall(crate::stall::Stall {
+                since: clock.instant(since_us),
+                length: length.min(Duration::from_secs(86_400)),
+            }),
+        })
+    }
+}
+
+impl Rec {
+    /// A BGP session's input again; any other record back.
+    fn into_bgp(self) -> Result<Input, Rec> {
+        Ok(match self {
             Rec::BgpUp {
                 peer,
                 peer_asn,
@@ -338,61 +392,40 @@ impl Rec {
                 prefixes_rejected,
                 prefixes_advertised,
             }),
-            Rec::BfdSession {
-                key,
-                waiting_for_bgp,
-            } => {
-                let view = crate::sources::bfd::BfdView::recorded(&key, waiting_for_bgp);
-                Input::BfdSession(key, Box::new(view))
-            }
-            Rec::BfdGone { key } => Input::BfdGone(key),
-            Rec::BfdFollows { key, id } => Input::BfdFollows(key, id),
-            Rec::Bfd(e) => Input::Bfd(probes::driver::Event {
-                id: e.id,
-                name: e.name,
-                peer: e.peer,
-                from: state(e.from),
-                to: state(e.to),
-                diag: diag(e.diag),
-                remote_diag: e.remote_diag.map(diag),
-                remote_state: e.remote_state.map(state),
-                last_up_rx: e.last_up_rx_us.map(|us| clock.instant(us)),
-                far_end: far_end(&e.far_end),
-            }),
-            Rec::BfdPolled(all) => Input::BfdPolled(all.into_iter().map(BfdPoll::status).collect()),
-            Rec::TunnelStarted { name, retried } => Input::TunnelStarted { name, retried },
-            Rec::TunnelFailed { name, error, told } => Input::TunnelFailed { name, error, told },
-            Rec::TunnelsKept(names) => Input::TunnelsKept(names),
-            Rec::TunnelStats(all) => {
-                Input::TunnelStats(all.into_iter().map(TunnelPoll::stats).collect())
-            }
-            Rec::Record {
-                kind,
-                path,
-                message,
-            } => Input::Record {
-                kind,
-                path,
-                message,
-            },
-            Rec::Operator { .. } | Rec::Config { .. } => return None,
-            Rec::Adopted { members, carrying } => {
-                Input::Adopted(crate::routing::Adopted { members, carrying })
-            }
-            Rec::Programmed {
-                generation,
-                switched_at_us,
-            } => Input::Programmed(crate::routing::Programmed {
-                generation,
-                switched_at: switched_at_us.map(|us| clock.instant(us)),
-            }),
-            // A stall longer than a day is no stall a record can mean (and would overflow
-            // the instant it ends at).
-            Rec::Stall { since_us, length } => Input::Stall(crate::stall::Stall {
-                since: clock.instant(since_us),
-                length: length.min(Duration::from_secs(86_400)),
-            }),
+            other => return Err(other),
         })
+    }
+}
+
+impl BfdEvent {
+    fn of(ev: &probes::driver::Event, clock: &Clock) -> BfdEvent {
+        BfdEvent {
+            id: ev.id,
+            name: ev.name.clone(),
+            peer: ev.peer,
+            from: ev.from as u8,
+            to: ev.to as u8,
+            diag: ev.diag as u8,
+            remote_diag: ev.remote_diag.map(|d| d as u8),
+            remote_state: ev.remote_state.map(|s| s as u8),
+            last_up_rx_us: ev.last_up_rx.map(|t| clock.at(t)),
+            far_end: far_end_name(ev.far_end),
+        }
+    }
+
+    fn event(self, clock: &Clock) -> probes::driver::Event {
+        probes::driver::Event {
+            id: self.id,
+            name: self.name,
+            peer: self.peer,
+            from: state(self.from),
+            to: state(self.to),
+            diag: diag(self.diag),
+            remote_diag: self.remote_diag.map(diag),
+            remote_state: self.remote_state.map(state),
+            last_up_rx: self.last_up_rx_us.map(|us| clock.instant(us)),
+            far_end: far_end(&self.far_end),
+        }
     }
 }
 
