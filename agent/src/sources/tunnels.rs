@@ -30,11 +30,13 @@ pub struct TunnelView {
     pub error: Option<String>,
 }
 
-/// Time since the last completed handshake, if there was one.
+/// Time since the last completed handshake, if there was one. A handshake stamped after
+/// `now` (the wall clock stepped back, or read a moment before the tunnel's) is fresh, not
+/// missing.
 pub fn handshake_age(stats: &TunnelStats, now: SystemTime) -> Option<Duration> {
     stats
         .last_handshake
-        .and_then(|t| now.duration_since(t).ok())
+        .map(|t| now.duration_since(t).unwrap_or_default())
 }
 
 /// The wg crate's config for `t`: allowed IPs cover the site's prefixes and aggregates
@@ -480,5 +482,32 @@ mod tests {
         assert!(recorded.contains(&EventKind::TunnelError));
         assert!(lock(&tunnels.pending).1.contains("inet1"));
         assert!(lock(&tunnels.running).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod age_tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_stamped_after_now_is_fresh_not_missing() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let stats = |t: Option<SystemTime>| TunnelStats {
+            last_handshake: t,
+            ..Default::default()
+        };
+        assert_eq!(handshake_age(&stats(None), now), None);
+        let ago = now - Duration::from_secs(7);
+        assert_eq!(
+            handshake_age(&stats(Some(ago)), now),
+            Some(Duration::from_secs(7))
+        );
+        // The wall clock stepped back after the handshake.
+        let ahead = now + Duration::from_millis(3);
+        assert_eq!(
+            handshake_age(&stats(Some(ahead)), now),
+            Some(Duration::ZERO)
+        );
+        assert!(fresh(&stats(Some(ahead)), now));
     }
 }
