@@ -57,7 +57,7 @@ pub struct TunnelConfig {
 
 /// Health and counters, for status and metrics. Bytes are WireGuard datagram payloads, as
 /// `wg show` counts them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TunnelStats {
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,

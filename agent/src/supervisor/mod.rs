@@ -290,6 +290,7 @@ impl Supervisor {
             // held for those wants may run.
             Input::Programmed(p) if p.switched_at.is_some() => {
                 self.programmed = self.programmed.max(p.generation);
+                self.release_closes(None);
             }
             _ => {}
         }
@@ -300,7 +301,6 @@ impl Supervisor {
             None => input,
         };
         self.engine.apply(input);
-        self.release_closes(None);
     }
 
     fn set_now(&mut self, now: Now) {
@@ -362,7 +362,9 @@ impl Supervisor {
     /// Runs the BGP closes whose switch is through, or that waited CLOSE_WAIT (at `now`,
     /// when known), each in a task of its own (the supervisor does not wait for them).
     fn release_closes(&mut self, now: Option<Instant>) {
-        let Some(c) = &self.coupling else { return };
+        let Some(c) = self.coupling.as_ref().filter(|_| !self.closes.is_empty()) else {
+            return;
+        };
         let programmed = self.programmed;
         let due = |h: &HeldClose| {
             h.generation <= programmed || now.is_some_and(|t| t >= h.since + CLOSE_WAIT)

@@ -4,9 +4,10 @@
 //! the same times to a new engine and checks that every turn answers as it did on the
 //! host: an incident on a gateway replays on a laptop.
 //!
-//! The inputs are written in a form of their own (`Rec`): the sources' types stay free of
-//! serde, an operator's reply channel stays out, and instants are microseconds since the
-//! start of the record (an `Instant` means nothing in another process).
+//! The inputs are written in a form of their own (`Rec`) where the sources' types cannot
+//! be: an operator's reply channel stays out, a config is its text, and instants are
+//! microseconds since the start of the record (an `Instant` means nothing in another
+//! process). Plain data (BFD and tunnel counters) is written as it is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -14,6 +15,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
+use probes::driver::FarEnd;
+use probes::wire::{Diag, State};
 use serde::{Deserialize, Serialize};
 
 use super::engine::Outputs;
@@ -126,7 +129,7 @@ pub enum Rec {
         id: Option<u32>,
     },
     Bfd(BfdEvent),
-    BfdPolled(Vec<BfdPoll>),
+    BfdPolled(Vec<probes::driver::SessionStatus>),
     TunnelStarted {
         name: String,
         retried: bool,
@@ -137,7 +140,7 @@ pub enum Rec {
         told: bool,
     },
     TunnelsKept(BTreeSet<String>),
-    TunnelStats(Vec<TunnelPoll>),
+    TunnelStats(Vec<(String, wg::TunnelStats)>),
     Record {
         kind: EventKind,
         path: Option<String>,
@@ -166,56 +169,19 @@ pub enum Rec {
     },
 }
 
-/// A BFD state change; states and diagnostics by their RFC 5880 codes.
+/// A BFD state change (its last sign of life as an offset, see `Clock`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BfdEvent {
     pub id: u32,
     pub name: String,
     pub peer: IpAddr,
-    pub from: u8,
-    pub to: u8,
-    pub diag: u8,
-    pub remote_diag: Option<u8>,
-    pub remote_state: Option<u8>,
+    pub from: State,
+    pub to: State,
+    pub diag: Diag,
+    pub remote_diag: Option<Diag>,
+    pub remote_state: Option<State>,
     pub last_up_rx_us: Option<i64>,
-    pub far_end: String,
-}
-
-/// A BFD session's polled counters and measurements.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BfdPoll {
-    pub id: u32,
-    pub name: String,
-    pub peer: IpAddr,
-    pub multihop: bool,
-    pub state: u8,
-    pub remote_state: Option<u8>,
-    pub local_diag: u8,
-    pub remote_diag: Option<u8>,
-    pub detection_time: Duration,
-    pub tx_interval: Duration,
-    pub rtt: Option<Duration>,
-    pub loss: Option<f64>,
-    pub up_for: Option<Duration>,
-    pub tx_packets: u64,
-    pub rx_packets: u64,
-    pub discarded: u64,
-    pub tx_gap_p99: Option<Duration>,
-    pub tx_gap_max: Option<Duration>,
-}
-
-/// A tunnel's polled counters; the handshake's time on the wall clock (µs since 1970).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TunnelPoll {
-    pub name: String,
-    pub last_handshake_us: Option<u64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_disallowed: u64,
-    pub rx_shed: u64,
-    pub endpoint: Option<std::net::SocketAddr>,
+    pub far_end: FarEnd,
 }
 
 /// What a turn answered, as compared on replay.

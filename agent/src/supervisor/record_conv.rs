@@ -2,15 +2,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bgp::driver::Event as BgpEvent;
 use bgp::rib::Rejection;
 use bgp::wire::Family;
-use probes::driver::FarEnd;
-use probes::wire::{Diag, State};
 
-use super::{wall_us, BfdEvent, BfdPoll, Clock, Rec, TunnelPoll};
+use super::{BfdEvent, Clock, Rec};
 use crate::supervisor::input::Input;
 
 fn family_name(f: Family) -> String {
@@ -42,30 +40,6 @@ fn bgp_state(name: &str) -> bgp::fsm::State {
     .into_iter()
     .find(|s| s.as_str() == name)
     .unwrap_or(S::Idle)
-}
-
-fn far_end_name(f: FarEnd) -> String {
-    format!("{f:?}")
-}
-
-fn far_end(name: &str) -> FarEnd {
-    [
-        FarEnd::Unjudged,
-        FarEnd::Alive,
-        FarEnd::Silent,
-        FarEnd::Restarted,
-    ]
-    .into_iter()
-    .find(|f| far_end_name(*f) == name)
-    .unwrap_or(FarEnd::Unjudged)
-}
-
-fn state(code: u8) -> State {
-    State::from_code(code)
-}
-
-fn diag(code: u8) -> Diag {
-    Diag::from_code(code)
 }
 
 /// A malformed UPDATE's reason as the decoder's static text: each distinct text is kept
@@ -145,7 +119,7 @@ impl Rec {
                 id: *id,
             },
             Input::Bfd(ev) => Rec::Bfd(BfdEvent::of(ev, clock)),
-            Input::BfdPolled(all) => Rec::BfdPolled(all.iter().map(BfdPoll::of).collect()),
+            Input::BfdPolled(all) => Rec::BfdPolled(all.clone()),
             Input::TunnelStarted { name, retried } => Rec::TunnelStarted {
                 name: name.clone(),
                 retried: *retried,
@@ -156,9 +130,7 @@ impl Rec {
                 told: *told,
             },
             Input::TunnelsKept(names) => Rec::TunnelsKept(names.clone()),
-            Input::TunnelStats(all) => {
-                Rec::TunnelStats(all.iter().map(|(n, s)| TunnelPoll::of(n, s)).collect())
-            }
+            Input::TunnelStats(all) => Rec::TunnelStats(all.clone()),
             Input::Record {
                 kind,
                 path,
@@ -278,13 +250,11 @@ impl Rec {
             Rec::BfdGone { key } => Input::BfdGone(key),
             Rec::BfdFollows { key, id } => Input::BfdFollows(key, id),
             Rec::Bfd(e) => Input::Bfd(e.event(clock)),
-            Rec::BfdPolled(all) => Input::BfdPolled(all.into_iter().map(BfdPoll::status).collect()),
+            Rec::BfdPolled(all) => Input::BfdPolled(all),
             Rec::TunnelStarted { name, retried } => Input::TunnelStarted { name, retried },
             Rec::TunnelFailed { name, error, told } => Input::TunnelFailed { name, error, told },
             Rec::TunnelsKept(names) => Input::TunnelsKept(names),
-            Rec::TunnelStats(all) => {
-                Input::TunnelStats(all.into_iter().map(TunnelPoll::stats).collect())
-            }
+            Rec::TunnelStats(all) => Input::TunnelStats(all),
             Rec::Record {
                 kind,
                 path,
@@ -403,13 +373,13 @@ impl BfdEvent {
             id: ev.id,
             name: ev.name.clone(),
             peer: ev.peer,
-            from: ev.from as u8,
-            to: ev.to as u8,
-            diag: ev.diag as u8,
-            remote_diag: ev.remote_diag.map(|d| d as u8),
-            remote_state: ev.remote_state.map(|s| s as u8),
+            from: ev.from,
+            to: ev.to,
+            diag: ev.diag,
+            remote_diag: ev.remote_diag,
+            remote_state: ev.remote_state,
             last_up_rx_us: ev.last_up_rx.map(|t| clock.at(t)),
-            far_end: far_end_name(ev.far_end),
+            far_end: ev.far_end,
         }
     }
 
@@ -418,93 +388,13 @@ impl BfdEvent {
             id: self.id,
             name: self.name,
             peer: self.peer,
-            from: state(self.from),
-            to: state(self.to),
-            diag: diag(self.diag),
-            remote_diag: self.remote_diag.map(diag),
-            remote_state: self.remote_state.map(state),
+            from: self.from,
+            to: self.to,
+            diag: self.diag,
+            remote_diag: self.remote_diag,
+            remote_state: self.remote_state,
             last_up_rx: self.last_up_rx_us.map(|us| clock.instant(us)),
-            far_end: far_end(&self.far_end),
+            far_end: self.far_end,
         }
-    }
-}
-
-impl BfdPoll {
-    fn of(s: &probes::driver::SessionStatus) -> BfdPoll {
-        BfdPoll {
-            id: s.id,
-            name: s.name.clone(),
-            peer: s.peer,
-            multihop: s.multihop,
-            state: s.state as u8,
-            remote_state: s.remote_state.map(|x| x as u8),
-            local_diag: s.local_diag as u8,
-            remote_diag: s.remote_diag.map(|d| d as u8),
-            detection_time: s.detection_time,
-            tx_interval: s.tx_interval,
-            rtt: s.rtt,
-            loss: s.loss,
-            up_for: s.up_for,
-            tx_packets: s.tx_packets,
-            rx_packets: s.rx_packets,
-            discarded: s.discarded,
-            tx_gap_p99: s.tx_gap_p99,
-            tx_gap_max: s.tx_gap_max,
-        }
-    }
-
-    fn status(self) -> probes::driver::SessionStatus {
-        probes::driver::SessionStatus {
-            id: self.id,
-            name: self.name,
-            peer: self.peer,
-            multihop: self.multihop,
-            state: state(self.state),
-            remote_state: self.remote_state.map(state),
-            local_diag: diag(self.local_diag),
-            remote_diag: self.remote_diag.map(diag),
-            detection_time: self.detection_time,
-            tx_interval: self.tx_interval,
-            rtt: self.rtt,
-            loss: self.loss,
-            up_for: self.up_for,
-            tx_packets: self.tx_packets,
-            rx_packets: self.rx_packets,
-            discarded: self.discarded,
-            tx_gap_p99: self.tx_gap_p99,
-            tx_gap_max: self.tx_gap_max,
-        }
-    }
-}
-
-impl TunnelPoll {
-    fn of(name: &str, s: &wg::TunnelStats) -> TunnelPoll {
-        TunnelPoll {
-            name: name.to_owned(),
-            last_handshake_us: s.last_handshake.map(wall_us),
-            rx_bytes: s.rx_bytes,
-            tx_bytes: s.tx_bytes,
-            rx_packets: s.rx_packets,
-            tx_packets: s.tx_packets,
-            rx_disallowed: s.rx_disallowed,
-            rx_shed: s.rx_shed,
-            endpoint: s.endpoint,
-        }
-    }
-
-    fn stats(self) -> (String, wg::TunnelStats) {
-        let stats = wg::TunnelStats {
-            last_handshake: self
-                .last_handshake_us
-                .map(|us| UNIX_EPOCH + Duration::from_micros(us.min(253_402_300_799_000_000))),
-            rx_bytes: self.rx_bytes,
-            tx_bytes: self.tx_bytes,
-            rx_packets: self.rx_packets,
-            tx_packets: self.tx_packets,
-            rx_disallowed: self.rx_disallowed,
-            rx_shed: self.rx_shed,
-            endpoint: self.endpoint,
-        };
-        (self.name, stats)
     }
 }

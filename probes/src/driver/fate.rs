@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::wire::Diag;
 
 /// What the other sessions of a fate group say when one of them goes down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FarEnd {
     /// Not an Up session of a group going down, or nothing to compare with.
     Unjudged,

@@ -164,7 +164,7 @@ pub struct Event {
     pub far_end: FarEnd,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionStatus {
     pub id: SessionId,
     pub name: String,

@@ -38,7 +38,9 @@ pub const SHA1_AUTH_LEN: usize = 28;
 pub const MAX_LEN: usize = HEADER_LEN + SHA1_AUTH_LEN;
 
 /// RFC 5880 §4.1 state values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum State {
     AdminDown = 0,
     Down = 1,
@@ -56,11 +58,6 @@ impl State {
         }
     }
 
-    /// The state of its RFC 5880 code (`State as u8`), e.g. for a record written down.
-    pub fn from_code(code: u8) -> State {
-        State::from_bits(code)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             State::AdminDown => "AdminDown",
@@ -72,7 +69,7 @@ impl State {
 }
 
 /// RFC 5880 §4.1 diagnostic codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Diag {
     None = 0,
     ControlDetectionTimeExpired = 1,
@@ -88,11 +85,6 @@ pub enum Diag {
 }
 
 impl Diag {
-    /// The diagnostic of its RFC 5880 code (`Diag as u8`); 9-31 are `Reserved`.
-    pub fn from_code(code: u8) -> Diag {
-        Diag::from_bits(code)
-    }
-
     fn from_bits(b: u8) -> Diag {
         match b & 0x1f {
             0 => Diag::None,
