@@ -216,27 +216,7 @@ impl Programmer {
         // it runs: the next pass switches first and then carries on (`Fib::apply_until`).
         let may_stop = !self.routes_deferred;
         let stop = || may_stop && newer.has_changed().unwrap_or(false);
-        let mut switch = self.sync(wants, false, || false).await;
-        let redo = switch
-            .as_ref()
-            .ok()
-            .filter(|s| s.from_record && !s.errors.is_empty());
-        if let Some(first) = redo {
-            // The kernel was not as recorded (it deleted or flushed something): again,
-            // from a dump, so a group it re-creates gets its routes back at once; so do
-            // the groups the first try created (the dump shows them as there).
-            let created_first = first.created.clone();
-            tracing::info!(
-                refused = first.errors.len(),
-                first = %first.errors[0],
-                "the kernel was not as this programmer recorded it: the switch done again from a dump"
-            );
-            switch = self.sync(wants, false, || false).await;
-            if let Ok(s) = switch.as_mut() {
-                s.created.extend(created_first);
-            }
-        }
-        let created = match switch {
+        let created = match self.switch(wants).await {
             Ok(s) => {
                 errors.extend(s.errors);
                 s.created
@@ -287,6 +267,32 @@ impl Programmer {
         }
         self.report(errors);
         Some(switched_at)
+    }
+
+    /// Members and groups only: what moves traffic. Done again from a dump when the
+    /// kernel was not as recorded.
+    async fn switch(&mut self, wants: &Wants) -> Result<Synced, crate::fib::FibError> {
+        let mut switch = self.sync(wants, false, || false).await;
+        let redo = switch
+            .as_ref()
+            .ok()
+            .filter(|s| s.from_record && !s.errors.is_empty());
+        if let Some(first) = redo {
+            // The kernel was not as recorded (it deleted or flushed something): again,
+            // from a dump, so a group it re-creates gets its routes back at once; so do
+            // the groups the first try created (the dump shows them as there).
+            let created_first = first.created.clone();
+            tracing::info!(
+                refused = first.errors.len(),
+                first = %first.errors[0],
+                "the kernel was not as this programmer recorded it: the switch done again from a dump"
+            );
+            switch = self.sync(wants, false, || false).await;
+            if let Ok(s) = switch.as_mut() {
+                s.created.extend(created_first);
+            }
+        }
+        switch
     }
 
     /// One reconcile, against the record of what this programmer wrote when it can be

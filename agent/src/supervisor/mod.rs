@@ -248,16 +248,7 @@ impl Supervisor {
                 // couple and build the view (the runtime may have one core).
                 tokio::task::yield_now().await;
             }
-            if let Some(r) = &mut self.record {
-                r.turn(now >= due, &out, self.engine.state());
-            }
-            for c in &out.counts {
-                self.metrics.count(c);
-            }
-            if let Some(p) = &out.persist {
-                let st = self.engine.state();
-                crate::operator_state::persist(&st.config().control.state_file, p);
-            }
+            self.keep(now >= due, &out);
             self.tell_sessions(out.admin, out.closes, now);
             // What moved traffic or made an event is shown at once (an operator's command
             // then reads its effect); anything else (counters, RTT, a table streaming in)
@@ -275,6 +266,21 @@ impl Supervisor {
             for (reply, answer) in out.answers {
                 let _ = reply.send(answer);
             }
+        }
+    }
+
+    /// What a turn leaves behind: its record, its counts in the metrics and what the
+    /// next run must find on disk.
+    fn keep(&mut self, due: bool, out: &Outputs) {
+        if let Some(r) = &mut self.record {
+            r.turn(due, out, self.engine.state());
+        }
+        for c in &out.counts {
+            self.metrics.count(c);
+        }
+        if let Some(p) = &out.persist {
+            let st = self.engine.state();
+            crate::operator_state::persist(&st.config().control.state_file, p);
         }
     }
 
