@@ -1,15 +1,16 @@
 //! The FIB side of crosslink: kernel nexthop objects and the routes that use them.
 
+mod direct;
 pub mod nexthop;
 pub mod plan;
 pub mod routes;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_proto::sys::{protocols::NETLINK_ROUTE, SocketAddr};
 use netlink_proto::ConnectionHandle;
@@ -37,32 +38,27 @@ fn refused(what: &str, e: &netlink_packet_core::ErrorMessage) -> Result<(), FibE
     }
 }
 
-/// Nexthop objects over an rtnetlink socket of their own (its connection task must run).
+/// Nexthop objects: changes on a socket used synchronously (see `direct`), dumps over an
+/// rtnetlink connection (its task must run).
 #[derive(Clone)]
 pub struct Nexthops {
     handle: ConnectionHandle<Message>,
+    direct: Arc<Mutex<direct::Direct>>,
 }
 
 impl Nexthops {
     /// The handle and the connection future to spawn.
     pub fn connect() -> std::io::Result<(Nexthops, impl std::future::Future<Output = ()>)> {
         let (conn, handle, _) = netlink_proto::new_connection::<Message>(NETLINK_ROUTE)?;
-        Ok((Nexthops { handle }, conn))
+        let direct = Arc::new(Mutex::new(direct::Direct::open()?));
+        Ok((Nexthops { handle, direct }, conn))
     }
 
+    /// Blocks for the kernel's own time for the request (see `direct`).
     async fn ack(&self, msg: Message, flags: u16, what: String) -> Result<(), FibError> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut replies = self
-            .handle
-            .request(req, SocketAddr::new(0, 0))
-            .map_err(|e| FibError::Transport(e.to_string()))?;
-        while let Some(reply) = replies.next().await {
-            if let NetlinkPayload::Error(e) = reply.payload {
-                refused(&what, &e)?;
-            }
-        }
-        Ok(())
+        // A panic while holding the socket left no state behind but the sequence number.
+        let mut d = self.direct.lock().unwrap_or_else(PoisonError::into_inner);
+        d.request(msg, flags, &what)
     }
 
     /// Creates `nh`, or replaces the nexthop with its id in one step (for a group: the new

@@ -19,7 +19,7 @@
 //!
 //! `cargo bench -p crosslink-lab --bench failover [-- CUTS [TABLE_CUTS [carrier]]]` (root;
 //! build the release agent first). `FAILOVER_INTERVALS=5,10` sets part 1's BFD intervals
-//! in ms (default 10,100). Prints figures; asserts nothing about speed.
+//! in ms (default 10,100); `FAILOVER_TABLE_SIZES=10000` part 2's table sizes. Prints figures; asserts nothing about speed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -365,12 +365,13 @@ fn main() {
         }
     }
     let mut table_rows = Vec::new();
-    let sizes: &[u32] = if table_cuts == 0 {
-        &[]
-    } else {
-        &[100, 10_000, 100_000]
+    // `FAILOVER_TABLE_SIZES=10000` picks table sizes (default 100, 10,000 and 100,000).
+    let sizes: Vec<u32> = match std::env::var("FAILOVER_TABLE_SIZES") {
+        _ if table_cuts == 0 => Vec::new(),
+        Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Err(_) => vec![100, 10_000, 100_000],
     };
-    for &n in sizes {
+    for &n in &sizes {
         let mut ours = part2(GatewayMode::Crosslink, n, table_cuts, table_kind);
         let mut bird = part2(GatewayMode::Bird, n, table_cuts, table_kind);
         table_rows.push(format!(
