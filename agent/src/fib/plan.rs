@@ -281,6 +281,9 @@ fn group(
                 group.push((nh.id, mem.weight.clamp(1, 256)));
                 out.nexthops.insert(nh.id, nh);
             }
+            // In id order, not the config's: the order sets which flows hash to which
+            // member, so a reload that only reorders paths must not move any flow.
+            group.sort_unstable();
             out.nexthops
                 .insert(gid, Nexthop::group(gid, PROTOCOL, group));
             true

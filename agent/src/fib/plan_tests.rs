@@ -483,3 +483,28 @@ fn fallback_routes_come_after_the_main_ones_through_a_group_of_their_own() {
         ]
     );
 }
+
+#[test]
+fn the_same_members_in_another_order_change_nothing_in_the_kernel() {
+    let ecmp = |members: Vec<Member>, k: &Kernel| {
+        desired(
+            &[site(Members::Set(members), Members::Keep)],
+            &k.nexthops,
+            true,
+        )
+    };
+    let (t1, t2) = (tunnel(2, 9, 1), tunnel(3, 10, 3));
+    let first = ecmp(vec![t2.clone(), t1.clone()], &Kernel::default());
+    let k = apply(&Kernel::default(), &diff(&first, &Kernel::default()));
+    let g4 = group_id(0, Family::V4);
+    let group = k.nexthops.iter().find(|n| n.id == g4).unwrap();
+    assert_eq!(
+        group.kind,
+        Kind::Group(vec![
+            (member_id(0, 2, Family::V4), 1),
+            (member_id(0, 3, Family::V4), 3)
+        ]),
+        "members in id order: the order decides which flows hash to which"
+    );
+    assert!(diff(&ecmp(vec![t1, t2], &k), &k).is_empty());
+}

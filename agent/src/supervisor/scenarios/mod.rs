@@ -11,9 +11,10 @@
 //!
 //! The world (`world`): gateway `gw`, site `b`, lines `line1` (priority 10) and `line2` (20) each
 //! with BFD to its router and end to end to the far gateway, tunnels `t1` and `t2` each
-//! with end-to-end BFD; everything up and announcing the site for 10 s before 0 ms.
+//! with end-to-end BFD; everything up and announcing the site for 10 s before 0 ms. A
+//! reload reshapes that config (`Shape`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,9 +26,22 @@ use world::World;
 
 mod world;
 
-/// The world's config (see the top).
-fn config(dir: &Path) -> Config {
-    std::fs::create_dir(dir.join("keys")).unwrap();
+/// How a reload changes the world's config: line priorities, paths left out, and the
+/// paths listed in the reverse order (their ids must not follow the order).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Shape {
+    #[serde(default)]
+    priority: BTreeMap<String, u8>,
+    #[serde(default)]
+    remove: BTreeSet<String>,
+    #[serde(default)]
+    reversed: bool,
+}
+
+/// The world's config (see the top), shaped by `shape`.
+fn config(dir: &Path, shape: &Shape) -> Config {
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
     for t in ["t1", "t2"] {
         let p = dir.join("keys").join(format!("{t}.key"));
         std::fs::write(&p, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap();
@@ -35,10 +49,12 @@ fn config(dir: &Path) -> Config {
         std::fs::set_permissions(&p, private).unwrap();
     }
     let line = |n: u8, priority: u8| {
+        let name = format!("line{n}");
+        let priority = shape.priority.get(&name).copied().unwrap_or(priority);
         format!(
             r#"
             [[line]]
-            name = "line{n}"
+            name = "{name}"
             site = "b"
             interface = "line{n}"
             neighbors = ["192.0.2.{r}"]
@@ -67,6 +83,17 @@ fn config(dir: &Path) -> Config {
             port = 51819 + u16::from(n)
         )
     };
+    let mut paths: Vec<(&str, String)> = vec![
+        ("line1", line(1, 10)),
+        ("line2", line(2, 20)),
+        ("t1", tunnel(1)),
+        ("t2", tunnel(2)),
+    ];
+    paths.retain(|(name, _)| !shape.remove.contains(*name));
+    if shape.reversed {
+        paths.reverse();
+    }
+    let paths: String = paths.into_iter().map(|(_, text)| text).collect();
     let src = format!(
         r#"
         [gateway]
@@ -82,14 +109,10 @@ fn config(dir: &Path) -> Config {
         [[site]]
         name = "b"
         prefixes = ["{}"]
-        {}{}{}{}
+        {paths}
         "#,
         dir.display(),
         world::SITE,
-        line(1, 10),
-        line(2, 20),
-        tunnel(1),
-        tunnel(2)
     );
     crate::config::parse(&src, Path::new("gw.toml"), dir).unwrap()
 }
@@ -131,6 +154,9 @@ enum What {
     /// The agent restarts (stopped and started again: what it kept on disk and left in
     /// the kernel is all the new run has).
     Restart {},
+    /// The config reloaded (SIGHUP) in a new shape: the engine takes it first, then
+    /// the sources stop the sessions of paths left out and start those of paths added.
+    Reload(Shape),
     /// Loss measured by the path's end-to-end probes (0.0-1.0).
     Loss {
         path: String,
@@ -192,6 +218,7 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
             What::Relearned { path, done } => w.stream(path, !done),
             What::FarEnd { quiet } => w.far_end(quiet),
             What::Restart {} => w.restart(),
+            What::Reload(shape) => w.reload(&shape),
             What::Loss { path, loss } => w.set_loss(path, loss),
             What::Operator {
                 path,

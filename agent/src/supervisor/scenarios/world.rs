@@ -74,7 +74,7 @@ impl World {
     /// `supervisor::record`).
     pub(super) fn recorded(record: Option<&Path>) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = super::config(dir.path());
+        let cfg = super::config(dir.path(), &super::Shape::default());
         let start = Now::read();
         let st = AgentState::new(cfg.clone(), Path::new("gw.toml"), start);
         let record = record.map(|p| Recorder::start(p, &st, true, true).unwrap());
@@ -395,7 +395,9 @@ impl World {
         let group = match st.active.get("b") {
             Some(c) if c.mode == crate::select::Mode::AllDown => self.group.clone(),
             Some(c) => {
-                let names: Vec<&str> = c.members.iter().map(|(n, _)| n.as_str()).collect();
+                // As a set: the kernel's group is in id order whatever the config's.
+                let mut names: Vec<&str> = c.members.iter().map(|(n, _)| n.as_str()).collect();
+                names.sort_unstable();
                 Some(names.join("+"))
             }
             None => None,

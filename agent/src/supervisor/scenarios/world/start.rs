@@ -1,14 +1,16 @@
-//! How the agent starts in the world: the sources' first inputs, and a restart from what
-//! the previous run kept on disk and left in the kernel.
+//! How the agent starts in the world: the sources' first inputs, a restart from what the
+//! previous run kept on disk and left in the kernel, and a reload.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
 use probes::wire::State;
+use tokio::sync::oneshot;
 
+use super::super::Shape;
 use super::World;
-use crate::config::PathRef;
+use crate::config::{Config, PathRef};
 use crate::routing::Adopted;
 use crate::sources::bfd::Key;
 use crate::sources::links::Link;
@@ -52,12 +54,7 @@ impl World {
             self.bfd.iter().map(|(k, (_, s))| (k.clone(), *s)).collect();
         self.bfd.clear();
         for spec in crate::sources::bfd::specs(&self.cfg) {
-            self.sessions += 1;
-            let (key, id) = (crate::sources::bfd::key(&spec), self.sessions);
-            let view = crate::sources::bfd::view(&spec);
-            self.apply(Input::BfdSession(key.clone(), Box::new(view)));
-            self.apply(Input::BfdFollows(key.clone(), Some(id)));
-            self.bfd.insert(key, (id, State::Down));
+            self.add_bfd(&spec);
         }
         for name in self.fresh.clone() {
             let retried = false;
@@ -71,6 +68,100 @@ impl World {
         for key in self.bfd.keys().cloned().collect::<Vec<_>>() {
             let up = was.get(&key).is_none_or(|s| *s == State::Up);
             self.bfd_to(&key, up);
+        }
+        self.poll();
+    }
+
+    /// A BFD session the driver starts (Down until the world brings it up).
+    fn add_bfd(&mut self, spec: &probes::driver::SessionSpec) -> Key {
+        self.sessions += 1;
+        let (key, id) = (crate::sources::bfd::key(spec), self.sessions);
+        let view = crate::sources::bfd::view(spec);
+        self.apply(Input::BfdSession(key.clone(), Box::new(view)));
+        self.apply(Input::BfdFollows(key.clone(), Some(id)));
+        self.bfd.insert(key.clone(), (id, State::Down));
+        key
+    }
+
+    /// A reload (`reload::reload`): the engine takes the new config first and the reload
+    /// waits for the pass programmed with it (paths left out leave the groups while their
+    /// sessions still run); then the sources stop the sessions of paths left out, retime
+    /// or restart changed BFD sessions, and start the sessions of paths added (up, as the
+    /// world has their links).
+    pub(in crate::supervisor::scenarios) fn reload(&mut self, shape: &Shape) {
+        use crate::sources::bfd::{change, key, specs, Change};
+        let new = super::super::config(self._dir.path(), shape);
+        let (ack, mut programmed) = oneshot::channel();
+        self.apply(Input::Config(Box::new(new.clone()), ack));
+        self.turn();
+        assert!(
+            programmed.try_recv().is_ok(),
+            "a reload is answered by the pass programmed with it"
+        );
+        let old = std::mem::replace(&mut self.cfg, new);
+        let was: BTreeMap<Key, _> = specs(&old).into_iter().map(|s| (key(&s), s)).collect();
+        let now: BTreeMap<Key, _> = specs(&self.cfg).into_iter().map(|s| (key(&s), s)).collect();
+        for k in was.keys().filter(|k| !now.contains_key(*k)) {
+            self.bfd.remove(k);
+            self.apply(Input::BfdGone(k.clone()));
+        }
+        let peers = |cfg: &Config| -> BTreeMap<IpAddr, String> {
+            let lines = cfg.lines.iter();
+            lines
+                .flat_map(|l| {
+                    l.neighbors
+                        .get_ref()
+                        .iter()
+                        .map(|p| (*p, l.name.get_ref().clone()))
+                })
+                .collect()
+        };
+        let (old_peers, new_peers) = (peers(&old), peers(&self.cfg));
+        for peer in old_peers.keys().filter(|p| !new_peers.contains_key(*p)) {
+            self.bgp.remove(peer);
+            self.apply(Input::BgpGone(*peer));
+        }
+        let tunnels: BTreeSet<String> = self
+            .cfg
+            .tunnels
+            .iter()
+            .map(|t| t.name.get_ref().clone())
+            .collect();
+        self.apply(Input::TunnelsKept(tunnels.clone()));
+        let started: Vec<String> = old
+            .tunnels
+            .iter()
+            .map(|t| t.name.get_ref().clone())
+            .collect();
+        for name in tunnels.into_iter().filter(|t| !started.contains(t)) {
+            self.fresh.insert(name.clone());
+            self.apply(Input::TunnelStarted {
+                name,
+                retried: false,
+            });
+        }
+        for (peer, line) in new_peers
+            .into_iter()
+            .filter(|(p, _)| !old_peers.contains_key(p))
+        {
+            self.apply(Input::BgpNeighbor { line, peer });
+            self.bgp.insert(peer, (true, false));
+            self.bgp_up(peer);
+        }
+        for (k, spec) in &now {
+            let restarted = match was.get(k) {
+                None => true,
+                Some(old) if old == spec => false,
+                Some(old) => change(old, spec) != Some(Change::Timers),
+            };
+            if restarted {
+                self.bfd.remove(k);
+                let k = self.add_bfd(spec);
+                self.bfd_to(&k, true);
+            } else if was[k] != *spec {
+                let id = self.bfd[k].0;
+                self.apply(Input::BfdFollows(k.clone(), Some(id)));
+            }
         }
         self.poll();
     }
