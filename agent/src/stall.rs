@@ -2,7 +2,7 @@
 //! VM). Every session times out at once then though no path failed: the BFD thread's
 //! detection timers expire on resume, and the line routers may have given up on us. Those
 //! downs are the agent's, not the paths': they are charged no penalty and move nothing
-//! while the signals get `GRACE` to come back (see `AgentState::path_status`).
+//! while the signals get `GRACE` to come back (see `state::health`).
 //!
 //! A plain thread beats every `BEAT`; a beat more than `STALL` late means the process did
 //! not run at all (load does not keep a sleeping thread from its CPU that long: wake-up

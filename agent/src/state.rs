@@ -1,5 +1,7 @@
-//! What the agent knows, as the control socket shows it: the configured paths with the
-//! evidence that really exists for them, and the bounded log of transitions.
+//! What the agent knows: the configured paths with the evidence that really exists for
+//! them, the policy's standing of each, and the bounded log of transitions. The engine
+//! owns it and the supervisor task runs the engine; readers get the rendered view
+//! (`control::status`), never this.
 //!
 //! Observed: the interface carrier, BGP and BFD sessions, tunnel handshakes. A signal
 //! without a running source is `unknown`, so status never claims a health that nobody

@@ -1,6 +1,8 @@
 //! The agent's BFD: single-hop sessions with each line router neighbour and an end-to-end
 //! multi-hop session to the remote gateway across each line and each tunnel, run by the
-//! probes crate's driver on its own thread; their state as `status` shows it.
+//! probes crate's driver on its own thread; their state as `status` shows it. A forwarder
+//! and a poller (control runtime) send the driver's events and polls to the supervisor,
+//! whose task applies them to the state.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

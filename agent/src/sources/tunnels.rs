@@ -1,5 +1,7 @@
 //! The agent's WireGuard tunnels (wg crate): one per `[[tunnel]]`, started at once and
-//! polled for the health `status` shows. A tunnel that cannot start (key unreadable, port
+//! polled for the health `status` shows. The tunnels run on the wg crate's data-plane
+//! runtime; the poller and the start retries are tasks of the control runtime, and what
+//! they report is applied to the state in the supervisor's task. A tunnel that cannot start (key unreadable, port
 //! taken) is logged and shown with the reason; the others run.
 
 use std::collections::{BTreeMap, BTreeSet};

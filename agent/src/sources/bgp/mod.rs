@@ -1,5 +1,8 @@
 //! The agent's BGP: one session per line neighbour, built from the config, and the agent's
-//! view of each (state, learned routes, counters) as `status` shows it.
+//! view of each (state, learned routes, counters) as `status` shows it. The sessions run
+//! as the `bgp` crate's driver tasks; a forwarder sends their events to the supervisor as
+//! inputs, and the functions that apply them to the state run in the supervisor's task
+//! (through the engine).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
