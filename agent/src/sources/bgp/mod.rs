@@ -34,7 +34,13 @@ struct Running {
     line: String,
     config: NeighborConfig,
     handle: Handle,
+    /// Passes this session's events on; ends once the session has ended and its last
+    /// event is passed on.
+    forwarder: tokio::task::JoinHandle<()>,
 }
+
+/// How long a stopped session's last events may take to reach the supervisor.
+const LAST_EVENTS_WITHIN: Duration = Duration::from_secs(1);
 
 pub(crate) type Handles = Arc<Mutex<Vec<(IpAddr, Handle)>>>;
 
@@ -44,7 +50,6 @@ pub struct Sessions {
     running: BTreeMap<IpAddr, Running>,
     /// The same handles, for the counters' poll.
     handles: Handles,
-    events: mpsc::Sender<Event>,
     /// Whether the sessions started now announce a restart (the agent's first start over
     /// routes a previous run left; not sessions a reload adds later).
     restarted: bool,
@@ -139,14 +144,11 @@ fn neighbor_config(
 /// Starts a session per line neighbour and the passive listener, and the tasks that pass
 /// their events on to the supervisor.
 pub async fn start(cfg: &Config, inputs: Inputs, restarted: bool) -> Sessions {
-    let (tx, rx) = mpsc::channel(1024);
     let handles = Handles::default();
-    tokio::spawn(forward(rx, inputs.clone()));
     tokio::spawn(poll_counters(handles.clone(), inputs.clone()));
     let mut s = Sessions {
         running: BTreeMap::new(),
         handles,
-        events: tx,
         restarted,
         exports: HashMap::new(),
         drained: HashSet::new(),
@@ -248,6 +250,15 @@ impl Sessions {
             } else {
                 r.handle.stop().await;
             }
+            // Its last events (Down, the withdrawal of its routes) reach the supervisor
+            // before it hears the session is gone: one for the next session of this
+            // neighbour must not get them.
+            if tokio::time::timeout(LAST_EVENTS_WITHIN, r.forwarder)
+                .await
+                .is_err()
+            {
+                tracing::warn!(%peer, "a stopped BGP session's last events did not arrive within {LAST_EVENTS_WITHIN:?}");
+            }
             inputs.send(Input::BgpGone(*peer));
             if plan.removed.contains(peer) {
                 done.push(format!("BGP with {peer} ({}) stopped", r.line));
@@ -269,13 +280,17 @@ impl Sessions {
                 line: line.clone(),
                 peer: *peer,
             });
-            let handle = driver::spawn(ncfg.clone(), self.events.clone());
+            // A channel of its own: see `Running::forwarder`.
+            let (events, rx) = mpsc::channel(1024);
+            let forwarder = tokio::spawn(forward(rx, inputs.clone()));
+            let handle = driver::spawn(ncfg.clone(), events);
             self.running.insert(
                 *peer,
                 Running {
                     line: line.clone(),
                     config: ncfg,
                     handle,
+                    forwarder,
                 },
             );
             done.push(if plan.added.contains(peer) {
