@@ -102,6 +102,18 @@ fn cycle(lab: &Lab, kind: Cut, at: Side) -> Option<(f64, u64)> {
         eprintln!("  not back: {e:#}");
         return None;
     }
+    if ab.lost + ba.lost > 0 {
+        let at = |r: &ProbeReport| humantime::format_rfc3339_micros(r.longest_gap_at);
+        eprintln!(
+            "  return: ha -> hb {} lost, gap {:.1} ms from {}; hb -> ha {} lost, gap {:.1} ms from {}",
+            ab.lost,
+            ab.longest_gap_ms,
+            at(&ab),
+            ba.lost,
+            ba.longest_gap_ms,
+            at(&ba)
+        );
+    }
     // Let BFD and BGP settle at full rate before the next cut.
     std::thread::sleep(Duration::from_secs(1));
     Some((outage, ab.lost + ba.lost))

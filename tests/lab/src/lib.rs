@@ -125,7 +125,11 @@ impl Lab {
         preflight()?;
         let lock = acquire_lock()?;
         remove_stale()?;
-        let dir = std::env::temp_dir().join(format!("crosslink-lab-{}", std::process::id()));
+        // One directory per lab of this process: a kept one (CROSSLINK_LAB_KEEP) is not
+        // overwritten by the next.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("crosslink-lab-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut lab = Lab {
@@ -557,7 +561,8 @@ impl Drop for Lab {
         for ns in self.namespaces.drain(..).rev() {
             netns::destroy(&ns);
         }
-        if panicking {
+        // CROSSLINK_LAB_KEEP=1 keeps them after any run (the daemons' logs, for tracing).
+        if panicking || std::env::var_os("CROSSLINK_LAB_KEEP").is_some() {
             eprintln!("lab files kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

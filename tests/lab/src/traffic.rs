@@ -33,6 +33,9 @@ pub struct ProbeReport {
     pub duplicates: u64,
     /// Longest time without an arrival while the sender was sending, in milliseconds.
     pub longest_gap_ms: f64,
+    /// When the longest gap began (the arrival before it, or the first send), on the
+    /// wall clock the daemons' logs use.
+    pub longest_gap_at: std::time::SystemTime,
     pub duration: Duration,
 }
 
@@ -422,18 +425,25 @@ fn report(s: &SenderResult, arrivals: &[Arrival]) -> ProbeReport {
         }
     }
     let mut longest = Duration::ZERO;
+    let mut longest_at = s.started;
     let mut prev = s.started;
     for &Arrival { at: t, .. } in arrivals {
-        longest = longest.max(t.saturating_duration_since(prev));
+        if t.saturating_duration_since(prev) > longest {
+            (longest, longest_at) = (t.saturating_duration_since(prev), prev);
+        }
         prev = prev.max(t);
     }
-    longest = longest.max(s.last_send.saturating_duration_since(prev));
+    if s.last_send.saturating_duration_since(prev) > longest {
+        (longest, longest_at) = (s.last_send.saturating_duration_since(prev), prev);
+    }
+    let ago = Instant::now().saturating_duration_since(longest_at);
     ProbeReport {
         sent: s.sent,
         received,
         lost: s.sent - received,
         duplicates,
         longest_gap_ms: longest.as_secs_f64() * 1000.0,
+        longest_gap_at: std::time::SystemTime::now() - ago,
         duration: s.last_send.saturating_duration_since(s.started),
     }
 }
