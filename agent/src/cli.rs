@@ -68,6 +68,9 @@ pub enum Command {
         /// Keep printing events as they happen (Ctrl-C to stop).
         #[arg(long, short)]
         follow: bool,
+        /// Only the commands and reloads this user asked for (the audit trail).
+        #[arg(long, value_name = "USER")]
+        by: Option<String>,
     },
     /// Exit 0 when every line is up and in service and no failover is active (the
     /// rollout's health gate); otherwise print what is wrong and exit 1.

@@ -70,15 +70,16 @@ pub async fn run(
     let recorder = metrics::Recorder::new();
     let supervisor = tokio::spawn(supervisor.with_metrics(recorder.clone()).run());
     let service = tokio::spawn(service::supervise(views.clone(), programming));
+    let commands = recorder.clone();
     let metrics = serve_metrics(&cfg, &views, recorder).await;
     let mut in_force = cfg; // what the drains' announcements build on
     tokio::pin!(shutdown);
     loop {
         // A reload, from SIGHUP (nobody to answer) or asked over the control socket.
-        let asker: Option<ReloadRequest> = tokio::select! {
+        let asker: ReloadRequest = tokio::select! {
             () = &mut shutdown => break,
-            _ = hup.recv() => None,
-            Some(asker) = reload_requests.recv() => Some(asker),
+            _ = hup.recv() => ReloadRequest { by: crate::core::caller::Caller::named("SIGHUP"), answer: None },
+            Some(asker) = reload_requests.recv() => asker,
             _ = usr2.recv() => {
                 hot_upgrade(&mut sources.tunnels, &in_force, &inputs).await;
                 continue;
@@ -96,9 +97,18 @@ pub async fn run(
             exports: &exports,
         };
         let running = (&mut in_force, &mut running_source);
-        let answer = reload_now(config_file, running, parts, &inputs).await;
-        if let Some(asker) = asker {
-            let _ = asker.send(answer);
+        let answer = reload_now(config_file, running, parts, &inputs, &asker.by).await;
+        commands.count(&metrics::Count::Command {
+            command: "reload",
+            user: asker.by.user.clone(),
+            result: if answer.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            },
+        });
+        if let Some(reply) = asker.answer {
+            let _ = reply.send(answer);
         }
     }
     tracing::info!("shutting down; kernel state is left in place");
@@ -287,10 +297,11 @@ async fn reload_now(
     running: (&mut Config, &mut String),
     parts: reload::Parts<'_>,
     inputs: &Inputs,
+    by: &crate::core::caller::Caller,
 ) -> Result<String, String> {
     let (in_force, running_source) = running;
     service::reloading();
-    let outcome = reload::reload(config_file, running_source, parts, in_force, inputs).await;
+    let outcome = reload::reload(config_file, running_source, parts, in_force, inputs, by).await;
     service::reloaded(match &outcome {
         Ok(_) => "config reloaded",
         Err(_) => {

@@ -61,15 +61,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", said.as_str().unwrap_or("config reloaded"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Events { json, follow } => {
-            let events = fetch_events(&socket(), None)?;
+        Command::Events {
+            json,
+            follow,
+            ref by,
+        } => {
+            let by = by.as_deref();
+            let events = fetch_events(&socket(), None, by)?;
             if json && !follow {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
                 print_events(&events, json)?;
             }
             if follow {
-                follow_events(&socket(), events.last().cloned(), json);
+                follow_events(&socket(), events.last().cloned(), json, by);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -130,8 +135,13 @@ fn print_events(events: &[LogEntry], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fetch_events(socket: &Path, since: Option<u64>) -> anyhow::Result<Vec<LogEntry>> {
-    let v = client::request(socket, &Request::Events { since })?;
+fn fetch_events(
+    socket: &Path,
+    since: Option<u64>,
+    by: Option<&str>,
+) -> anyhow::Result<Vec<LogEntry>> {
+    let by = by.map(str::to_owned);
+    let v = client::request(socket, &Request::Events { since, by })?;
     serde_json::from_value(v).context("decoding events")
 }
 
@@ -139,13 +149,13 @@ fn fetch_events(socket: &Path, since: Option<u64>) -> anyhow::Result<Vec<LogEntr
 /// the answer does not start with that very event, the agent restarted (it numbers its
 /// events from 1 again) and everything it has is new. While the agent does not answer,
 /// says so once and keeps trying.
-fn follow_events(socket: &Path, last: Option<LogEntry>, json: bool) -> ! {
+fn follow_events(socket: &Path, last: Option<LogEntry>, json: bool, by: Option<&str>) -> ! {
     let mut last = last;
     let mut unreachable = false;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
         let since = last.as_ref().map(|e| e.seq.saturating_sub(1));
-        let events = match fetch_events(socket, since) {
+        let events = match fetch_events(socket, since, by) {
             Ok(events) => events,
             Err(e) => {
                 if !unreachable {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::{self, Config};
+use crate::core::caller::Caller;
 use crate::core::events::EventKind;
 use crate::supervisor::{Input, Inputs, CONFIG_WAIT};
 
@@ -70,6 +71,20 @@ async fn put_in_force(inputs: &Inputs, cfg: Config) {
     }
 }
 
+/// The reload's journal record with fields of its own, as for every operator's command
+/// (see `supervisor::operator::audit`).
+fn audit(by: &Caller, result: &str) {
+    tracing::info!(
+        target: "crosslink::audit",
+        command = "reload",
+        user = %by.user,
+        uid = by.uid,
+        pid = by.pid,
+        result,
+        "reload by {by}: {result}"
+    );
+}
+
 /// What a reload put in force.
 pub struct Reloaded {
     pub config: Config,
@@ -88,13 +103,16 @@ pub async fn reload(
     parts: Parts<'_>,
     in_force: &Config,
     inputs: &Inputs,
+    by: &Caller,
 ) -> Result<Reloaded, String> {
     let source = std::fs::read_to_string(config_file).unwrap_or_default();
     let cfg = match config::load(config_file) {
         Err(errs) => {
             tracing::error!("reload refused, config unchanged:\n{errs}");
+            audit(by, "refused");
             let errs = errs.to_string();
-            inputs.record(EventKind::ReloadRefused, None, errs.clone());
+            let msg = format!("reload by {by} refused: {errs}");
+            inputs.record_by(EventKind::ReloadRefused, None, msg, Some(&by.user));
             return Err(errs);
         }
         Ok(cfg) => cfg,
@@ -145,7 +163,9 @@ pub async fn reload(
         ));
     }
     tracing::info!("{msg}");
-    inputs.record(EventKind::Reload, None, msg.clone());
+    audit(by, "accepted");
+    let logged = format!("{msg} (by {by})");
+    inputs.record_by(EventKind::Reload, None, logged, Some(&by.user));
     Ok(Reloaded {
         config: cfg_in_force,
         source,

@@ -152,6 +152,7 @@ fn input(
             path,
             command,
             force,
+            by,
         } => {
             let command = record::command(&command)
                 .ok_or_else(|| format!("no operator command {command:?}"))?;
@@ -161,6 +162,7 @@ fn input(
                 path,
                 command,
                 force,
+                by,
                 reply,
             })
         }

@@ -232,6 +232,17 @@ impl AgentState {
     }
 
     pub fn record(&mut self, kind: EventKind, path: Option<&str>, message: impl Into<String>) {
+        self.record_by(kind, path, message, None);
+    }
+
+    /// An event someone asked for (`by`: the user; see `core::caller`).
+    pub fn record_by(
+        &mut self,
+        kind: EventKind,
+        path: Option<&str>,
+        message: impl Into<String>,
+        by: Option<&str>,
+    ) {
         if self.events.len() == EVENT_LOG_CAPACITY {
             self.events.pop_front();
         }
@@ -242,6 +253,7 @@ impl AgentState {
             kind,
             path: path.map(str::to_owned),
             message: message.into(),
+            by: by.map(str::to_owned),
         });
     }
 

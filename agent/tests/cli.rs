@@ -127,9 +127,19 @@ fn running_agent_answers_status_events_and_operator_commands() {
             "tunnel-error",
             "tunnel-error",
             "operator",
+            "operator",
+            "operator",
             "operator"
         ]
     );
+    // Refused commands are audited too: the second failover and the unknown line.
+    let refused = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().contains("refused"))
+        .count();
+    assert_eq!(refused, 2, "{events}");
     let first = events[1]["message"].as_str().unwrap();
     assert!(first.contains("uplink up1"), "{first}");
     assert!(!std::path::Path::new("/sys/class/net/xl-gwa-b1").exists());
@@ -241,6 +251,100 @@ fn the_control_socket_refuses_users_outside_its_group() {
     );
     let status: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
     assert_eq!(status["gateway"]["name"], "gwa");
+}
+
+/// Every command and reload, accepted or refused, is logged with who asked, as the kernel
+/// told the control socket (SO_PEERCRED), and `events --by` picks one user's.
+#[test]
+fn every_command_and_reload_names_who_asked() {
+    let (dir, file) = example_dir();
+    let cfg = fs::read_to_string(&file)
+        .unwrap()
+        .replace(r#"group = "crosslink""#, r#"group = "daemon""#);
+    fs::write(&file, cfg).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("crosslink");
+    fs::copy(common::BIN, &bin).unwrap();
+    let _agent = start_agent(&file, &[]);
+    let sock = dir.path().join("run/control.sock");
+    // uid 65534 (nobody) in the control group (daemon, gid 1).
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=1", "--clear-groups"])
+            .arg(&bin)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["failover", "line1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(&["drain", "nosuchline"]);
+    assert_eq!(out.status.code(), Some(1));
+    let sock_arg = sock.to_str().unwrap();
+    let out = crosslink(&["--socket", sock_arg, "restore", "line1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let events = |by: &str| -> Vec<serde_json::Value> {
+        let out = crosslink(&["--socket", sock_arg, "events", "--json", "--by", by]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let nobody = events("nobody");
+    let said: Vec<(&str, &str)> = nobody
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(nobody.iter().all(|e| e["by"] == "nobody"), "{nobody:?}");
+    assert_eq!(said[0].0, "operator");
+    assert!(
+        said[0]
+            .1
+            .starts_with("failover line1 by nobody (uid 65534, pid ")
+            && said[0].1.contains("line1 taken out of service"),
+        "{}",
+        said[0].1
+    );
+    assert_eq!(said[1].0, "operator");
+    assert!(
+        said[1].1.contains("by nobody")
+            && said[1].1.contains("no line or tunnel named `nosuchline`"),
+        "a refusal is logged too: {}",
+        said[1].1
+    );
+    assert_eq!(said[2].0, "reload");
+    assert!(said[2].1.contains("(by nobody (uid 65534"), "{}", said[2].1);
+    let root = events("root");
+    assert_eq!(root.len(), 1, "{root:?}");
+    assert!(root[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("restore line1 by root (uid 0, pid "));
+    // Events nobody asked for carry no `by`.
+    let out = crosslink(&["--socket", sock_arg, "events", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all[0]["kind"], "agent-started");
+    assert!(all[0].get("by").is_none(), "{}", all[0]);
 }
 
 /// `events --follow --json` prints each new event as it happens, one object per line.

@@ -124,6 +124,7 @@ async fn command(
         path: path.into(),
         command: c,
         force,
+        by: crosslink::core::caller::Caller::process(Some("alice".into()), 1000, Some(4242)),
         reply: tx,
     }));
     tokio::time::timeout(Duration::from_secs(5), rx)

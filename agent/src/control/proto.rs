@@ -15,10 +15,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    /// The transition log; with `since`, only the events numbered above it.
+    /// The transition log; with `since`, only the events numbered above it; with `by`,
+    /// only the commands and reloads that user asked for.
     Events {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// `force` takes the last healthy line out too (refused otherwise).
     Failover {
@@ -256,6 +259,9 @@ pub struct LogEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub message: String,
+    /// Who asked, for an operator's command or a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 #[cfg(test)]
@@ -273,7 +279,13 @@ mod tests {
             }
         );
         let r: Request = serde_json::from_str(r#"{"command":"events"}"#).unwrap();
-        assert_eq!(r, Request::Events { since: None });
+        assert_eq!(
+            r,
+            Request::Events {
+                since: None,
+                by: None
+            }
+        );
         assert_eq!(
             serde_json::to_string(&Request::Failover {
                 path: "line1".into(),

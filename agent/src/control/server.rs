@@ -10,12 +10,17 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::proto::{LogEntry, Reply, Request, MAX_LINE};
+use crate::core::caller::Caller;
 use crate::policy::Command;
 use crate::supervisor::{Input, Inputs, OperatorRequest, Views};
 
 /// A reload asked for over the socket: the agent's main loop applies it (it owns the
 /// sessions and tunnels a reload reconfigures) and answers with what it did or why not.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+pub struct ReloadRequest {
+    pub by: Caller,
+    /// None for SIGHUP: nobody waits for the outcome.
+    pub answer: Option<tokio::sync::oneshot::Sender<Result<String, String>>>,
+}
 
 /// The bound socket; the file is removed again on drop so a clean stop leaves nothing.
 pub struct ControlSocket {
@@ -107,6 +112,7 @@ async fn serve_client(
     inputs: Inputs,
     reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
 ) -> io::Result<()> {
+    let by = caller(&stream).await;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut line = Vec::new();
@@ -128,7 +134,7 @@ async fn serve_client(
             return Ok(());
         }
         let reply = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => handle(req, &views, &inputs, &reloads).await,
+            Ok(req) => handle(req, &by, &views, &inputs, &reloads).await,
             Err(e) => Reply::err(format!("bad request: {e}")),
         };
         write_reply(&mut wr, &reply).await?;
@@ -141,9 +147,33 @@ async fn write_reply(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -
     wr.write_all(&out).await
 }
 
-async fn reload(reloads: &tokio::sync::mpsc::Sender<ReloadRequest>) -> Reply {
+/// Who is on the other end, from the kernel (`SO_PEERCRED`): what the socket's mode lets
+/// in is root and the control group, and each of them is named in the audit trail. A
+/// user name is looked up off the runtime (NSS may ask a directory server).
+async fn caller(stream: &UnixStream) -> Caller {
+    let Ok(cred) = stream.peer_cred() else {
+        return Caller::named("unknown");
+    };
+    let (uid, pid) = (cred.uid(), cred.pid());
+    let name = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    })
+    .await
+    .ok()
+    .flatten();
+    Caller::process(name, uid, pid)
+}
+
+async fn reload(by: &Caller, reloads: &tokio::sync::mpsc::Sender<ReloadRequest>) -> Reply {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if reloads.send(tx).await.is_err() {
+    let request = ReloadRequest {
+        by: by.clone(),
+        answer: Some(tx),
+    };
+    if reloads.send(request).await.is_err() {
         return Reply::err("the agent is shutting down; nothing was reloaded");
     }
     match rx.await {
@@ -155,6 +185,7 @@ async fn reload(reloads: &tokio::sync::mpsc::Sender<ReloadRequest>) -> Reply {
 
 async fn handle(
     req: Request,
+    by: &Caller,
     views: &Views,
     inputs: &Inputs,
     reloads: &tokio::sync::mpsc::Sender<ReloadRequest>,
@@ -163,12 +194,13 @@ async fn handle(
         // The view is taken out of the channel first: the supervisor never waits for a
         // client's serialization.
         Request::Status => return Reply::ok(&views.borrow().clone().status),
-        Request::Events { since } => {
+        Request::Events { since, by } => {
             let view = views.borrow().clone();
             let events: Vec<&LogEntry> = view
                 .events
                 .iter()
                 .filter(|e| since.is_none_or(|n| e.seq > n))
+                .filter(|e| by.is_none() || e.by == by)
                 .collect();
             return Reply::ok(events);
         }
@@ -176,7 +208,7 @@ async fn handle(
         Request::Restore { path } => (path, Command::Restore, false),
         Request::Drain { path, force } => (path, Command::Drain, force),
         Request::Undrain { path } => (path, Command::Undrain, false),
-        Request::Reload => return reload(reloads).await,
+        Request::Reload => return reload(by, reloads).await,
     };
     // The supervisor judges the command against the state of the moment and hands it to
     // the policy; it answers once the view shows the effect (at once when it is idle), or
@@ -189,6 +221,7 @@ async fn handle(
         path,
         command,
         force,
+        by: by.clone(),
         reply: tx,
     }));
     match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {

@@ -190,5 +190,6 @@ pub fn log_entry(e: &Event) -> LogEntry {
         kind: e.kind.as_str().to_owned(),
         path: e.path.clone(),
         message: e.message.clone(),
+        by: e.by.clone(),
     }
 }

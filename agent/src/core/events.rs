@@ -69,6 +69,8 @@ pub struct Event {
     pub kind: EventKind,
     pub path: Option<String>,
     pub message: String,
+    /// Who asked, for an operator's command or a reload (see `caller`).
+    pub by: Option<String>,
 }
 
 impl std::fmt::Display for EventKind {

@@ -5,6 +5,7 @@
 //! the time as an input (`now`), how a path's signals make its health (`signals`) and
 //! the stable ids of sites and paths the kernel objects are numbered by (`ids`).
 
+pub mod caller;
 pub mod events;
 pub mod ids;
 pub mod now;

@@ -41,6 +41,12 @@ pub enum Count {
         site: String,
         took: std::time::Duration,
     },
+    /// An operator's command or a reload, `accepted` or `refused`, and who asked.
+    Command {
+        command: &'static str,
+        user: String,
+        result: &'static str,
+    },
 }
 
 /// The metrics counted as things happen.
@@ -50,6 +56,7 @@ pub struct Recorder {
     transitions: IntCounterVec,
     failovers: IntCounterVec,
     switch: HistogramVec,
+    commands: IntCounterVec,
 }
 
 impl Default for Recorder {
@@ -86,10 +93,19 @@ impl Recorder {
             &["site"],
         )
         .expect("valid metric");
+        let commands = IntCounterVec::new(
+            Opts::new(
+                "crosslink_operator_commands_total",
+                "Operators' commands and reloads, by command, user (or SIGHUP) and result (accepted, refused).",
+            ),
+            &["command", "user", "result"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(transitions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failovers.clone()),
             Box::new(switch.clone()),
+            Box::new(commands.clone()),
         ] {
             registry.register(m).expect("names are distinct");
         }
@@ -98,6 +114,7 @@ impl Recorder {
             transitions,
             failovers,
             switch,
+            commands,
         }
     }
 
@@ -149,6 +166,14 @@ impl Recorder {
             } => self.transition(path, kind, *up, reason),
             Count::Failover { site, reason } => self.failover(site, reason),
             Count::Switched { site, took } => self.switched(site, *took),
+            Count::Command {
+                command,
+                user,
+                result,
+            } => self
+                .commands
+                .with_label_values(&[command, user.as_str(), result])
+                .inc(),
         }
     }
 

@@ -76,6 +76,18 @@ pub enum Command {
     Undrain,
 }
 
+impl Command {
+    /// The CLI's word for it, also in logs, records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Failover => "failover",
+            Command::Restore => "restore",
+            Command::Drain => "drain",
+            Command::Undrain => "undrain",
+        }
+    }
+}
+
 /// What the operator has asked of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
@@ -271,7 +283,7 @@ impl Policy {
             }
             (Command::Undrain, _) => return Err(format!("{path} is not drained")),
         };
-        self.event(EventKind::Operator, path, msg.clone());
+        // Logged by the caller, with who asked (see `supervisor::operator::audit`).
         Ok(msg)
     }
 

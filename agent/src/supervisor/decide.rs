@@ -188,6 +188,7 @@ impl Decider {
             if answer.is_ok() {
                 super::operator::taken_out(st, &r);
             }
+            super::operator::audit(st, &r, &answer);
             // Answered once the view shows it (see `Supervisor::run`).
             st.operator_answers.push((r.reply, answer));
         }

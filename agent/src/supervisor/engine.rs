@@ -134,7 +134,8 @@ impl Engine {
                 kind,
                 path,
                 message,
-            } => st.record(kind, path.as_deref(), message),
+                by,
+            } => st.record_by(kind, path.as_deref(), message, by.as_deref()),
             Input::Operator(r) => {
                 if self.programming {
                     st.operator_queue.push(r);

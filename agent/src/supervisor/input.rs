@@ -21,6 +21,8 @@ pub struct OperatorRequest {
     pub command: crate::policy::Command,
     /// Take the path out of service even when the guard says it is unsafe.
     pub force: bool,
+    /// Who asked: the command is logged, journaled and counted with it.
+    pub by: crate::core::caller::Caller,
     pub reply: Reply,
 }
 
@@ -77,6 +79,8 @@ pub enum Input {
         kind: EventKind,
         path: Option<String>,
         message: String,
+        /// Who asked (a reload's caller).
+        by: Option<String>,
     },
     Operator(OperatorRequest),
     /// A reload's config; answered once the kernel has been programmed with it.
@@ -106,10 +110,22 @@ impl Inputs {
     }
 
     pub fn record(&self, kind: EventKind, path: Option<&str>, message: impl Into<String>) {
+        self.record_by(kind, path, message, None);
+    }
+
+    /// Something for the event log that someone asked for (a reload).
+    pub fn record_by(
+        &self,
+        kind: EventKind,
+        path: Option<&str>,
+        message: impl Into<String>,
+        by: Option<&str>,
+    ) {
         self.send(Input::Record {
             kind,
             path: path.map(str::to_owned),
             message: message.into(),
+            by: by.map(str::to_owned),
         });
     }
 }

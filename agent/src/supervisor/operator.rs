@@ -4,6 +4,7 @@
 
 use super::input::OperatorRequest;
 use crate::config::PathRef;
+use crate::core::events::EventKind;
 use crate::core::signals::Health;
 use crate::policy::Command;
 use crate::state::AgentState;
@@ -16,6 +17,43 @@ pub(super) fn taken_out(st: &mut AgentState, r: &OperatorRequest) {
             v.policy.admitted = false;
         }
     }
+}
+
+/// Every command, accepted or refused, with who asked: an event, a journal record with
+/// fields of its own (`command`, `user`, `result`; `CROSSLINK_*` in the journal) and a
+/// count in `crosslink_operator_commands_total`.
+pub(super) fn audit(st: &mut AgentState, r: &OperatorRequest, answer: &Result<String, String>) {
+    let command = r.command.as_str();
+    let force = if r.force { " --force" } else { "" };
+    let (result, said) = match answer {
+        Ok(msg) => ("accepted", msg.clone()),
+        // The guard's own answers already say so; the others (an unknown path, a path
+        // already in that state) do not.
+        Err(why) if why.starts_with("refused") => ("refused", why.clone()),
+        Err(why) => ("refused", format!("refused: {why}")),
+    };
+    let message = format!("{command} {}{force} by {}: {said}", r.path, r.by);
+    tracing::info!(
+        target: "crosslink::audit",
+        command,
+        path = %r.path,
+        user = %r.by.user,
+        uid = r.by.uid,
+        pid = r.by.pid,
+        result,
+        "{message}"
+    );
+    st.record_by(
+        EventKind::Operator,
+        Some(&r.path),
+        message,
+        Some(&r.by.user),
+    );
+    st.counts.push(crate::metrics::Count::Command {
+        command,
+        user: r.by.user.clone(),
+        result,
+    });
 }
 
 /// Whether the request may go to the policy: a path the config has and, without `force`,
@@ -36,7 +74,8 @@ pub(super) fn judge(st: &AgentState, r: &OperatorRequest) -> Result<(), String> 
 pub(super) struct Guarded {
     pub name: String,
     pub line: bool,
-    /// Healthy and admitted by the policy: it carries the site's traffic or stands by.
+    /// Healthy, admitted by the policy and not marked by an operator: it carries the
+    /// site's traffic or stands by.
     pub in_service: bool,
 }
 
@@ -52,11 +91,15 @@ fn sites(st: &AgentState) -> Vec<(String, Vec<Guarded>)> {
                 .map(|p| {
                     let name = p.name();
                     let up = st.path_health(p).1.health == Health::Up;
-                    let admitted = st.policy.get(name).is_none_or(|v| v.policy.admitted);
+                    let verdict = st.policy.get(name).map(|v| &v.policy);
+                    let admitted = verdict.is_none_or(|v| v.admitted);
+                    // A line draining still carries until its delay ends, but it is on
+                    // its way out: a second drain must not count on it.
+                    let marked = verdict.is_some_and(|v| v.operator != "none");
                     Guarded {
                         name: name.to_owned(),
                         line: matches!(p, PathRef::Line(_)),
-                        in_service: up && admitted,
+                        in_service: up && admitted && !marked,
                     }
                 })
                 .collect();

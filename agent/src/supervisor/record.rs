@@ -145,11 +145,14 @@ pub enum Rec {
         kind: EventKind,
         path: Option<String>,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Operator {
         path: String,
         command: String,
         force: bool,
+        by: crate::core::caller::Caller,
     },
     /// A reload's config text (parsed again on replay, key files left alone).
     Config {

@@ -69,13 +69,7 @@ fn rejection(label: &str, detail: Option<&str>) -> Rejection {
 }
 
 fn command_name(c: crate::policy::Command) -> &'static str {
-    use crate::policy::Command as C;
-    match c {
-        C::Failover => "failover",
-        C::Restore => "restore",
-        C::Drain => "drain",
-        C::Undrain => "undrain",
-    }
+    c.as_str()
 }
 
 /// An operator's command by the name `command_name` gave it.
@@ -135,8 +129,10 @@ impl Rec {
                 kind,
                 path,
                 message,
+                by,
             } => Rec::Record {
                 kind: *kind,
+                by: by.clone(),
                 path: path.clone(),
                 message: message.clone(),
             },
@@ -144,6 +140,7 @@ impl Rec {
                 path: r.path.clone(),
                 command: command_name(r.command).to_owned(),
                 force: r.force,
+                by: r.by.clone(),
             },
             Input::Config(cfg, _) => Rec::Config {
                 source: cfg.source.clone(),
@@ -259,10 +256,12 @@ impl Rec {
                 kind,
                 path,
                 message,
+                by,
             } => Input::Record {
                 kind,
                 path,
                 message,
+                by,
             },
             Rec::Operator { .. } | Rec::Config { .. } => return None,
             Rec::Adopted { members, carrying } => {

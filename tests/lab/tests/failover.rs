@@ -300,6 +300,16 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes(route
     let mut lab = lab(router);
     let out = lab.crosslink(Node::Gwa, &["drain", "line1"]).unwrap();
     assert!(out.contains("draining"), "{out}");
+    // line1 still carries traffic until the drain delay ends, but it is leaving: a
+    // second drain at once, before the first has moved anything, is refused too.
+    let early = format!(
+        "{:#}",
+        lab.crosslink(Node::Gwa, &["drain", "line2"]).unwrap_err()
+    );
+    assert!(
+        early.contains("last healthy line to site cloud-b"),
+        "{early}"
+    );
     // lr1 hears our prefixes with three more AS-path prepends, at once, tagged
     // GRACEFUL_SHUTDOWN (RFC 8326), which gwb honours: it leaves line 1 first.
     let gwa_lan = lab::topology::network(host(Side::A));

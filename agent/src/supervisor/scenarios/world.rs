@@ -532,6 +532,7 @@ impl World {
             path,
             command,
             force: false,
+            by: crate::core::caller::Caller::process(Some("alice".into()), 1000, Some(4242)),
             reply,
         }));
     }
