@@ -49,6 +49,10 @@ pub enum Command {
         /// Also when nothing else to the site is healthy (its traffic then has nowhere to go).
         #[arg(long)]
         force: bool,
+        /// A failover test: traffic comes back by itself after this long (`5m`, `1h30m`),
+        /// also across agent restarts; `restore` ends it sooner.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lasting: Option<std::time::Duration>,
     },
     /// Clear a line's damping and return traffic to it once it is healthy.
     Restore { line: String },
@@ -58,6 +62,9 @@ pub enum Command {
         /// Also when it is the last healthy line to its site.
         #[arg(long)]
         force: bool,
+        /// Undrained by itself after this long (`30m`, `2h`); `undrain` ends it sooner.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lasting: Option<std::time::Duration>,
     },
     /// Put a drained line back into service.
     Undrain { line: String },

@@ -90,13 +90,8 @@ pub async fn run(
                 continue;
             }
         };
-        let parts = reload::Parts {
-            bgp: &mut sources.sessions,
-            tunnels: &mut sources.tunnels,
-            bfd: sources.bfd.as_mut(),
-            exports: &exports,
-        };
         let running = (&mut in_force, &mut running_source);
+        let parts = sources.parts(&exports);
         let answer = reload_now(config_file, running, parts, &inputs, &asker.by).await;
         commands.count(&metrics::Count::Command {
             command: "reload",
@@ -113,18 +108,25 @@ pub async fn run(
     }
     tracing::info!("shutting down; kernel state is left in place");
     service::stopping();
-    let tasks = [Some(service), metrics, Some(supervisor)];
-    for t in tasks.into_iter().flatten() {
+    let tasks = [Some(service), metrics, Some(supervisor), Some(server)];
+    shut_down(tasks.into_iter().flatten(), &mut sources).await;
+    Ok(())
+}
+
+/// Stops the agent's tasks, the tunnels last, so that they carry traffic until now: their
+/// sessions join their descriptors in systemd's store, and the next run continues them
+/// without a handshake (a stop for good discards the store).
+async fn shut_down(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>,
+    sources: &mut Sources,
+) {
+    for t in tasks {
         t.abort();
+        // The control socket's file goes when its task is dropped.
+        let _ = t.await;
     }
-    server.abort();
-    let _ = server.await;
-    // Last, so the tunnels carry traffic until now: their sessions join their descriptors
-    // in systemd's store, and the next run continues them without a handshake (a stop
-    // for good discards the store).
     let retired = sources.tunnels.hand_over().await;
     fdstore::keep_sessions(&retired);
-    Ok(())
 }
 
 /// Logs the start and its config's warnings; returns the line for the event log.
@@ -179,7 +181,7 @@ pub(crate) fn resume(
     standings: operator_state::Standings,
 ) {
     for (path, mark) in &marks {
-        if *mark != operator_state::Mark::Failover {
+        if mark.mark != operator_state::Mark::Failover {
             state.set_advertise(path, policy::Advertise::Unattractive);
         }
     }
@@ -204,6 +206,16 @@ struct Sources {
 }
 
 impl Sources {
+    /// What a reload reconfigures.
+    fn parts<'a>(&'a mut self, exports: &'a supervisor::Exports) -> reload::Parts<'a> {
+        reload::Parts {
+            bgp: &mut self.sessions,
+            tunnels: &mut self.tunnels,
+            bfd: self.bfd.as_mut(),
+            exports,
+        }
+    }
+
     async fn start(
         cfg: &Config,
         inputs: &Inputs,

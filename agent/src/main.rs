@@ -78,28 +78,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Failover { ref line, force } => operator(
-            &socket(),
-            line,
-            Request::Failover {
-                path: line.clone(),
-                force,
-            },
-        ),
-        Command::Restore { ref line } => {
-            operator(&socket(), line, Request::Restore { path: line.clone() })
-        }
-        Command::Drain { ref line, force } => operator(
-            &socket(),
-            line,
-            Request::Drain {
-                path: line.clone(),
-                force,
-            },
-        ),
-        Command::Undrain { ref line } => {
-            operator(&socket(), line, Request::Undrain { path: line.clone() })
-        }
+        ref c @ (Command::Failover { ref line, .. }
+        | Command::Restore { ref line }
+        | Command::Drain { ref line, .. }
+        | Command::Undrain { ref line }) => operator(&socket(), line, operator_request(c)),
     }
 }
 
@@ -188,6 +170,36 @@ fn follow_events(socket: &Path, last: Option<LogEntry>, json: bool, by: Option<&
 
 /// Sends an operator command, prints what the agent will do, then where the traffic of
 /// the path's sites is now.
+/// An operator command as the control socket takes it.
+fn operator_request(c: &Command) -> Request {
+    // Whole seconds, rounded up: `--for 500ms` is a second, not nothing.
+    let secs =
+        |d: &Option<std::time::Duration>| d.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    match c {
+        Command::Failover {
+            line,
+            force,
+            lasting,
+        } => Request::Failover {
+            path: line.clone(),
+            force: *force,
+            for_seconds: secs(lasting),
+        },
+        Command::Drain {
+            line,
+            force,
+            lasting,
+        } => Request::Drain {
+            path: line.clone(),
+            force: *force,
+            for_seconds: secs(lasting),
+        },
+        Command::Restore { line } => Request::Restore { path: line.clone() },
+        Command::Undrain { line } => Request::Undrain { path: line.clone() },
+        _ => unreachable!("not an operator command"),
+    }
+}
+
 fn operator(socket: &Path, path: &str, req: Request) -> anyhow::Result<ExitCode> {
     let v = client::request(socket, &req)?;
     match v.as_str() {

@@ -29,7 +29,56 @@ impl Mark {
     }
 }
 
-pub type Marks = BTreeMap<String, Mark>;
+/// A mark and, for a timed test (`failover --for 5m`), when it ends: the path then
+/// returns by itself, also when that moment passed while the agent was not running.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Marked {
+    pub mark: Mark,
+    /// Unix time, seconds.
+    pub until: Option<f64>,
+}
+
+impl From<Mark> for Marked {
+    fn from(mark: Mark) -> Marked {
+        Marked { mark, until: None }
+    }
+}
+
+/// On disk a mark without an end is the bare word, as before timed tests existed, so a
+/// state file without them still reads in an older agent (a rollback).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum OnDisk {
+    Bare(Mark),
+    Timed { mark: Mark, until: f64 },
+}
+
+impl Serialize for Marked {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.until {
+            None => OnDisk::Bare(self.mark),
+            Some(until) => OnDisk::Timed {
+                mark: self.mark,
+                until,
+            },
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Marked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Marked, D::Error> {
+        Ok(match OnDisk::deserialize(d)? {
+            OnDisk::Bare(mark) => mark.into(),
+            OnDisk::Timed { mark, until } => Marked {
+                mark,
+                until: Some(until),
+            },
+        })
+    }
+}
+
+pub type Marks = BTreeMap<String, Marked>;
 
 /// The marks saved by a previous run; none when the file does not exist. A file that
 /// cannot be read is reported and ignored: better a line in service than an agent that
@@ -170,13 +219,26 @@ mod tests {
         let file = dir.path().join("sub/operator.json");
         assert!(load(&file).is_empty(), "no file: nothing asked");
         let marks: Marks = [
-            ("line1".to_owned(), Mark::Drained),
-            ("line2".to_owned(), Mark::Draining),
-            ("inet1".to_owned(), Mark::Failover),
+            ("line1".to_owned(), Mark::Drained.into()),
+            ("line2".to_owned(), Mark::Draining.into()),
+            (
+                "inet1".to_owned(),
+                Marked {
+                    mark: Mark::Failover,
+                    until: Some(1.8e9),
+                },
+            ),
         ]
         .into();
         save(&file, &marks).unwrap();
         assert_eq!(load(&file), marks);
+        // A file an agent without timed tests wrote reads the same.
+        std::fs::write(&file, r#"{"line1": "drained", "line2": "draining"}"#).unwrap();
+        assert_eq!(load(&file)["line1"], Mark::Drained.into());
+        // And one with only untimed marks is what such an agent reads.
+        save(&file, &[("line1".to_owned(), Mark::Drained.into())].into()).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(r#""line1": "drained""#), "{text}");
         std::fs::write(&file, "{ not json").unwrap();
         assert!(load(&file).is_empty());
     }

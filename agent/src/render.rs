@@ -140,6 +140,13 @@ fn policy(p: &PathStatus) -> Option<String> {
     if v.operator != "none" && !v.reason.contains("operator") {
         parts.push(format!("operator {}", v.operator));
     }
+    if let Some(left) = v.operator_seconds_left {
+        let left = std::time::Duration::from_secs(left as u64);
+        parts.push(format!(
+            "timed test, back by itself in {}",
+            humantime::format_duration(left)
+        ));
+    }
     if let Some(h) = v.hold_down_seconds {
         parts.push(format!("hold-down {h:.0}s left"));
     }

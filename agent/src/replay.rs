@@ -153,6 +153,7 @@ fn input(
             command,
             force,
             by,
+            lasting_ms,
         } => {
             let command = record::command(&command)
                 .ok_or_else(|| format!("no operator command {command:?}"))?;
@@ -163,6 +164,7 @@ fn input(
                 command,
                 force,
                 by,
+                lasting: lasting_ms.map(std::time::Duration::from_millis),
                 reply,
             })
         }

@@ -125,6 +125,7 @@ async fn command(
         command: c,
         force,
         by: crosslink::core::caller::Caller::process(Some("alice".into()), 1000, Some(4242)),
+        lasting: None,
         reply: tx,
     }));
     tokio::time::timeout(Duration::from_secs(5), rx)

@@ -28,6 +28,9 @@ pub enum Request {
         path: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        /// A timed test: back by itself after this many seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_seconds: Option<u64>,
     },
     Restore {
         path: String,
@@ -36,6 +39,8 @@ pub enum Request {
         path: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_seconds: Option<u64>,
     },
     Undrain {
         path: String,
@@ -167,6 +172,9 @@ pub struct PolicyStatus {
     pub degraded: bool,
     /// `none`, `failover`, `draining` or `drained`.
     pub operator: String,
+    /// A timed test (`failover --for`): seconds until it ends by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_seconds_left: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,7 +283,8 @@ mod tests {
             r,
             Request::Drain {
                 path: "line1".into(),
-                force: false
+                force: false,
+                for_seconds: None
             }
         );
         let r: Request = serde_json::from_str(r#"{"command":"events"}"#).unwrap();
@@ -289,10 +298,22 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Failover {
                 path: "line1".into(),
-                force: true
+                force: true,
+                for_seconds: None
             })
             .unwrap(),
             r#"{"command":"failover","path":"line1","force":true}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"command":"failover","path":"line1","for_seconds":300}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Request::Failover {
+                path: "line1".into(),
+                force: false,
+                for_seconds: Some(300)
+            }
         );
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),

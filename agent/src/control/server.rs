@@ -190,7 +190,7 @@ async fn handle(
     inputs: &Inputs,
     reloads: &tokio::sync::mpsc::Sender<ReloadRequest>,
 ) -> Reply {
-    let (path, command, force) = match req {
+    let (path, command, force, lasting) = match req {
         // The view is taken out of the channel first: the supervisor never waits for a
         // client's serialization.
         Request::Status => return Reply::ok(&views.borrow().clone().status),
@@ -204,10 +204,18 @@ async fn handle(
                 .collect();
             return Reply::ok(events);
         }
-        Request::Failover { path, force } => (path, Command::Failover, force),
-        Request::Restore { path } => (path, Command::Restore, false),
-        Request::Drain { path, force } => (path, Command::Drain, force),
-        Request::Undrain { path } => (path, Command::Undrain, false),
+        Request::Failover {
+            path,
+            force,
+            for_seconds,
+        } => (path, Command::Failover, force, for_seconds),
+        Request::Restore { path } => (path, Command::Restore, false, None),
+        Request::Drain {
+            path,
+            force,
+            for_seconds,
+        } => (path, Command::Drain, force, for_seconds),
+        Request::Undrain { path } => (path, Command::Undrain, false, None),
         Request::Reload => return reload(by, reloads).await,
     };
     // The supervisor judges the command against the state of the moment and hands it to
@@ -216,12 +224,15 @@ async fn handle(
     // it has read the kernel's objects of a previous run; one it has not answered within
     // COMMAND_TIMEOUT is dropped when it gets to it (the asker has gone), so the answer
     // below is true.
+    // Zero is the policy's to refuse, so that the refusal is audited like any other.
+    let lasting = lasting.map(std::time::Duration::from_secs);
     let (tx, rx) = tokio::sync::oneshot::channel();
     inputs.send(Input::Operator(OperatorRequest {
         path,
         command,
         force,
         by: by.clone(),
+        lasting,
         reply: tx,
     }));
     match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {

@@ -116,6 +116,7 @@ fn policy_status(v: &crate::policy::Verdict) -> PolicyStatus {
         suppressed_seconds: p.suppressed_for.map(|d| d.as_secs_f64()),
         degraded: p.degraded,
         operator: p.operator.to_owned(),
+        operator_seconds_left: p.operator_left.map(|d| d.as_secs_f64().ceil()),
     }
 }
 

@@ -1,39 +1,82 @@
-//! Log output in three shapes: readable text on a terminal, journald-friendly lines under
-//! systemd (journald adds its own timestamp and reads the `<N>` syslog priority prefix),
-//! and JSON for log pipelines.
+//! Log output in three shapes: readable text on a terminal (colour only there), journald
+//! under systemd (the native protocol, with every event field a journal field, or
+//! `<N>`-prefixed lines on stderr when the journal socket is out of reach), and JSON for
+//! log pipelines.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 mod format;
+mod journal;
 pub use format::LogFormat;
 
 impl LogFormat {
     fn resolve(self) -> LogFormat {
         match self {
-            // systemd sets JOURNAL_STREAM for services whose stderr goes to the journal.
-            LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogFormat::Journald,
+            LogFormat::Auto if stderr_is_the_journal() => LogFormat::Journald,
             LogFormat::Auto => LogFormat::Text,
             other => other,
         }
     }
 }
 
+/// systemd sets `JOURNAL_STREAM=dev:inode` for a service whose stderr goes to the journal;
+/// a process it started with stderr redirected elsewhere inherits the variable, hence the
+/// comparison with stderr itself (sd_journal_stream_fd(3)).
+fn stderr_is_the_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    // fstat(2) on our own descriptor: the journal's end is a socket, which cannot be
+    // opened again through /proc.
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| std::fs::File::from(fd).metadata())
+        .is_ok_and(|m| names(&stream, &m))
+}
+
+/// Whether `JOURNAL_STREAM`'s `dev:inode` is the file `m` describes.
+fn names(stream: &std::ffi::OsStr, m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino())
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level` for finer filtering.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let format = format.resolve();
+    if format == LogFormat::Journald {
+        if let Ok(journal) = journal::JournalLayer::connect() {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(journal)
+                .try_init();
+            return;
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match format.resolve() {
+    let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Journald => builder.with_ansi(false).event_format(Journald).try_init(),
-        _ => builder.with_target(false).try_init(),
+        _ => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }
 
@@ -74,6 +117,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let file = |s: std::os::unix::net::UnixStream| {
+            std::fs::File::from(std::os::fd::OwnedFd::from(s))
+                .metadata()
+                .unwrap()
+        };
+        let (a, b) = (file(a), file(b));
+        let stream = format!("{}:{}", a.dev(), a.ino());
+        assert!(names(stream.as_ref(), &a));
+        assert!(!names(stream.as_ref(), &b), "another socket");
+        assert!(!names("garbage".as_ref(), &a));
+    }
 
     #[test]
     fn priorities_follow_syslog() {

@@ -14,6 +14,10 @@ pub mod damping;
 mod persist;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_timed;
+mod timed;
+pub use timed::{span, Timed};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -152,6 +156,8 @@ pub struct PathPolicy {
     pub suppressed_for: Option<Duration>,
     pub degraded: bool,
     pub operator: &'static str,
+    /// Time left of the operator's timed test.
+    pub operator_left: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +176,8 @@ struct Path {
     /// Failures charged to `penalty` since the agent started.
     flaps: u64,
     operator: Operator,
+    /// When the operator's timed test ends (`failover --for`).
+    ends: Option<timed::Ends>,
     admitted: bool,
     /// Why it is not admitted, as last decided.
     why: String,
@@ -186,6 +194,7 @@ impl Path {
             penalty: damping::Penalty::new(now),
             flaps: 0,
             operator: Operator::Normal,
+            ends: None,
             admitted: false,
             why: String::new(),
         }
@@ -242,19 +251,52 @@ impl Policy {
         self.paths.retain(|name, _| keep(name));
     }
 
-    /// An operator command; returns what it does, or why it is refused.
-    pub fn command(&mut self, now: Instant, path: &str, cmd: Command) -> Result<String, String> {
+    /// An operator command, `timed` for a test that ends by itself; returns what it does,
+    /// or why it is refused.
+    pub fn command(
+        &mut self,
+        now: Instant,
+        path: &str,
+        cmd: Command,
+        timed: Option<Timed>,
+    ) -> Result<String, String> {
         let delay = self.settings.drain_delay;
+        if timed.is_some() && matches!(cmd, Command::Restore | Command::Undrain) {
+            return Err(format!(
+                "`{}` takes no duration: only failover and drain are timed",
+                cmd.as_str()
+            ));
+        }
+        if timed.is_some_and(|t| t.lasting.is_zero()) {
+            return Err("a timed test lasts at least a second".into());
+        }
+        if cmd == Command::Drain && timed.is_some_and(|t| t.lasting <= delay) {
+            return Err(format!(
+                "a drain for less than its delay ({}) would end before any traffic moved; give it longer",
+                secs(delay)
+            ));
+        }
         let p = self.path(path, now);
+        let ends = timed.map(|t| timed::Ends::after(now, t));
         let msg = match (cmd, p.operator) {
             (Command::Failover, Operator::Failover) => {
                 return Err(format!("{path} is already failed over"))
             }
             (Command::Failover, _) => {
                 p.operator = Operator::Failover;
-                format!("{path} taken out of service now; `restore {path}` brings it back")
+                p.ends = ends;
+                match timed {
+                    None => {
+                        format!("{path} taken out of service now; `restore {path}` brings it back")
+                    }
+                    Some(_) => format!(
+                        "{path} taken out of service now{}",
+                        timed::said(path, timed, "restore")
+                    ),
+                }
             }
             (Command::Restore, _) => {
+                p.ends = None;
                 p.penalty.clear(now);
                 let lifted = match std::mem::replace(&mut p.operator, Operator::Normal) {
                     Operator::Failover => ", failover lifted",
@@ -268,17 +310,24 @@ impl Policy {
             }
             (Command::Drain, _) if !p.admitted => {
                 p.operator = Operator::Drained;
-                format!("{path} drained (it carried no traffic)")
+                p.ends = ends;
+                format!(
+                    "{path} drained (it carried no traffic){}",
+                    timed::said(path, timed, "undrain")
+                )
             }
             (Command::Drain, _) => {
                 p.operator = Operator::Draining { until: now + delay };
+                p.ends = ends;
                 format!(
-                    "{path} draining: announcements to the far side made unattractive now, our routes leave it in {}",
-                    secs(delay)
+                    "{path} draining: announcements to the far side made unattractive now, our routes leave it in {}{}",
+                    secs(delay),
+                    timed::said(path, timed, "undrain")
                 )
             }
             (Command::Undrain, Operator::Draining { .. } | Operator::Drained) => {
                 p.operator = Operator::Normal;
+                p.ends = None;
                 format!("{path} undrained: announcements restored, it carries traffic again once healthy")
             }
             (Command::Undrain, _) => return Err(format!("{path} is not drained")),
@@ -327,6 +376,7 @@ impl Policy {
     /// Tracks one path's signals and decides whether it is admitted; Err says why not.
     fn judge(&mut self, now: Instant, o: &Observation) -> Result<(), String> {
         let s = self.settings;
+        self.end_if_due(&o.name, now);
         let lossy = o.loss.is_some_and(|l| l > s.loss_threshold);
         // Hysteresis: a degraded path recovers below half the threshold.
         let recovered = o.loss.is_none_or(|l| l <= s.loss_threshold / 2.0);
@@ -453,7 +503,8 @@ impl Policy {
                     .then_some(p.up_since.map(|t| t + s.hold_down))
                     .flatten();
                 let reuse = p.penalty.reuse_at(&s.damping, now);
-                [drain, hold, reuse]
+                let ends = p.ends.map(|e| e.at);
+                [drain, hold, reuse, ends]
                     .into_iter()
                     .flatten()
                     .filter(|t| *t > now)
@@ -491,6 +542,7 @@ impl Policy {
                 .flatten(),
             degraded: p.degraded,
             operator: p.operator.mark().map_or("none", Mark::as_str),
+            operator_left: p.ends.map(|e| e.at.saturating_duration_since(now)),
         })
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{damping, Operator, Policy};
 use crate::core::events::EventKind;
-use crate::operator_state::{Mark, Standing, Standings};
+use crate::operator_state::{Mark, Marked, Standing, Standings};
 
 impl Policy {
     /// On start, with what the kernel still routes over (adopted from a previous run):
@@ -27,7 +27,13 @@ impl Policy {
     pub fn marks(&self) -> crate::operator_state::Marks {
         self.paths
             .iter()
-            .filter_map(|(name, p)| Some((name.clone(), p.operator.mark()?)))
+            .filter_map(|(name, p)| {
+                let marked = crate::operator_state::Marked {
+                    mark: p.operator.mark()?,
+                    until: p.ends.map(|e| e.unix),
+                };
+                Some((name.clone(), marked))
+            })
             .collect()
     }
 
@@ -62,9 +68,9 @@ impl Policy {
 
     /// Takes up a path's standing from before a restart: a path that was in service (or
     /// a healthy standby) carries traffic again as soon as its signals are up, with no
-    /// hold-down, since it did not fail; the flap penalty and a suppression are kept, the
-    /// penalty decayed over the time the agent was away. One that was out of service is
-    /// left to `adopt`, which holds it when the kernel shows it not carrying: a rollback
+    /// hold-down, since it did not fail; so does one only the operator had taken out. The
+    /// flap penalty and a suppression are kept, the penalty decayed over the time the
+    /// agent was away. One that had failed is left to `adopt`, which holds it when the kernel shows it not carrying: a rollback
     /// that restarts the agent with the config before a broken one must not keep lines
     /// out that only the broken config had failed.
     pub fn restore(&mut self, now: Instant, now_wall: SystemTime, path: &str, s: Standing) {
@@ -76,27 +82,42 @@ impl Policy {
         let value = s.penalty * 0.5f64.powf(away / half_life);
         let p = self.path(path, now);
         p.penalty = damping::Penalty::restored(value, s.suppressed, now);
-        if s.in_service {
+        // Out of service but not failed (the operator's failover, a drain): it proved
+        // nothing wrong either, so it returns without a hold-down when the operator, or a
+        // timed test, lets it.
+        if s.in_service || !s.held {
             p.held = false;
             p.restored = true;
         }
     }
 
     /// Takes up what the operator had asked before a restart. An interrupted drain starts
-    /// its delay over: the far side has been told, but we do not know for how long.
-    pub fn resume(&mut self, now: Instant, path: &str, mark: Mark) {
+    /// its delay over: the far side has been told, but we do not know for how long. A
+    /// timed test ends when it was to, or at once if that passed meanwhile.
+    pub fn resume(&mut self, now: Instant, now_wall: SystemTime, path: &str, marked: Marked) {
         let delay = self.settings.drain_delay;
+        let mark = marked.mark;
         let p = self.path(path, now);
+        p.ends = marked
+            .until
+            .map(|u| super::timed::Ends::resumed(now, now_wall, u));
         p.operator = match mark {
             Mark::Failover => Operator::Failover,
             Mark::Draining => Operator::Draining { until: now + delay },
             Mark::Drained => Operator::Drained,
         };
+        let left = match p.ends {
+            Some(e) => format!(
+                " (a timed test, {} left)",
+                super::span(e.at.saturating_duration_since(now))
+            ),
+            None => String::new(),
+        };
         self.event(
             EventKind::Operator,
             path,
             format!(
-                "{path}: {} by the operator before the restart, kept",
+                "{path}: {} by the operator before the restart, kept{left}",
                 mark.as_str()
             ),
         );

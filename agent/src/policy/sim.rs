@@ -4,7 +4,7 @@
 //! the timeline of group changes and events.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 use crate::core::signals::{judge, Health, Holds, Signal, SignalKind};
@@ -12,7 +12,7 @@ use crate::select::{choose, CandidateKind, Mode};
 
 const STEP: Duration = Duration::from_millis(10);
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         hold_down: Duration::from_secs(30),
         loss_threshold: 0.1,
@@ -49,7 +49,7 @@ pub(super) struct Sim {
     pub(super) loss: BTreeMap<String, f64>,
     pub(super) relearned: BTreeMap<String, bool>,
     /// The kernel group: what the last applied choice put there.
-    group: Vec<String>,
+    pub(super) group: Vec<String>,
     changes: Vec<(u64, String)>,
     events: Vec<(u64, &'static str, String)>,
     all_down_alarms: usize,
@@ -61,7 +61,7 @@ impl Sim {
     }
 
     /// `group`: what the kernel carries at the start (adopted), else the first choice.
-    fn with(policy: Policy, group: &[&str]) -> Sim {
+    pub(super) fn with(policy: Policy, group: &[&str]) -> Sim {
         let t0 = Instant::now();
         let paths = vec![
             ("line1".to_owned(), CandidateKind::Line { priority: 10 }),
@@ -186,7 +186,7 @@ impl Sim {
         }
     }
 
-    fn secs(&mut self, s: u64) {
+    pub(super) fn secs(&mut self, s: u64) {
         self.run(Duration::from_secs(s));
     }
 
@@ -302,7 +302,7 @@ fn drain_during_a_failure_keeps_the_line_out_until_undrained() {
     sim.secs(5);
     let msg = sim
         .policy
-        .command(sim.now, "line1", Command::Drain)
+        .command(sim.now, "line1", Command::Drain, None)
         .unwrap();
     assert!(msg.contains("carried no traffic"), "{msg}");
     assert_eq!(sim.policy.advertise("line1"), Advertise::Unattractive);
@@ -310,7 +310,7 @@ fn drain_during_a_failure_keeps_the_line_out_until_undrained() {
     sim.secs(60);
     assert_eq!(sim.changes(), [(5_010, "line2")], "drained: no return");
     sim.policy
-        .command(sim.now, "line1", Command::Undrain)
+        .command(sim.now, "line1", Command::Undrain, None)
         .unwrap();
     assert_eq!(sim.policy.advertise("line1"), Advertise::Normal);
     sim.secs(1);
@@ -322,12 +322,12 @@ fn drain_tells_the_far_side_first_and_moves_our_routes_after_the_delay() {
     let mut sim = Sim::new();
     sim.secs(5);
     sim.policy
-        .command(sim.now, "line1", Command::Drain)
+        .command(sim.now, "line1", Command::Drain, None)
         .unwrap();
     assert_eq!(sim.policy.advertise("line1"), Advertise::Unattractive);
     assert!(sim
         .policy
-        .command(sim.now, "line1", Command::Drain)
+        .command(sim.now, "line1", Command::Drain, None)
         .is_err());
     sim.secs(29);
     assert!(
@@ -353,7 +353,7 @@ fn restore_clears_damping_so_a_suppressed_line_returns_after_its_hold_down() {
     sim.secs(60);
     assert_eq!(sim.changes(), [(10, "line2")], "suppressed");
     sim.policy
-        .command(sim.now, "line1", Command::Restore)
+        .command(sim.now, "line1", Command::Restore, None)
         .unwrap();
     sim.secs(1);
     assert_eq!(sim.changes(), [(10, "line2"), (66_010, "line1")]);
@@ -406,28 +406,28 @@ fn the_operators_marks_survive_a_restart() {
     let mut sim = Sim::new();
     sim.secs(5);
     sim.policy
-        .command(sim.now, "line1", Command::Drain)
+        .command(sim.now, "line1", Command::Drain, None)
         .unwrap();
     sim.policy
-        .command(sim.now, "t1", Command::Failover)
+        .command(sim.now, "t1", Command::Failover, None)
         .unwrap();
     let marks = sim.policy.marks();
     assert_eq!(
         marks
             .iter()
-            .map(|(p, m)| (p.as_str(), *m))
+            .map(|(p, m)| (p.as_str(), m.mark))
             .collect::<Vec<_>>(),
         [("line1", Mark::Draining), ("t1", Mark::Failover)]
     );
     sim.secs(31);
-    assert_eq!(sim.policy.marks()["line1"], Mark::Drained);
+    assert_eq!(sim.policy.marks()["line1"].mark, Mark::Drained);
 
     // The new process: an interrupted drain starts its delay over, a drained line stays
     // out from the first pass.
     let t0 = Instant::now();
     let mut policy = Policy::new(settings());
-    policy.resume(t0, "line1", Mark::Drained);
-    policy.resume(t0, "line2", Mark::Draining);
+    policy.resume(t0, SystemTime::now(), "line1", Mark::Drained.into());
+    policy.resume(t0, SystemTime::now(), "line2", Mark::Draining.into());
     assert_eq!(policy.advertise("line1"), Advertise::Unattractive);
     assert_eq!(policy.advertise("line2"), Advertise::Unattractive);
     let mut sim = Sim::with(policy, &["line1"]);
@@ -436,7 +436,7 @@ fn the_operators_marks_survive_a_restart() {
     assert!(sim.changes().is_empty(), "line 2 waits for its new delay");
     sim.secs(2);
     assert_eq!(sim.group, ["t1", "t2"]);
-    assert_eq!(sim.policy.marks()["line2"], Mark::Drained);
+    assert_eq!(sim.policy.marks()["line2"].mark, Mark::Drained);
 }
 
 #[test]
@@ -456,7 +456,9 @@ fn a_reloaded_hold_down_applies_to_the_return_already_waiting() {
     assert_eq!(sim.changes(), [(10_010, "line2"), (30_010, "line1")]);
     // A path the reload removed is forgotten with its operator mark.
     let now = sim.now;
-    sim.policy.command(now, "t2", Command::Failover).unwrap();
+    sim.policy
+        .command(now, "t2", Command::Failover, None)
+        .unwrap();
     assert!(sim.policy.marks().contains_key("t2"));
     sim.policy.retain(|p| p != "t2");
     assert!(!sim.policy.marks().contains_key("t2"));

@@ -96,7 +96,7 @@ impl Decider {
             );
         }
         for (path, mark) in &marks {
-            policy.resume(now, path, *mark);
+            policy.resume(now, now_wall, path, *mark);
         }
         Decider {
             policy,
@@ -177,12 +177,15 @@ impl Decider {
     /// The policy's verdicts, the selection and the kernel objects of every site; the
     /// events, counters and announcements that follow go into the state. Returns the
     /// sites whose traffic moved.
-    pub fn decide(&mut self, st: &mut AgentState, now: Instant) -> (Vec<SiteWant>, Vec<String>) {
-        self.follow_config(st);
-        self.follow_prefixes(st, now);
+    /// The operators' commands queued since the last pass, judged, applied and audited.
+    fn commands(&mut self, st: &mut AgentState, now: Instant) {
         for r in std::mem::take(&mut st.operator_queue) {
+            let timed = r.lasting.map(|lasting| crate::policy::Timed {
+                lasting,
+                now_wall: st.now().wall,
+            });
             let answer = super::operator::judge(st, &r)
-                .and_then(|()| self.policy.command(now, &r.path, r.command));
+                .and_then(|()| self.policy.command(now, &r.path, r.command, timed));
             // The next command of this pass is judged with this one's effect: two
             // failovers in one go must not each count on the other path.
             if answer.is_ok() {
@@ -192,6 +195,12 @@ impl Decider {
             // Answered once the view shows it (see `Supervisor::run`).
             st.operator_answers.push((r.reply, answer));
         }
+    }
+
+    pub fn decide(&mut self, st: &mut AgentState, now: Instant) -> (Vec<SiteWant>, Vec<String>) {
+        self.follow_config(st);
+        self.follow_prefixes(st, now);
+        self.commands(st, now);
         let mut sites = Vec::new();
         let mut views = Vec::new();
         for site in &st.config().sites {

@@ -18,6 +18,7 @@ fn a_path_that_fails_again_while_out_of_service_counts_as_leaving_it_again() {
             suppressed_for: None,
             degraded: false,
             operator: "none",
+            operator_left: None,
         },
         why: String::new(),
     };

@@ -23,6 +23,8 @@ pub struct OperatorRequest {
     pub force: bool,
     /// Who asked: the command is logged, journaled and counted with it.
     pub by: crate::core::caller::Caller,
+    /// A timed test (`--for`): the failover or drain ends by itself after this long.
+    pub lasting: Option<std::time::Duration>,
     pub reply: Reply,
 }
 

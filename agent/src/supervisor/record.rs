@@ -153,6 +153,8 @@ pub enum Rec {
         command: String,
         force: bool,
         by: crate::core::caller::Caller,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lasting_ms: Option<u64>,
     },
     /// A reload's config text (parsed again on replay, key files left alone).
     Config {

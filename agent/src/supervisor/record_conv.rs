@@ -141,6 +141,7 @@ impl Rec {
                 command: command_name(r.command).to_owned(),
                 force: r.force,
                 by: r.by.clone(),
+                lasting_ms: r.lasting.map(|d| d.as_millis() as u64),
             },
             Input::Config(cfg, _) => Rec::Config {
                 source: cfg.source.clone(),

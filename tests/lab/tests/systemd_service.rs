@@ -322,6 +322,64 @@ fn the_package_runs_under_the_real_systemd() {
     let refused = String::from_utf8_lossy(&bob.stderr);
     assert!(refused.contains("cannot reach the agent"), "{refused}");
 
+    // Audit: the agent learns who asked from the kernel, and says so in its events and as
+    // journal fields of their own.
+    c.sh("runuser -u alice -- crosslink failover line2 && runuser -u alice -- crosslink restore line2")
+        .unwrap_or_else(|e| panic!("alice's failover: {e}{}", context(&c)));
+    assert!(c
+        .exec(&[
+            "runuser",
+            "-u",
+            "alice",
+            "--",
+            "crosslink",
+            "drain",
+            "nosuchline"
+        ])
+        .is_ok_and(|o| !o.status.success()));
+    let by_alice = c.sh("crosslink events --by alice").unwrap();
+    assert_eq!(by_alice.lines().count(), 3, "{by_alice}");
+    assert!(
+        by_alice.contains("failover line2 by alice (uid "),
+        "{by_alice}"
+    );
+    // journald stores a datagram a moment after it came: asked at once, it may not have.
+    let journal = |filter: &str| {
+        let mut said = String::new();
+        within(Duration::from_secs(10), || {
+            said = c
+                .sh(&format!(
+                    "journalctl --no-pager -u crosslink {filter} -o export | grep -a '^CROSSLINK_\\|^MESSAGE=\\|^PRIORITY='"
+                ))
+                .unwrap_or_default();
+            !said.is_empty()
+        });
+        if said.is_empty() {
+            said = c
+                .sh("journalctl --no-pager -u crosslink -n 8 -o export")
+                .unwrap_or_default();
+        }
+        said
+    };
+    let refused = journal("CROSSLINK_USER=alice CROSSLINK_RESULT=refused");
+    assert!(
+        refused.contains("CROSSLINK_COMMAND=drain")
+            && refused.contains("CROSSLINK_PATH=nosuchline")
+            && refused.contains("PRIORITY=6")
+            && refused.contains("MESSAGE=drain nosuchline by alice"),
+        "{refused}"
+    );
+    let accepted = journal("CROSSLINK_USER=alice CROSSLINK_RESULT=accepted");
+    assert!(
+        accepted.contains("CROSSLINK_COMMAND=failover")
+            && accepted.contains("CROSSLINK_COMMAND=restore"),
+        "{accepted}"
+    );
+    let colours = c
+        .sh("journalctl --no-pager -u crosslink -o cat | grep -c \"$(printf '\\033')\" || true")
+        .unwrap();
+    assert_eq!(colours.trim(), "0", "no terminal, no colour codes");
+
     // A broken config: the reload fails, says where, and changes nothing.
     c.sh("cp /etc/crosslink/crosslink.toml /root/good.toml && printf '\\n[policy]\\nhold_down = \"soon\"\\n' >> /etc/crosslink/crosslink.toml")
         .unwrap();

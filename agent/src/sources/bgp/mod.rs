@@ -238,30 +238,11 @@ impl Sessions {
             if broken(peer) {
                 continue;
             }
-            let Some(r) = self.running.remove(peer) else {
+            let Some(line) = self.end(peer, plan.changed.contains(peer), inputs).await else {
                 continue;
             };
-            if plan.changed.contains(peer) && r.config.session.restart_time.is_some() {
-                // Like an agent restart: the connection closes without a NOTIFICATION,
-                // so the router keeps our routes as stale while the new session comes up
-                // (graceful restart). A config the router refuses then costs the far
-                // side nothing until its restart time.
-                r.handle.close().await;
-            } else {
-                r.handle.stop().await;
-            }
-            // Its last events (Down, the withdrawal of its routes) reach the supervisor
-            // before it hears the session is gone: one for the next session of this
-            // neighbour must not get them.
-            if tokio::time::timeout(LAST_EVENTS_WITHIN, r.forwarder)
-                .await
-                .is_err()
-            {
-                tracing::warn!(%peer, "a stopped BGP session's last events did not arrive within {LAST_EVENTS_WITHIN:?}");
-            }
-            inputs.send(Input::BgpGone(*peer));
             if plan.removed.contains(peer) {
-                done.push(format!("BGP with {peer} ({}) stopped", r.line));
+                done.push(format!("BGP with {peer} ({line}) stopped"));
             }
         }
         for peer in plan.added.iter().chain(&plan.changed) {
@@ -271,28 +252,7 @@ impl Sessions {
             let mut ncfg = ncfg.clone();
             // Our forwarding state survives a session's restart (the R bit).
             ncfg.session.restarted |= plan.changed.contains(peer);
-            // The neighbour's state goes in before its session runs: a router that was
-            // waiting for us (a restart) brings the session up within a millisecond, and
-            // an event for a peer not in the state is dropped — a lost Up left the line
-            // "waiting for its prefixes" and a lost UPDATE left it announcing nothing.
-            // One channel keeps the order: this goes in before the session's events.
-            inputs.send(Input::BgpNeighbor {
-                line: line.clone(),
-                peer: *peer,
-            });
-            // A channel of its own: see `Running::forwarder`.
-            let (events, rx) = mpsc::channel(1024);
-            let forwarder = tokio::spawn(forward(rx, inputs.clone()));
-            let handle = driver::spawn(ncfg.clone(), events);
-            self.running.insert(
-                *peer,
-                Running {
-                    line: line.clone(),
-                    config: ncfg,
-                    handle,
-                    forwarder,
-                },
-            );
+            self.begin(*peer, line, ncfg, inputs);
             done.push(if plan.added.contains(peer) {
                 format!("BGP with {peer} ({line}) started")
             } else {
@@ -304,6 +264,59 @@ impl Sessions {
             self.listen();
         }
         done
+    }
+
+    /// Ends `peer`'s session; returns its line. A session `restarting` with new settings
+    /// closes gracefully where it can (below); the supervisor hears it is gone once its
+    /// last events are in.
+    async fn end(&mut self, peer: &IpAddr, restarting: bool, inputs: &Inputs) -> Option<String> {
+        let r = self.running.remove(peer)?;
+        if restarting && r.config.session.restart_time.is_some() {
+            // Like an agent restart: the connection closes without a NOTIFICATION,
+            // so the router keeps our routes as stale while the new session comes up
+            // (graceful restart). A config the router refuses then costs the far
+            // side nothing until its restart time.
+            r.handle.close().await;
+        } else {
+            r.handle.stop().await;
+        }
+        // Its last events (Down, the withdrawal of its routes) reach the supervisor
+        // before it hears the session is gone: one for the next session of this
+        // neighbour must not get them.
+        if tokio::time::timeout(LAST_EVENTS_WITHIN, r.forwarder)
+            .await
+            .is_err()
+        {
+            tracing::warn!(%peer, "a stopped BGP session's last events did not arrive within {LAST_EVENTS_WITHIN:?}");
+        }
+        inputs.send(Input::BgpGone(*peer));
+        Some(r.line)
+    }
+
+    /// Starts `peer`'s session on `line`.
+    fn begin(&mut self, peer: IpAddr, line: &str, ncfg: NeighborConfig, inputs: &Inputs) {
+        // The neighbour's state goes in before its session runs: a router that was
+        // waiting for us (a restart) brings the session up within a millisecond, and
+        // an event for a peer not in the state is dropped — a lost Up left the line
+        // "waiting for its prefixes" and a lost UPDATE left it announcing nothing.
+        // One channel keeps the order: this goes in before the session's events.
+        inputs.send(Input::BgpNeighbor {
+            line: line.to_owned(),
+            peer,
+        });
+        // A channel of its own: see `Running::forwarder`.
+        let (events, rx) = mpsc::channel(1024);
+        let forwarder = tokio::spawn(forward(rx, inputs.clone()));
+        let handle = driver::spawn(ncfg.clone(), events);
+        self.running.insert(
+            peer,
+            Running {
+                line: line.to_owned(),
+                config: ncfg,
+                handle,
+                forwarder,
+            },
+        );
     }
 
     /// Import bounds alone (a site's prefixes or aggregates) change in place, with a route

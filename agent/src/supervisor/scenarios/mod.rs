@@ -168,6 +168,9 @@ enum What {
         command: String,
         #[serde(default)]
         refused: bool,
+        /// A timed test (`--for`), in milliseconds.
+        #[serde(default)]
+        lasting_ms: Option<u64>,
     },
     /// The scenario runs until here.
     End {},
@@ -224,7 +227,8 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
                 path,
                 command,
                 refused,
-            } => w.operator(path, &command, refused),
+                lasting_ms,
+            } => w.operator(path, &command, refused, lasting_ms),
             What::End {} => end = line.at_ms,
             What::Group { members } => expected.push(Out::Group(line.at_ms, members)),
             What::Event { kind, path } => expected.push(Out::Event(line.at_ms, kind, path)),
@@ -361,7 +365,7 @@ fn what_the_next_run_needs_is_handed_out_once_the_kernel_has_it() {
     let ids = first.ids.expect("the ids");
     assert!(ids.path("b", "line1").is_some() && ids.path("b", "t2").is_some());
     w.persisted.clear();
-    w.operator("line1".into(), "failover", false);
+    w.operator("line1".into(), "failover", false, None);
     w.turn();
     assert!(w.persisted.is_empty(), "not before the switch's pass");
     // The failover is a mark and a change of standing, handed out at the turn after the
@@ -369,7 +373,7 @@ fn what_the_next_run_needs_is_handed_out_once_the_kernel_has_it() {
     w.turn();
     let marks: Vec<_> = w.persisted.iter().filter_map(|p| p.marks.clone()).collect();
     assert_eq!(marks.len(), 1, "{:?}", w.persisted);
-    assert_eq!(marks[0].get("line1"), Some(&Mark::Failover));
+    assert_eq!(marks[0].get("line1"), Some(&Mark::Failover.into()));
     assert!(w.persisted.iter().any(|p| p.standings.is_some()));
     assert!(
         w.persisted.iter().all(|p| p.ids.is_none()),

@@ -515,7 +515,13 @@ impl World {
         self.poll();
     }
 
-    pub(super) fn operator(&mut self, path: String, command: &str, refused: bool) {
+    pub(super) fn operator(
+        &mut self,
+        path: String,
+        command: &str,
+        refused: bool,
+        lasting_ms: Option<u64>,
+    ) {
         let command = match command {
             "failover" => Command::Failover,
             "restore" => Command::Restore,
@@ -533,6 +539,7 @@ impl World {
             command,
             force: false,
             by: crate::core::caller::Caller::process(Some("alice".into()), 1000, Some(4242)),
+            lasting: lasting_ms.map(Duration::from_millis),
             reply,
         }));
     }
