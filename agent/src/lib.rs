@@ -102,6 +102,12 @@ pub async fn run(
                 "refused"
             },
         });
+        commands.count(&metrics::Count::Reloaded {
+            ok: answer.is_ok(),
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        });
         if let Some(reply) = asker.answer {
             let _ = reply.send(answer);
         }

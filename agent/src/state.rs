@@ -75,6 +75,8 @@ pub struct AgentState {
     pub(crate) operator_answers: Vec<(crate::supervisor::Reply, Result<String, String>)>,
     /// The policy's view of each path, as of the last pass.
     pub(crate) policy: BTreeMap<String, crate::policy::Verdict>,
+    /// Each path's health as of the last pass, and since when (for status and metrics).
+    pub(crate) path_since: BTreeMap<String, (crate::core::signals::Health, Instant)>,
     /// How each line's announcements should look (drains), and whether that changed
     /// since the BGP side was last told.
     pub(crate) advertise: BTreeMap<String, Advertise>,
@@ -133,6 +135,7 @@ impl AgentState {
             operator_queue: Vec::new(),
             operator_answers: Vec::new(),
             policy: BTreeMap::new(),
+            path_since: BTreeMap::new(),
             advertise: BTreeMap::new(),
             advertise_changed: false,
             resumed: crate::operator_state::Marks::new(),

@@ -114,12 +114,16 @@ fn a_running_agent_serves_metrics_that_promtool_finds_clean() {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     for series in [
-        "crosslink_build_info{version=\"",
+        "crosslink_info{asn=\"65001\",gateway=\"gwa\",router_id=\"",
+        "crosslink_path_admitted{kind=\"line\",path=\"line1\",site=\"cloud-b\"}",
+        "crosslink_path_suppressed{kind=\"line\",path=\"line1\",site=\"cloud-b\"} 0",
+        "crosslink_config_last_reload_successful 1",
+        "process_resident_memory_bytes ",
         "crosslink_path_up{kind=\"line\",path=\"line1\",site=\"cloud-b\"} 0",
         "crosslink_path_up{kind=\"tunnel\",path=\"inet1\",site=\"cloud-b\"} 0",
         "crosslink_site_paths_up{site=\"cloud-b\"} 0",
-        "crosslink_bgp_session_established{line=\"line1\",neighbor=\"",
-        "crosslink_tunnel_running{tunnel=\"inet1\"} 0",
+        "crosslink_bgp_session_established{neighbor=\"198.19.11.2\",path=\"line1\"}",
+        "crosslink_tunnel_running{path=\"inet1\"} 0",
     ] {
         assert!(body.contains(series), "{series} missing:\n{body}");
     }

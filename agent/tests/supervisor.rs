@@ -91,6 +91,7 @@ async fn next_wants(rx: &mut watch::Receiver<Arc<Wants>>, inputs: &Inputs) -> Ar
     inputs.send(Input::Programmed(Programmed {
         generation: w.generation,
         switched_at: Some(std::time::Instant::now()),
+        repaired: Default::default(),
     }));
     w
 }

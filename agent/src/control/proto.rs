@@ -136,6 +136,9 @@ pub struct PathStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u16>,
     pub state: Health,
+    /// How long it has been in this state (since the agent started, at most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_seconds: Option<u64>,
     pub reason: String,
     pub signals: Vec<SignalStatus>,
     /// Lines: one BGP session per neighbour address.

@@ -82,6 +82,10 @@ pub fn path(st: &AgentState, path: PathRef<'_>) -> PathStatus {
         priority,
         weight,
         state: verdict.health,
+        state_seconds: st
+            .path_since
+            .get(name)
+            .map(|(_, t)| st.now().mono.saturating_duration_since(*t).as_secs()),
         reason: verdict.reason,
         signals: signals
             .iter()

@@ -30,6 +30,7 @@ kinds! {
     Reload => "reload",
     ReloadRefused => "reload-refused",
     FibError => "fib-error",
+    FibRepaired => "fib-repaired",
     // What carries a site's traffic.
     PathChange => "path-change",
     Failover => "failover",

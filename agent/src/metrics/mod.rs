@@ -47,6 +47,17 @@ pub enum Count {
         user: String,
         result: &'static str,
     },
+    /// A path's signals went down (`reason`: the signal, or `loss`), whether or not it was
+    /// in service: each flap, also while damping keeps the path out.
+    Down {
+        path: String,
+        kind: &'static str,
+        reason: Reason,
+    },
+    /// Kernel objects the FIB programmer put back (see `routing::Programmed::repaired`).
+    FibRepair { what: &'static str, n: u64 },
+    /// A reload's outcome (a config put in force, or refused), at `at` (Unix seconds).
+    Reloaded { ok: bool, at: f64 },
 }
 
 /// The metrics counted as things happen.
@@ -57,6 +68,10 @@ pub struct Recorder {
     failovers: IntCounterVec,
     switch: HistogramVec,
     commands: IntCounterVec,
+    downs: IntCounterVec,
+    repairs: IntCounterVec,
+    reload_ok: prometheus::IntGauge,
+    reload_at: prometheus::Gauge,
 }
 
 impl Default for Recorder {
@@ -101,20 +116,62 @@ impl Recorder {
             &["command", "user", "result"],
         )
         .expect("valid metric");
+        let downs = IntCounterVec::new(
+            Opts::new(
+                "crosslink_path_downs_total",
+                "Each time a path's signals went down, in service or not (every flap, also while damping keeps it out), by the signal that failed or loss; the operator's actions are not counted.",
+            ),
+            &["path", "kind", "reason"],
+        )
+        .expect("valid metric");
+        let repairs = IntCounterVec::new(
+            Opts::new(
+                "crosslink_fib_repairs_total",
+                "Kernel objects someone else deleted or changed that the agent put back: group, nexthop, route, stray-route, stray-nexthop.",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
+        let reload_ok = prometheus::IntGauge::new(
+            "crosslink_config_last_reload_successful",
+            "1 when the last reload (or the start) put its config in force, 0 when it was refused.",
+        )
+        .expect("valid metric");
+        let reload_at = prometheus::Gauge::new(
+            "crosslink_config_last_reload_success_timestamp_seconds",
+            "When a config was last put in force (the start or a reload), seconds since the epoch.",
+        )
+        .expect("valid metric");
+        reload_ok.set(1);
+        reload_at.set(unix_now().floor());
         for m in [
             Box::new(transitions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failovers.clone()),
             Box::new(switch.clone()),
             Box::new(commands.clone()),
+            Box::new(downs.clone()),
+            Box::new(repairs.clone()),
+            Box::new(reload_ok.clone()),
+            Box::new(reload_at.clone()),
         ] {
             registry.register(m).expect("names are distinct");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, …:
+        // what node_exporter users expect of every daemon.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        registry
+            .register(Box::new(process))
+            .expect("names are distinct");
         Recorder {
             registry,
             transitions,
             failovers,
             switch,
             commands,
+            downs,
+            repairs,
+            reload_ok,
+            reload_at,
         }
     }
 
@@ -174,12 +231,29 @@ impl Recorder {
                 .commands
                 .with_label_values(&[command, user.as_str(), result])
                 .inc(),
+            Count::Down { path, kind, reason } => self
+                .downs
+                .with_label_values(&[path.as_str(), kind, reason])
+                .inc(),
+            Count::FibRepair { what, n } => self.repairs.with_label_values(&[what]).inc_by(*n),
+            Count::Reloaded { ok, at } => {
+                self.reload_ok.set(i64::from(*ok));
+                if *ok {
+                    self.reload_at.set(at.floor());
+                }
+            }
         }
     }
 
     fn gather(&self) -> Vec<MetricFamily> {
         self.registry.gather()
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The scrape: the counted metrics and a snapshot of `status`, in the text format.

@@ -29,7 +29,7 @@ pub(super) fn families(s: &Status) -> Vec<MetricFamily> {
             .unwrap_or_default();
         sites.observe(site, &carrying);
         for p in &site.paths {
-            paths.observe(&site.name, p, &carrying);
+            paths.observe(&site.name, p, &carrying, now);
             for b in &p.bfd {
                 bfd.observe(&p.name, b);
             }
@@ -66,15 +66,16 @@ fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
-/// The agent itself: its version and when it started.
+/// The agent itself: who it is, its version and when it started.
 fn agent(r: &Registry, s: &Status, now: f64) {
+    let g = &s.gateway;
     int_gauge(
         r,
-        "crosslink_build_info",
-        "The running agent's version (always 1).",
-        &["version"],
+        "crosslink_info",
+        "The gateway this agent runs (always 1): its name, AS, router id and the agent's version.",
+        &["gateway", "asn", "router_id", "version"],
     )
-    .with_label_values(&[&s.version])
+    .with_label_values(&[&g.name, &g.asn.to_string(), &g.router_id, &s.version])
     .set(1);
     gauge(
         r,
@@ -129,20 +130,27 @@ struct Paths {
     admitted: IntGaugeVec,
     active: IntGaugeVec,
     penalty: GaugeVec,
+    held: IntGaugeVec,
     hold: GaugeVec,
-    suppressed: GaugeVec,
+    suppressed: IntGaugeVec,
+    suppressed_left: GaugeVec,
     operator: IntGaugeVec,
+    test_left: GaugeVec,
+    changed: GaugeVec,
 }
+
+/// Every path family has these labels, so that any two can be joined.
+const PATH: &[&str] = &["site", "path", "kind"];
 
 impl Paths {
     fn new(r: &Registry) -> Paths {
-        let site_path = &["site", "path"];
+        let site_path = PATH;
         Paths {
             up: int_gauge(
                 r,
                 "crosslink_path_up",
                 "1 when every signal of the path is up.",
-                &["site", "path", "kind"],
+                PATH,
             ),
             admitted: int_gauge(
                 r,
@@ -162,13 +170,25 @@ impl Paths {
                 "Flap damping penalty now (decays with the half-life).",
                 site_path,
             ),
+            held: int_gauge(
+                r,
+                "crosslink_path_held_down",
+                "1 while a healed path waits out its hold-down before it may carry traffic.",
+                site_path,
+            ),
             hold: gauge(
                 r,
                 "crosslink_path_hold_down_remaining_seconds",
                 "Time until a healed path may carry traffic again (0 when none is running).",
                 site_path,
             ),
-            suppressed: gauge(
+            suppressed: int_gauge(
+                r,
+                "crosslink_path_suppressed",
+                "1 while flap damping keeps the path out of service, whatever its signals say.",
+                site_path,
+            ),
+            suppressed_left: gauge(
                 r,
                 "crosslink_path_suppressed_remaining_seconds",
                 "Time until damping releases the path at the latest (0 when not suppressed).",
@@ -178,20 +198,37 @@ impl Paths {
                 r,
                 "crosslink_path_operator_mark",
                 "1 for the operator's mark on the path (failover, draining, drained).",
-                &["site", "path", "mark"],
+                &["site", "path", "kind", "mark"],
+            ),
+            test_left: gauge(
+                r,
+                "crosslink_path_operator_test_remaining_seconds",
+                "Time until the operator's timed test (`failover --for`, `drain --for`) ends by itself (0 when none runs).",
+                site_path,
+            ),
+            changed: gauge(
+                r,
+                "crosslink_path_last_change_timestamp_seconds",
+                "When the path's state (up, down, unknown) last changed, seconds since the epoch (the agent's start at the earliest).",
+                site_path,
             ),
         }
     }
 
-    fn observe(&self, site: &str, p: &PathStatus, carrying: &[&str]) {
+    fn observe(&self, site: &str, p: &PathStatus, carrying: &[&str], now: f64) {
         let kind = match p.kind {
             PathKind::Line => "line",
             PathKind::Tunnel => "tunnel",
         };
-        let labels = [site, p.name.as_str()];
+        let labels = [site, p.name.as_str(), kind];
         self.up
-            .with_label_values(&[site, &p.name, kind])
+            .with_label_values(&labels)
             .set(flag(p.state == Health::Up));
+        if let Some(s) = p.state_seconds {
+            self.changed
+                .with_label_values(&labels)
+                .set((now - s as f64).floor());
+        }
         self.active
             .with_label_values(&labels)
             .set(flag(carrying.contains(&p.name.as_str())));
@@ -200,22 +237,32 @@ impl Paths {
             .with_label_values(&labels)
             .set(flag(pol.admitted));
         self.penalty.with_label_values(&labels).set(pol.penalty);
+        self.held
+            .with_label_values(&labels)
+            .set(flag(pol.hold_down_seconds.is_some()));
         self.hold
             .with_label_values(&labels)
             .set(pol.hold_down_seconds.unwrap_or(0.0));
         self.suppressed
             .with_label_values(&labels)
+            .set(flag(pol.suppressed_seconds.is_some()));
+        self.suppressed_left
+            .with_label_values(&labels)
             .set(pol.suppressed_seconds.unwrap_or(0.0));
         for mark in ["failover", "draining", "drained"] {
             self.operator
-                .with_label_values(&[site, &p.name, mark])
+                .with_label_values(&[site, &p.name, kind, mark])
                 .set(flag(pol.operator == mark));
         }
+        self.test_left
+            .with_label_values(&labels)
+            .set(pol.operator_seconds_left.unwrap_or(0.0));
     }
 }
 
 struct Bfd {
     up: IntGaugeVec,
+    uptime: IntGaugeVec,
     unanswered: IntGaugeVec,
     rtt: GaugeVec,
     loss: GaugeVec,
@@ -231,6 +278,12 @@ impl Bfd {
                 r,
                 "crosslink_bfd_session_up",
                 "1 when the BFD session is Up.",
+                labels,
+            ),
+            uptime: int_gauge(
+                r,
+                "crosslink_bfd_session_uptime_seconds",
+                "How long the BFD session has been Up (0 when it is not).",
                 labels,
             ),
             unanswered: int_gauge(
@@ -270,6 +323,9 @@ impl Bfd {
     fn observe(&self, path: &str, b: &BfdStatus) {
         let l = [path, b.neighbor.as_str(), b.kind.as_str()];
         self.up.with_label_values(&l).set(flag(b.state == "Up"));
+        self.uptime
+            .with_label_values(&l)
+            .set(b.up_seconds.unwrap_or(0) as i64);
         self.unanswered
             .with_label_values(&l)
             .set(flag(b.unanswered));
@@ -290,6 +346,7 @@ impl Bfd {
 
 struct Bgp {
     up: IntGaugeVec,
+    uptime: IntGaugeVec,
     received: IntGaugeVec,
     advertised: IntGaugeVec,
     rejected: IntCounterVec,
@@ -297,12 +354,18 @@ struct Bgp {
 
 impl Bgp {
     fn new(r: &Registry) -> Bgp {
-        let labels = &["line", "neighbor"];
+        let labels = &["path", "neighbor"];
         Bgp {
             up: int_gauge(
                 r,
                 "crosslink_bgp_session_established",
                 "1 when the BGP session is Established.",
+                labels,
+            ),
+            uptime: int_gauge(
+                r,
+                "crosslink_bgp_session_uptime_seconds",
+                "How long the BGP session has been Established (0 when it is not).",
                 labels,
             ),
             received: int_gauge(
@@ -321,7 +384,7 @@ impl Bgp {
                 r,
                 "crosslink_bgp_prefixes_rejected_total",
                 "Prefixes the neighbour sent that the import filter refused, by reason (outside-site, too-specific, default-route, max-prefix, malformed, first-as, as-loop, next-hop-self).",
-                &["line", "neighbor", "reason"],
+                &["path", "neighbor", "reason"],
             ),
         }
     }
@@ -331,6 +394,9 @@ impl Bgp {
         self.up
             .with_label_values(&l)
             .set(flag(n.state == "Established"));
+        self.uptime
+            .with_label_values(&l)
+            .set(n.established_seconds.unwrap_or(0) as i64);
         self.received
             .with_label_values(&l)
             .set(n.prefixes_received as i64);
@@ -357,7 +423,7 @@ struct Tunnels {
 
 impl Tunnels {
     fn new(r: &Registry) -> Tunnels {
-        let labels = &["tunnel"];
+        let labels = &["path"];
         Tunnels {
             running: int_gauge(
                 r,

@@ -22,7 +22,7 @@ fn status() -> Status {
             "paths": [
                 {
                     "name": "line1", "kind": "line", "interface": "eth1", "priority": 10,
-                    "state": "down", "reason": "BFD down",
+                    "state": "down", "state_seconds": 30, "reason": "BFD down",
                     "signals": [{"name": "carrier", "state": "up"}, {"name": "bfd", "state": "down"}],
                     "bgp": [{"neighbor": "198.19.11.2", "state": "Established",
                              "established_seconds": 100, "prefixes_received": 1,
@@ -31,14 +31,15 @@ fn status() -> Status {
                     "bfd": [{"neighbor": "198.19.11.2", "kind": "single-hop", "state": "Down",
                              "detection_ms": 30.0, "loss": 0.5}],
                     "policy": {"admitted": false, "reason": "BFD down", "hold_down_seconds": 12.5,
-                               "penalty": 1000.0, "degraded": false, "operator": "failover"}
+                               "suppressed_seconds": 600.0, "penalty": 2500.0, "degraded": false,
+                               "operator": "failover", "operator_seconds_left": 240.0}
                 },
                 {
                     "name": "inet1", "kind": "tunnel", "interface": "xl-t1", "weight": 1,
                     "state": "up", "reason": "",
                     "signals": [{"name": "carrier", "state": "up"}, {"name": "handshake", "state": "up"}],
                     "bfd": [{"neighbor": "169.254.101.1", "kind": "end-to-end", "state": "Up",
-                             "rtt_ms": 0.25, "loss": 0.0, "tx_gap_p99_ms": 9.5}],
+                             "rtt_ms": 0.25, "loss": 0.0, "tx_gap_p99_ms": 9.5, "up_seconds": 50}],
                     "tunnel": {"running": true, "handshake_age_seconds": 10,
                                "rx_bytes": 1000, "tx_bytes": 2000, "rx_packets": 10, "tx_packets": 20},
                     "policy": {"admitted": true, "penalty": 0.0, "degraded": false, "operator": "none"}
@@ -63,9 +64,29 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
     r.transition("line1", "line", true, "healthy");
     r.failover("cloud-b", "bfd");
     r.switched("cloud-b", Duration::from_micros(300));
+    for _ in 0..3 {
+        r.count(&Count::Down {
+            path: "line1".into(),
+            kind: "line",
+            reason: "bfd",
+        });
+    }
+    r.count(&Count::FibRepair {
+        what: "group",
+        n: 2,
+    });
+    r.count(&Count::Reloaded { ok: false, at: 0.0 });
+    r.count(&Count::Command {
+        command: "failover",
+        user: "alice".into(),
+        result: "accepted",
+    });
     let text = render(&r, &status());
     let expect = [
-        (r#"crosslink_build_info{version="0.1.0"}"#, "1"),
+        (
+            r#"crosslink_info{asn="65001",gateway="gwa",router_id="198.19.11.1",version="0.1.0"}"#,
+            "1",
+        ),
         (
             r#"crosslink_path_up{kind="line",path="line1",site="cloud-b"}"#,
             "0",
@@ -74,20 +95,26 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
             r#"crosslink_path_up{kind="tunnel",path="inet1",site="cloud-b"}"#,
             "1",
         ),
-        (r#"crosslink_path_active{path="inet1",site="cloud-b"}"#, "1"),
-        (r#"crosslink_path_active{path="line1",site="cloud-b"}"#, "0"),
+        (
+            r#"crosslink_path_active{kind="tunnel",path="inet1",site="cloud-b"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_path_active{kind="line",path="line1",site="cloud-b"}"#,
+            "0",
+        ),
         (r#"crosslink_site_failover_active{site="cloud-b"}"#, "1"),
         (r#"crosslink_site_paths_up{site="cloud-b"}"#, "1"),
         (
-            r#"crosslink_path_hold_down_remaining_seconds{path="line1",site="cloud-b"}"#,
+            r#"crosslink_path_hold_down_remaining_seconds{kind="line",path="line1",site="cloud-b"}"#,
             "12.5",
         ),
         (
-            r#"crosslink_path_damping_penalty{path="line1",site="cloud-b"}"#,
-            "1000",
+            r#"crosslink_path_damping_penalty{kind="line",path="line1",site="cloud-b"}"#,
+            "2500",
         ),
         (
-            r#"crosslink_path_operator_mark{mark="failover",path="line1",site="cloud-b"}"#,
+            r#"crosslink_path_operator_mark{kind="line",mark="failover",path="line1",site="cloud-b"}"#,
             "1",
         ),
         (
@@ -107,28 +134,62 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
             "0.0095",
         ),
         (
-            r#"crosslink_bgp_session_established{line="line1",neighbor="198.19.11.2"}"#,
+            r#"crosslink_bgp_session_established{neighbor="198.19.11.2",path="line1"}"#,
             "1",
         ),
         (
-            r#"crosslink_bgp_prefixes_rejected_total{line="line1",neighbor="198.19.11.2",reason="too-specific"}"#,
+            r#"crosslink_bgp_prefixes_rejected_total{neighbor="198.19.11.2",path="line1",reason="too-specific"}"#,
             "1",
         ),
         (
-            r#"crosslink_bgp_prefixes_rejected_total{line="line1",neighbor="198.19.11.2",reason="outside-site"}"#,
+            r#"crosslink_bgp_prefixes_rejected_total{neighbor="198.19.11.2",path="line1",reason="outside-site"}"#,
             "1",
         ),
         (
-            r#"crosslink_tunnel_transmit_bytes_total{tunnel="inet1"}"#,
+            r#"crosslink_tunnel_transmit_bytes_total{path="inet1"}"#,
             "2000",
         ),
-        (r#"crosslink_tunnel_running{tunnel="inet1"}"#, "1"),
+        (r#"crosslink_tunnel_running{path="inet1"}"#, "1"),
         (
             r#"crosslink_path_transitions_total{kind="line",path="line1",reason="bfd",to="down"}"#,
             "2",
         ),
         (
             r#"crosslink_path_transitions_total{kind="line",path="line1",reason="healthy",to="up"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_path_held_down{kind="line",path="line1",site="cloud-b"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_path_suppressed{kind="line",path="line1",site="cloud-b"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_path_suppressed{kind="tunnel",path="inet1",site="cloud-b"}"#,
+            "0",
+        ),
+        (
+            r#"crosslink_path_operator_test_remaining_seconds{kind="line",path="line1",site="cloud-b"}"#,
+            "240",
+        ),
+        (
+            r#"crosslink_bgp_session_uptime_seconds{neighbor="198.19.11.2",path="line1"}"#,
+            "100",
+        ),
+        (
+            r#"crosslink_bfd_session_uptime_seconds{kind="end-to-end",neighbor="169.254.101.1",path="inet1"}"#,
+            "50",
+        ),
+        (
+            r#"crosslink_path_downs_total{kind="line",path="line1",reason="bfd"}"#,
+            "3",
+        ),
+        (r#"crosslink_fib_repairs_total{what="group"}"#, "2"),
+        (r#"crosslink_config_last_reload_successful"#, "0"),
+        (
+            r#"crosslink_operator_commands_total{command="failover",result="accepted",user="alice"}"#,
             "1",
         ),
         (
@@ -159,7 +220,7 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
     // A handshake 10 s ago, as an epoch timestamp.
     let hs: f64 = sample(
         &text,
-        r#"crosslink_tunnel_last_handshake_timestamp_seconds{tunnel="inet1"}"#,
+        r#"crosslink_tunnel_last_handshake_timestamp_seconds{path="inet1"}"#,
     )
     .unwrap()
     .parse()
@@ -169,6 +230,38 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
         .unwrap()
         .as_secs_f64();
     assert!((now - 12.0..=now - 8.0).contains(&hs), "{hs} vs {now}");
+    // Line 1's state changed 30 s ago.
+    let changed: f64 = sample(
+        &text,
+        r#"crosslink_path_last_change_timestamp_seconds{kind="line",path="line1",site="cloud-b"}"#,
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(
+        (now - 32.0..=now - 28.0).contains(&changed),
+        "{changed} vs {now}"
+    );
+    // A refused reload leaves the last success where it was: the start.
+    let reloaded: f64 = sample(
+        &text,
+        "crosslink_config_last_reload_success_timestamp_seconds",
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!((now - 5.0..=now).contains(&reloaded), "{reloaded} vs {now}");
+    // The process collector, as every exporter has it.
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}\n{text}"
+        );
+    }
 }
 
 #[test]

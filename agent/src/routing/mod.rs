@@ -75,6 +75,9 @@ pub struct Programmed {
     /// When the groups (and the routes of groups it had to create) were in place; none
     /// when the kernel could not be read or the pass did not get that far.
     pub switched_at: Option<Instant>,
+    /// Objects someone else had deleted or changed, put back by this pass, by what they
+    /// are (`group`, `nexthop`, `route`, `stray-route`, `stray-nexthop`).
+    pub repaired: BTreeMap<&'static str, u64>,
 }
 
 /// Connects to the kernel and starts the programmer; the supervisor sends it wants.
@@ -122,6 +125,12 @@ struct Programmer {
     written: Option<(u64, Vec<Nexthop>)>,
     /// When the kernel's objects were last read.
     last_read: Option<Instant>,
+    /// The wants (generation, prefix set, carrier epoch) the kernel last matched, for the
+    /// groups alone and with the routes: a difference found while they are still the
+    /// wants is drift, something other than the agent changed its objects.
+    matched: [Option<(u64, u64, u64)>; 2],
+    /// Objects put back since the last report, by what they were.
+    repaired: BTreeMap<&'static str, u64>,
 }
 
 /// What one reconcile did.
@@ -147,6 +156,8 @@ async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
         routes_deferred: false,
         written: None,
         last_read: None,
+        matched: [None; 2],
+        repaired: BTreeMap::new(),
     };
     // The previous run's objects first: the supervisor numbers and adopts by them.
     loop {
@@ -161,6 +172,7 @@ async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
         p.inputs.send(Input::Programmed(Programmed {
             generation: 0,
             switched_at: None,
+            repaired: BTreeMap::new(),
         }));
         tokio::time::sleep(RECONCILE).await;
     }
@@ -177,6 +189,7 @@ async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
             p.inputs.send(Input::Programmed(Programmed {
                 generation: current.generation,
                 switched_at,
+                repaired: std::mem::take(&mut p.repaired),
             }));
         }
         let wait = if p.routes_deferred {
@@ -189,6 +202,30 @@ async fn run(fib: Fib, mut wants: watch::Receiver<Arc<Wants>>, inputs: Inputs) {
             () = tokio::time::sleep(wait) => false,
         };
     }
+}
+
+/// What identifies a want: a new generation, prefix set or carrier change of ours (the
+/// kernel flushes a link's nexthops by itself) explains a difference with the kernel.
+fn key(w: &Wants) -> (u64, u64, u64) {
+    (w.generation, w.prefixes_generation, w.carrier_epoch)
+}
+
+/// The bounded label of what an operation puts back.
+fn repair_of(op: &plan::Op) -> &'static str {
+    match op {
+        plan::Op::Nexthop(n) if matches!(n.kind, Kind::Group(_)) => "group",
+        plan::Op::Nexthop(_) => "nexthop",
+        plan::Op::Route { .. } => "route",
+        plan::Op::DelRoute { .. } => "stray-route",
+        plan::Op::DelNexthop(_) => "stray-nexthop",
+    }
+}
+
+/// A recorded label back as the programmer's own (none for one it never gives).
+pub fn repair_label(s: &str) -> Option<&'static str> {
+    ["group", "nexthop", "route", "stray-route", "stray-nexthop"]
+        .into_iter()
+        .find(|l| *l == s)
 }
 
 /// The member objects and carrying groups of a kernel's nexthops.
@@ -333,6 +370,12 @@ impl Programmer {
             .map(|n| n.id)
             .collect();
         let plan = plan::diff(&want, &kernel);
+        let scope = usize::from(with_routes);
+        if !from_record && self.matched[scope] == Some(key(wants)) {
+            for op in &plan.ops {
+                *self.repaired.entry(repair_of(op)).or_default() += 1;
+            }
+        }
         if with_routes {
             self.last_route_scan = Some(Instant::now());
             if plan.conflicts != self.conflicts {
@@ -346,6 +389,7 @@ impl Programmer {
         let after = (wants.carrier_epoch, want.nexthops.into_values().collect());
         if plan.is_empty() {
             self.written = Some(after);
+            self.matched[scope] = Some(key(wants));
             return Ok(Synced {
                 created,
                 errors: Vec::new(),
@@ -357,6 +401,7 @@ impl Programmer {
         let (errors, done) = self.fib.apply_expecting(&plan, &existing, stop).await;
         if done && errors.is_empty() {
             self.written = Some(after);
+            self.matched[scope] = Some(key(wants));
         }
         let took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         if !done {

@@ -211,12 +211,16 @@ impl Decider {
         }
         for e in self.policy.take_events() {
             tracing::info!(path = %e.path, "{}: {}", e.kind, e.message);
+            if e.kind == EventKind::PathDown {
+                st.counts.push(signal_down(st, &e.path));
+            }
             st.record(e.kind, Some(&e.path), e.message);
         }
         let views: BTreeMap<String, Verdict> = views.into_iter().collect();
         let (down_reasons, counts) = count_transitions(st, &views);
         st.counts.extend(counts);
         st.policy = views;
+        note_health_changes(st, now);
         let lines: Vec<String> = st
             .config()
             .lines
@@ -545,6 +549,42 @@ fn count_transitions(
         }
     }
     (down, counts)
+}
+
+/// Notes when each path's health last changed (a path new to the config, from now).
+fn note_health_changes(st: &mut AgentState, now: Instant) {
+    let cfg = st.config();
+    let healths: Vec<(String, signals::Health)> = cfg
+        .lines
+        .iter()
+        .map(PathRef::Line)
+        .chain(cfg.tunnels.iter().map(PathRef::Tunnel))
+        .map(|p| (p.name().to_owned(), st.path_health(p).1.health))
+        .collect();
+    let mut since = BTreeMap::new();
+    for (name, health) in healths {
+        let was = st.path_since.get(&name).filter(|(h, _)| *h == health);
+        since.insert(name, was.copied().unwrap_or((health, now)));
+    }
+    st.path_since = since;
+}
+
+/// A path's signals going down, counted with the signal that failed (`loss` when they
+/// are up but the probes lose too much).
+fn signal_down(st: &AgentState, path: &str) -> crate::metrics::Count {
+    let p = st.config().find_path(path);
+    let kind = match p {
+        Some(PathRef::Tunnel(_)) => "tunnel",
+        _ => "line",
+    };
+    let reason = p
+        .and_then(|p| st.path_health(p).1.failing)
+        .map_or("loss", signals::SignalKind::name);
+    crate::metrics::Count::Down {
+        path: path.to_owned(),
+        kind,
+        reason,
+    }
 }
 
 /// Why a path is out of service, as a bounded label: the operator's doing, the first of its

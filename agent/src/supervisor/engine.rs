@@ -222,9 +222,32 @@ impl Engine {
     }
 
     /// A pass of the FIB programmer: proof of life, switch times, and what waited on it.
+    /// Objects the FIB programmer had to put back: someone else deleted or changed them
+    /// (a hand-typed `ip nexthop flush`, another routing daemon). Traffic is right again,
+    /// but whoever did it may do it again: a warning, an event and a count each time.
+    fn repaired(&mut self, repaired: &BTreeMap<&'static str, u64>) {
+        if repaired.is_empty() {
+            return;
+        }
+        let what: Vec<String> = repaired.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        let message = format!(
+            "kernel objects deleted or changed behind the agent's back, put back: {}",
+            what.join(", ")
+        );
+        tracing::warn!("{message}");
+        self.st
+            .record(crate::core::events::EventKind::FibRepaired, None, message);
+        for (what, n) in repaired {
+            self.st
+                .counts
+                .push(crate::metrics::Count::FibRepair { what, n: *n });
+        }
+    }
+
     fn programmed(&mut self, p: Programmed) {
         let now = self.st.now();
         self.st.last_pass = Some(now.mono);
+        self.repaired(&p.repaired);
         // A pass the kernel refused moved nothing: its switches and standings wait for
         // one that gets through.
         let Some(switched_at) = p.switched_at else {

@@ -167,6 +167,8 @@ pub enum Rec {
     Programmed {
         generation: u64,
         switched_at_us: Option<i64>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        repaired: BTreeMap<String, u64>,
     },
     Stall {
         since_us: i64,

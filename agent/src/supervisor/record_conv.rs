@@ -153,6 +153,11 @@ impl Rec {
             Input::Programmed(p) => Rec::Programmed {
                 generation: p.generation,
                 switched_at_us: p.switched_at.map(|t| clock.at(t)),
+                repaired: p
+                    .repaired
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
             },
             Input::Stall(s) => Rec::Stall {
                 since_us: clock.at(s.since),
@@ -271,9 +276,14 @@ impl Rec {
             Rec::Programmed {
                 generation,
                 switched_at_us,
+                repaired,
             } => Input::Programmed(crate::routing::Programmed {
                 generation,
                 switched_at: switched_at_us.map(|us| clock.instant(us)),
+                repaired: repaired
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((crate::routing::repair_label(&k)?, v)))
+                    .collect(),
             }),
             // A stall longer than a day is no stall a record can mean (and would overflow
             // the instant it ends at).

@@ -291,6 +291,13 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back(router: LineRouter
         m.contains(r#"crosslink_site_failover_active{site="cloud-b"} 1"#),
         "{m}"
     );
+    // The agent's own switches are never taken for somebody else's doing.
+    assert!(!m.contains("crosslink_fib_repairs_total{"), "{m}");
+    // Both lines' signals went down: counted as downs, with the signal.
+    assert!(
+        sum(&m, "crosslink_path_downs_total{", &["line1", "line"]) >= 1.0,
+        "{m}"
+    );
     lab.heal(Side::A, Line(2)).unwrap();
     wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
     heal_and_return_without_loss(&mut lab);

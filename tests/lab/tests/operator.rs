@@ -79,3 +79,64 @@ fn a_timed_failover_test_comes_back_by_itself_across_a_restart() {
         "{events}"
     );
 }
+
+/// A scrape of the gateway's metrics endpoint (in its namespace).
+fn metrics(lab: &Lab, gw: Node) -> String {
+    let get = "exec 3<>/dev/tcp/127.0.0.1/9474 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
+    lab.exec(gw, &["bash", "-c", get]).unwrap()
+}
+
+#[test]
+fn a_group_deleted_behind_the_agents_back_is_put_back_and_reported() {
+    let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+    wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(60));
+    // Settled: the programmer has matched the kernel in full at least once.
+    std::thread::sleep(Duration::from_secs(2));
+    let nexthops: serde_json::Value = serde_json::from_str(
+        &lab.exec(Node::Gwa, &["ip", "-j", "nexthop", "show"])
+            .unwrap(),
+    )
+    .unwrap();
+    let groups: Vec<String> = nexthops
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n.get("group").is_some())
+        .map(|n| n["id"].to_string())
+        .collect();
+    assert!(!groups.is_empty(), "{nexthops}");
+    // What an operator's `ip nexthop flush` or another daemon would do.
+    for id in &groups {
+        lab.exec(Node::Gwa, &["ip", "nexthop", "del", "id", id])
+            .unwrap();
+    }
+    lab.wait_for("the groups back", Duration::from_secs(10), || {
+        let now = lab.exec(Node::Gwa, &["ip", "-j", "nexthop", "show"])?;
+        Ok(groups
+            .iter()
+            .all(|id| now.contains(&format!("\"id\":{id},"))))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
+    let host_b = Side::B.host_addr(false).to_string();
+    lab.wait_for("the routes back", Duration::from_secs(10), || {
+        Ok(lab
+            .exec(Node::Gwa, &["ip", "route", "get", &host_b])?
+            .contains("line1"))
+    })
+    .unwrap();
+    let events = lab.crosslink(Node::Gwa, &["events"]).unwrap();
+    assert!(
+        events.contains("fib-repaired")
+            && events.contains("kernel objects deleted or changed behind the agent's back"),
+        "{events}"
+    );
+    let m = metrics(&lab, Node::Gwa);
+    let repaired: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("crosslink_fib_repairs_total{what=\"group\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(repaired >= groups.len() as f64, "{m}");
+    let log = std::fs::read_to_string(lab.dir().join("gwa.crosslink.log")).unwrap_or_default();
+    assert!(log.contains("WARN") && log.contains("put back"), "{log}");
+}

@@ -373,6 +373,7 @@ impl World {
             self.apply(Input::Programmed(Programmed {
                 generation: w.generation,
                 switched_at: Some(self.now.mono),
+                repaired: BTreeMap::new(),
             }));
         }
         for (peer, _) in out.closes {
