@@ -93,6 +93,10 @@ pub enum Command {
         /// change or a restart is needed.
         #[arg(long, value_name = "FILE")]
         running: Option<PathBuf>,
+        /// Leave the key files out (a config checked away from its gateway, such as the
+        /// shipped example or one in review); everything else is checked.
+        #[arg(long)]
+        no_key_files: bool,
     },
     /// Feed a record of the agent's inputs (`[debug] record`) to a new engine and check
     /// that every decision comes out as recorded; exit 1 at the first that does not.

@@ -21,6 +21,19 @@ const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run) {
+        // A command piped into `head` ends quietly when the pipe closes, as other tools
+        // do, instead of failing on the next print. The agent keeps Rust's default of
+        // ignoring SIGPIPE: a client that hangs up must not kill it.
+        // SAFETY: single-threaded here, and SIG_DFL installs no handler of ours.
+        #[allow(unsafe_code)]
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -31,7 +44,19 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let socket = || client::socket_path(cli.socket.as_deref(), &cli.config);
+    // Found once: the note, when there is one, is said once.
+    let found = std::cell::OnceCell::new();
+    let socket = || {
+        found
+            .get_or_init(|| {
+                let (path, note) = client::socket_and_note(cli.socket.as_deref(), &cli.config);
+                if let Some(note) = note {
+                    eprintln!("crosslink: note: {note}");
+                }
+                path
+            })
+            .clone()
+    };
     match cli.command {
         Command::Run => {
             logging::init(cli.log_format, &cli.log_level);
@@ -40,9 +65,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig {
             ref file,
             ref running,
+            no_key_files,
         } => Ok(check_config(
             file.as_deref().unwrap_or(&cli.config),
             running.as_deref(),
+            !no_key_files,
         )),
         Command::Status { json } => {
             let v = client::request(&socket(), &Request::Status)?;
@@ -214,8 +241,13 @@ fn operator(socket: &Path, path: &str, req: Request) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(file: &Path, running: Option<&Path>) -> ExitCode {
-    match config::load(file) {
+fn check_config(file: &Path, running: Option<&Path>, key_files: bool) -> ExitCode {
+    let loaded = if key_files {
+        config::load(file)
+    } else {
+        config::load_without_key_files(file)
+    };
+    match loaded {
         Ok(cfg) => {
             println!(
                 "{}: ok (gateway {}, {} site(s), {} line(s), {} tunnel(s))",
@@ -243,7 +275,12 @@ fn check_config(file: &Path, running: Option<&Path>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errs) => {
-            eprintln!("{errs}");
+            use std::io::IsTerminal;
+            let src = std::fs::read_to_string(file).ok();
+            eprint!(
+                "{}",
+                errs.render(src.as_deref(), std::io::stderr().is_terminal())
+            );
             ExitCode::FAILURE
         }
     }

@@ -37,9 +37,64 @@ fn check_config_rejects_a_broken_file_with_its_location() {
         .position(|l| l.starts_with("peer_asn = 65102"))
         .unwrap()
         + 1;
-    let want = format!("{}:{line}:12: invalid type", file.display());
-    assert!(err.starts_with(&want), "want `{want}`, got: {err}");
-    assert!(err.contains("hint:"), "{err}");
+    // As cargo shows an error: the message, where, the line with a caret under the spot,
+    // and the hint.
+    assert!(err.starts_with("error: invalid type"), "{err}");
+    let want = format!("--> {}:{line}:12", file.display());
+    assert!(err.contains(&want), "want `{want}`, got: {err}");
+    assert!(
+        err.contains(&format!("{line} | peer_asn = \"65102\"")),
+        "{err}"
+    );
+    assert!(err.contains("|            ^^^^^^^"), "{err}");
+    assert!(
+        err.contains("= help: the value has the wrong type"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "no colour into a pipe: {err}");
+}
+
+#[test]
+fn the_shipped_example_passes_check_config_away_from_its_gateway() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/crosslink.toml");
+    let out = crosslink(&["check-config", "--no-key-files", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With the key files it names, which are not on this machine: refused, and says so.
+    let out = crosslink(&["check-config", example]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key"));
+}
+
+#[test]
+fn a_command_piped_into_a_closed_pipe_ends_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    // A pipe whose reading end is already closed: the first print meets EPIPE.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/crosslink.toml");
+    let out = std::process::Command::new(common::BIN)
+        .args(["check-config", "--no-key-files", example])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigpipe()),
+        "{:?} {err}",
+        out.status
+    );
+}
+
+fn libc_sigpipe() -> i32 {
+    nix::sys::signal::Signal::SIGPIPE as i32
 }
 
 #[test]
@@ -387,4 +442,34 @@ fn events_follow_prints_new_events_as_they_happen() {
     let e = next("operator");
     assert_eq!(e["path"], "line1");
     assert!(e["seq"].as_u64().unwrap() > 1, "{e}");
+}
+
+/// An operator who has just broken the file (a reload is what they will try next) still
+/// reaches the running agent, and is told why the file was only half read.
+#[test]
+fn a_broken_config_file_still_reaches_the_agent_and_says_so() {
+    let (_dir, file) = example_dir();
+    let cfg = file.to_str().unwrap();
+    let _agent = start_agent(&file, &[]);
+    let good = fs::read_to_string(&file).unwrap();
+    fs::write(&file, format!("{good}\n[[line]\nname = \n")).unwrap();
+    let out = crosslink(&["--config", cfg, "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gateway gwa"),
+        "the running agent answered"
+    );
+    assert!(
+        err.contains("has errors (`crosslink check-config` shows them); the socket")
+            && err.contains("was read from its [control] table"),
+        "{err}"
+    );
+    let out = crosslink(&["--config", cfg, "reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reload refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

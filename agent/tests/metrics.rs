@@ -122,7 +122,7 @@ fn a_running_agent_serves_metrics_that_promtool_finds_clean() {
         "crosslink_path_up{kind=\"line\",path=\"line1\",site=\"cloud-b\"} 0",
         "crosslink_path_up{kind=\"tunnel\",path=\"inet1\",site=\"cloud-b\"} 0",
         "crosslink_site_paths_up{site=\"cloud-b\"} 0",
-        "crosslink_bgp_session_established{neighbor=\"198.19.11.2\",path=\"line1\"}",
+        "crosslink_bgp_session_established{neighbor=\"198.19.11.2\",path=\"line1\",peer_as=\"65101\"}",
         "crosslink_tunnel_running{path=\"inet1\"} 0",
     ] {
         assert!(body.contains(series), "{series} missing:\n{body}");

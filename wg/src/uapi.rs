@@ -117,9 +117,18 @@ async fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
     }
     let reply = match op.as_str() {
         "get=1" => get(shared),
-        // Read-only: the config file is the one source of truth.
-        "set=1" => "errno=1\n\n".to_owned(),
-        _ => "errno=22\n\n".to_owned(),
+        // Read-only: the config file is the one source of truth. The protocol carries a
+        // number only (negative, as wireguard-go sends it: `wg` prints
+        // "Unable to modify interface: Operation not permitted"), so the why goes to the
+        // log, where the operator looks next.
+        "set=1" => {
+            tracing::warn!(
+                interface = %shared.cfg.interface,
+                "`wg set` refused: read-only: crosslink owns this tunnel's configuration; change the config file and reload"
+            );
+            "errno=-1\n\n".to_owned()
+        }
+        _ => "errno=-22\n\n".to_owned(),
     };
     w.write_all(reply.as_bytes()).await?;
     w.shutdown().await

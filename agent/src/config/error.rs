@@ -12,6 +12,8 @@ pub struct ConfigError {
     pub column: usize,
     pub message: String,
     pub hint: String,
+    /// The bytes of the source it is about, for a snippet under the message.
+    pub span: Option<Range<usize>>,
 }
 
 impl fmt::Display for ConfigError {
@@ -46,6 +48,58 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// `span` cut to its first line, with at least one character (a whole table's span would
+/// underline the table; the spot is where it starts).
+fn one_line(src: &str, span: Range<usize>) -> (usize, usize) {
+    let mut start = span.start.min(src.len().saturating_sub(1));
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
+    let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+    let end = span.end.clamp(start, line_end);
+    let end = if end > start {
+        end
+    } else {
+        src[start..]
+            .chars()
+            .next()
+            .map_or(start, |c| start + c.len_utf8())
+    };
+    (start, end)
+}
+
+impl ConfigErrors {
+    /// As a compiler shows its errors: each with the source line it is about and a caret
+    /// under the spot, then the hint; `src` is the file's text (without it, or for an error
+    /// with no position in it, the one-line form). Colour only for a terminal.
+    pub fn render(&self, src: Option<&str>, color: bool) -> String {
+        use annotate_snippets::{Level, Renderer, Snippet};
+        let renderer = if color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
+        let mut out = String::new();
+        for e in &self.0 {
+            let (Some(src), Some(span)) = (src, e.span.clone()) else {
+                out.push_str(&format!("{e}\n"));
+                continue;
+            };
+            let (start, end) = one_line(src, span);
+            let origin = format!("{}", e.file.display());
+            let message = Level::Error.title(&e.message).snippet(
+                Snippet::source(src)
+                    .origin(&origin)
+                    .fold(true)
+                    .annotation(Level::Error.span(start..end)),
+            );
+            let message = message.footer(Level::Help.title(&e.hint));
+            out.push_str(&format!("{}\n", renderer.render(message)));
+        }
+        out
+    }
+}
+
 /// Turns byte spans into file positions for one source text.
 pub struct Locator<'a> {
     file: &'a Path,
@@ -70,6 +124,7 @@ impl<'a> Locator<'a> {
             column,
             message: message.into(),
             hint: hint.into(),
+            span: Some(span),
         }
     }
 

@@ -15,6 +15,15 @@ pub use validate::decode_wg_key;
 
 /// Reads, parses and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, true)
+}
+
+/// As `load`, without reading the key files (a config checked away from its gateway).
+pub fn load_without_key_files(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, false)
+}
+
+fn load_with(path: &Path, key_files: bool) -> Result<Config, ConfigErrors> {
     let src = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -22,10 +31,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             column: 1,
             message: format!("cannot read config: {e}"),
             hint: format!("check that {} exists and is readable", path.display()),
+            span: None,
         }])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&src, path, base)
+    parse_with(&src, path, base, key_files)
 }
 
 /// Parses and validates config text; `file` names it in errors and `base_dir` anchors

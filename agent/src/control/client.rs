@@ -19,13 +19,37 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// when the rest of the file does not parse, because `crosslink reload` is asked exactly
 /// when the file has just been edited, and must reach the agent to be told what is wrong.
 pub fn socket_path(explicit: Option<&Path>, config_file: &Path) -> PathBuf {
+    socket_and_note(explicit, config_file).0
+}
+
+/// As `socket_path`, with a note for the operator when the config file is not what the
+/// agent could load (unreadable, or not TOML): the path then came from its `[control]`
+/// table alone, or is the default, and an operator told "cannot reach the agent" must
+/// know why that socket was tried.
+pub fn socket_and_note(explicit: Option<&Path>, config_file: &Path) -> (PathBuf, Option<String>) {
     if let Some(p) = explicit {
-        return p.to_path_buf();
+        return (p.to_path_buf(), None);
     }
-    std::fs::read_to_string(config_file)
-        .ok()
-        .and_then(|src| configured_socket(&src))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    let file = config_file.display();
+    let src = match std::fs::read_to_string(config_file) {
+        Ok(src) => src,
+        Err(e) => {
+            let note = format!("cannot read {file} ({e}): trying the default socket {DEFAULT_SOCKET} (--socket names another)");
+            return (PathBuf::from(DEFAULT_SOCKET), Some(note));
+        }
+    };
+    let found = configured_socket(&src);
+    let note = match (src.parse::<toml::Table>(), &found) {
+        (Ok(_), _) => None,
+        (Err(_), Some(p)) => Some(format!(
+            "{file} has errors (`crosslink check-config` shows them); the socket {} was read from its [control] table",
+            p.display()
+        )),
+        (Err(_), None) => Some(format!(
+            "{file} has errors (`crosslink check-config` shows them) and no readable [control] socket: trying the default {DEFAULT_SOCKET} (--socket names another)"
+        )),
+    };
+    (found.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)), note)
 }
 
 fn configured_socket(src: &str) -> Option<PathBuf> {

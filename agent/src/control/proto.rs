@@ -250,6 +250,18 @@ pub struct BgpStatus {
     pub prefixes_advertised: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The neighbour's AS, as configured for the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_as: Option<u32>,
+    /// Prefixes accepted, by address family (`ipv4`, `ipv6`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub received_by_afi: BTreeMap<String, usize>,
+    /// Messages sent and received since the session task started, by type (`open`,
+    /// `update`, `notification`, `keepalive`, `route-refresh`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages_sent: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages_received: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,6 +2,8 @@
 //! the agent's state: the supervisor builds one per view; nothing below the control
 //! socket renders or reads it.
 
+use std::collections::BTreeMap;
+
 use crate::config::PathRef;
 use crate::control::proto::{
     BfdStatus, BgpStatus, GatewayStatus, LogEntry, PathKind, PathStatus, PolicyStatus,
@@ -75,6 +77,10 @@ pub fn path(st: &AgentState, path: PathRef<'_>) -> PathStatus {
     let bgp: Vec<&NeighborState> = st.bgp.values().filter(|n| n.line == name).collect();
     let bfd: Vec<&BfdView> = st.bfd.values().filter(|v| v.line == name).collect();
     let (signals, verdict) = st.path_health(path);
+    let line_asn = match path {
+        PathRef::Line(l) => Some(*l.peer_asn.get_ref()),
+        PathRef::Tunnel(_) => None,
+    };
     PathStatus {
         name: name.to_owned(),
         kind,
@@ -94,7 +100,10 @@ pub fn path(st: &AgentState, path: PathRef<'_>) -> PathStatus {
                 state: s.health,
             })
             .collect(),
-        bgp: bgp.iter().map(|n| bgp_status(n, st.now())).collect(),
+        bgp: bgp
+            .iter()
+            .map(|n| bgp_status(n, st.now(), line_asn))
+            .collect(),
         bfd: bfd.iter().map(|v| bfd_status(v)).collect(),
         tunnel: (kind == PathKind::Tunnel)
             .then(|| st.tunnels.get(name))
@@ -130,7 +139,7 @@ fn paths_of(c: &crate::select::Choice) -> Option<String> {
     (!names.is_empty()).then(|| names.join(", "))
 }
 
-fn bgp_status(n: &NeighborState, now: Now) -> BgpStatus {
+fn bgp_status(n: &NeighborState, now: Now, peer_as: Option<u32>) -> BgpStatus {
     BgpStatus {
         neighbor: n.peer.to_string(),
         state: n.state_name().to_owned(),
@@ -145,7 +154,25 @@ fn bgp_status(n: &NeighborState, now: Now) -> BgpStatus {
             .collect(),
         prefixes_advertised: n.advertised,
         last_error: n.last_error.clone(),
+        peer_as,
+        received_by_afi: {
+            let v4 = n.learned.keys().filter(|p| p.addr().is_ipv4()).count();
+            [("ipv4", v4), ("ipv6", n.learned.len() - v4)]
+                .into_iter()
+                .filter(|(_, c)| *c > 0)
+                .map(|(a, c)| (a.to_owned(), c))
+                .collect()
+        },
+        messages_sent: by_type(&n.sent),
+        messages_received: by_type(&n.received),
     }
+}
+
+fn by_type(c: &bgp::driver::MessageCounts) -> BTreeMap<String, u64> {
+    c.by_type()
+        .into_iter()
+        .map(|(t, n)| (t.to_owned(), n))
+        .collect()
 }
 
 fn bfd_status(v: &BfdView) -> BfdStatus {

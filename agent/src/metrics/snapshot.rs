@@ -350,29 +350,45 @@ struct Bgp {
     received: IntGaugeVec,
     advertised: IntGaugeVec,
     rejected: IntCounterVec,
+    sent_msgs: IntCounterVec,
+    received_msgs: IntCounterVec,
 }
 
 impl Bgp {
     fn new(r: &Registry) -> Bgp {
         let labels = &["path", "neighbor"];
+        let session = &["path", "neighbor", "peer_as"];
+        let messages = &["path", "neighbor", "type"];
         Bgp {
             up: int_gauge(
                 r,
                 "crosslink_bgp_session_established",
                 "1 when the BGP session is Established.",
-                labels,
+                session,
             ),
             uptime: int_gauge(
                 r,
                 "crosslink_bgp_session_uptime_seconds",
                 "How long the BGP session has been Established (0 when it is not).",
-                labels,
+                session,
             ),
             received: int_gauge(
                 r,
                 "crosslink_bgp_prefixes_received",
-                "Prefixes accepted from the neighbour.",
-                labels,
+                "Prefixes accepted from the neighbour, by address family.",
+                &["path", "neighbor", "afi"],
+            ),
+            sent_msgs: counter(
+                r,
+                "crosslink_bgp_messages_sent_total",
+                "BGP messages sent to the neighbour, by type (open, update, notification, keepalive, route-refresh).",
+                messages,
+            ),
+            received_msgs: counter(
+                r,
+                "crosslink_bgp_messages_received_total",
+                "BGP messages received from the neighbour, by type (open, update, notification, keepalive, route-refresh).",
+                messages,
             ),
             advertised: int_gauge(
                 r,
@@ -391,15 +407,31 @@ impl Bgp {
 
     fn observe(&self, line: &str, n: &BgpStatus) {
         let l = [line, n.neighbor.as_str()];
+        let peer_as = n.peer_as.map(|a| a.to_string()).unwrap_or_default();
+        let session = [line, n.neighbor.as_str(), peer_as.as_str()];
         self.up
-            .with_label_values(&l)
+            .with_label_values(&session)
             .set(flag(n.state == "Established"));
         self.uptime
-            .with_label_values(&l)
+            .with_label_values(&session)
             .set(n.established_seconds.unwrap_or(0) as i64);
-        self.received
-            .with_label_values(&l)
-            .set(n.prefixes_received as i64);
+        // Both families always: a family with nothing learned reads 0, not absent.
+        for afi in ["ipv4", "ipv6"] {
+            let count = n.received_by_afi.get(afi).copied().unwrap_or(0);
+            self.received
+                .with_label_values(&[l[0], l[1], afi])
+                .set(count as i64);
+        }
+        for (family, counts) in [
+            (&self.sent_msgs, &n.messages_sent),
+            (&self.received_msgs, &n.messages_received),
+        ] {
+            for (kind, count) in counts {
+                family
+                    .with_label_values(&[l[0], l[1], kind.as_str()])
+                    .inc_by(*count);
+            }
+        }
         self.advertised
             .with_label_values(&l)
             .set(n.prefixes_advertised as i64);

@@ -27,7 +27,10 @@ fn status() -> Status {
                     "bgp": [{"neighbor": "198.19.11.2", "state": "Established",
                              "established_seconds": 100, "prefixes_received": 1,
                              "prefixes_rejected": 2, "prefixes_advertised": 1,
-                             "rejected_by_reason": {"too-specific": 1, "outside-site": 1}}],
+                             "rejected_by_reason": {"too-specific": 1, "outside-site": 1},
+                             "peer_as": 65101, "received_by_afi": {"ipv4": 1},
+                             "messages_sent": {"keepalive": 40, "update": 2},
+                             "messages_received": {"keepalive": 41, "open": 1}}],
                     "bfd": [{"neighbor": "198.19.11.2", "kind": "single-hop", "state": "Down",
                              "detection_ms": 30.0, "loss": 0.5}],
                     "policy": {"admitted": false, "reason": "BFD down", "hold_down_seconds": 12.5,
@@ -134,7 +137,7 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
             "0.0095",
         ),
         (
-            r#"crosslink_bgp_session_established{neighbor="198.19.11.2",path="line1"}"#,
+            r#"crosslink_bgp_session_established{neighbor="198.19.11.2",path="line1",peer_as="65101"}"#,
             "1",
         ),
         (
@@ -175,8 +178,24 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
             "240",
         ),
         (
-            r#"crosslink_bgp_session_uptime_seconds{neighbor="198.19.11.2",path="line1"}"#,
+            r#"crosslink_bgp_session_uptime_seconds{neighbor="198.19.11.2",path="line1",peer_as="65101"}"#,
             "100",
+        ),
+        (
+            r#"crosslink_bgp_prefixes_received{afi="ipv4",neighbor="198.19.11.2",path="line1"}"#,
+            "1",
+        ),
+        (
+            r#"crosslink_bgp_prefixes_received{afi="ipv6",neighbor="198.19.11.2",path="line1"}"#,
+            "0",
+        ),
+        (
+            r#"crosslink_bgp_messages_sent_total{neighbor="198.19.11.2",path="line1",type="keepalive"}"#,
+            "40",
+        ),
+        (
+            r#"crosslink_bgp_messages_received_total{neighbor="198.19.11.2",path="line1",type="open"}"#,
+            "1",
         ),
         (
             r#"crosslink_bfd_session_uptime_seconds{kind="end-to-end",neighbor="169.254.101.1",path="inet1"}"#,

@@ -371,6 +371,9 @@ impl Rec {
                 prefixes_received,
                 prefixes_rejected,
                 prefixes_advertised,
+                // Not recorded: counters for status and metrics, no input to a decision.
+                sent: Default::default(),
+                received: Default::default(),
             }),
             other => return Err(other),
         })

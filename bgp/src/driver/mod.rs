@@ -5,8 +5,11 @@
 //! in the session task, which knows what was negotiated (the AS width). Events for the
 //! agent leave on a channel: session up/down with the reason, and route changes.
 
+mod counts;
 mod listener;
 pub mod socket;
+
+pub use counts::MessageCounts;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +75,8 @@ pub struct Status {
     pub prefixes_received: usize,
     pub prefixes_rejected: u64,
     pub prefixes_advertised: usize,
+    pub sent: MessageCounts,
+    pub received: MessageCounts,
 }
 
 enum Command {
@@ -193,6 +198,8 @@ struct Task {
     advertised: usize,
     warned_max_prefix: bool,
     stale_until: Option<Instant>,
+    sent: MessageCounts,
+    received: MessageCounts,
 }
 
 impl Task {
@@ -214,6 +221,8 @@ impl Task {
             advertised: 0,
             warned_max_prefix: false,
             stale_until: None,
+            sent: MessageCounts::default(),
+            received: MessageCounts::default(),
         }
     }
 
@@ -295,6 +304,8 @@ impl Task {
             prefixes_received: self.rib.len(),
             prefixes_rejected: self.rib.rejected_total(),
             prefixes_advertised: self.advertised,
+            sent: self.sent,
+            received: self.received,
         }
     }
 
@@ -359,7 +370,10 @@ impl Task {
             ConnEvent::Frame(bytes) => {
                 let ctx = self.fsm.negotiated().map_or(Ctx::default(), |n| n.ctx);
                 match Message::decode(&bytes, &ctx) {
-                    Ok(msg) => self.input(Input::Received(id, msg)).await,
+                    Ok(msg) => {
+                        self.received.count(&msg);
+                        self.input(Input::Received(id, msg)).await;
+                    }
                     Err(e) => self.input(Input::DecodeFailed(id, e)).await,
                 }
             }
@@ -449,8 +463,9 @@ impl Task {
             }
         };
         // A write that fails means the connection is gone; its reader reports the close.
-        if let Err(e) = conn.writer.write_all(&bytes).await {
-            tracing::debug!(peer = %self.cfg.peer, error = %e, "BGP write failed");
+        match conn.writer.write_all(&bytes).await {
+            Ok(()) => self.sent.count(msg),
+            Err(e) => tracing::debug!(peer = %self.cfg.peer, error = %e, "BGP write failed"),
         }
     }
 

@@ -40,6 +40,11 @@ pub struct NeighborState {
     pub learned: HashMap<IpNet, IpAddr>,
     /// Those of `learned` tagged GRACEFUL_SHUTDOWN (RFC 8326): the far side drains the line.
     pub graceful_shutdown: HashSet<IpNet>,
+    /// The families the last session negotiated.
+    pub families: Vec<Family>,
+    /// Messages by type, as last polled.
+    pub sent: driver::MessageCounts,
+    pub received: driver::MessageCounts,
 }
 
 impl NeighborState {
@@ -60,6 +65,9 @@ impl NeighborState {
             advertised: 0,
             learned: HashMap::new(),
             graceful_shutdown: HashSet::new(),
+            families: Vec::new(),
+            sent: Default::default(),
+            received: Default::default(),
         }
     }
 
@@ -99,6 +107,8 @@ pub(crate) fn polled(st: &mut AgentState, s: driver::Status) {
         n.reported = true;
         n.advertised = s.prefixes_advertised;
         n.rejected = s.prefixes_rejected;
+        n.sent = s.sent;
+        n.received = s.received;
         if s.last_error.is_some() {
             n.last_error = s.last_error;
         }
@@ -120,6 +130,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.synced.clear();
             n.last_error = None;
             n.restarting_until = None;
+            n.families.clone_from(&negotiated.families);
             let msg = format!(
                 "BGP session with {peer} (AS{}) established: hold {} s, families {:?}",
                 negotiated.peer_asn, negotiated.hold_time, negotiated.families
