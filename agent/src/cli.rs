@@ -68,6 +68,13 @@ pub enum Command {
     },
     /// Put a drained line back into service.
     Undrain { line: String },
+    /// Show what the agent programmed: per site each prefix and where it came from
+    /// (configured, or learned from which line and neighbour), the groups and their
+    /// members by path name, the fallback, and whether the kernel holds it all as asked.
+    Routes {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the transition log.
     Events {
         #[arg(long)]

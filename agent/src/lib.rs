@@ -57,21 +57,19 @@ pub async fn run(
     let (inputs, input_rx) = Inputs::channel();
     let (view_tx, views) = supervisor::views(&state);
     let (exports_tx, mut exports) = supervisor::exports(&state);
-    // Reloads asked for over the control socket (`crosslink reload`, the unit's
-    // ExecReload): applied here like SIGHUP, but the asker learns the outcome.
-    let (reload_tx, mut reload_requests) = tokio::sync::mpsc::channel(4);
-    let server = tokio::spawn(socket.serve(views.clone(), inputs.clone(), reload_tx));
+    let (server, mut reload_requests, asked) = serve_control(socket, &views, &inputs);
     let restarted = routing::previous_run_left_routes().await;
     let advertise = exports.borrow_and_update().clone();
     let mut sources = Sources::start(&cfg, &inputs, restarted, &advertise).await;
     let (coupling, fib) = (sources.coupling.take(), start_fib(&inputs));
     let programming = fib.is_some();
-    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall());
     let recorder = metrics::Recorder::new();
-    let supervisor = tokio::spawn(supervisor.with_metrics(recorder.clone()).run());
+    let supervisor = Supervisor::new(state, input_rx, view_tx, exports_tx, fib, coupling, stall())
+        .with_metrics(recorder.clone())
+        .with_questions(asked);
+    let supervisor = tokio::spawn(supervisor.run());
     let service = tokio::spawn(service::supervise(views.clone(), programming));
-    let commands = recorder.clone();
-    let metrics = serve_metrics(&cfg, &views, recorder).await;
+    let metrics = serve_metrics(&cfg, &views, recorder.clone()).await;
     let mut in_force = cfg; // what the drains' announcements build on
     tokio::pin!(shutdown);
     loop {
@@ -93,7 +91,7 @@ pub async fn run(
         let running = (&mut in_force, &mut running_source);
         let parts = sources.parts(&exports);
         let answer = reload_now(config_file, running, parts, &inputs, &asker.by).await;
-        commands.count(&metrics::Count::Command {
+        recorder.count(&metrics::Count::Command {
             command: "reload",
             user: asker.by.user.clone(),
             result: if answer.is_ok() {
@@ -102,7 +100,7 @@ pub async fn run(
                 "refused"
             },
         });
-        commands.count(&metrics::Count::Reloaded {
+        recorder.count(&metrics::Count::Reloaded {
             ok: answer.is_ok(),
             at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -117,6 +115,29 @@ pub async fn run(
     let tasks = [Some(service), metrics, Some(supervisor), Some(server)];
     shut_down(tasks.into_iter().flatten(), &mut sources).await;
     Ok(())
+}
+
+/// Starts the control socket's server. Returns its task, the reloads asked for over it
+/// (`crosslink reload`, the unit's ExecReload: applied like SIGHUP, but the asker learns
+/// the outcome) and the questions for the supervisor (`crosslink routes`).
+fn serve_control(
+    socket: ControlSocket,
+    views: &supervisor::Views,
+    inputs: &Inputs,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<ReloadRequest>,
+    tokio::sync::mpsc::Receiver<supervisor::Question>,
+) {
+    let (reloads, reload_requests) = tokio::sync::mpsc::channel(4);
+    let (questions, asked) = tokio::sync::mpsc::channel(4);
+    let server = tokio::spawn(socket.serve(control::server::Agent {
+        views: views.clone(),
+        inputs: inputs.clone(),
+        reloads,
+        questions,
+    }));
+    (server, reload_requests, asked)
 }
 
 /// Stops the agent's tasks, the tunnels last, so that they carry traffic until now: their

@@ -12,6 +12,7 @@ use crosslink::logging::{self, LogFormat};
 
 mod cli;
 mod render;
+mod render_routes;
 
 use cli::{Cli, Command};
 
@@ -82,6 +83,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckHealth => check_health(&socket()),
+        Command::Routes { json } => {
+            let v = client::request(&socket(), &Request::Routes)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let doc = serde_json::from_value(v).context("decoding routes")?;
+                print!("{}", render_routes::routes(&doc));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay { ref file } => Ok(replay(file)),
         Command::Reload => {
             let said = client::request_within(&socket(), &Request::Reload, RELOAD_TIMEOUT)?;

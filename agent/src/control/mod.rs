@@ -3,5 +3,6 @@
 pub mod client;
 pub mod health;
 pub mod proto;
+pub mod routes;
 pub mod server;
 pub mod status;

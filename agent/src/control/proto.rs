@@ -15,6 +15,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Status,
+    /// What the agent has asked the kernel for, per site, and whether the kernel has it.
+    Routes,
     /// The transition log; with `since`, only the events numbered above it; with `by`,
     /// only the commands and reloads that user asked for.
     Events {

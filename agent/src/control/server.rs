@@ -65,20 +65,13 @@ impl ControlSocket {
     }
 
     /// Serves clients until the task is dropped.
-    pub async fn serve(
-        self,
-        views: Views,
-        inputs: Inputs,
-        reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
-    ) {
+    pub async fn serve(self, to: Agent) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    let views = views.clone();
-                    let inputs = inputs.clone();
-                    let reloads = reloads.clone();
+                    let to = to.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_client(stream, views, inputs, reloads).await {
+                        if let Err(e) = serve_client(stream, to).await {
                             tracing::debug!(error = %e, "control client ended with an error");
                         }
                     });
@@ -106,12 +99,17 @@ fn chgrp(path: &Path, group: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_client(
-    stream: UnixStream,
-    views: Views,
-    inputs: Inputs,
-    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
-) -> io::Result<()> {
+/// Where a client's requests go: the views it reads, the supervisor's inputs and
+/// questions, and the reloads.
+#[derive(Clone)]
+pub struct Agent {
+    pub views: Views,
+    pub inputs: Inputs,
+    pub reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    pub questions: tokio::sync::mpsc::Sender<crate::supervisor::Question>,
+}
+
+async fn serve_client(stream: UnixStream, to: Agent) -> io::Result<()> {
     let by = caller(&stream).await;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
@@ -134,7 +132,7 @@ async fn serve_client(
             return Ok(());
         }
         let reply = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => handle(req, &by, &views, &inputs, &reloads).await,
+            Ok(req) => handle(req, &by, &to).await,
             Err(e) => Reply::err(format!("bad request: {e}")),
         };
         write_reply(&mut wr, &reply).await?;
@@ -183,14 +181,10 @@ async fn reload(by: &Caller, reloads: &tokio::sync::mpsc::Sender<ReloadRequest>)
     }
 }
 
-async fn handle(
-    req: Request,
-    by: &Caller,
-    views: &Views,
-    inputs: &Inputs,
-    reloads: &tokio::sync::mpsc::Sender<ReloadRequest>,
-) -> Reply {
+async fn handle(req: Request, by: &Caller, to: &Agent) -> Reply {
+    let (views, inputs, reloads) = (&to.views, &to.inputs, &to.reloads);
     let (path, command, force, lasting) = match req {
+        Request::Routes => return super::routes::answer(&to.questions).await,
         // The view is taken out of the channel first: the supervisor never waits for a
         // client's serialization.
         Request::Status => return Reply::ok(&views.borrow().clone().status),

@@ -83,22 +83,8 @@ impl Default for Recorder {
 impl Recorder {
     pub fn new() -> Recorder {
         let registry = Registry::new();
-        let transitions = IntCounterVec::new(
-            Opts::new(
-                "crosslink_path_transitions_total",
-                "Paths entering or leaving service, by the reason (failed signal, loss, operator, return); a path out of service that fails again (charged another flap penalty) counts as leaving it again.",
-            ),
-            &["path", "kind", "to", "reason"],
-        )
-        .expect("valid metric");
-        let failovers = IntCounterVec::new(
-            Opts::new(
-                "crosslink_failovers_total",
-                "Moves of a site's traffic off its lines onto the tunnels (or to nothing healthy), by reason.",
-            ),
-            &["site", "reason"],
-        )
-        .expect("valid metric");
+        let transitions = counter("crosslink_path_transitions_total", "Paths entering or leaving service, by the reason (failed signal, loss, operator, return); a path out of service that fails again (charged another flap penalty) counts as leaving it again.", &["path", "kind", "to", "reason"]);
+        let failovers = counter("crosslink_failovers_total", "Moves of a site's traffic off its lines onto the tunnels (or to nothing healthy), by reason.", &["site", "reason"]);
         let switch = HistogramVec::new(
             HistogramOpts::new(
                 "crosslink_failover_duration_seconds",
@@ -108,30 +94,9 @@ impl Recorder {
             &["site"],
         )
         .expect("valid metric");
-        let commands = IntCounterVec::new(
-            Opts::new(
-                "crosslink_operator_commands_total",
-                "Operators' commands and reloads, by command, user (or SIGHUP) and result (accepted, refused).",
-            ),
-            &["command", "user", "result"],
-        )
-        .expect("valid metric");
-        let downs = IntCounterVec::new(
-            Opts::new(
-                "crosslink_path_downs_total",
-                "Each time a path's signals went down, in service or not (every flap, also while damping keeps it out), by the signal that failed or loss; the operator's actions are not counted.",
-            ),
-            &["path", "kind", "reason"],
-        )
-        .expect("valid metric");
-        let repairs = IntCounterVec::new(
-            Opts::new(
-                "crosslink_fib_repairs_total",
-                "Kernel objects someone else deleted or changed that the agent put back: group, nexthop, route, stray-route, stray-nexthop.",
-            ),
-            &["what"],
-        )
-        .expect("valid metric");
+        let commands = counter("crosslink_operator_commands_total", "Operators' commands and reloads, by command, user (or SIGHUP) and result (accepted, refused).", &["command", "user", "result"]);
+        let downs = counter("crosslink_path_downs_total", "Each time a path's signals went down, in service or not (every flap, also while damping keeps it out), by the signal that failed or loss; the operator's actions are not counted.", &["path", "kind", "reason"]);
+        let repairs = counter("crosslink_fib_repairs_total", "Kernel objects someone else deleted or changed that the agent put back: group, nexthop, route, stray-route, stray-nexthop.", &["what"]);
         let reload_ok = prometheus::IntGauge::new(
             "crosslink_config_last_reload_successful",
             "1 when the last reload (or the start) put its config in force, 0 when it was refused.",
@@ -254,6 +219,10 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 /// The scrape: the counted metrics and a snapshot of `status`, in the text format.

@@ -332,6 +332,26 @@ impl Programmer {
         switch
     }
 
+    /// What a plan read from a dump says beyond the wants: objects someone else changed
+    /// (counted as repairs when the kernel had matched these very wants), and, on a route
+    /// scan, prefixes another protocol routes at our metric (told once).
+    fn note_drift(&mut self, plan: &plan::Plan, wants: &Wants, scope: usize, from_record: bool) {
+        if !from_record && self.matched[scope] == Some(key(wants)) {
+            for op in &plan.ops {
+                *self.repaired.entry(repair_of(op)).or_default() += 1;
+            }
+        }
+        if scope == 1 {
+            self.last_route_scan = Some(Instant::now());
+            if plan.conflicts != self.conflicts {
+                for c in &plan.conflicts {
+                    tracing::warn!(prefix = %c, "another protocol routes this prefix at our metric; left alone");
+                }
+                self.conflicts = plan.conflicts.clone();
+            }
+        }
+    }
+
     /// One reconcile, against the record of what this programmer wrote when it can be
     /// trusted (see `recorded`), else against a dump; `with_routes: false` leaves routes
     /// out on both sides.
@@ -371,20 +391,7 @@ impl Programmer {
             .collect();
         let plan = plan::diff(&want, &kernel);
         let scope = usize::from(with_routes);
-        if !from_record && self.matched[scope] == Some(key(wants)) {
-            for op in &plan.ops {
-                *self.repaired.entry(repair_of(op)).or_default() += 1;
-            }
-        }
-        if with_routes {
-            self.last_route_scan = Some(Instant::now());
-            if plan.conflicts != self.conflicts {
-                for c in &plan.conflicts {
-                    tracing::warn!(prefix = %c, "another protocol routes this prefix at our metric; left alone");
-                }
-                self.conflicts = plan.conflicts.clone();
-            }
-        }
+        self.note_drift(&plan, wants, scope, from_record);
         // What the kernel holds once the plan is through: exactly the objects wanted.
         let after = (wants.carrier_epoch, want.nexthops.into_values().collect());
         if plan.is_empty() {

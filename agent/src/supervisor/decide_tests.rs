@@ -1,5 +1,6 @@
 use super::*;
 use crate::metrics::Count;
+use crate::supervisor::counts::count_transitions;
 
 #[test]
 fn a_path_that_fails_again_while_out_of_service_counts_as_leaving_it_again() {

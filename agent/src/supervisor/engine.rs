@@ -222,6 +222,11 @@ impl Engine {
     }
 
     /// A pass of the FIB programmer: proof of life, switch times, and what waited on it.
+    /// What the kernel was last asked for, in the operator's terms (`crosslink routes`).
+    pub fn routes(&self) -> super::routes::Routes {
+        super::routes::routes(&self.st, self.wants.as_deref(), &self.decider.ids)
+    }
+
     /// Objects the FIB programmer had to put back: someone else deleted or changed them
     /// (a hand-typed `ip nexthop flush`, another routing daemon). Traffic is right again,
     /// but whoever did it may do it again: a warning, an event and a count each time.

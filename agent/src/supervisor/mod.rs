@@ -20,18 +20,21 @@ use crate::policy::Advertise;
 use crate::routing::{Wants, RECONCILE};
 use crate::state::{AgentState, Now};
 
+mod counts;
 mod decide;
 mod engine;
 mod input;
 pub(crate) mod members;
 mod operator;
 pub mod record;
+pub mod routes;
 #[cfg(test)]
 mod scenarios;
 
 pub use decide::{Decider, Persist};
 pub use engine::{Engine, Outputs};
 pub use input::{Input, Inputs, OperatorRequest, Reply};
+pub use routes::Question;
 
 /// The supervisor's clock: tokio's, so a driver test in virtual time (`start_paused`)
 /// moves the policy's hold-downs and the decision's deadlines together.
@@ -131,6 +134,8 @@ pub struct Supervisor {
     record: Option<record::Recorder>,
     /// The metrics the engine's counts go to.
     metrics: crate::metrics::Recorder,
+    /// Questions that change nothing (`crosslink routes`), answered between turns.
+    questions: Option<mpsc::Receiver<Question>>,
 }
 
 /// The channels readers and the BGP side follow, made before anything runs so the control
@@ -182,7 +187,14 @@ impl Supervisor {
             stall_told: None,
             record,
             metrics: crate::metrics::Recorder::new(),
+            questions: None,
         }
+    }
+
+    /// Where questions come from (the control socket).
+    pub fn with_questions(mut self, questions: mpsc::Receiver<Question>) -> Supervisor {
+        self.questions = Some(questions);
+        self
     }
 
     /// The metrics the engine's counts go to (by default, ones nobody reads).
@@ -212,11 +224,25 @@ impl Supervisor {
             if let Some(c) = self.closes.first() {
                 wake = wake.min(c.since + CLOSE_WAIT);
             }
+            let question = async {
+                match self.questions.as_mut() {
+                    Some(q) => q.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let first = tokio::select! {
                 i = self.rx.recv() => match i {
                     Some(i) => Some(i),
                     None => return,
                 },
+                Some(q) = question => {
+                    match q {
+                        Question::Routes(reply) => {
+                            let _ = reply.send(self.engine.routes());
+                        }
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep_until(wake.into()) => None,
             };
             self.set_now(read_now());

@@ -296,7 +296,8 @@ impl Rec {
 }
 
 impl Rec {
-    /// A BGP session's input again; any other record back.
+    /// A BGP session's input again (a poll without its message counters: they are not
+    /// recorded, no decision reads them); any other record back.
     fn into_bgp(self) -> Result<Input, Rec> {
         Ok(match self {
             Rec::BgpUp {
@@ -371,7 +372,6 @@ impl Rec {
                 prefixes_received,
                 prefixes_rejected,
                 prefixes_advertised,
-                // Not recorded: counters for status and metrics, no input to a decision.
                 sent: Default::default(),
                 received: Default::default(),
             }),

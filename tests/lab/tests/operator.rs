@@ -140,3 +140,83 @@ fn a_group_deleted_behind_the_agents_back_is_put_back_and_reported() {
     let log = std::fs::read_to_string(lab.dir().join("gwa.crosslink.log")).unwrap_or_default();
     assert!(log.contains("WARN") && log.contains("put back"), "{log}");
 }
+
+/// `crosslink routes` names what `ip nexthop show` leaves to ids: each prefix with where it
+/// came from, the groups with their members by path name, and the kernel's agreement.
+#[test]
+fn routes_names_what_was_programmed_and_follows_a_failover() {
+    let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+    wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(60));
+    let routes = || -> serde_json::Value {
+        serde_json::from_str(&lab.crosslink(Node::Gwa, &["routes", "--json"]).unwrap()).unwrap()
+    };
+    let members = |doc: &serde_json::Value, role: &str, family: &str| -> Vec<String> {
+        doc["sites"][0]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["role"] == role && g["family"] == family)
+            .and_then(|g| g["members"].as_array())
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| m["path"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The route scan settles the learned prefixes within a few seconds.
+    lab.wait_for(
+        "every prefix in the kernel",
+        Duration::from_secs(15),
+        || {
+            let doc = routes();
+            Ok(doc["kernel_read"] == true
+                && doc["sites"][0]["prefixes"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().all(|p| p["main_in_kernel"] == true)))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}",
+            lab.crosslink(Node::Gwa, &["routes"]).unwrap_or_default()
+        )
+    });
+    let doc = routes();
+    assert_eq!(doc["sites"][0]["name"], "cloud-b");
+    assert_eq!(members(&doc, "main", "ipv4"), ["line1"], "{doc}");
+    assert_eq!(members(&doc, "fallback", "ipv4"), ["line2"], "{doc}");
+    let prefix = doc["sites"][0]["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["prefix"] == "198.18.2.0/24")
+        .cloned()
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(prefix["configured"], true, "{prefix}");
+    assert!(
+        prefix["learned"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l["line"] == "line1" && l["neighbor"] == "198.19.11.2")),
+        "{prefix}"
+    );
+    let text = lab.crosslink(Node::Gwa, &["routes"]).unwrap();
+    assert!(
+        text.contains("line1 via 198.19.11.2") && text.contains("kernel ok"),
+        "{text}"
+    );
+
+    lab.crosslink(Node::Gwa, &["failover", "line1"]).unwrap();
+    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(5));
+    let doc = routes();
+    assert_eq!(members(&doc, "main", "ipv4"), ["line2"], "{doc}");
+    assert!(
+        doc["sites"][0]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["role"] == "main")
+            .all(|g| g["in_kernel"] == true),
+        "{doc}"
+    );
+}
