@@ -183,12 +183,19 @@ enum What {
         kind: String,
         path: String,
     },
+    /// Expected: the signal-level downs of `path` counted for the metrics by the end
+    /// (`crosslink_path_downs_total`), whatever the policy made of them.
+    Downs {
+        path: String,
+        count: u64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Out {
     Group(u64, String),
     Event(u64, String, String),
+    Downs(String, u64),
 }
 
 /// Replays one scenario; returns what it expected and what happened, in that order.
@@ -207,7 +214,10 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
         }
         let line: Line =
             serde_json::from_str(raw).unwrap_or_else(|e| panic!("{name}:{}: {e}", n + 1));
-        let expectation = matches!(line.what, What::Group { .. } | What::Event { .. });
+        let expectation = matches!(
+            line.what,
+            What::Group { .. } | What::Event { .. } | What::Downs { .. }
+        );
         if !expectation && line.at_ms > w.ms() {
             // What the inputs of the last instant decide, decided in that instant (one
             // batch, as the supervisor takes what is waiting at once).
@@ -232,6 +242,7 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
             What::End {} => end = line.at_ms,
             What::Group { members } => expected.push(Out::Group(line.at_ms, members)),
             What::Event { kind, path } => expected.push(Out::Event(line.at_ms, kind, path)),
+            What::Downs { path, count } => expected.push(Out::Downs(path, count)),
         }
     }
     w.turn();
@@ -246,7 +257,7 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
         .iter()
         .filter_map(|o| match o {
             Out::Event(_, k, _) => Some(k.clone()),
-            Out::Group(..) => None,
+            Out::Group(..) | Out::Downs(..) => None,
         })
         .collect();
     let mut got: Vec<Out> = w
@@ -256,9 +267,16 @@ fn replay_recorded(name: &str, text: &str, record: Option<&Path>) -> (Vec<Out>, 
         .map(|(t, k, p)| Out::Event(t, k, p))
         .collect();
     got.extend(w.changes.into_iter().map(|(t, g)| Out::Group(t, g)));
+    for o in &expected {
+        if let Out::Downs(path, _) = o {
+            let n = w.downs.get(path).copied().unwrap_or(0);
+            got.push(Out::Downs(path.clone(), n));
+        }
+    }
     let key = |o: &Out| match o {
         Out::Event(t, ..) => (*t, 0),
         Out::Group(t, _) => (*t, 1),
+        Out::Downs(..) => (u64::MAX, 2),
     };
     got.sort_by_key(key);
     expected.sort_by_key(key);

@@ -59,6 +59,8 @@ pub(super) struct World {
     last_decision: Now,
     group: Option<String>,
     pub(super) changes: Vec<(u64, String)>,
+    /// Signal-level downs counted for the metrics, by path.
+    pub(super) downs: BTreeMap<String, u64>,
     events_seen: u64,
     pub(super) events: Vec<(u64, String, String)>,
     pub(super) asked: VecDeque<(bool, String)>,
@@ -100,6 +102,7 @@ impl World {
             last_decision: start,
             group: None,
             changes: Vec::new(),
+            downs: BTreeMap::new(),
             events_seen: 0,
             events: Vec::new(),
             asked: VecDeque::new(),
@@ -382,6 +385,11 @@ impl World {
                 .push((self.now.after(Duration::from_secs(1)), peer));
         }
         self.persisted.extend(out.persist);
+        for c in &out.counts {
+            if let crate::metrics::Count::Down { path, .. } = c {
+                *self.downs.entry(path.clone()).or_default() += 1;
+            }
+        }
         for (_, answer) in out.answers {
             let (refused, what) = self.asked.pop_front().expect("an answer to a command");
             assert_eq!(answer.is_err(), refused, "{what}: {answer:?}");
