@@ -225,6 +225,9 @@ pub struct BfdStatus {
     pub loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_seconds: Option<u64>,
+    /// Since its state last changed (absent before the first change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_seconds: Option<u64>,
     /// 99th percentile and largest gap between our periodic transmissions (last 4,096):
     /// a gap near the detection time means our own sender is being starved, not the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +246,9 @@ pub struct BgpStatus {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub established_seconds: Option<u64>,
+    /// Since it last came up or went down (absent before either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_seconds: Option<u64>,
     pub prefixes_received: usize,
     pub prefixes_rejected: u64,
     /// The refusals by reason (`outside-site`, `too-specific`, `default-route`,

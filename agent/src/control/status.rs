@@ -104,7 +104,7 @@ pub fn path(st: &AgentState, path: PathRef<'_>) -> PathStatus {
             .iter()
             .map(|n| bgp_status(n, st.now(), line_asn))
             .collect(),
-        bfd: bfd.iter().map(|v| bfd_status(v)).collect(),
+        bfd: bfd.iter().map(|v| bfd_status(v, st.now())).collect(),
         tunnel: (kind == PathKind::Tunnel)
             .then(|| st.tunnels.get(name))
             .flatten()
@@ -144,6 +144,7 @@ fn bgp_status(n: &NeighborState, now: Now, peer_as: Option<u32>) -> BgpStatus {
         neighbor: n.peer.to_string(),
         state: n.state_name().to_owned(),
         established_seconds: n.established_at.map(|t| now.since(t).as_secs()),
+        state_seconds: n.changed_at.map(|t| now.since(t).as_secs()),
         prefixes_received: n.learned.len(),
         prefixes_rejected: n.rejected,
         rejected_by_reason: n
@@ -175,7 +176,7 @@ fn by_type(c: &bgp::driver::MessageCounts) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn bfd_status(v: &BfdView) -> BfdStatus {
+fn bfd_status(v: &BfdView, now: Now) -> BfdStatus {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let s = v.detail.as_ref();
     BfdStatus {
@@ -193,6 +194,7 @@ fn bfd_status(v: &BfdView) -> BfdStatus {
         rtt_ms: s.and_then(|s| s.rtt).map(ms),
         loss: s.and_then(|s| s.loss),
         up_seconds: s.and_then(|s| s.up_for).map(|d| d.as_secs()),
+        state_seconds: v.changed_at.map(|t| now.since(t).as_secs()),
         tx_gap_p99_ms: s.and_then(|s| s.tx_gap_p99).map(ms),
         tx_gap_max_ms: s.and_then(|s| s.tx_gap_max).map(ms),
         unanswered: v.unanswered(),

@@ -31,10 +31,10 @@ pub(super) fn families(s: &Status) -> Vec<MetricFamily> {
         for p in &site.paths {
             paths.observe(&site.name, p, &carrying, now);
             for b in &p.bfd {
-                bfd.observe(&p.name, b);
+                bfd.observe(&p.name, b, now);
             }
             for n in &p.bgp {
-                bgp.observe(&p.name, n);
+                bgp.observe(&p.name, n, now);
             }
             if let Some(t) = &p.tunnel {
                 tunnels.observe(&p.name, t, now);
@@ -263,6 +263,7 @@ impl Paths {
 struct Bfd {
     up: IntGaugeVec,
     uptime: IntGaugeVec,
+    changed: GaugeVec,
     unanswered: IntGaugeVec,
     rtt: GaugeVec,
     loss: GaugeVec,
@@ -284,6 +285,12 @@ impl Bfd {
                 r,
                 "crosslink_bfd_session_uptime_seconds",
                 "How long the BFD session has been Up (0 when it is not).",
+                labels,
+            ),
+            changed: gauge(
+                r,
+                "crosslink_bfd_session_last_change_timestamp_seconds",
+                "When the BFD session's state last changed, seconds since the epoch (absent before the first change).",
                 labels,
             ),
             unanswered: int_gauge(
@@ -320,12 +327,17 @@ impl Bfd {
         }
     }
 
-    fn observe(&self, path: &str, b: &BfdStatus) {
+    fn observe(&self, path: &str, b: &BfdStatus, now: f64) {
         let l = [path, b.neighbor.as_str(), b.kind.as_str()];
         self.up.with_label_values(&l).set(flag(b.state == "Up"));
         self.uptime
             .with_label_values(&l)
             .set(b.up_seconds.unwrap_or(0) as i64);
+        if let Some(s) = b.state_seconds {
+            self.changed
+                .with_label_values(&l)
+                .set((now - s as f64).floor());
+        }
         self.unanswered
             .with_label_values(&l)
             .set(flag(b.unanswered));
@@ -347,6 +359,7 @@ impl Bfd {
 struct Bgp {
     up: IntGaugeVec,
     uptime: IntGaugeVec,
+    changed: GaugeVec,
     received: IntGaugeVec,
     advertised: IntGaugeVec,
     rejected: IntCounterVec,
@@ -370,6 +383,12 @@ impl Bgp {
                 r,
                 "crosslink_bgp_session_uptime_seconds",
                 "How long the BGP session has been Established (0 when it is not).",
+                session,
+            ),
+            changed: gauge(
+                r,
+                "crosslink_bgp_session_last_change_timestamp_seconds",
+                "When the BGP session last came up or went down, seconds since the epoch (absent before either).",
                 session,
             ),
             received: int_gauge(
@@ -405,7 +424,7 @@ impl Bgp {
         }
     }
 
-    fn observe(&self, line: &str, n: &BgpStatus) {
+    fn observe(&self, line: &str, n: &BgpStatus, now: f64) {
         let l = [line, n.neighbor.as_str()];
         let peer_as = n.peer_as.map(|a| a.to_string()).unwrap_or_default();
         let session = [line, n.neighbor.as_str(), peer_as.as_str()];
@@ -415,6 +434,11 @@ impl Bgp {
         self.uptime
             .with_label_values(&session)
             .set(n.established_seconds.unwrap_or(0) as i64);
+        if let Some(s) = n.state_seconds {
+            self.changed
+                .with_label_values(&session)
+                .set((now - s as f64).floor());
+        }
         // Both families always: a family with nothing learned reads 0, not absent.
         for afi in ["ipv4", "ipv6"] {
             let count = n.received_by_afi.get(afi).copied().unwrap_or(0);

@@ -6,7 +6,8 @@ use super::*;
 /// A status document as the agent serves it: one site on the tunnels (line1 down by BFD),
 /// with one BGP session, one BFD session and one tunnel.
 fn status() -> Status {
-    serde_json::from_value(serde_json::json!({
+    serde_json::from_str(
+        r#"{
         "schema": 1,
         "version": "0.1.0",
         "gateway": {"name": "gwa", "asn": 65001, "router_id": "198.19.11.1"},
@@ -25,14 +26,14 @@ fn status() -> Status {
                     "state": "down", "state_seconds": 30, "reason": "BFD down",
                     "signals": [{"name": "carrier", "state": "up"}, {"name": "bfd", "state": "down"}],
                     "bgp": [{"neighbor": "198.19.11.2", "state": "Established",
-                             "established_seconds": 100, "prefixes_received": 1,
+                             "established_seconds": 100, "state_seconds": 100, "prefixes_received": 1,
                              "prefixes_rejected": 2, "prefixes_advertised": 1,
                              "rejected_by_reason": {"too-specific": 1, "outside-site": 1},
                              "peer_as": 65101, "received_by_afi": {"ipv4": 1},
                              "messages_sent": {"keepalive": 40, "update": 2},
                              "messages_received": {"keepalive": 41, "open": 1}}],
                     "bfd": [{"neighbor": "198.19.11.2", "kind": "single-hop", "state": "Down",
-                             "detection_ms": 30.0, "loss": 0.5}],
+                             "detection_ms": 30.0, "loss": 0.5, "state_seconds": 20}],
                     "policy": {"admitted": false, "reason": "BFD down", "hold_down_seconds": 12.5,
                                "suppressed_seconds": 600.0, "penalty": 2500.0, "degraded": false,
                                "operator": "failover", "operator_seconds_left": 240.0}
@@ -49,7 +50,8 @@ fn status() -> Status {
                 }
             ]
         }]
-    }))
+    }"#,
+    )
     .unwrap()
 }
 
@@ -261,6 +263,23 @@ fn a_scrape_shows_state_now_and_what_was_counted() {
         (now - 32.0..=now - 28.0).contains(&changed),
         "{changed} vs {now}"
     );
+    // The BGP session came up 100 s ago, the BFD session went down 20 s ago.
+    for (series, ago) in [
+        (
+            r#"crosslink_bgp_session_last_change_timestamp_seconds{neighbor="198.19.11.2",path="line1",peer_as="65101"}"#,
+            100.0,
+        ),
+        (
+            r#"crosslink_bfd_session_last_change_timestamp_seconds{kind="single-hop",neighbor="198.19.11.2",path="line1"}"#,
+            20.0,
+        ),
+    ] {
+        let at: f64 = sample(&text, series).unwrap().parse().unwrap();
+        assert!(
+            (now - ago - 2.0..=now - ago + 1.0).contains(&at),
+            "{series}: {at} vs {now}"
+        );
+    }
     // A refused reload leaves the last success where it was: the start.
     let reloaded: f64 = sample(
         &text,

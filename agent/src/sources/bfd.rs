@@ -42,6 +42,8 @@ pub struct BfdView {
     pub waiting_for_bgp: bool,
     /// When the session last came Up (kept once it goes down again).
     pub last_up_at: Option<Instant>,
+    /// When its state last changed, as the agent saw it (for status and metrics).
+    pub changed_at: Option<Instant>,
     /// The driver's session this view follows: events of one a reload replaced are not
     /// this session's.
     pub id: Option<SessionId>,
@@ -68,6 +70,7 @@ impl BfdView {
             heard: false,
             waiting_for_bgp: false,
             last_up_at: None,
+            changed_at: None,
             id: None,
             told_unanswered: false,
             state_of: None,
@@ -397,6 +400,9 @@ pub(crate) fn apply_event(st: &mut AgentState, ev: Event) -> Option<(IpAddr, Opt
     let mut quiet = None;
     let now = st.now().mono;
     if let Some(v) = st.bfd.get_mut(&key) {
+        if v.state != Some(ev.to) {
+            v.changed_at = Some(now);
+        }
         v.state = Some(ev.to);
         v.state_of = Some(ev.id);
         v.local_diag = Some(ev.diag);
@@ -479,6 +485,7 @@ async fn poll(bfd: Arc<Bfd>, running: Running, inputs: Inputs, window: Arc<Mutex
 /// just before a transition may be applied after it, and must not undo it.
 pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
     let settled = st.past_startup_grace();
+    let now = st.now().mono;
     let threshold = *st.config().policy.loss_threshold.get_ref();
     let mut silent = Vec::new();
     let mut st_touched = false;
@@ -490,6 +497,9 @@ pub(crate) fn polled(st: &mut AgentState, all: Vec<SessionStatus>) {
             .filter(|v| v.id.is_none_or(|id| id == s.id))
         {
             if v.state.is_none() || v.state_of != Some(s.id) {
+                if v.state != Some(s.state) {
+                    v.changed_at = Some(now);
+                }
                 v.state = Some(s.state);
                 v.state_of = Some(s.id);
                 v.local_diag = Some(s.local_diag);

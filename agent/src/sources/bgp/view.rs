@@ -42,6 +42,9 @@ pub struct NeighborState {
     pub graceful_shutdown: HashSet<IpNet>,
     /// The families the last session negotiated.
     pub families: Vec<Family>,
+    /// When it last came up or went down (for status and metrics; the phases of
+    /// connecting in between are no change an operator tracks).
+    pub changed_at: Option<Instant>,
     /// Messages by type, as last polled.
     pub sent: driver::MessageCounts,
     pub received: driver::MessageCounts,
@@ -66,6 +69,7 @@ impl NeighborState {
             learned: HashMap::new(),
             graceful_shutdown: HashSet::new(),
             families: Vec::new(),
+            changed_at: None,
             sent: Default::default(),
             received: Default::default(),
         }
@@ -126,6 +130,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.reported = true;
             n.state = State::Established;
             n.established_at = Some(now);
+            n.changed_at = Some(now);
             n.sends_end_of_rib = negotiated.graceful_restart.is_some();
             n.synced.clear();
             n.last_error = None;
@@ -148,6 +153,7 @@ pub fn apply(st: &mut AgentState, ev: Event) {
             n.reported = true;
             n.state = State::Idle;
             n.established_at = None;
+            n.changed_at = Some(now);
             n.synced.clear();
             n.last_error = Some(reason.clone());
             n.restarting_until = graceful.map(|d| now + d);
