@@ -8,6 +8,7 @@ mod handover;
 pub mod key;
 pub mod link;
 pub mod noise;
+pub mod offload;
 mod shed;
 pub mod steer;
 pub mod tun;

@@ -18,8 +18,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use handover::{HandoverError, MAX_LEN as HANDOVER_MAX_LEN};
-use handshake::{Identity, Pending, COOKIE_REPLY, INITIATION, INITIATION_LEN, RESPONSE};
-pub use handshake::{COOKIE_REPLY_LEN, RESPONSE_LEN};
+use handshake::{Identity, Pending, COOKIE_REPLY, INITIATION, RESPONSE};
+pub use handshake::{COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
 use session::{Open, Session, DATA, DATA_HEADER, REJECT_AFTER_TIME};
 pub use session::{DATA_HEADER as DATA_OFFSET, PADDING};
 

@@ -21,10 +21,14 @@ use tokio::task::JoinHandle;
 
 use crate::adopt::Adopted;
 use crate::key::{PublicKey, SecretKey};
-use crate::noise::{self, Peer, Received};
-use crate::shed::{self, Admit};
-use crate::udp::{self, Udp};
+use crate::noise::{self, Peer};
+use crate::udp::Udp;
 use crate::{handover, link, steer, tun, uapi};
+
+mod receive;
+mod send;
+use receive::udp_to_tun;
+use send::tun_to_udp;
 
 /// How long an endpoint candidate gets to complete a handshake before the next is tried:
 /// a little over WireGuard's REKEY_TIMEOUT, so the first retransmission had its chance.
@@ -69,6 +73,9 @@ pub struct TunnelStats {
     /// Packets dropped because they waited too long in the receive queue: the tunnel was
     /// receiving more than this host could decrypt and deliver (see `shed`).
     pub rx_shed: u64,
+    /// TUN reads dropped because their virtio-net header made no sense (see `offload`).
+    #[serde(default)]
+    pub tx_malformed: u64,
     pub endpoint: Option<SocketAddr>,
 }
 
@@ -80,6 +87,7 @@ struct Counters {
     tx_packets: AtomicU64,
     rx_disallowed: AtomicU64,
     rx_shed: AtomicU64,
+    tx_malformed: AtomicU64,
 }
 
 struct Endpoint {
@@ -100,6 +108,8 @@ pub(crate) struct Shared {
     endpoint: Mutex<Endpoint>,
     counters: Counters,
     last_handshake: Mutex<Option<SystemTime>>,
+    /// The TUN puts a virtio-net header before each packet, both ways (`offload`).
+    vnet: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +133,7 @@ impl Shared {
             tx_packets: c.tx_packets.load(Ordering::Relaxed),
             rx_disallowed: c.rx_disallowed.load(Ordering::Relaxed),
             rx_shed: c.rx_shed.load(Ordering::Relaxed),
+            tx_malformed: c.tx_malformed.load(Ordering::Relaxed),
             endpoint: lock(&self.endpoint).current,
         }
     }
@@ -219,8 +230,17 @@ impl Tunnel {
         let data_queues = cfg.queues.max(1);
         let mut fds = match adopted.take_tun(&cfg.interface, data_queues + 1) {
             Some(fds) => fds,
-            None => tun::open(&cfg.interface, data_queues + 1)?,
+            None => tun::open_with(&cfg.interface, data_queues + 1, true)?,
         };
+        // The device's mode, whoever opened it: queues still held by a previous run
+        // (through the descriptor store) keep the one it had.
+        let vnet = tun::vnet_hdr(&fds[0])?;
+        if vnet {
+            if let Err(e) = tun::enable_offloads(&fds[0]) {
+                tracing::warn!(interface = %cfg.interface, error = %e,
+                    "TUN offloads refused: every packet read one at a time");
+            }
+        }
         let handover = adopted.take_sessions(&cfg.interface);
         drop(adopted);
         let control = match steer::attach(&fds[0], data_queues as u32) {
@@ -274,6 +294,7 @@ impl Tunnel {
             udp,
             counters: Counters::default(),
             last_handshake: Mutex::new(None),
+            vnet,
         });
         let mut tasks = Vec::new();
         let mut write_fd = None;
@@ -439,207 +460,6 @@ fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
     Ok(Arc::new(
         unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?,
     ))
-}
-
-/// Packets read from the TUN in one burst before they are encrypted and sent.
-const BURST: usize = udp::MAX_SEGMENTS;
-/// Room left for one more TUN read: a packet can be as large as the largest MTU, whatever
-/// the configured one (someone may raise it with `ip link`), and a short buffer truncates.
-const READ_ROOM: usize = 65_536;
-/// WireGuard's data message overhead (header and tag) plus the padding to 16 bytes.
-const SEAL_OVERHEAD: usize = noise::overhead();
-
-/// Reads packets from a TUN queue into `plain` after `used` until the burst is full, the
-/// room for one more is gone, or the queue is empty (`Ok(true)`).
-fn read_burst(
-    fd: &OwnedFd,
-    plain: &mut [u8],
-    used: &mut usize,
-    packets: &mut Vec<(usize, usize)>,
-) -> nix::Result<bool> {
-    while packets.len() < BURST && plain.len() - *used >= READ_ROOM {
-        match nix::unistd::read(fd, &mut plain[*used..]) {
-            Ok(n) => {
-                packets.push((*used, n));
-                *used += n;
-            }
-            Err(nix::errno::Errno::EAGAIN) => return Ok(true),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(false)
-}
-
-/// Reads one queue of the TUN, encrypts and sends. A data queue's task first takes what
-/// waits in the control queue, before each burst: under a saturating flow the data queue
-/// is never empty, and control packets must not wait behind it (see `steer`).
-async fn tun_to_udp(
-    shared: Arc<Shared>,
-    fd: Arc<AsyncFd<OwnedFd>>,
-    control: Option<Arc<AsyncFd<OwnedFd>>>,
-) {
-    let slot = usize::from(shared.cfg.mtu).max(1280);
-    let mut plain = vec![0u8; READ_ROOM + BURST * slot];
-    let mut sealed = vec![0u8; plain.len() + BURST * SEAL_OVERHEAD + BUF];
-    let mut packets: Vec<(usize, usize)> = Vec::with_capacity(BURST);
-    let mut lens: Vec<usize> = Vec::with_capacity(BURST);
-    loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
-        };
-        // Everything queued, a burst at a time, then back to waiting.
-        let mut drained = false;
-        while !drained {
-            // Read a burst: one lock for its encryption, and GSO runs for its sending.
-            packets.clear();
-            let mut used = 0;
-            if let Some(c) = &control {
-                // Empty, or broken: the control queue's own task reports that.
-                let _ = read_burst(c.get_ref(), &mut plain, &mut used, &mut packets);
-            }
-            match read_burst(fd.get_ref(), &mut plain, &mut used, &mut packets) {
-                Ok(true) => {
-                    guard.clear_ready();
-                    drained = true;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
-                    return;
-                }
-            }
-            lens.clear();
-            let mut end = 0;
-            {
-                let mut peer = lock(&shared.peer);
-                let now = Instant::now();
-                for &(at, n) in &packets {
-                    // Room for the largest result (a handshake initiation or the sealed
-                    // packet) is kept by the buffer's size.
-                    if let Some(len) = peer.encapsulate(&plain[at..at + n], &mut sealed[end..], now)
-                    {
-                        lens.push(len);
-                        end += len;
-                    }
-                }
-            }
-            let Some(to) = shared.endpoint() else {
-                continue;
-            };
-            let (mut at, mut i) = (0, 0);
-            for (count, segment) in udp::runs(&lens) {
-                let bytes = lens[i..i + count].iter().sum::<usize>();
-                let run = &sealed[at..at + bytes];
-                let (sent, sent_bytes) = shared.udp.send_run(run, segment, to).await;
-                shared.count_tx(sent_bytes, sent);
-                (at, i) = (at + bytes, i + count);
-            }
-            // A saturated queue is never drained: let the other tunnels' tasks on this
-            // worker run between bursts rather than after tokio's budget (~8,000 packets).
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
-    let mut buf = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
-    let mut shedder = shed::Shedder::default();
-    loop {
-        let r = match shared.udp.recv(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Transient (an ICMP error queued on the socket) or lasting: either way
-                // not a reason to spin on the CPU the data plane shares.
-                tracing::debug!(error = %e, "UDP receive failed");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-        };
-        let c = &shared.counters;
-        c.rx_bytes.fetch_add(r.bytes as u64, Ordering::Relaxed);
-        let datagrams = buf[..r.bytes].chunks_mut(r.segment);
-        c.rx_packets
-            .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
-        let now = Instant::now();
-        for datagram in datagrams {
-            let admit = shedder.admit(now, r.waited, datagram.len());
-            if admit == Admit::Shed {
-                c.rx_shed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            receive(&shared, &fd, datagram, r.from, admit, &mut out).await;
-        }
-        // As in `tun_to_udp`: a busy socket always has the next run ready.
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Decrypts one datagram from `from` in place and writes what it carries to the TUN; a
-/// late one (`Admit::ControlOnly`) only if it is network control.
-async fn receive(
-    shared: &Shared,
-    fd: &AsyncFd<OwnedFd>,
-    datagram: &mut [u8],
-    from: SocketAddr,
-    admit: Admit,
-    out: &mut [u8],
-) {
-    let (received, queued) = {
-        let mut peer = lock(&shared.peer);
-        let r = peer.decapsulate(datagram, from, out, Instant::now());
-        (r, peer.has_queued())
-    };
-    if queued && matches!(received, Ok(Received::Data { .. } | Received::Keepalive)) {
-        // The peer's first message on the session we answered confirmed it: what waited
-        // for a session goes now, ahead of what is sealed from here on.
-        flush(shared, from, out).await;
-    }
-    match received {
-        Ok(Received::Data { len, src }) => {
-            roam(shared, from);
-            if !shared.allowed(src) {
-                shared
-                    .counters
-                    .rx_disallowed
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let inner = &datagram[noise::DATA_OFFSET..noise::DATA_OFFSET + len];
-            if admit == Admit::ControlOnly && !shed::is_network_control(inner) {
-                shared.counters.rx_shed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let _ = nix::unistd::write(fd.get_ref(), inner);
-        }
-        Ok(Received::Keepalive) => roam(shared, from),
-        Ok(Received::Reply(len)) => {
-            // A response answers an initiation that proved to be the peer's.
-            if len == noise::RESPONSE_LEN {
-                roam(shared, from);
-                note_handshake(shared);
-            }
-            shared.send(&out[..len], from).await;
-        }
-        Ok(Received::Established) => {
-            roam(shared, from);
-            // Seen at once rather than at the next timer tick: after a restart, the first
-            // handshake is what lets the agent route traffic back onto the tunnel.
-            note_handshake(shared);
-            flush(shared, from, out).await;
-        }
-        Ok(Received::Nothing) => {}
-        Err(e) => tracing::trace!(error = %e, "WireGuard datagram not taken"),
-    }
-}
-
-/// Sends what waited for a session, then the keepalive a new session may owe.
-async fn flush(shared: &Shared, to: SocketAddr, out: &mut [u8]) {
-    loop {
-        let next = lock(&shared.peer).flush(out, Instant::now());
-        let Some(len) = next else { break };
-        shared.send(&out[..len], to).await;
-    }
 }
 
 fn note_handshake(shared: &Shared) {

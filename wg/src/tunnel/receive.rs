@@ -1,0 +1,125 @@
+//! The receiving half of a tunnel: UDP GRO runs, opened in place, what they carry
+//! written to the TUN (behind a virtio-net header when the device has them).
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+
+use super::{lock, note_handshake, roam, Shared, BUF};
+use crate::noise::{self, Received};
+use crate::offload;
+use crate::shed::{self, Admit};
+
+pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
+    let mut buf = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    let mut shedder = shed::Shedder::default();
+    loop {
+        let r = match shared.udp.recv(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Transient (an ICMP error queued on the socket) or lasting: either way
+                // not a reason to spin on the CPU the data plane shares.
+                tracing::debug!(error = %e, "UDP receive failed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        let c = &shared.counters;
+        c.rx_bytes.fetch_add(r.bytes as u64, Ordering::Relaxed);
+        let datagrams = buf[..r.bytes].chunks_mut(r.segment);
+        c.rx_packets
+            .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        for datagram in datagrams {
+            let admit = shedder.admit(now, r.waited, datagram.len());
+            if admit == Admit::Shed {
+                c.rx_shed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            receive(&shared, &fd, datagram, r.from, admit, &mut out).await;
+        }
+        // As in `tun_to_udp`: a busy socket always has the next run ready.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Decrypts one datagram from `from` in place and writes what it carries to the TUN; a
+/// late one (`Admit::ControlOnly`) only if it is network control.
+async fn receive(
+    shared: &Shared,
+    fd: &AsyncFd<OwnedFd>,
+    datagram: &mut [u8],
+    from: SocketAddr,
+    admit: Admit,
+    out: &mut [u8],
+) {
+    let (received, queued) = {
+        let mut peer = lock(&shared.peer);
+        let r = peer.decapsulate(datagram, from, out, Instant::now());
+        (r, peer.has_queued())
+    };
+    if queued && matches!(received, Ok(Received::Data { .. } | Received::Keepalive)) {
+        // The peer's first message on the session we answered confirmed it: what waited
+        // for a session goes now, ahead of what is sealed from here on.
+        flush(shared, from, out).await;
+    }
+    match received {
+        Ok(Received::Data { len, src }) => {
+            roam(shared, from);
+            if !shared.allowed(src) {
+                shared
+                    .counters
+                    .rx_disallowed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let inner = &datagram[noise::DATA_OFFSET..noise::DATA_OFFSET + len];
+            if admit == Admit::ControlOnly && !shed::is_network_control(inner) {
+                shared.counters.rx_shed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut start = noise::DATA_OFFSET;
+            if shared.vnet {
+                // In place of the WireGuard header, spent: a plain packet, its checksum
+                // verified by the AEAD's tag as far as we are concerned (no flag: the
+                // kernel checks it again).
+                start -= offload::vnet::LEN;
+                datagram[start..noise::DATA_OFFSET]
+                    .copy_from_slice(&offload::VnetHdr::default().encode());
+            }
+            let _ = nix::unistd::write(fd.get_ref(), &datagram[start..noise::DATA_OFFSET + len]);
+        }
+        Ok(Received::Keepalive) => roam(shared, from),
+        Ok(Received::Reply(len)) => {
+            // A response answers an initiation that proved to be the peer's.
+            if len == noise::RESPONSE_LEN {
+                roam(shared, from);
+                note_handshake(shared);
+            }
+            shared.send(&out[..len], from).await;
+        }
+        Ok(Received::Established) => {
+            roam(shared, from);
+            // Seen at once rather than at the next timer tick: after a restart, the first
+            // handshake is what lets the agent route traffic back onto the tunnel.
+            note_handshake(shared);
+            flush(shared, from, out).await;
+        }
+        Ok(Received::Nothing) => {}
+        Err(e) => tracing::trace!(error = %e, "WireGuard datagram not taken"),
+    }
+}
+
+/// Sends what waited for a session, then the keepalive a new session may owe.
+pub(super) async fn flush(shared: &Shared, to: SocketAddr, out: &mut [u8]) {
+    loop {
+        let next = lock(&shared.peer).flush(out, Instant::now());
+        let Some(len) = next else { break };
+        shared.send(&out[..len], to).await;
+    }
+}
