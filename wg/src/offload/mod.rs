@@ -10,9 +10,13 @@
 //! does the same in Go.
 
 pub mod checksum;
+pub mod gro;
 pub mod split;
 pub mod vnet;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub use gro::Coalescer;
 pub use split::Splitter;
 pub use vnet::VnetHdr;
 
@@ -36,4 +40,25 @@ pub enum OffloadError {
     Family { want: u8 },
     #[error("a segment of {0} bytes does not fit the IP length field")]
     TooLong(usize),
+}
+
+/// The source and destination of an IP packet whose version the caller checked.
+fn addresses(pkt: &[u8], v6: bool) -> (IpAddr, IpAddr) {
+    if v6 {
+        let a = |at: usize| {
+            let o: [u8; 16] = pkt[at..at + 16].try_into().expect("16 bytes");
+            IpAddr::V6(Ipv6Addr::from(o))
+        };
+        (a(8), a(24))
+    } else {
+        let a = |at: usize| {
+            IpAddr::V4(Ipv4Addr::new(
+                pkt[at],
+                pkt[at + 1],
+                pkt[at + 2],
+                pkt[at + 3],
+            ))
+        };
+        (a(12), a(16))
+    }
 }

@@ -6,12 +6,11 @@
 //! encrypted. Segments go into one buffer the splitter keeps: no allocation per packet
 //! once it has grown to the largest burst.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use super::checksum::{checksum, pseudo_header};
 use super::vnet::{Gso, VnetHdr};
-use super::OffloadError;
+use super::{addresses, OffloadError};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -82,7 +81,12 @@ impl Splitter {
         let payload = &pkt[l.headers..];
         let count = payload.len().div_ceil(l.mss).max(1);
         self.out.reserve(count * l.headers + payload.len());
-        for (i, chunk) in payload.chunks(l.mss).enumerate() {
+        // A super-packet with no payload (the kernel sends none such) still is a packet.
+        let empty: &[u8] = &[];
+        let chunks = payload
+            .chunks(l.mss)
+            .chain(payload.is_empty().then_some(empty));
+        for (i, chunk) in chunks.enumerate() {
             let start = self.out.len();
             self.out.extend_from_slice(&pkt[..l.headers]);
             self.out.extend_from_slice(chunk);
@@ -196,26 +200,6 @@ fn fix_up(seg: &mut [u8], l: &Layout, i: usize, last: bool) -> Result<(), Offloa
     }
     seg[l.csum_at..l.csum_at + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
-}
-
-fn addresses(pkt: &[u8], v6: bool) -> (IpAddr, IpAddr) {
-    if v6 {
-        let a = |at: usize| {
-            let o: [u8; 16] = pkt[at..at + 16].try_into().expect("16 bytes");
-            IpAddr::V6(Ipv6Addr::from(o))
-        };
-        (a(8), a(24))
-    } else {
-        let a = |at: usize| {
-            IpAddr::V4(Ipv4Addr::new(
-                pkt[at],
-                pkt[at + 1],
-                pkt[at + 2],
-                pkt[at + 3],
-            ))
-        };
-        (a(12), a(16))
-    }
 }
 
 /// A packet the kernel left its transport checksum to us for (CHECKSUM_PARTIAL): the

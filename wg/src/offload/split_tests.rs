@@ -1,6 +1,7 @@
 use super::*;
 use crate::offload::checksum::tests::naive;
 use crate::offload::vnet::{GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NEEDS_CSUM};
+use std::net::{IpAddr, Ipv4Addr};
 
 const SRC4: [u8; 4] = [10, 0, 0, 1];
 const DST4: [u8; 4] = [10, 0, 0, 2];

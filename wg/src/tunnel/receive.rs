@@ -2,6 +2,7 @@
 //! written to the TUN (behind a virtio-net header when the device has them).
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +19,10 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     let mut shedder = shed::Shedder::default();
+    let mut gro = offload::Coalescer::new();
+    let tun = |b: &[u8]| {
+        let _ = nix::unistd::write(fd.get_ref(), b);
+    };
     loop {
         let r = match shared.udp.recv(&mut buf).await {
             Ok(r) => r,
@@ -41,23 +46,32 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
                 c.rx_shed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            receive(&shared, &fd, datagram, r.from, admit, &mut out).await;
+            let Some(inner) = receive(&shared, datagram, r.from, admit, &mut out).await else {
+                continue;
+            };
+            if shared.vnet {
+                // The run's segments of one flow leave as one write (see `offload::gro`).
+                gro.push(&datagram[inner], &mut |b| tun(b));
+            } else {
+                tun(&datagram[inner]);
+            }
         }
+        gro.flush(&mut |b| tun(b));
         // As in `tun_to_udp`: a busy socket always has the next run ready.
         tokio::task::yield_now().await;
     }
 }
 
-/// Decrypts one datagram from `from` in place and writes what it carries to the TUN; a
-/// late one (`Admit::ControlOnly`) only if it is network control.
+/// Decrypts one datagram from `from` in place; returns where in it the packet it carries
+/// is, when that is for the TUN (a late one, `Admit::ControlOnly`, only if it is network
+/// control).
 async fn receive(
     shared: &Shared,
-    fd: &AsyncFd<OwnedFd>,
     datagram: &mut [u8],
     from: SocketAddr,
     admit: Admit,
     out: &mut [u8],
-) {
+) -> Option<Range<usize>> {
     let (received, queued) = {
         let mut peer = lock(&shared.peer);
         let r = peer.decapsulate(datagram, from, out, Instant::now());
@@ -76,23 +90,14 @@ async fn receive(
                     .counters
                     .rx_disallowed
                     .fetch_add(1, Ordering::Relaxed);
-                return;
+                return None;
             }
-            let inner = &datagram[noise::DATA_OFFSET..noise::DATA_OFFSET + len];
-            if admit == Admit::ControlOnly && !shed::is_network_control(inner) {
+            let inner = noise::DATA_OFFSET..noise::DATA_OFFSET + len;
+            if admit == Admit::ControlOnly && !shed::is_network_control(&datagram[inner.clone()]) {
                 shared.counters.rx_shed.fetch_add(1, Ordering::Relaxed);
-                return;
+                return None;
             }
-            let mut start = noise::DATA_OFFSET;
-            if shared.vnet {
-                // In place of the WireGuard header, spent: a plain packet, its checksum
-                // verified by the AEAD's tag as far as we are concerned (no flag: the
-                // kernel checks it again).
-                start -= offload::vnet::LEN;
-                datagram[start..noise::DATA_OFFSET]
-                    .copy_from_slice(&offload::VnetHdr::default().encode());
-            }
-            let _ = nix::unistd::write(fd.get_ref(), &datagram[start..noise::DATA_OFFSET + len]);
+            return Some(inner);
         }
         Ok(Received::Keepalive) => roam(shared, from),
         Ok(Received::Reply(len)) => {
@@ -113,6 +118,7 @@ async fn receive(
         Ok(Received::Nothing) => {}
         Err(e) => tracing::trace!(error = %e, "WireGuard datagram not taken"),
     }
+    None
 }
 
 /// Sends what waited for a session, then the keepalive a new session may owe.
