@@ -47,9 +47,9 @@ fn transfer(
     got
 }
 
-#[test]
-fn tcp_through_the_offloaded_tunnel_is_byte_exact_both_ways() {
-    let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+/// Every line failed over on both gateways, then `size` random bytes over TCP each way,
+/// compared by SHA-256.
+fn byte_exact_both_ways(mut lab: Lab, size: usize) {
     for gw in [Node::Gwa, Node::Gwb] {
         lab.wait_for("both tunnels up", Duration::from_secs(60), || {
             let s = lab.status(gw)?;
@@ -73,7 +73,7 @@ fn tcp_through_the_offloaded_tunnel_is_byte_exact_both_ways() {
     let data: Vec<u8> = {
         // xorshift: random enough that no two segments look alike, and no dependency.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        (0..48 << 20)
+        (0..size)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -97,5 +97,38 @@ fn tcp_through_the_offloaded_tunnel_is_byte_exact_both_ways() {
         .iter()
         .filter_map(|p| p["tunnel"]["tx_bytes"].as_u64())
         .sum();
-    assert!(tx > 48 << 20, "tunnels sent {tx} bytes");
+    assert!(tx as usize > size, "tunnels sent {tx} bytes");
+}
+
+#[test]
+fn tcp_through_the_offloaded_tunnel_is_byte_exact_both_ways() {
+    let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+    byte_exact_both_ways(lab, 48 << 20);
+}
+
+/// The smallest MTU IPv6 allows on the tunnel: every super-packet cut smaller.
+#[test]
+fn a_tunnel_mtu_of_1280_cuts_right_too() {
+    let opts = LabOptions::new(GatewayMode::Crosslink)
+        .crosslink_hook(|_, cfg| cfg.replace("listen_port = ", "mtu = 1280\nlisten_port = "));
+    let lab = Lab::up(opts).expect("lab up");
+    let mtu = lab
+        .exec(Node::Gwa, &["cat", "/sys/class/net/gwa-t1/mtu"])
+        .unwrap();
+    assert_eq!(mtu.trim(), "1280");
+    byte_exact_both_ways(lab, 16 << 20);
+}
+
+/// Jumbo frames on the lans (9,000 bytes): the hosts' segments are larger than the
+/// tunnel's; path MTU discovery brings them down, and nothing is lost or changed.
+#[test]
+fn jumbo_frames_on_the_lan_side_cross_the_tunnel_intact() {
+    let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
+    for (gw, host) in [(Node::Gwa, Node::Ha), (Node::Gwb, Node::Hb)] {
+        lab.exec(gw, &["ip", "link", "set", "lan", "mtu", "9000"])
+            .unwrap();
+        lab.exec(host, &["ip", "link", "set", "eth0", "mtu", "9000"])
+            .unwrap();
+    }
+    byte_exact_both_ways(lab, 16 << 20);
 }
