@@ -89,15 +89,21 @@ fn byte_exact_both_ways(mut lab: Lab, size: usize) {
     assert_eq!(sha256(&lab, Node::Hb, &there), want, "ha -> hb");
     let back = transfer(&mut lab, Node::Hb, Node::Ha, &ha, &file, 5302);
     assert_eq!(sha256(&lab, Node::Ha, &back), want, "hb -> ha");
-    // It went through the tunnels, not around them.
-    let t = lab.status(Node::Gwa).unwrap();
-    let tx: u64 = t["sites"][0]["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["tunnel"]["tx_bytes"].as_u64())
-        .sum();
-    assert!(tx as usize > size, "tunnels sent {tx} bytes");
+    // It went through the tunnels, not around them (the counters are polled every
+    // second: the status may trail the transfer by that much).
+    let tunnels_sent = || -> u64 {
+        let t = lab.status(Node::Gwa).unwrap_or_default();
+        t["sites"][0]["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["tunnel"]["tx_bytes"].as_u64())
+            .sum()
+    };
+    lab.wait_for("the tunnels' counters", Duration::from_secs(5), || {
+        Ok(tunnels_sent() as usize > size)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: tunnels sent {} bytes", tunnels_sent()));
 }
 
 #[test]
