@@ -1,8 +1,9 @@
-//! Benchmark: TCP throughput from ha to hb through the tunnels (iperf3, 10 s each), in one
-//! lab: through one crosslink tunnel (crosslink on both gateways), through one wireguard-go
-//! tunnel (wireguard-go + wg on both gateways, same uplink), ratio printed; then through
-//! both crosslink tunnels as a multipath route with 8 parallel streams. Prints the CPU each
-//! tunnel process used, which is what limits a 2-core machine.
+//! Benchmark: TCP throughput from ha to hb (iperf3, 10 s each), in one lab: the bare path
+//! over line 1 (the machine's limit); one crosslink tunnel (crosslink on both gateways) and
+//! one wireguard-go tunnel (wireguard-go + wg on both gateways, same uplink), each with 1
+//! and 8 streams, ratios printed; then both crosslink tunnels as a multipath route with 8
+//! streams. Prints the CPU each tunnel process used and what a gigabit cost it, which is
+//! what limits a 2-core machine.
 //!
 //! `cargo bench -p crosslink-lab --bench wg_throughput [-- SECONDS]` (root).
 
@@ -48,8 +49,16 @@ fn iperf(lab: &Lab, secs: u64, streams: u32, watch: &[(String, u32)]) -> (f64, V
     (bps / 1e6, cpu)
 }
 
+/// A row: throughput, and per watched process its CPU and what a gigabit cost it
+/// (CPU-seconds per gigabit carried).
 fn show(label: &str, mbps: f64, cpu: &[(String, f64)]) {
-    let cpu: Vec<String> = cpu.iter().map(|(n, c)| format!("{n} {c:.0}%")).collect();
+    let cpu: Vec<String> = cpu
+        .iter()
+        .map(|(n, c)| {
+            let per_gbit = c / 100.0 / (mbps / 1000.0).max(1e-9);
+            format!("{n} {c:.0}% ({per_gbit:.2} CPU-s/Gbit)")
+        })
+        .collect();
     println!("  {label:<34} {mbps:>8.0} Mbit/s   CPU: {}", cpu.join(", "));
 }
 
@@ -76,10 +85,20 @@ fn main() {
     }
     println!("TCP from ha to hb, iperf3, {secs} s per run");
 
+    // The limit of this machine: the same hosts over line 1's veths, no tunnel at all.
+    lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
+        lab.both_on(lab::Line(1))
+    })
+    .expect("the lines up");
+    let (bare, _) = iperf(&lab, secs, 1, &[]);
+    show("bare path (line 1, no tunnel)", bare, &[]);
+
     let (t1a, t1b) = (Tunnel(1).ifname(Side::A), Tunnel(1).ifname(Side::B));
     route_lans(&lab, &["dev", &t1a], &["dev", &t1b]);
     let (one, cpu) = iperf(&lab, secs, 1, &agents);
     show("one crosslink tunnel", one, &cpu);
+    let (one8, cpu) = iperf(&lab, secs, 8, &agents);
+    show("one crosslink tunnel, 8 streams", one8, &cpu);
 
     // wireguard-go between the same uplinks, its own port and interfaces.
     let dir = lab.dir().to_path_buf();
@@ -148,7 +167,13 @@ fn main() {
     route_lans(&lab, &["dev", "xga-go"], &["dev", "xgb-go"]);
     let (reference, cpu) = iperf(&lab, secs, 1, &go);
     show("one wireguard-go tunnel", reference, &cpu);
-    println!("  ratio crosslink / wireguard-go: {:.2}", one / reference);
+    let (reference8, cpu) = iperf(&lab, secs, 8, &go);
+    show("one wireguard-go tunnel, 8 streams", reference8, &cpu);
+    println!(
+        "  ratio crosslink / wireguard-go: {:.2} (1 stream), {:.2} (8 streams)",
+        one / reference,
+        one8 / reference8
+    );
     for (name, _) in &go {
         if let Some(p) = lab.process(name) {
             p.stop(Duration::from_secs(2));
@@ -163,6 +188,6 @@ fn main() {
     );
     let (two, cpu) = iperf(&lab, secs, 8, &agents);
     show("two crosslink tunnels, 8 streams", two, &cpu);
-    println!("  ratio two / one: {:.2}", two / one);
+    println!("  ratio two / one (8 streams each): {:.2}", two / one8);
     drop(lab);
 }
