@@ -91,21 +91,7 @@ pub async fn run(
         let running = (&mut in_force, &mut running_source);
         let parts = sources.parts(&exports);
         let answer = reload_now(config_file, running, parts, &inputs, &asker.by).await;
-        recorder.count(&metrics::Count::Command {
-            command: "reload",
-            user: asker.by.user.clone(),
-            result: if answer.is_ok() {
-                "accepted"
-            } else {
-                "refused"
-            },
-        });
-        recorder.count(&metrics::Count::Reloaded {
-            ok: answer.is_ok(),
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-        });
+        recorder.reload(&asker.by.user, answer.is_ok());
         if let Some(reply) = asker.answer {
             let _ = reply.send(answer);
         }

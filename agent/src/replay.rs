@@ -155,7 +155,7 @@ fn input(
             by,
             lasting_ms,
         } => {
-            let command = record::command(&command)
+            let command = crate::policy::Command::parse(&command)
                 .ok_or_else(|| format!("no operator command {command:?}"))?;
             let (reply, answer) = oneshot::channel();
             waiting.push(Box::new(answer));

@@ -178,6 +178,16 @@ impl Recorder {
             .observe(took.as_secs_f64());
     }
 
+    /// A reload asked by `user` (or `SIGHUP`): a command, and the config's status.
+    pub fn reload(&self, user: &str, ok: bool) {
+        self.count(&Count::Command {
+            command: "reload",
+            user: user.to_owned(),
+            result: if ok { "accepted" } else { "refused" },
+        });
+        self.count(&Count::Reloaded { ok, at: unix_now() });
+    }
+
     pub fn count(&self, c: &Count) {
         match c {
             Count::Transition {

@@ -90,6 +90,18 @@ impl Command {
             Command::Undrain => "undrain",
         }
     }
+
+    /// The command `as_str` names.
+    pub fn parse(name: &str) -> Option<Command> {
+        [
+            Command::Failover,
+            Command::Restore,
+            Command::Drain,
+            Command::Undrain,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
 }
 
 /// What the operator has asked of a path.
@@ -285,15 +297,11 @@ impl Policy {
             (Command::Failover, _) => {
                 p.operator = Operator::Failover;
                 p.ends = ends;
-                match timed {
-                    None => {
-                        format!("{path} taken out of service now; `restore {path}` brings it back")
-                    }
-                    Some(_) => format!(
-                        "{path} taken out of service now{}",
-                        timed::said(path, timed, "restore")
-                    ),
-                }
+                let back = match timed {
+                    None => format!("; `restore {path}` brings it back"),
+                    Some(_) => timed::said(path, timed, "restore"),
+                };
+                format!("{path} taken out of service now{back}")
             }
             (Command::Restore, _) => {
                 p.ends = None;

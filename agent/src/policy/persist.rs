@@ -70,9 +70,10 @@ impl Policy {
     /// a healthy standby) carries traffic again as soon as its signals are up, with no
     /// hold-down, since it did not fail; so does one only the operator had taken out. The
     /// flap penalty and a suppression are kept, the penalty decayed over the time the
-    /// agent was away. One that had failed is left to `adopt`, which holds it when the kernel shows it not carrying: a rollback
-    /// that restarts the agent with the config before a broken one must not keep lines
-    /// out that only the broken config had failed.
+    /// agent was away. One that had failed is left to `adopt`, which holds it when the
+    /// kernel shows it not carrying: a rollback that restarts the agent with the config
+    /// before a broken one must not keep lines out that only the broken config had
+    /// failed.
     pub fn restore(&mut self, now: Instant, now_wall: SystemTime, path: &str, s: Standing) {
         let half_life = self.settings.damping.half_life.as_secs_f64().max(1e-3);
         let saved = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s.penalty_at.max(0.0));

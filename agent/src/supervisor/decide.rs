@@ -183,8 +183,10 @@ impl Decider {
                 lasting,
                 now_wall: st.now().wall,
             });
+            // Every refusal says so, whichever rule made it.
             let answer = super::operator::judge(st, &r)
-                .and_then(|()| self.policy.command(now, &r.path, r.command, timed));
+                .and_then(|()| self.policy.command(now, &r.path, r.command, timed))
+                .map_err(|why| format!("refused: {why}"));
             // The next command of this pass is judged with this one's effect: two
             // failovers in one go must not each count on the other path.
             if answer.is_ok() {

@@ -26,11 +26,8 @@ pub(super) fn audit(st: &mut AgentState, r: &OperatorRequest, answer: &Result<St
     let command = r.command.as_str();
     let force = if r.force { " --force" } else { "" };
     let (result, said) = match answer {
-        Ok(msg) => ("accepted", msg.clone()),
-        // The guard's own answers already say so; the others (an unknown path, a path
-        // already in that state) do not.
-        Err(why) if why.starts_with("refused") => ("refused", why.clone()),
-        Err(why) => ("refused", format!("refused: {why}")),
+        Ok(msg) => ("accepted", msg),
+        Err(why) => ("refused", why),
     };
     let message = format!("{command} {}{force} by {}: {said}", r.path, r.by);
     tracing::info!(
@@ -150,14 +147,14 @@ pub(super) fn unsafe_to_take_out(
             .collect();
         if others.is_empty() {
             return Some(format!(
-                "refused: {verb} {path} would leave site {site} with no healthy path in service, and its traffic with nowhere to go; add --force to do it anyway"
+                "{verb} {path} would leave site {site} with no healthy path in service, and its traffic with nowhere to go; add --force to do it anyway"
             ));
         }
         let lines_left = others.iter().any(|p| p.line);
         if command == Command::Drain && me.line && !lines_left {
             let names: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
             return Some(format!(
-                "refused: {path} is the last healthy line to site {site}; draining it moves all of the site's traffic onto the tunnels ({}); add --force to do it anyway",
+                "{path} is the last healthy line to site {site}; draining it moves all of the site's traffic onto the tunnels ({}); add --force to do it anyway",
                 names.join(", ")
             ));
         }

@@ -431,4 +431,3 @@ impl BfdView {
 
 #[path = "record_conv.rs"]
 mod conv;
-pub use conv::command;

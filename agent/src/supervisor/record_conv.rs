@@ -68,18 +68,6 @@ fn rejection(label: &str, detail: Option<&str>) -> Rejection {
     }
 }
 
-fn command_name(c: crate::policy::Command) -> &'static str {
-    c.as_str()
-}
-
-/// An operator's command by the name `command_name` gave it.
-pub fn command(name: &str) -> Option<crate::policy::Command> {
-    use crate::policy::Command as C;
-    [C::Failover, C::Restore, C::Drain, C::Undrain]
-        .into_iter()
-        .find(|c| command_name(*c) == name)
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -138,7 +126,7 @@ impl Rec {
             },
             Input::Operator(r) => Rec::Operator {
                 path: r.path.clone(),
-                command: command_name(r.command).to_owned(),
+                command: r.command.as_str().to_owned(),
                 force: r.force,
                 by: r.by.clone(),
                 lasting_ms: r.lasting.map(|d| d.as_millis() as u64),

@@ -91,41 +91,25 @@ fn site(st: &AgentState, name: &str, want: &SiteWant, ids: &crate::core::ids::Id
         via: m.gateway,
         weight: m.weight,
     };
-    let group = |id, role, family, members: &Members| Group {
-        id,
+    let main: fn(u8, Family) -> u32 = plan::group_id;
+    let fallback: fn(u8, Family) -> u32 = plan::fallback_group_id;
+    let groups = [
+        ("main", main, Family::V4, &want.v4),
+        ("main", main, Family::V6, &want.v6),
+        ("fallback", fallback, Family::V4, &want.fallback_v4),
+        ("fallback", fallback, Family::V6, &want.fallback_v6),
+    ]
+    .into_iter()
+    .map(|(role, id, family, members)| Group {
+        id: id(want.index, family),
         role,
         family,
         members: match members {
             Members::Set(ms) => Some(ms.iter().map(|m| member(m, family)).collect()),
             _ => None,
         },
-    };
-    let groups = vec![
-        group(
-            plan::group_id(want.index, Family::V4),
-            "main",
-            Family::V4,
-            &want.v4,
-        ),
-        group(
-            plan::group_id(want.index, Family::V6),
-            "main",
-            Family::V6,
-            &want.v6,
-        ),
-        group(
-            plan::fallback_group_id(want.index, Family::V4),
-            "fallback",
-            Family::V4,
-            &want.fallback_v4,
-        ),
-        group(
-            plan::fallback_group_id(want.index, Family::V6),
-            "fallback",
-            Family::V6,
-            &want.fallback_v6,
-        ),
-    ];
+    })
+    .collect();
     let configured: Vec<IpNet> = cfg
         .sites
         .iter()

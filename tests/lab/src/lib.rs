@@ -269,6 +269,35 @@ impl Lab {
         )?)
     }
 
+    /// What carries the (one) site's traffic on a gateway, as its status says; empty when
+    /// the agent does not answer or has not decided.
+    pub fn active_path(&self, gateway: Node) -> String {
+        self.status(gateway)
+            .ok()
+            .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Waits until `gateway`'s active path is `want`; returns how long that took. A test
+    /// helper: past `timeout` it panics with the gateway's status, events and the daemons'
+    /// logs, what one needs to see why.
+    pub fn wait_active(&self, gateway: Node, want: &str, timeout: Duration) -> Duration {
+        self.wait_for(&format!("{gateway} active path {want}"), timeout, || {
+            Ok(self.active_path(gateway) == want)
+        })
+        .unwrap_or_else(|e| {
+            let status = self.crosslink(gateway, &["status"]).unwrap_or_default();
+            let events = self.crosslink(gateway, &["events"]).unwrap_or_default();
+            panic!("{e:#}\n{status}\n{events}\n{}", self.log_tails(30))
+        })
+    }
+
+    /// A scrape of a gateway's metrics endpoint, from inside its namespace.
+    pub fn metrics(&self, gateway: Node) -> Result<String> {
+        let get = "exec 3<>/dev/tcp/127.0.0.1/9474 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
+        self.exec(gateway, &["bash", "-c", get])
+    }
+
     pub fn crosslink_config(&self, gateway: Node) -> PathBuf {
         self.dir.join(format!("{gateway}.crosslink.toml"))
     }

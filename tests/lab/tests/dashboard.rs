@@ -76,13 +76,6 @@ fn firing(lab: &Lab, alert: &str) -> Vec<serde_json::Value> {
     .unwrap_or_default()
 }
 
-fn active(lab: &Lab, gw: Node) -> String {
-    lab.status(gw)
-        .ok()
-        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[test]
 fn every_panel_has_data_and_the_alerts_fire_and_stop_in_a_real_prometheus() {
     let opts = LabOptions::new(GatewayMode::Crosslink)
@@ -157,7 +150,7 @@ fn every_panel_has_data_and_the_alerts_fire_and_stop_in_a_real_prometheus() {
     lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
     lab.cut(Side::A, Line(2), Cut::Blackhole).unwrap();
     lab.wait_for("gwa on the tunnels", Duration::from_secs(10), || {
-        Ok(active(&lab, Node::Gwa) == "inet1, inet2")
+        Ok(lab.active_path(Node::Gwa) == "inet1, inet2")
     })
     .unwrap();
     lab.crosslink(Node::Gwa, &["failover", "line1", "--for", "1h"])
@@ -215,5 +208,5 @@ fn every_panel_has_data_and_the_alerts_fire_and_stop_in_a_real_prometheus() {
             lab.crosslink(Node::Gwa, &["status"]).unwrap_or_default()
         )
     });
-    assert_eq!(active(&lab, Node::Gwa), "line1");
+    assert_eq!(lab.active_path(Node::Gwa), "line1");
 }

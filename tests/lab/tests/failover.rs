@@ -32,7 +32,7 @@ fn lab(router: LineRouter) -> Lab {
     opts.line_router = router;
     let lab = Lab::up(opts).expect("lab up");
     for gw in [Node::Gwa, Node::Gwb] {
-        wait_active(&lab, gw, "line1", Duration::from_secs(60));
+        lab.wait_active(gw, "line1", Duration::from_secs(60));
     }
     // Every line up and in service on both sides: the state each test starts from.
     for gw in [Node::Gwa, Node::Gwb] {
@@ -89,24 +89,6 @@ fn lr1_route(lab: &Lab, prefix: &str) -> anyhow::Result<(usize, bool, String)> {
     }
 }
 
-fn active(lab: &Lab, gw: Node) -> String {
-    lab.status(gw)
-        .ok()
-        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn wait_active(lab: &Lab, gw: Node, want: &str, timeout: Duration) -> Duration {
-    lab.wait_for(&format!("{gw} active path {want}"), timeout, || {
-        Ok(active(lab, gw) == want)
-    })
-    .unwrap_or_else(|e| {
-        let status = lab.crosslink(gw, &["status"]).unwrap_or_default();
-        let events = lab.crosslink(gw, &["events"]).unwrap_or_default();
-        panic!("{e:#}\n{status}\n{events}\n{}", lab.log_tails(30))
-    })
-}
-
 /// Both gateways route the other side's host over `line`.
 fn assert_on(lab: &Lab, line: Line) {
     let routes = || {
@@ -154,12 +136,6 @@ fn policy(lab: &Lab, gw: Node, path: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// A scrape of the gateway's metrics endpoint (in its namespace).
-fn metrics(lab: &Lab, gw: Node) -> String {
-    let get = "exec 3<>/dev/tcp/127.0.0.1/9474 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
-    lab.exec(gw, &["bash", "-c", get]).unwrap()
-}
-
 /// The sum of the samples of the series starting with `prefix` whose labels contain every
 /// one of `having`.
 fn sum(metrics: &str, prefix: &str, having: &[&str]) -> f64 {
@@ -198,8 +174,8 @@ fn return_without_loss(lab: &mut Lab, heal: impl FnOnce(&mut Lab)) {
     std::thread::sleep(Duration::from_millis(300));
     heal(lab);
     let healed = Instant::now();
-    let waited = wait_active(lab, Node::Gwa, "line1", Duration::from_secs(60));
-    wait_active(lab, Node::Gwb, "line1", Duration::from_secs(30));
+    let waited = lab.wait_active(Node::Gwa, "line1", Duration::from_secs(60));
+    lab.wait_active(Node::Gwb, "line1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     let (ab, ba) = probes.stop();
     assert!(
@@ -224,8 +200,8 @@ fn carrier_loss_moves_to_line2_and_the_line_returns_after_hold_down_without_loss
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Carrier).unwrap();
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(10));
-    wait_active(&lab, Node::Gwb, "line2", Duration::from_secs(10));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(10));
+    lab.wait_active(Node::Gwb, "line2", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(1));
     let (ab, ba) = probes.stop();
     assert_on(&lab, Line(2));
@@ -242,10 +218,10 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back(router: LineRouter
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(10));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(10));
     lab.cut(Side::A, Line(2), Cut::Blackhole).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {
-        wait_active(&lab, gw, "inet1, inet2", Duration::from_secs(10));
+        lab.wait_active(gw, "inet1, inet2", Duration::from_secs(10));
     }
     std::thread::sleep(Duration::from_secs(1));
     let (ab, ba) = probes.stop();
@@ -265,7 +241,7 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back(router: LineRouter
     assert!(kinds.iter().any(|k| k.starts_with("failover")), "{kinds:?}");
     // The metrics counted it: both lines left service on a BFD signal, one failover, and
     // how long the switch took.
-    let m = metrics(&lab, Node::Gwa);
+    let m = lab.metrics(Node::Gwa).unwrap();
     for line in ["line1", "line2"] {
         let downs = sum(
             &m,
@@ -299,7 +275,7 @@ fn silent_drop_on_both_lines_rides_the_tunnels_and_comes_back(router: LineRouter
         "{m}"
     );
     lab.heal(Side::A, Line(2)).unwrap();
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(60));
     heal_and_return_without_loss(&mut lab);
 }
 
@@ -328,13 +304,13 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes(route
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
     let (_, gshut, route) = lr1_route(&lab, &gwa_lan.to_string()).unwrap();
     assert!(gshut, "{route}");
-    wait_active(&lab, Node::Gwb, "line2", Duration::from_secs(5));
+    lab.wait_active(Node::Gwb, "line2", Duration::from_secs(5));
     assert_eq!(
-        active(&lab, Node::Gwa),
+        lab.active_path(Node::Gwa),
         "line1",
         "routes wait for the drain delay"
     );
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(10));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(10));
     assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "drained");
     let probe = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(500));
@@ -350,7 +326,7 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes(route
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(active(&lab, Node::Gwa), "line2", "still drained");
+    assert_eq!(lab.active_path(Node::Gwa), "line2", "still drained");
     let refused = lab.crosslink(Node::Gwa, &["drain", "line1"]);
     assert!(refused.is_err(), "a second drain is refused");
     // line2 is now the last healthy line: draining it too takes --force.
@@ -363,15 +339,15 @@ fn drain_makes_the_line_unattractive_to_the_far_side_then_moves_our_routes(route
         "{refused}"
     );
     assert_eq!(policy(&lab, Node::Gwa, "line2")["operator"], "none");
-    let m = metrics(&lab, Node::Gwa);
+    let m = lab.metrics(Node::Gwa).unwrap();
     assert_eq!(
         sum(&m, "crosslink_path_operator_mark{", &["drained", "line1"]),
         1.0,
         "{m}"
     );
     lab.crosslink(Node::Gwa, &["undrain", "line1"]).unwrap();
-    wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(10));
-    wait_active(&lab, Node::Gwb, "line1", Duration::from_secs(10));
+    lab.wait_active(Node::Gwa, "line1", Duration::from_secs(10));
+    lab.wait_active(Node::Gwb, "line1", Duration::from_secs(10));
     assert_eq!(policy(&lab, Node::Gwa, "line1")["operator"], "none");
 }
 
@@ -381,7 +357,7 @@ fn a_line_router_that_dies_is_left_and_taken_back_once_it_is_healthy(router: Lin
     std::thread::sleep(Duration::from_millis(300));
     lab.kill_line_router(Line(1)).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {
-        wait_active(&lab, gw, "line2", Duration::from_secs(10));
+        lab.wait_active(gw, "line2", Duration::from_secs(10));
     }
     std::thread::sleep(Duration::from_secs(1));
     let (ab, ba) = probes.stop();
@@ -423,7 +399,7 @@ fn an_agent_killed_in_normal_state_loses_no_packet_on_the_lines(router: LineRout
     assert!(ba.received > 1000 && ba.lost == 0, "hb -> ha: {ba}");
     for gw in [Node::Gwa, Node::Gwb] {
         assert_eq!(
-            active(&lab, gw),
+            lab.active_path(gw),
             "line1",
             "{gw}\n{}\n{}",
             lab.crosslink(gw, &["status"]).unwrap_or_default(),
@@ -452,7 +428,7 @@ fn an_agent_killed_in_failover_resumes_tunnel_traffic(router: LineRouter) {
     lab.cut(Side::A, Line(1), Cut::Blackhole).unwrap();
     lab.cut(Side::A, Line(2), Cut::Blackhole).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {
-        wait_active(&lab, gw, "inet1, inet2", Duration::from_secs(10));
+        lab.wait_active(gw, "inet1, inet2", Duration::from_secs(10));
     }
     let probes = Both::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
@@ -467,7 +443,7 @@ fn an_agent_killed_in_failover_resumes_tunnel_traffic(router: LineRouter) {
     );
     for gw in [Node::Gwa, Node::Gwb] {
         assert_eq!(
-            active(&lab, gw),
+            lab.active_path(gw),
             "inet1, inet2",
             "{gw} stays on the tunnels"
         );
@@ -478,6 +454,6 @@ fn an_agent_killed_in_failover_resumes_tunnel_traffic(router: LineRouter) {
     let (ab, ba) = probes.stop();
     assert!(ab.received > 300 && ba.received > 300, "{ab} / {ba}");
     lab.heal(Side::A, Line(2)).unwrap();
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(60));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(60));
     heal_and_return_without_loss(&mut lab);
 }

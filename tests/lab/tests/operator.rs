@@ -7,24 +7,6 @@ use std::time::{Duration, Instant};
 
 use lab::{GatewayMode, Lab, LabOptions, Node, Side};
 
-fn active(lab: &Lab, gw: Node) -> String {
-    lab.status(gw)
-        .ok()
-        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn wait_active(lab: &Lab, gw: Node, want: &str, timeout: Duration) {
-    lab.wait_for(&format!("{gw} active path {want}"), timeout, || {
-        Ok(active(lab, gw) == want)
-    })
-    .unwrap_or_else(|e| {
-        let status = lab.crosslink(gw, &["status"]).unwrap_or_default();
-        let events = lab.crosslink(gw, &["events"]).unwrap_or_default();
-        panic!("{e:#}\n{status}\n{events}\n{}", lab.log_tails(30))
-    });
-}
-
 fn line1_policy(lab: &Lab) -> serde_json::Value {
     let s = lab.status(Node::Gwa).unwrap();
     s["sites"][0]["paths"][0]["policy"].clone()
@@ -34,7 +16,7 @@ fn line1_policy(lab: &Lab) -> serde_json::Value {
 fn a_timed_failover_test_comes_back_by_itself_across_a_restart() {
     let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
     for gw in [Node::Gwa, Node::Gwb] {
-        wait_active(&lab, gw, "line1", Duration::from_secs(60));
+        lab.wait_active(gw, "line1", Duration::from_secs(60));
     }
     const TEST: Duration = Duration::from_secs(12);
     let said = lab
@@ -45,7 +27,7 @@ fn a_timed_failover_test_comes_back_by_itself_across_a_restart() {
         said.contains("it comes back by itself after 12s, sooner with `restore line1`"),
         "{said}"
     );
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(5));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(5));
     let p = line1_policy(&lab);
     assert_eq!(p["operator"], "failover", "{p}");
     let left = p["operator_seconds_left"].as_f64().unwrap_or_default();
@@ -60,12 +42,12 @@ fn a_timed_failover_test_comes_back_by_itself_across_a_restart() {
         Ok(line1_policy(&lab)["operator"] == "failover")
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(20)));
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(5));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(5));
 
     // The return, under traffic: not before the time is up, and nothing lost.
     let ab = lab.probe(Side::A, false, 1000).unwrap();
     let ba = lab.probe(Side::B, false, 1000).unwrap();
-    wait_active(&lab, Node::Gwa, "line1", TEST + Duration::from_secs(10));
+    lab.wait_active(Node::Gwa, "line1", TEST + Duration::from_secs(10));
     let returned = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let (ab, ba) = (ab.stop().unwrap(), ba.stop().unwrap());
@@ -80,16 +62,10 @@ fn a_timed_failover_test_comes_back_by_itself_across_a_restart() {
     );
 }
 
-/// A scrape of the gateway's metrics endpoint (in its namespace).
-fn metrics(lab: &Lab, gw: Node) -> String {
-    let get = "exec 3<>/dev/tcp/127.0.0.1/9474 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3";
-    lab.exec(gw, &["bash", "-c", get]).unwrap()
-}
-
 #[test]
 fn a_group_deleted_behind_the_agents_back_is_put_back_and_reported() {
     let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
-    wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(60));
+    lab.wait_active(Node::Gwa, "line1", Duration::from_secs(60));
     // Settled: the programmer has matched the kernel in full at least once.
     std::thread::sleep(Duration::from_secs(2));
     let nexthops: serde_json::Value = serde_json::from_str(
@@ -130,7 +106,7 @@ fn a_group_deleted_behind_the_agents_back_is_put_back_and_reported() {
             && events.contains("kernel objects deleted or changed behind the agent's back"),
         "{events}"
     );
-    let m = metrics(&lab, Node::Gwa);
+    let m = lab.metrics(Node::Gwa).unwrap();
     let repaired: f64 = m
         .lines()
         .filter(|l| l.starts_with("crosslink_fib_repairs_total{what=\"group\"}"))
@@ -146,7 +122,7 @@ fn a_group_deleted_behind_the_agents_back_is_put_back_and_reported() {
 #[test]
 fn routes_names_what_was_programmed_and_follows_a_failover() {
     let lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
-    wait_active(&lab, Node::Gwa, "line1", Duration::from_secs(60));
+    lab.wait_active(Node::Gwa, "line1", Duration::from_secs(60));
     let routes = || -> serde_json::Value {
         serde_json::from_str(&lab.crosslink(Node::Gwa, &["routes", "--json"]).unwrap()).unwrap()
     };
@@ -207,7 +183,7 @@ fn routes_names_what_was_programmed_and_follows_a_failover() {
     );
 
     lab.crosslink(Node::Gwa, &["failover", "line1"]).unwrap();
-    wait_active(&lab, Node::Gwa, "line2", Duration::from_secs(5));
+    lab.wait_active(Node::Gwa, "line2", Duration::from_secs(5));
     let doc = routes();
     assert_eq!(members(&doc, "main", "ipv4"), ["line2"], "{doc}");
     assert!(

@@ -64,13 +64,6 @@ fn wait_paths_up(lab: &Lab, gw: Node) {
     });
 }
 
-fn active(lab: &Lab, gw: Node) -> String {
-    lab.status(gw)
-        .ok()
-        .and_then(|s| s["sites"][0]["active_path"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line(router: LineRouter) {
     let mut lab = lab_with(router);
     // The standings the agent keeps across a restart are saved as they change.
@@ -92,7 +85,7 @@ fn a_line_cut_just_after_an_agent_restart_moves_to_the_standby_line(router: Line
     std::thread::sleep(Duration::from_millis(300));
     lab.cut(Side::A, Line(1), Cut::Carrier).unwrap();
     lab.wait_for("gwa on line 2", Duration::from_secs(10), || {
-        Ok(active(&lab, Node::Gwa) == "line2")
+        Ok(lab.active_path(Node::Gwa) == "line2")
     })
     .unwrap_or_else(|e| {
         panic!(
@@ -140,7 +133,7 @@ fn a_stopped_and_continued_agent_charges_no_penalty_and_moves_nothing(router: Li
         })
         .collect();
     assert!(after_stall.is_empty(), "{after_stall:?}\n{events}");
-    assert_eq!(active(&lab, Node::Gwa), "line1");
+    assert_eq!(lab.active_path(Node::Gwa), "line1");
 }
 
 fn path(lab: &Lab, gw: Node, name: &str) -> serde_json::Value {
@@ -157,7 +150,7 @@ fn a_line_router_restart_costs_one_penalty(router: LineRouter) {
     lab.kill_line_router(Line(1)).unwrap();
     for gw in [Node::Gwa, Node::Gwb] {
         lab.wait_for(&format!("{gw} off line 1"), Duration::from_secs(10), || {
-            Ok(active(&lab, gw) == "line2")
+            Ok(lab.active_path(gw) == "line2")
         })
         .unwrap();
     }
@@ -295,7 +288,7 @@ fn a_restart_with_the_lines_reordered_keeps_the_traffic_where_it_was() {
     let [ab, ba] = probes.map(|p| p.stop().unwrap());
     eprintln!("restart with the lines reordered: ha->hb {ab}; hb->ha {ba}");
     assert_eq!(
-        active(&lab, Node::Gwa),
+        lab.active_path(Node::Gwa),
         "line1",
         "{}",
         lab.crosslink(Node::Gwa, &["events"]).unwrap_or_default()

@@ -39,6 +39,9 @@ pub struct Coalescer {
     count: usize,
     next_seq: u32,
     psh: bool,
+    /// Where a packet that joins nothing gets its header: kept, so that pure ACKs (every
+    /// other packet against a bulk flow) cost no allocation.
+    plain: Vec<u8>,
 }
 
 impl Coalescer {
@@ -51,7 +54,7 @@ impl Coalescer {
     pub fn push(&mut self, pkt: &[u8], write: &mut impl FnMut(&[u8])) {
         let Some(s) = tcp_segment(pkt) else {
             self.flush(write);
-            write_plain(pkt, write);
+            self.write_plain(pkt, write);
             return;
         };
         if self.joins(pkt, &s) {
@@ -65,7 +68,7 @@ impl Coalescer {
         let payload = pkt.len() - s.headers;
         if payload == 0 || s.flags & !(ACK | PSH) != 0 || s.flags & PSH != 0 {
             // Nothing to join to it: pure ACKs, SYN/FIN/RST/URG/ECE/CWR, a push.
-            write_plain(pkt, write);
+            self.write_plain(pkt, write);
             return;
         }
         self.cur.clear();
@@ -98,6 +101,13 @@ impl Coalescer {
             && same_headers(first, pkt, s)
     }
 
+    fn write_plain(&mut self, pkt: &[u8], write: &mut impl FnMut(&[u8])) {
+        self.plain.clear();
+        self.plain.extend_from_slice(&VnetHdr::default().encode());
+        self.plain.extend_from_slice(pkt);
+        write(&self.plain);
+    }
+
     /// Writes the packet being built, if any.
     pub fn flush(&mut self, write: &mut impl FnMut(&[u8])) {
         let Some(s) = self.seg.take() else { return };
@@ -117,14 +127,6 @@ impl Coalescer {
         self.cur[..vnet::LEN].copy_from_slice(&h.encode());
         write(&self.cur);
     }
-}
-
-fn write_plain(pkt: &[u8], write: &mut impl FnMut(&[u8])) {
-    // Rare enough (control, pure ACKs, other protocols) that a copy is no matter.
-    let mut b = Vec::with_capacity(vnet::LEN + pkt.len());
-    b.extend_from_slice(&VnetHdr::default().encode());
-    b.extend_from_slice(pkt);
-    write(&b);
 }
 
 /// A TCP segment with a valid checksum and no IP options, fragments or extension headers;

@@ -531,13 +531,8 @@ impl World {
         refused: bool,
         lasting_ms: Option<u64>,
     ) {
-        let command = match command {
-            "failover" => Command::Failover,
-            "restore" => Command::Restore,
-            "drain" => Command::Drain,
-            "undrain" => Command::Undrain,
-            other => panic!("no operator command {other:?}"),
-        };
+        let command =
+            Command::parse(command).unwrap_or_else(|| panic!("no operator command {command:?}"));
         // The asker waits (a closed reply is a command given up on, not applied).
         let (reply, waiting) = oneshot::channel();
         self.waiting.push(waiting);
