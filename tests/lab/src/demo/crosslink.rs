@@ -125,7 +125,7 @@ pub(super) fn run(
 
     step.next(
         out,
-        "`crosslink drain line1` on gwa, then `crosslink undrain line1`",
+        "`crosslink drain line1 --for 1h` on gwa (a maintenance window), then `crosslink undrain line1`",
     )?;
     f.drain = drain(&lab, opts, out)?;
     f.replay = replay(&lab, out)?;
@@ -231,16 +231,22 @@ fn detections(
     Ok(found)
 }
 
-/// Step 5: a planned drain. The far side moves first (it hears the drain over BGP), ours
-/// after the drain delay; then undrain brings line 1 back.
+/// Step 5: a planned drain, as a maintenance window (`--for`: it would end by itself). The
+/// far side moves first (it hears the drain over BGP), ours after the drain delay; what
+/// the kernel routes then (`crosslink routes`); undrain brings line 1 back sooner; and the
+/// audit trail says who did both.
 fn drain(lab: &Lab, opts: &DemoOptions, out: &mut dyn Write) -> Result<DrainFigures> {
     let mut f = DrainFigures::default();
     let probes = Probes::start()?;
     std::thread::sleep(Duration::from_millis(500));
     let drained = Instant::now();
     let drained_wall = SystemTime::now();
-    writeln!(out, "$ crosslink drain line1")?;
-    write!(out, "{}", lab.crosslink(Node::Gwa, &["drain", "line1"])?)?;
+    writeln!(out, "$ crosslink drain line1 --for 1h")?;
+    write!(
+        out,
+        "{}",
+        lab.crosslink(Node::Gwa, &["drain", "line1", "--for", "1h"])?
+    )?;
     lab.wait_for(
         "gwa on line 2",
         opts.drain_delay + Duration::from_secs(10),
@@ -251,11 +257,27 @@ fn drain(lab: &Lab, opts: &DemoOptions, out: &mut dyn Write) -> Result<DrainFigu
     if let Some(l) = figures::event_lines(&events, drained_wall, "path-change", "-").first() {
         writeln!(out, "  $ crosslink events   (on gwb, the far side)\n  {l}")?;
     }
+    writeln!(out, "$ crosslink routes   (on gwa, drained)")?;
+    for l in lab.crosslink(Node::Gwa, &["routes"])?.lines().take(9) {
+        writeln!(out, "  {l}")?;
+    }
     std::thread::sleep(Duration::from_millis(500));
     let undrained = Instant::now();
     writeln!(out, "$ crosslink undrain line1")?;
     write!(out, "{}", lab.crosslink(Node::Gwa, &["undrain", "line1"])?)?;
     both_on(lab, Line(1), Duration::from_secs(15))?;
+    writeln!(out, "$ crosslink events --by root   (on gwa: who asked)")?;
+    let audit = lab.crosslink(Node::Gwa, &["events", "--by", "root"])?;
+    for l in audit
+        .lines()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        writeln!(out, "  {l}")?;
+    }
     std::thread::sleep(Duration::from_millis(500));
     let traces = probes.stop()?;
     for (i, dir) in DIRECTIONS.iter().enumerate() {
