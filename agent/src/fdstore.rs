@@ -45,10 +45,16 @@ fn managed() -> bool {
 enum Slot {
     Tun { interface: String, queue: usize },
     Udp { interface: String },
+    UdpControl { interface: String },
     Sessions { interface: String },
 }
 
 fn parse(name: &str) -> Option<Slot> {
+    if let Some(interface) = name.strip_prefix("udpc.") {
+        return (!interface.is_empty()).then(|| Slot::UdpControl {
+            interface: interface.to_owned(),
+        });
+    }
     if let Some(interface) = name.strip_prefix("udp.") {
         return (!interface.is_empty()).then(|| Slot::Udp {
             interface: interface.to_owned(),
@@ -81,6 +87,11 @@ fn group(fds: Vec<(String, OwnedFd)>) -> (BTreeMap<String, Handed>, Vec<String>)
             Some(Slot::Udp { interface }) => {
                 let h = out.entry(interface).or_default();
                 h.fds.udp = Some(fd);
+                h.names.push(name);
+            }
+            Some(Slot::UdpControl { interface }) => {
+                let h = out.entry(interface).or_default();
+                h.fds.udp_control = Some(fd);
                 h.names.push(name);
             }
             Some(Slot::Sessions { interface }) => {
@@ -275,12 +286,18 @@ mod tests {
             })
         );
         assert_eq!(
+            parse("udpc.wg.backup"),
+            Some(Slot::UdpControl {
+                interface: "wg.backup".into()
+            })
+        );
+        assert_eq!(
             parse("wg.gwa-t1"),
             Some(Slot::Sessions {
                 interface: "gwa-t1".into()
             })
         );
-        for other in ["udp.", "wg.", "tun.x", "tun.x.y", "stored", ""] {
+        for other in ["udp.", "udpc.", "wg.", "tun.x", "tun.x.y", "stored", ""] {
             assert_eq!(parse(other), None, "{other}");
         }
     }

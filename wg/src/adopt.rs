@@ -17,6 +17,11 @@ pub fn udp_name(interface: &str) -> String {
     format!("udp.{interface}")
 }
 
+/// The UDP control socket (see `udp_steer`).
+pub fn udp_control_name(interface: &str) -> String {
+    format!("udpc.{interface}")
+}
+
 pub fn sessions_name(interface: &str) -> String {
     format!("wg.{interface}")
 }
@@ -27,6 +32,8 @@ pub struct Adopted {
     /// The TUN queues, in the order they were attached.
     pub tun: Vec<OwnedFd>,
     pub udp: Option<OwnedFd>,
+    /// The UDP control socket, in the data socket's SO_REUSEPORT group.
+    pub udp_control: Option<OwnedFd>,
     /// The WireGuard sessions (a memfd, see `handover`).
     pub sessions: Option<OwnedFd>,
 }
@@ -41,6 +48,7 @@ impl Adopted {
             .map(|(i, fd)| (tun_name(interface, i), fd))
             .collect();
         out.extend(self.udp.map(|fd| (udp_name(interface), fd)));
+        out.extend(self.udp_control.map(|fd| (udp_control_name(interface), fd)));
         out.extend(self.sessions.map(|fd| (sessions_name(interface), fd)));
         out
     }
@@ -71,6 +79,10 @@ impl Adopted {
 
     pub(crate) fn take_udp(&mut self) -> Option<OwnedFd> {
         self.udp.take()
+    }
+
+    pub(crate) fn take_udp_control(&mut self) -> Option<OwnedFd> {
+        self.udp_control.take()
     }
 
     /// The sessions' bytes, if a previous run left them and they can be read.

@@ -15,6 +15,7 @@ pub mod tun;
 pub mod tunnel;
 pub mod uapi;
 mod udp;
+pub mod udp_steer;
 
 pub use adopt::Adopted;
 pub use key::{KeyError, PublicKey, SecretKey};

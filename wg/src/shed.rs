@@ -85,6 +85,12 @@ impl Shedder {
 
 /// Whether an inner IPv4 or IPv6 packet is marked network control (DSCP 48 and up).
 pub fn is_network_control(packet: &[u8]) -> bool {
+    network_control_tos(packet).is_some()
+}
+
+/// For a network control packet (DSCP CS6 or above), the TOS byte (traffic class) that
+/// carries its DSCP on a header outside it, ECN bits clear.
+pub fn network_control_tos(packet: &[u8]) -> Option<u8> {
     let dscp = match packet.first().map(|b| b >> 4) {
         Some(4) => packet.get(1).map(|tos| tos >> 2),
         Some(6) => packet
@@ -92,7 +98,7 @@ pub fn is_network_control(packet: &[u8]) -> bool {
             .map(|b1| (((packet[0] & 0x0f) << 4) | (b1 >> 4)) >> 2),
         _ => None,
     };
-    dscp.is_some_and(|d| d >= 48)
+    dscp.filter(|&d| d >= 48).map(|d| d << 2)
 }
 
 #[cfg(test)]

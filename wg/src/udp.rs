@@ -9,7 +9,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,46 +44,44 @@ pub(crate) struct Received {
 
 impl Udp {
     /// Binds the listen port on every address (dual-stack where the host has IPv6), bound
-    /// to `uplink` when one is given.
+    /// to `uplink` when one is given, as the first socket of its SO_REUSEPORT group (see
+    /// `udp_steer`).
     pub(crate) fn bind(port: u16, uplink: Option<&str>) -> io::Result<Udp> {
-        use nix::sys::socket::{
-            bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
-            SockaddrIn6,
-        };
-        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-        let (fd, v6) = match socket(AddressFamily::Inet6, SockType::Datagram, flags, None) {
-            Ok(fd) => {
-                setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
-                (fd, true)
-            }
-            // No IPv6 on this host: IPv4 endpoints only.
-            Err(Errno::EAFNOSUPPORT) => (
-                socket(AddressFamily::Inet, SockType::Datagram, flags, None)?,
-                false,
-            ),
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(dev) = uplink {
-            setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
+        use nix::sys::socket::{setsockopt, sockopt};
+        let (fd, v6) = open(port, uplink, |fd| {
+            // The receive queue is where a saturated tunnel queues (the receiving side's
+            // decryption and TUN writes are the bottleneck). Its length is kept by time,
+            // not by this size: datagrams that waited too long are shed unread (see
+            // `crate::shed`). The size only has to hold that much (1 MiB is ~2 ms at the
+            // rate one tunnel carries here) so that the kernel's tail drop, blind to what
+            // it drops, stays out.
+            let _ = setsockopt(fd, sockopt::RcvBuf, &(1 << 20));
+            let _ = setsockopt(fd, sockopt::ReceiveTimestampns, &true);
+            let _ = setsockopt(fd, sockopt::SndBuf, &(4 << 20));
+            // Without GRO (kernels before 5.0) every datagram arrives on its own: still
+            // correct.
+            let _ = setsockopt(fd, sockopt::UdpGroSegment, &true);
+        })?;
+        Udp::from_fd(fd, v6)
+    }
+
+    /// Binds the control socket beside `self` (same port and uplink, same group) and
+    /// steers marked control datagrams to it. Returns the socket unregistered: it is
+    /// served on the control runtime (`Udp::from_fd` there).
+    pub(crate) fn bind_control(&self, port: u16, uplink: Option<&str>) -> io::Result<OwnedFd> {
+        use nix::sys::socket::{getsockopt, sockopt};
+        if !getsockopt(&self.as_fd(), sockopt::ReusePort)? {
+            return Err(io::Error::other(
+                "the data socket was bound by a run without SO_REUSEPORT",
+            ));
         }
-        // The receive queue is where a saturated tunnel queues (the receiving side's
-        // decryption and TUN writes are the bottleneck). Its length is kept by time, not
-        // by this size: datagrams that waited too long are shed unread (see
-        // `crate::shed`), small ones never, so the BFD inside the tunnel gets through.
-        // The size only has to hold that much (1 MiB is ~5 ms at the rate one tunnel
-        // carries here) so that the kernel's tail drop, blind to what it drops, stays out.
-        let _ = setsockopt(&fd, sockopt::RcvBuf, &(1 << 20));
-        let _ = setsockopt(&fd, sockopt::ReceiveTimestampns, &true);
-        let _ = setsockopt(&fd, sockopt::SndBuf, &(4 << 20));
-        // Without GRO (kernels before 5.0) every datagram arrives on its own: still correct.
-        let _ = setsockopt(&fd, sockopt::UdpGroSegment, &true);
-        if v6 {
-            let any = std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(any))?;
-        } else {
-            let any = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
-            bind(fd.as_raw_fd(), &SockaddrIn::from(any))?;
-        }
+        let (fd, _) = open(port, uplink, |_| {})?;
+        crate::udp_steer::attach(&fd)?;
+        Ok(fd)
+    }
+
+    /// A bound socket as a `Udp` of the runtime this is called on.
+    pub(crate) fn from_fd(fd: OwnedFd, v6: bool) -> io::Result<Udp> {
         let sock = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
         Ok(Udp {
             sock,
@@ -92,36 +90,19 @@ impl Udp {
         })
     }
 
+    /// Whether the socket is dual-stack IPv6 (see `from_fd`).
+    pub(crate) fn is_v6(&self) -> bool {
+        self.v6
+    }
+
     /// Takes over a socket a previous run bound (handed over through systemd's
     /// file-descriptor store or a re-exec), if it is bound to `port` on `uplink`: its
     /// queued datagrams are kept. None when it does not fit (the config changed).
-    pub(crate) fn adopt(
-        fd: std::os::fd::OwnedFd,
-        port: u16,
-        uplink: Option<&str>,
-    ) -> io::Result<Option<Udp>> {
-        use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
-        let local: SockaddrStorage = getsockname(fd.as_raw_fd())?;
-        let (bound, v6) = match local.family() {
-            Some(AddressFamily::Inet6) => (local.as_sockaddr_in6().map(|a| a.port()), true),
-            Some(AddressFamily::Inet) => (local.as_sockaddr_in().map(|a| a.port()), false),
-            _ => (None, false),
-        };
-        let device = getsockopt(&fd, sockopt::BindToDevice)?;
-        let device = device.to_str().unwrap_or_default();
-        if bound != Some(port) || device != uplink.unwrap_or("") {
-            return Ok(None);
+    pub(crate) fn adopt(fd: OwnedFd, port: u16, uplink: Option<&str>) -> io::Result<Option<Udp>> {
+        match adoptable(&fd, port, uplink)? {
+            Some(v6) => Udp::from_fd(fd, v6).map(Some),
+            None => Ok(None),
         }
-        nix::fcntl::fcntl(
-            &fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
-        let sock = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
-        Ok(Some(Udp {
-            sock,
-            v6,
-            gso: AtomicBool::new(true),
-        }))
     }
 
     pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -144,6 +125,39 @@ impl Udp {
             .send_to(datagram, self.wire_addr(to))
             .await
             .map(drop)
+    }
+
+    /// Sends one datagram with `tos` in its IP header (TOS or traffic class), as the
+    /// in-kernel WireGuard copies the inner packet's: the far end and the networks between
+    /// can tell network control from bulk without decrypting (see `udp_steer`).
+    pub(crate) async fn send_marked(
+        &self,
+        datagram: &[u8],
+        to: SocketAddr,
+        tos: u8,
+    ) -> io::Result<()> {
+        let wire = self.wire_addr(to);
+        let addr = SockaddrStorage::from(wire);
+        let tclass = i32::from(tos);
+        let fd = self.sock.as_raw_fd();
+        self.sock
+            .async_io(Interest::WRITABLE, || {
+                // An IPv4 destination, mapped or not, takes IP_TOS; IPv6 the traffic class.
+                let cmsg = match to {
+                    SocketAddr::V4(_) => [ControlMessage::Ipv4Tos(&tos)],
+                    SocketAddr::V6(_) => [ControlMessage::Ipv6TClass(&tclass)],
+                };
+                sendmsg(
+                    fd,
+                    &[IoSlice::new(datagram)],
+                    &cmsg,
+                    MsgFlags::empty(),
+                    Some(&addr),
+                )
+                .map(drop)
+                .map_err(io::Error::from)
+            })
+            .await
     }
 
     /// Sends `run` as datagrams of `segment` bytes (the last may be shorter); returns how
@@ -250,6 +264,68 @@ impl Udp {
             })
             .await
     }
+}
+
+/// Whether a socket a previous run handed over is bound to `port` on `uplink`: if so it is
+/// made non-blocking and `Some(dual-stack)` returned.
+pub(crate) fn adoptable(fd: &OwnedFd, port: u16, uplink: Option<&str>) -> io::Result<Option<bool>> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
+    let local: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+    let (bound, v6) = match local.family() {
+        Some(AddressFamily::Inet6) => (local.as_sockaddr_in6().map(|a| a.port()), true),
+        Some(AddressFamily::Inet) => (local.as_sockaddr_in().map(|a| a.port()), false),
+        _ => (None, false),
+    };
+    let device = getsockopt(fd, sockopt::BindToDevice)?;
+    let device = device.to_str().unwrap_or_default();
+    if bound != Some(port) || device != uplink.unwrap_or("") {
+        return Ok(None);
+    }
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(Some(v6))
+}
+
+/// A non-blocking UDP socket on `port` (dual-stack where the host has IPv6), bound to
+/// `uplink` when one is given, in an SO_REUSEPORT group; `before_bind` sets what must be
+/// set first.
+fn open(
+    port: u16,
+    uplink: Option<&str>,
+    before_bind: impl FnOnce(&OwnedFd),
+) -> io::Result<(OwnedFd, bool)> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+        SockaddrIn6,
+    };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let (fd, v6) = match socket(AddressFamily::Inet6, SockType::Datagram, flags, None) {
+        Ok(fd) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            (fd, true)
+        }
+        // No IPv6 on this host: IPv4 endpoints only.
+        Err(Errno::EAFNOSUPPORT) => (
+            socket(AddressFamily::Inet, SockType::Datagram, flags, None)?,
+            false,
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(dev) = uplink {
+        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
+    }
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    before_bind(&fd);
+    if v6 {
+        let any = std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
+        bind(fd.as_raw_fd(), &SockaddrIn6::from(any))?;
+    } else {
+        let any = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
+        bind(fd.as_raw_fd(), &SockaddrIn::from(any))?;
+    }
+    Ok((fd, v6))
 }
 
 /// The sender's address, IPv4-mapped addresses unmapped.

@@ -1,6 +1,7 @@
-//! The control-queue steering program against the real kernel, in a network namespace this
-//! test makes (root): packets sent at TC_PRIO_CONTROL come out of TUN queue 0, others
-//! never do.
+//! Both steering programs against the real kernel, in network namespaces these tests make
+//! (root): on the way out, packets sent at TC_PRIO_CONTROL come out of TUN queue 0, others
+//! never do; on the way in, small data messages marked CS6/CS7 reach the UDP control
+//! socket, nothing else does.
 
 use std::net::UdpSocket;
 use std::os::fd::OwnedFd;
@@ -113,4 +114,104 @@ fn control_packets_take_queue_zero() {
     })
     .join()
     .unwrap();
+}
+
+/// Which of the group's sockets got each datagram sent, by its payload's tag.
+fn received_by(sock: &UdpSocket) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(buf[n - 1]);
+    }
+    got.sort_unstable();
+    got
+}
+
+/// A WireGuard data message of `len` bytes (type 4) tagged with `tag` in its last byte.
+fn data_message(len: usize, kind: u8, tag: u8) -> Vec<u8> {
+    let mut m = vec![0u8; len];
+    m[0] = kind;
+    m[len - 1] = tag;
+    m
+}
+
+#[test]
+fn marked_small_data_messages_take_the_control_socket() {
+    let ns = Netns(format!("xl-usteer-{}", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    let name = ns.0.clone();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        ip(&name, &["link", "set", "lo", "up"]);
+        // The group as the tunnel binds it: the bulk socket first, dual-stack.
+        let bind = |port: u16| {
+            let s = socket2_like_bind(port);
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            s
+        };
+        let bulk = bind(0);
+        let port = bulk.local_addr().unwrap().port();
+        let control = bind(port);
+        wg::udp_steer::attach(&control).unwrap();
+
+        let cases: [(&str, u8, usize, u8, u8, bool); 8] = [
+            // (destination, TOS, length, message type, tag, to control)
+            ("127.0.0.1", 0xc0, 100, 4, 1, true), // CS6 BFD-sized data: control
+            ("127.0.0.1", 0xe0, 160, 4, 2, true), // CS7 at the size limit
+            ("127.0.0.1", 0xc3, 96, 4, 3, true),  // CS6 with ECN bits set
+            ("127.0.0.1", 0x00, 100, 4, 4, false), // unmarked: bulk
+            ("127.0.0.1", 0xb8, 100, 4, 5, false), // EF is not network control
+            ("127.0.0.1", 0xc0, 161, 4, 6, false), // too large
+            ("127.0.0.1", 0xc0, 148, 1, 7, false), // a handshake initiation
+            ("::1", 0xc0, 100, 4, 8, true),       // IPv6 traffic class CS6
+        ];
+        for (dst, tos, len, kind, tag, _) in cases {
+            let v6 = dst.contains(':');
+            let from = UdpSocket::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).unwrap();
+            if v6 {
+                setsockopt(&from, sockopt::Ipv6TClass, &i32::from(tos)).unwrap();
+            } else {
+                setsockopt(&from, sockopt::Ipv4Tos, &i32::from(tos)).unwrap();
+            }
+            let to = if v6 {
+                format!("[{dst}]:{port}")
+            } else {
+                format!("{dst}:{port}")
+            };
+            from.send_to(&data_message(len, kind, tag), to).unwrap();
+        }
+        let want =
+            |c: bool| -> Vec<u8> { cases.iter().filter(|x| x.5 == c).map(|x| x.4).collect() };
+        assert_eq!(received_by(&control), want(true), "on the control socket");
+        assert_eq!(received_by(&bulk), want(false), "on the bulk socket");
+    })
+    .join()
+    .unwrap();
+}
+
+/// A dual-stack UDP socket on `port` with SO_REUSEPORT, as the tunnel binds its pair.
+fn socket2_like_bind(port: u16) -> UdpSocket {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn6};
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::Ipv6V6Only, &false).unwrap();
+    setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
+    let any = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn6::from(any),
+    )
+    .unwrap();
+    UdpSocket::from(fd)
 }

@@ -203,6 +203,10 @@ pub struct TunnelStatus {
     /// its queue too long); network control such as BFD is never among them.
     #[serde(default)]
     pub rx_shed: u64,
+    /// Received datagrams the real-time path took: network control (BFD) marked by the
+    /// far end, ahead of the bulk.
+    #[serde(default)]
+    pub rx_control: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

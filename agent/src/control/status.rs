@@ -213,6 +213,7 @@ fn tunnel_status(v: &TunnelView, now: std::time::SystemTime) -> TunnelStatus {
         rx_packets: s.map_or(0, |s| s.rx_packets),
         tx_packets: s.map_or(0, |s| s.tx_packets),
         rx_shed: s.map_or(0, |s| s.rx_shed),
+        rx_control: s.map_or(0, |s| s.rx_control),
     }
 }
 

@@ -474,6 +474,7 @@ struct Tunnels {
     rx_packets: IntCounterVec,
     tx_packets: IntCounterVec,
     shed: IntCounterVec,
+    control: IntCounterVec,
     handshake: GaugeVec,
 }
 
@@ -517,6 +518,12 @@ impl Tunnels {
                 "Received packets dropped because they waited too long in the tunnel's queue (more arrived than the host could decrypt and deliver); BFD is never among them.",
                 labels,
             ),
+            control: counter(
+                r,
+                "crosslink_tunnel_receive_control_packets_total",
+                "Received datagrams the real-time path took: network control (BFD) the far end marked, delivered ahead of the bulk.",
+                labels,
+            ),
             handshake: gauge(
                 r,
                 "crosslink_tunnel_last_handshake_timestamp_seconds",
@@ -535,6 +542,7 @@ impl Tunnels {
             (&self.rx_packets, t.rx_packets),
             (&self.tx_packets, t.tx_packets),
             (&self.shed, t.rx_shed),
+            (&self.control, t.rx_control),
         ] {
             family.with_label_values(&l).inc_by(value);
         }

@@ -1,9 +1,11 @@
-//! Benchmark: TCP throughput from ha to hb (iperf3, 10 s each), in one lab: the bare path
-//! over line 1 (the machine's limit); one crosslink tunnel (crosslink on both gateways) and
-//! one wireguard-go tunnel (wireguard-go + wg on both gateways, same uplink), each with 1
-//! and 8 streams, ratios printed; then both crosslink tunnels as a multipath route with 8
-//! streams. Prints the CPU each tunnel process used and what a gigabit cost it, which is
-//! what limits a 2-core machine.
+//! Benchmark: throughput from ha to hb with iperf3, in one lab: the bare path over line 1
+//! (the machine's limit); one crosslink tunnel (crosslink on both gateways); one
+//! wireguard-go tunnel and one boringtun-cli tunnel (each on both gateways with `wg`, same
+//! uplink; boringtun-cli only where installed: `cargo install boringtun-cli`); both
+//! crosslink tunnels as a multipath route. Each with TCP, 1 and 8 streams (SECONDS each,
+//! default 10), and UDP at the largest rate that loses under 1 % (found by doubling, then
+//! halving the gap; 5 s a try). Prints the CPU each tunnel process used and what a gigabit
+//! cost it, which is what limits a 2-core machine.
 //!
 //! `cargo bench -p crosslink-lab --bench wg_throughput [-- SECONDS]` (root).
 
@@ -49,6 +51,52 @@ fn iperf(lab: &Lab, secs: u64, streams: u32, watch: &[(String, u32)]) -> (f64, V
     (bps / 1e6, cpu)
 }
 
+/// UDP datagram payload: fits a 1,420-byte tunnel MTU without fragments.
+const UDP_LEN: &str = "1372";
+/// Loss a UDP rate may have to count.
+const UDP_LOSS: f64 = 1.0;
+
+/// One UDP try at `mbps`: (Mbit/s received, loss %, CPU% of each watched process).
+fn udp_try(lab: &Lab, mbps: f64, watch: &[(String, u32)]) -> (f64, f64, Vec<(String, f64)>) {
+    let before: Vec<Duration> = watch.iter().map(|(_, p)| pid_cpu(*p)).collect();
+    let t0 = Instant::now();
+    let rate = format!("{}M", mbps.round());
+    let v = lab
+        .iperf3(&["-u", "-b", &rate, "-l", UDP_LEN, "-t", "5"])
+        .expect("iperf3 -u");
+    let wall = t0.elapsed().as_secs_f64();
+    let sent = v["end"]["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6;
+    let loss = v["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
+    let cpu = watch
+        .iter()
+        .zip(before)
+        .map(|((n, p), b)| (n.clone(), (pid_cpu(*p) - b).as_secs_f64() / wall * 100.0))
+        .collect();
+    (sent * (1.0 - loss / 100.0), loss, cpu)
+}
+
+/// The largest UDP rate that loses under `UDP_LOSS` %: doubled from 500 Mbit/s until it
+/// loses, then the gap halved three times. Returns the best try's (received, loss, CPU).
+fn udp_max(lab: &Lab, watch: &[(String, u32)]) -> (f64, f64, Vec<(String, f64)>) {
+    let (mut good, mut bad) = (None::<(f64, (f64, f64, Vec<(String, f64)>))>, None::<f64>);
+    let mut rate = 500.0;
+    for _ in 0..12 {
+        let t = udp_try(lab, rate, watch);
+        if t.1 < UDP_LOSS {
+            good = Some((rate, t));
+        } else {
+            bad = Some(rate);
+        }
+        rate = match (good.as_ref().map(|g| g.0), bad) {
+            (Some(g), None) if g < 32_000.0 => g * 2.0,
+            (Some(g), Some(b)) if b - g > g / 8.0 => (g + b) / 2.0,
+            (None, Some(b)) if b > 50.0 => b / 2.0,
+            _ => break,
+        };
+    }
+    good.map_or((0.0, 100.0, Vec::new()), |g| g.1)
+}
+
 /// A row: throughput, and per watched process its CPU and what a gigabit cost it
 /// (CPU-seconds per gigabit carried).
 fn show(label: &str, mbps: f64, cpu: &[(String, f64)]) {
@@ -59,7 +107,97 @@ fn show(label: &str, mbps: f64, cpu: &[(String, f64)]) {
             format!("{n} {c:.0}% ({per_gbit:.2} CPU-s/Gbit)")
         })
         .collect();
-    println!("  {label:<34} {mbps:>8.0} Mbit/s   CPU: {}", cpu.join(", "));
+    println!("  {label:<40} {mbps:>8.0} Mbit/s   CPU: {}", cpu.join(", "));
+}
+
+/// TCP with 1 and 8 streams and the UDP row through what the lan routes point at now;
+/// returns the TCP figures.
+fn rows(lab: &Lab, secs: u64, name: &str, watch: &[(String, u32)]) -> (f64, f64) {
+    let (one, cpu) = iperf(lab, secs, 1, watch);
+    show(name, one, &cpu);
+    let (eight, cpu) = iperf(lab, secs, 8, watch);
+    show(&format!("{name}, 8 streams"), eight, &cpu);
+    let (udp, loss, cpu) = udp_max(lab, watch);
+    show(&format!("{name}, UDP ({loss:.2} % lost)"), udp, &cpu);
+    (one, eight)
+}
+
+/// A foreign WireGuard (wireguard-go or boringtun-cli, by `argv`) on both gateways over
+/// uplink 1, configured with `wg` as an operator would, the lan routes pointed at it.
+/// Returns its processes.
+fn foreign(lab: &mut Lab, tag: &str, argv: &[&str], net: u8) -> Vec<(String, u32)> {
+    let dir = lab.dir().to_path_buf();
+    let keys: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let key = dir.join(format!("{tag}{n}.key"));
+            let public = lab::wg_keypair(&key).expect("key pair");
+            (key.display().to_string(), public)
+        })
+        .collect();
+    let port = format!("{}", 51_900 + u16::from(net));
+    let mut procs = Vec::new();
+    for (i, (node, side)) in [(Node::Gwa, Side::A), (Node::Gwb, Side::B)]
+        .into_iter()
+        .enumerate()
+    {
+        let iface = format!("xg{}-{tag}", ["a", "b"][i]);
+        let name = format!("{tag}-{node}");
+        let mut args = argv.to_vec();
+        args.push(&iface);
+        lab.spawn(&name, node, &args).unwrap();
+        let sock = format!("/var/run/wireguard/{iface}.sock");
+        lab.wait_for(tag, Duration::from_secs(10), || {
+            Ok(std::path::Path::new(&sock).exists())
+        })
+        .unwrap();
+        procs.push((name.clone(), lab.process(&name).unwrap().pid()));
+        let endpoint = format!("{}:{port}", Uplink(1).addr(side.other(), false, false));
+        let lan = format!("{}", side.other().host_addr(false)).replace(".10", ".0/24");
+        let allowed = format!("10.{net}.0.0/30,{lan}");
+        let wg = [
+            "wg",
+            "set",
+            &iface,
+            "private-key",
+            &keys[i].0,
+            "listen-port",
+            &port,
+            "peer",
+            &keys[1 - i].1,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            &allowed,
+        ];
+        netns::exec(&node.ns(), &wg).unwrap();
+        let addr = format!("10.{net}.0.{}/30", i + 1);
+        lab.exec(node, &["ip", "addr", "add", &addr, "dev", &iface])
+            .unwrap();
+        lab.exec(
+            node,
+            &["ip", "link", "set", "dev", &iface, "mtu", "1420", "up"],
+        )
+        .unwrap();
+    }
+    let far = format!("10.{net}.0.2");
+    lab.wait_for(tag, Duration::from_secs(20), || {
+        Ok(lab
+            .exec(Node::Gwa, &["ping", "-c", "1", "-W", "1", &far])
+            .is_ok())
+    })
+    .unwrap();
+    let (a, b) = (format!("xga-{tag}"), format!("xgb-{tag}"));
+    route_lans(lab, &["dev", &a], &["dev", &b]);
+    procs
+}
+
+fn stop(lab: &mut Lab, procs: &[(String, u32)]) {
+    for (name, _) in procs {
+        if let Some(p) = lab.process(name) {
+            p.stop(Duration::from_secs(2));
+        }
+    }
 }
 
 fn main() {
@@ -83,7 +221,9 @@ fn main() {
         })
         .unwrap();
     }
-    println!("TCP from ha to hb, iperf3, {secs} s per run");
+    println!(
+        "ha to hb, iperf3: TCP {secs} s per run, UDP the largest rate under {UDP_LOSS} % loss"
+    );
 
     // The limit of this machine: the same hosts over line 1's veths, no tunnel at all.
     lab.wait_for("both gateways on line 1", Duration::from_secs(60), || {
@@ -92,92 +232,37 @@ fn main() {
     .expect("the lines up");
     let (bare, _) = iperf(&lab, secs, 1, &[]);
     show("bare path (line 1, no tunnel)", bare, &[]);
+    let (udp, loss, _) = udp_max(&lab, &[]);
+    show(&format!("bare path, UDP ({loss:.2} % lost)"), udp, &[]);
 
     let (t1a, t1b) = (Tunnel(1).ifname(Side::A), Tunnel(1).ifname(Side::B));
     route_lans(&lab, &["dev", &t1a], &["dev", &t1b]);
-    let (one, cpu) = iperf(&lab, secs, 1, &agents);
-    show("one crosslink tunnel", one, &cpu);
-    let (one8, cpu) = iperf(&lab, secs, 8, &agents);
-    show("one crosslink tunnel, 8 streams", one8, &cpu);
+    let (one, one8) = rows(&lab, secs, "one crosslink tunnel", &agents);
 
-    // wireguard-go between the same uplinks, its own port and interfaces.
-    let dir = lab.dir().to_path_buf();
-    let mut go = Vec::new();
-    let keys: Vec<(String, String)> = ["goa", "gob"]
-        .iter()
-        .map(|n| {
-            let key = dir.join(format!("{n}.key"));
-            let public = lab::wg_keypair(&key).expect("key pair");
-            (key.display().to_string(), public)
-        })
-        .collect();
-    for (i, (node, side, iface, addr)) in [
-        (Node::Gwa, Side::A, "xga-go", "10.78.0.1/30"),
-        (Node::Gwb, Side::B, "xgb-go", "10.78.0.2/30"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let name = format!("wireguard-go-{node}");
-        lab.spawn(&name, node, &["wireguard-go", "-f", iface])
-            .unwrap();
-        let sock = format!("/var/run/wireguard/{iface}.sock");
-        lab.wait_for("wireguard-go", Duration::from_secs(10), || {
-            Ok(std::path::Path::new(&sock).exists())
-        })
-        .unwrap();
-        go.push((name.clone(), lab.process(&name).unwrap().pid()));
-        let peer = &keys[1 - i].1;
-        let endpoint = format!("{}:51900", Uplink(1).addr(side.other(), false, false));
-        let lan = format!("{}", side.other().host_addr(false)).replace(".10", ".0/24");
-        let allowed = format!("10.78.0.0/30,{lan}");
-        netns::exec(
-            &node.ns(),
-            &[
-                "wg",
-                "set",
-                iface,
-                "private-key",
-                &keys[i].0,
-                "listen-port",
-                "51900",
-                "peer",
-                peer,
-                "endpoint",
-                &endpoint,
-                "allowed-ips",
-                &allowed,
-            ],
-        )
-        .unwrap();
-        lab.exec(node, &["ip", "addr", "add", addr, "dev", iface])
-            .unwrap();
-        lab.exec(
-            node,
-            &["ip", "link", "set", "dev", iface, "mtu", "1420", "up"],
-        )
-        .unwrap();
-    }
-    lab.wait_for("wireguard-go tunnel", Duration::from_secs(20), || {
-        Ok(lab
-            .exec(Node::Gwa, &["ping", "-c", "1", "-W", "1", "10.78.0.2"])
-            .is_ok())
-    })
-    .unwrap();
-    route_lans(&lab, &["dev", "xga-go"], &["dev", "xgb-go"]);
-    let (reference, cpu) = iperf(&lab, secs, 1, &go);
-    show("one wireguard-go tunnel", reference, &cpu);
-    let (reference8, cpu) = iperf(&lab, secs, 8, &go);
-    show("one wireguard-go tunnel, 8 streams", reference8, &cpu);
+    let go = foreign(&mut lab, "go", &["wireguard-go", "-f"], 78);
+    let (go1, go8) = rows(&lab, secs, "one wireguard-go tunnel", &go);
+    stop(&mut lab, &go);
     println!(
         "  ratio crosslink / wireguard-go: {:.2} (1 stream), {:.2} (8 streams)",
-        one / reference,
-        one8 / reference8
+        one / go1,
+        one8 / go8
     );
-    for (name, _) in &go {
-        if let Some(p) = lab.process(name) {
-            p.stop(Duration::from_secs(2));
-        }
+    let boringtun = ["boringtun-cli", "-f", "--disable-drop-privileges"];
+    if std::process::Command::new("boringtun-cli")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let bt = foreign(&mut lab, "bt", &boringtun, 79);
+        let (bt1, bt8) = rows(&lab, secs, "one boringtun-cli tunnel", &bt);
+        stop(&mut lab, &bt);
+        println!(
+            "  ratio crosslink / boringtun-cli: {:.2} (1 stream), {:.2} (8 streams)",
+            one / bt1,
+            one8 / bt8
+        );
+    } else {
+        println!("  boringtun-cli: not installed (cargo install boringtun-cli), row skipped");
     }
 
     let (t2a, t2b) = (Tunnel(2).ifname(Side::A), Tunnel(2).ifname(Side::B));

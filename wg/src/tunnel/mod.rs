@@ -25,6 +25,7 @@ use crate::noise::{self, Peer};
 use crate::udp::Udp;
 use crate::{handover, link, steer, tun, uapi};
 
+mod control;
 mod receive;
 mod send;
 use receive::udp_to_tun;
@@ -76,6 +77,9 @@ pub struct TunnelStats {
     /// TUN reads dropped because their virtio-net header made no sense (see `offload`).
     #[serde(default)]
     pub tx_malformed: u64,
+    /// Datagrams the real-time path took (marked network control, see `udp_steer`).
+    #[serde(default)]
+    pub rx_control: u64,
     pub endpoint: Option<SocketAddr>,
 }
 
@@ -88,6 +92,7 @@ struct Counters {
     rx_disallowed: AtomicU64,
     rx_shed: AtomicU64,
     tx_malformed: AtomicU64,
+    rx_control: AtomicU64,
 }
 
 struct Endpoint {
@@ -134,6 +139,7 @@ impl Shared {
             rx_disallowed: c.rx_disallowed.load(Ordering::Relaxed),
             rx_shed: c.rx_shed.load(Ordering::Relaxed),
             tx_malformed: c.tx_malformed.load(Ordering::Relaxed),
+            rx_control: c.rx_control.load(Ordering::Relaxed),
             endpoint: lock(&self.endpoint).current,
         }
     }
@@ -176,6 +182,8 @@ pub struct Tunnel {
     tasks: Vec<JoinHandle<()>>,
     /// The TUN queues in the order they were attached (see `descriptors`).
     queues: Vec<Arc<AsyncFd<OwnedFd>>>,
+    /// The UDP control socket (see `udp_steer`), as its task has it: for a successor.
+    control_udp: Option<OwnedFd>,
     _socket: uapi::SocketFile,
 }
 
@@ -220,6 +228,10 @@ impl Tunnel {
             Some(fd) => Udp::adopt(fd, cfg.listen_port, uplink).map_err(udp_error)?,
             None => None,
         };
+        // The control socket serves beside the data socket it was bound after (the
+        // steering program counts on that order): a stale one is closed before a new data
+        // socket joins the group.
+        let adopted_control = adopted.take_udp_control().filter(|_| handed_over.is_some());
         // The socket first: a missing uplink or a taken port must not leave a new
         // (persistent) interface behind.
         let udp = match handed_over {
@@ -242,6 +254,7 @@ impl Tunnel {
             }
         }
         let handover = adopted.take_sessions(&cfg.interface);
+        let control_udp = control_socket(&udp, adopted_control, &cfg);
         drop(adopted);
         let control = match steer::attach(&fds[0], data_queues as u32) {
             Ok(()) => Some(fds.remove(0)),
@@ -299,10 +312,14 @@ impl Tunnel {
         let mut tasks = Vec::new();
         let mut write_fd = None;
         let mut queues = Vec::new();
-        let control = control.map(register).transpose()?;
+        let control_rt = control::runtime()?;
+        let control = match control {
+            Some(fd) => Some(control::register(fd).await?),
+            None => None,
+        };
         if let Some(c) = &control {
             queues.push(c.clone());
-            tasks.push(tokio::spawn(tun_to_udp(shared.clone(), c.clone(), None)));
+            tasks.push(control_rt.spawn(tun_to_udp(shared.clone(), c.clone(), None)));
         }
         for fd in fds {
             let fd = register(fd)?;
@@ -315,6 +332,14 @@ impl Tunnel {
             )));
         }
         let write_fd = write_fd.ok_or_else(|| io::Error::other("no TUN queue"))?;
+        let control_udp_kept = match &control_udp {
+            Some(fd) => Some(fd.try_clone()?),
+            None => None,
+        };
+        if let Some(fd) = control_udp {
+            let task = control::udp_to_tun(shared.clone(), fd, write_fd.clone());
+            tasks.push(control_rt.spawn(task));
+        }
         tasks.push(tokio::spawn(udp_to_tun(shared.clone(), write_fd)));
         tasks.push(tokio::spawn(timers(shared.clone())));
         let socket = server.file();
@@ -323,6 +348,7 @@ impl Tunnel {
             shared,
             tasks,
             queues,
+            control_udp: control_udp_kept,
             _socket: socket,
         })
     }
@@ -338,6 +364,9 @@ impl Tunnel {
             .map(|(i, q)| (crate::adopt::tun_name(iface, i), q.get_ref().as_fd()))
             .collect();
         out.push((crate::adopt::udp_name(iface), self.shared.udp.as_fd()));
+        if let Some(fd) = &self.control_udp {
+            out.push((crate::adopt::udp_control_name(iface), fd.as_fd()));
+        }
         out
     }
 
@@ -384,6 +413,7 @@ impl Tunnel {
         Ok(Adopted {
             tun,
             udp: Some(self.shared.udp.as_fd().try_clone_to_owned()?),
+            udp_control: self.control_udp.take(),
             sessions,
         })
     }
@@ -442,15 +472,36 @@ fn enter_data_plane() {
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "data plane thread keeps its nice value");
     }
-    // A thread inherits its creator's CPUs, and the runtime may be built from a thread
-    // the agent keeps to some of them (its control threads stay off the BFD CPU). The data
-    // plane needs every core the process has: those of the main thread, which the agent
-    // never narrows.
+    all_cpus();
+}
+
+/// Lets the calling thread run on every CPU of the process. A thread inherits its
+/// creator's CPUs, and the runtime may be built from a thread the agent keeps to some of
+/// them (its control threads stay off the BFD CPU). The data plane needs every core the
+/// process has: those of the main thread, which the agent never narrows.
+fn all_cpus() {
     use nix::sched::{sched_getaffinity, sched_setaffinity};
     use nix::unistd::{getpid, Pid};
     if let Ok(all) = sched_getaffinity(getpid()) {
         let _ = sched_setaffinity(Pid::from_raw(0), &all);
     }
+}
+
+/// The UDP control socket beside `udp`: the one a previous run handed over if it still
+/// fits, else a new one. None when the kernel refuses (control then shares the bulk path).
+fn control_socket(udp: &Udp, adopted: Option<OwnedFd>, cfg: &TunnelConfig) -> Option<OwnedFd> {
+    let uplink = cfg.uplink.as_deref();
+    if let Some(fd) = adopted {
+        if let Ok(Some(_)) = crate::udp::adoptable(&fd, cfg.listen_port, uplink) {
+            return Some(fd);
+        }
+    }
+    udp.bind_control(cfg.listen_port, uplink)
+        .inspect_err(|e| {
+            tracing::warn!(interface = %cfg.interface, error = %e,
+                "no control socket: BFD datagrams wait with the bulk on the way in")
+        })
+        .ok()
 }
 
 fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {

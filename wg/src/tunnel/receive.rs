@@ -65,7 +65,7 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
 /// Decrypts one datagram from `from` in place; returns where in it the packet it carries
 /// is, when that is for the TUN (a late one, `Admit::ControlOnly`, only if it is network
 /// control).
-async fn receive(
+pub(super) async fn receive(
     shared: &Shared,
     datagram: &mut [u8],
     from: SocketAddr,

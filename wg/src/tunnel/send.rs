@@ -11,6 +11,7 @@ use tokio::io::unix::AsyncFd;
 use super::{lock, Shared, BUF};
 use crate::noise;
 use crate::offload;
+use crate::shed;
 use crate::udp;
 
 /// Packets read from the TUN in one burst before they are encrypted and sent.
@@ -21,6 +22,12 @@ const BURST: usize = udp::MAX_SEGMENTS;
 const READ_ROOM: usize = 65_536 + offload::vnet::LEN;
 /// WireGuard's data message overhead (header and tag) plus the padding to 16 bytes.
 const SEAL_OVERHEAD: usize = noise::overhead();
+/// Largest packet sent as control: what the far end steers to its real-time path (see
+/// `udp_steer`). BFD is 52 to 100 bytes; larger control (a BGP update) goes with the bulk.
+const CONTROL_PACKET: usize = crate::udp_steer::CONTROL_MAX as usize - 32;
+/// Room for one sealed control packet, or the handshake initiation sent instead when
+/// there is no session to seal it with.
+const CONTROL_ROOM: usize = 256;
 
 /// Reads packets from a TUN queue into `plain` after `used` until the burst is full, the
 /// room for one more is gone, or the queue is empty (`Ok(true)`).
@@ -145,22 +152,49 @@ impl Sealed {
 }
 
 /// Seals `segments` into `out`, one lock of the peer for as many as fit, sending what is
-/// sealed whenever it is full.
+/// sealed whenever it is full. Network control (BFD) is sealed and sent on its own at once,
+/// marked with its DSCP outside too, ahead of the bulk sealed before it (see `udp_steer`).
 async fn seal_all<'a>(shared: &Shared, segments: impl Iterator<Item = &'a [u8]>, out: &mut Sealed) {
     let mut segments = segments.peekable();
-    while segments.peek().is_some() {
+    while let Some(&next) = segments.peek() {
+        if let Some(tos) = urgent(next) {
+            segments.next();
+            send_control(shared, next, tos).await;
+            continue;
+        }
         {
             let mut peer = lock(&shared.peer);
             let now = Instant::now();
-            while let Some(seg) = segments.next_if(|s| out.has_room(s.len())) {
+            while let Some(seg) = segments.next_if(|s| out.has_room(s.len()) && urgent(s).is_none())
+            {
                 if let Some(len) = peer.encapsulate(seg, &mut out.buf[out.end..], now) {
                     out.lens.push(len);
                     out.end += len;
                 }
             }
         }
-        if segments.peek().is_some() {
+        if segments.peek().is_some_and(|s| !out.has_room(s.len())) {
             out.send(shared).await;
         }
+    }
+}
+
+/// The outer TOS for `packet` if it is control to send ahead (see `CONTROL_PACKET`).
+fn urgent(packet: &[u8]) -> Option<u8> {
+    if packet.len() > CONTROL_PACKET {
+        return None;
+    }
+    shed::network_control_tos(packet)
+}
+
+/// Seals one control packet and sends it with `tos` in the outer header.
+async fn send_control(shared: &Shared, packet: &[u8], tos: u8) {
+    let mut buf = [0u8; CONTROL_ROOM];
+    let sealed = lock(&shared.peer).encapsulate(packet, &mut buf, Instant::now());
+    let (Some(len), Some(to)) = (sealed, shared.endpoint()) else {
+        return;
+    };
+    if shared.udp.send_marked(&buf[..len], to, tos).await.is_ok() {
+        shared.count_tx(len, 1);
     }
 }
