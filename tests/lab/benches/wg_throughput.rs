@@ -17,6 +17,31 @@ use lab::{netns, GatewayMode, Lab, LabOptions, Node, Side, Tunnel, Uplink};
 #[allow(dead_code)]
 mod sixteen;
 
+/// Busy and total ticks of all CPUs together (`/proc/stat`: idle and iowait are not busy).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The machine's busy share over a run, as a CPU percentage (200 % is two busy cores), to
+/// stand beside the processes' own.
+fn machine_cpu(before: (u64, u64)) -> (String, f64) {
+    let (busy, total) = machine_ticks();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = (busy - before.0) as f64 / (total - before.1).max(1) as f64;
+    ("all CPUs".to_owned(), share * cpus * 100.0)
+}
+
 fn pid_cpu(pid: u32) -> Duration {
     sixteen::stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
 }
@@ -35,6 +60,7 @@ fn route_lans(lab: &Lab, a_via: &[&str], b_via: &[&str]) {
 /// iperf3 from ha to hb; returns Mbit/s received and the CPU% of each watched process.
 fn iperf(lab: &Lab, secs: u64, streams: u32, watch: &[(String, u32)]) -> (f64, Vec<(String, f64)>) {
     let before: Vec<Duration> = watch.iter().map(|(_, p)| pid_cpu(*p)).collect();
+    let machine = machine_ticks();
     let t0 = Instant::now();
     let v = lab
         .iperf3(&["-t", &secs.to_string(), "-P", &streams.to_string()])
@@ -43,11 +69,12 @@ fn iperf(lab: &Lab, secs: u64, streams: u32, watch: &[(String, u32)]) -> (f64, V
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);
-    let cpu = watch
+    let mut cpu: Vec<(String, f64)> = watch
         .iter()
         .zip(before)
         .map(|((n, p), b)| (n.clone(), (pid_cpu(*p) - b).as_secs_f64() / wall * 100.0))
         .collect();
+    cpu.push(machine_cpu(machine));
     (bps / 1e6, cpu)
 }
 
