@@ -4,9 +4,10 @@
 //! milliseconds. Traced in the lab at 3 ms x 3 with a 100,000-prefix table churning: the
 //! BFD thread's wake-ups waited up to 5.7 ms behind route programming (ours and BIRD's),
 //! enough for false Downs. So the BFD thread keeps one CPU (`[bfd] cpu`) and the control
-//! runtime (BGP, route programming) keeps off it. The tunnels' data plane is left on
-//! every CPU: its time goes to user-space crypto, which a wake-up preempts at once, and a
-//! two-core gateway needs both cores for it.
+//! runtime (BGP, route programming) keeps off it. The tunnels' control thread (BFD through
+//! the tunnels, real-time too) shares the BFD thread's CPU, for the same reason. The
+//! tunnels' data plane is left on every CPU: its time goes to user-space crypto, which a
+//! wake-up preempts at once, and a two-core gateway needs both cores for it.
 
 use std::sync::OnceLock;
 
@@ -68,13 +69,16 @@ static GIVEN: OnceLock<Vec<usize>> = OnceLock::new();
 
 /// Decides once for the process, from the CPUs the calling thread may use.
 pub fn init(choice: BfdCpu) {
-    PLAN.get_or_init(|| match allowed_cpus() {
+    let plan = PLAN.get_or_init(|| match allowed_cpus() {
         Ok(allowed) => {
             GIVEN.get_or_init(|| allowed.clone());
             plan(choice, &allowed)
         }
         Err(e) => Plan::unpinned(format!("the agent's CPUs are unknown ({e})")),
     });
+    if let Some(bfd) = plan.bfd {
+        wg::tunnel::keep_control_on(vec![bfd]);
+    }
 }
 
 /// Puts the calling control thread back on every CPU the process was given (before a

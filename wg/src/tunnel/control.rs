@@ -36,6 +36,18 @@ const RT_PRIORITY: i32 = 9;
 /// The nice value tried when real-time scheduling is not allowed.
 const NICE: i32 = -10;
 
+/// Where the control thread runs, if not on every CPU (see `keep_control_on`).
+static CPUS: OnceLock<Vec<usize>> = OnceLock::new();
+
+/// Keeps the tunnels' control thread on `cpus`. On a kernel without preemption a woken
+/// real-time thread waits until its CPU leaves the kernel, and route programming holds a
+/// CPU for milliseconds when it resizes a large FIB trie: the agent gives this thread the
+/// BFD thread's CPU, which route programming keeps off. Without it the thread runs on
+/// every CPU. Takes effect if called before the first tunnel starts.
+pub fn keep_control_on(cpus: Vec<usize>) {
+    let _ = CPUS.set(cpus);
+}
+
 /// The control runtime: one thread, started with the first tunnel.
 pub(super) fn runtime() -> io::Result<&'static tokio::runtime::Handle> {
     static RUNTIME: OnceLock<io::Result<tokio::runtime::Handle>> = OnceLock::new();
@@ -58,7 +70,7 @@ pub(super) fn runtime() -> io::Result<&'static tokio::runtime::Handle> {
 }
 
 /// Real time where allowed (root, CAP_SYS_NICE or `LimitRTPRIO=`), else nice −10, else as
-/// it is; and every CPU of the process (see `enter_data_plane`).
+/// it is; on the CPUs `keep_control_on` gave, else every CPU of the process.
 fn raise_priority() {
     let param = libc::sched_param {
         sched_priority: RT_PRIORITY,
@@ -78,8 +90,19 @@ fn raise_priority() {
             "normal".to_owned()
         }
     };
-    super::all_cpus();
-    tracing::debug!(priority = %how, "tunnel control thread started");
+    match CPUS.get() {
+        Some(cpus) => {
+            let mut set = nix::sched::CpuSet::new();
+            for &c in cpus {
+                let _ = set.set(c);
+            }
+            if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+                tracing::warn!(error = %e, ?cpus, "tunnel control thread not kept to its CPUs");
+            }
+        }
+        None => super::all_cpus(),
+    }
+    tracing::debug!(priority = %how, cpus = ?CPUS.get(), "tunnel control thread started");
 }
 
 /// A token bucket: how many datagrams the control path may take now. Sans-IO.

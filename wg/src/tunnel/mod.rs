@@ -28,6 +28,7 @@ use crate::{handover, link, steer, tun, uapi};
 mod control;
 mod receive;
 mod send;
+pub use control::keep_control_on;
 use receive::udp_to_tun;
 use send::tun_to_udp;
 
