@@ -136,21 +136,30 @@ impl Udp {
         to: SocketAddr,
         tos: u8,
     ) -> io::Result<()> {
-        let wire = self.wire_addr(to);
-        let addr = SockaddrStorage::from(wire);
         let tclass = i32::from(tos);
+        // An IPv4 destination, mapped or not, takes IP_TOS; IPv6 the traffic class.
+        let cmsg = match to {
+            SocketAddr::V4(_) => [ControlMessage::Ipv4Tos(&tos)],
+            SocketAddr::V6(_) => [ControlMessage::Ipv6TClass(&tclass)],
+        };
+        self.send_with(datagram, to, &cmsg).await
+    }
+
+    /// One `sendmsg` of `data` to `to` with `cmsg`, when the socket can take it.
+    async fn send_with(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+        cmsg: &[ControlMessage<'_>],
+    ) -> io::Result<()> {
+        let addr = SockaddrStorage::from(self.wire_addr(to));
         let fd = self.sock.as_raw_fd();
         self.sock
             .async_io(Interest::WRITABLE, || {
-                // An IPv4 destination, mapped or not, takes IP_TOS; IPv6 the traffic class.
-                let cmsg = match to {
-                    SocketAddr::V4(_) => [ControlMessage::Ipv4Tos(&tos)],
-                    SocketAddr::V6(_) => [ControlMessage::Ipv6TClass(&tclass)],
-                };
                 sendmsg(
                     fd,
-                    &[IoSlice::new(datagram)],
-                    &cmsg,
+                    &[IoSlice::new(data)],
+                    cmsg,
                     MsgFlags::empty(),
                     Some(&addr),
                 )
@@ -198,23 +207,9 @@ impl Udp {
     }
 
     async fn send_gso(&self, run: &[u8], segment: usize, to: SocketAddr) -> io::Result<()> {
-        let addr = SockaddrStorage::from(self.wire_addr(to));
         let size =
             u16::try_from(segment).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let fd = self.sock.as_raw_fd();
-        self.sock
-            .async_io(Interest::WRITABLE, || {
-                let cmsg = [ControlMessage::UdpGsoSegments(&size)];
-                sendmsg(
-                    fd,
-                    &[IoSlice::new(run)],
-                    &cmsg,
-                    MsgFlags::empty(),
-                    Some(&addr),
-                )
-                .map(drop)
-                .map_err(io::Error::from)
-            })
+        self.send_with(run, to, &[ControlMessage::UdpGsoSegments(&size)])
             .await
     }
 

@@ -44,13 +44,10 @@ fn drain(fd: &OwnedFd) -> Vec<Vec<u8>> {
     out
 }
 
-fn carries(packets: &[Vec<u8>], marker: &[u8]) -> usize {
-    packets.iter().filter(|p| p.ends_with(marker)).count()
-}
-
-#[test]
-fn control_packets_take_queue_zero() {
-    let ns = Netns(format!("xl-steer-{}", std::process::id()));
+/// Runs `f` on a thread inside a network namespace of its own (named `xl-TAG-PID`, given
+/// to `f`), deleted afterwards, also when `f` panics.
+fn in_netns(tag: &str, f: impl FnOnce(&str) + Send + 'static) {
+    let ns = Netns(format!("xl-{tag}-{}", std::process::id()));
     let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
     assert!(Command::new("ip")
         .args(["netns", "add", &ns.0])
@@ -61,10 +58,23 @@ fn control_packets_take_queue_zero() {
     std::thread::spawn(move || {
         let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f(&name)
+    })
+    .join()
+    .unwrap();
+}
+
+fn carries(packets: &[Vec<u8>], marker: &[u8]) -> usize {
+    packets.iter().filter(|p| p.ends_with(marker)).count()
+}
+
+#[test]
+fn control_packets_take_queue_zero() {
+    in_netns("steer", |name| {
         let fds = wg::tun::open("xlsteer", 3).unwrap();
         wg::steer::attach(&fds[0], 2).unwrap();
-        ip(&name, &["addr", "add", "10.99.0.1/24", "dev", "xlsteer"]);
-        ip(&name, &["link", "set", "xlsteer", "up"]);
+        ip(name, &["addr", "add", "10.99.0.1/24", "dev", "xlsteer"]);
+        ip(name, &["link", "set", "xlsteer", "up"]);
 
         let control = UdpSocket::bind("10.99.0.1:0").unwrap();
         setsockopt(&control, sockopt::Priority, &7).unwrap();
@@ -111,9 +121,7 @@ fn control_packets_take_queue_zero() {
             after > 0,
             "without the program control packets use every queue"
         );
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// Which of the group's sockets got each datagram sent, by its payload's tag.
@@ -137,18 +145,8 @@ fn data_message(len: usize, kind: u8, tag: u8) -> Vec<u8> {
 
 #[test]
 fn marked_small_data_messages_take_the_control_socket() {
-    let ns = Netns(format!("xl-usteer-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
-    let name = ns.0.clone();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        ip(&name, &["link", "set", "lo", "up"]);
+    in_netns("usteer", |name| {
+        ip(name, &["link", "set", "lo", "up"]);
         // The group as the tunnel binds it: the bulk socket first, dual-stack.
         let bind = |port: u16| {
             let s = socket2_like_bind(port);
@@ -190,9 +188,7 @@ fn marked_small_data_messages_take_the_control_socket() {
             |c: bool| -> Vec<u8> { cases.iter().filter(|x| x.5 == c).map(|x| x.4).collect() };
         assert_eq!(received_by(&control), want(true), "on the control socket");
         assert_eq!(received_by(&bulk), want(false), "on the bulk socket");
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// A dual-stack UDP socket on `port` with SO_REUSEPORT, as the tunnel binds its pair.

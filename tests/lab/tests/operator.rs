@@ -18,6 +18,14 @@ fn a_timed_failover_test_comes_back_by_itself_across_a_restart() {
     for gw in [Node::Gwa, Node::Gwb] {
         lab.wait_active(gw, "line1", Duration::from_secs(60));
     }
+    // Line 2 too, or taking line 1 out is refused as leaving no line (the drain guard).
+    lab.wait_for("every path up on gwa", Duration::from_secs(30), || {
+        let s = lab.status(Node::Gwa)?;
+        Ok(s["sites"][0]["paths"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["state"] == "up")))
+    })
+    .unwrap();
     const TEST: Duration = Duration::from_secs(12);
     let said = lab
         .crosslink(Node::Gwa, &["failover", "line1", "--for", "12s"])
@@ -140,16 +148,18 @@ fn routes_names_what_was_programmed_and_follows_a_failover() {
             })
             .unwrap_or_default()
     };
-    // The route scan settles the learned prefixes within a few seconds.
+    // The route scan settles the learned prefixes within a few seconds; line 2 becomes the
+    // fallback once its end-to-end BFD is up, which may come a little after line 1's.
     lab.wait_for(
-        "every prefix in the kernel",
+        "every prefix in the kernel, line 2 the fallback",
         Duration::from_secs(15),
         || {
             let doc = routes();
             Ok(doc["kernel_read"] == true
                 && doc["sites"][0]["prefixes"]
                     .as_array()
-                    .is_some_and(|ps| ps.iter().all(|p| p["main_in_kernel"] == true)))
+                    .is_some_and(|ps| ps.iter().all(|p| p["main_in_kernel"] == true))
+                && members(&doc, "fallback", "ipv4") == ["line2"])
         },
     )
     .unwrap_or_else(|e| {
