@@ -55,15 +55,15 @@ fn seconds_of_day(at: &str) -> f64 {
 
 /// Down events within 50 ms of each other are one moment: a moment that takes sessions
 /// on unrelated paths (and both gateways) points at the machine (a vCPU stall, steal),
-/// a lone Down at the path or a sender.
-fn moments(mut at: Vec<f64>) -> Vec<usize> {
-    at.sort_by(f64::total_cmp);
-    let mut out: Vec<usize> = Vec::new();
+/// a lone Down at the path or a sender. Each moment: the sessions in it, `gw path`.
+fn moments(mut at: Vec<(f64, String)>) -> Vec<Vec<String>> {
+    at.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<Vec<String>> = Vec::new();
     let mut last = f64::NEG_INFINITY;
-    for t in at {
+    for (t, who) in at {
         match out.last_mut() {
-            Some(n) if t - last <= 0.05 => *n += 1,
-            _ => out.push(1),
+            Some(m) if t - last <= 0.05 => m.push(who),
+            _ => out.push(vec![who]),
         }
         last = t;
     }
@@ -193,7 +193,7 @@ fn main() {
         // Which session and why (timed out here, or the far end saw the silence first).
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for (p, m, at) in &d {
-            all_at.push(*at);
+            all_at.push((*at, format!("{gw} {p}")));
             let why = if m.to_lowercase().contains("neighbor signaled") {
                 "far end"
             } else {
@@ -215,10 +215,19 @@ fn main() {
         }
     }
     let m = moments(all_at);
+    let sizes: Vec<usize> = m.iter().map(Vec::len).collect();
     println!(
-        "  Down events fall in {} moments (50 ms apart), sizes {m:?}",
+        "  Down events fall in {} moments (50 ms apart), sizes {sizes:?}",
         m.len()
     );
+    // Which sessions went down together: a tunnel's Down beside a line's is the machine's.
+    for (i, who) in m
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.iter().any(|w| w.contains("inet")))
+    {
+        println!("    moment {}: {}", i + 1, who.join(", "));
+    }
     println!("  BIRD (lr1, lr2): {bird_flaps} sessions flapped");
     drop(lab);
 }
