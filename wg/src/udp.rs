@@ -48,7 +48,11 @@ impl Udp {
     /// `udp_steer`).
     pub(crate) fn bind(port: u16, uplink: Option<&str>) -> io::Result<Udp> {
         use nix::sys::socket::{setsockopt, sockopt};
-        let (fd, v6) = open(port, uplink, |fd| {
+        // SO_REUSEPORT would let this socket join one that another process of this user
+        // holds (a second agent, a stray `wireguard-go` on the port) and share its
+        // datagrams without a word: a plain bind first says whether the port is free.
+        drop(open(port, uplink, false, |_| {})?);
+        let (fd, v6) = open(port, uplink, true, |fd| {
             // The receive queue is where a saturated tunnel queues (the receiving side's
             // decryption and TUN writes are the bottleneck). Its length is kept by time,
             // not by this size: datagrams that waited too long are shed unread (see
@@ -75,7 +79,7 @@ impl Udp {
                 "the data socket was bound by a run without SO_REUSEPORT",
             ));
         }
-        let (fd, _) = open(port, uplink, |_| {})?;
+        let (fd, _) = open(port, uplink, true, |_| {})?;
         crate::udp_steer::attach(&fd)?;
         Ok(fd)
     }
@@ -284,11 +288,12 @@ pub(crate) fn adoptable(fd: &OwnedFd, port: u16, uplink: Option<&str>) -> io::Re
 }
 
 /// A non-blocking UDP socket on `port` (dual-stack where the host has IPv6), bound to
-/// `uplink` when one is given, in an SO_REUSEPORT group; `before_bind` sets what must be
-/// set first.
+/// `uplink` when one is given, in an SO_REUSEPORT group if `reuse`; `before_bind` sets
+/// what must be set first.
 fn open(
     port: u16,
     uplink: Option<&str>,
+    reuse: bool,
     before_bind: impl FnOnce(&OwnedFd),
 ) -> io::Result<(OwnedFd, bool)> {
     use nix::sys::socket::{
@@ -311,7 +316,9 @@ fn open(
     if let Some(dev) = uplink {
         setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
     }
-    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    if reuse {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
     before_bind(&fd);
     if v6 {
         let any = std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
@@ -359,6 +366,20 @@ pub(crate) fn runs(lens: &[usize]) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_another_reuseport_socket_holds_is_refused() {
+        // Someone else's socket in an SO_REUSEPORT group on the port (no traffic sent).
+        let (other, _) = open(0, None, true, |_| {}).unwrap();
+        let local: SockaddrStorage = nix::sys::socket::getsockname(other.as_raw_fd()).unwrap();
+        let port = local
+            .as_sockaddr_in6()
+            .map(|a| a.port())
+            .or_else(|| local.as_sockaddr_in().map(|a| a.port()))
+            .unwrap();
+        let e = Udp::bind(port, None).err().expect("the port is taken");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+    }
 
     #[test]
     fn equal_datagrams_form_one_run_and_a_shorter_one_closes_it() {

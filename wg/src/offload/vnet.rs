@@ -9,8 +9,6 @@ pub const LEN: usize = 10;
 /// `flags`: the transport checksum is to be filled in from `csum_start`, at
 /// `csum_start + csum_offset` (it holds the pseudo-header sum so far).
 pub const NEEDS_CSUM: u8 = 1;
-/// `flags`: the checksum was verified (what we say of packets we write).
-pub const DATA_VALID: u8 = 2;
 
 /// `gso_type` values.
 pub const GSO_NONE: u8 = 0;
