@@ -92,6 +92,7 @@ pub(super) fn run(
     );
     f.both_cut.detected_ms = detections(&lab, cut2.1, "line2", out)?;
     print_cut(out, &f.both_cut)?;
+    control_path(&lab, out)?;
     f.upgrade = hot_upgrade(&mut lab, &probes, out)?;
 
     step.next(
@@ -169,6 +170,28 @@ fn hot_upgrade(lab: &mut Lab, probes: &Probes, out: &mut dyn Write) -> Result<Up
         )?;
     }
     Ok(f)
+}
+
+/// How many datagrams each gateway's tunnels took by the real-time path: the end-to-end
+/// BFD inside them, marked network control by the far end and steered past the bulk.
+fn control_path(lab: &Lab, out: &mut dyn Write) -> Result<()> {
+    let mut taken = Vec::new();
+    for gw in [Node::Gwa, Node::Gwb] {
+        let s = lab.status(gw)?;
+        let n: u64 = s["sites"][0]["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["tunnel"]["rx_control"].as_u64())
+            .sum();
+        taken.push(format!("{gw} {n}"));
+    }
+    writeln!(
+        out,
+        "    BFD inside the tunnels came by their real-time path (datagrams so far): {}",
+        taken.join(", ")
+    )?;
+    Ok(())
 }
 
 /// The site's active path on `gw`, as status says.
