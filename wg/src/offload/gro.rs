@@ -27,8 +27,9 @@ struct Seg {
     flags: u8,
 }
 
-/// Joins what can be joined; hands every packet (joined or not) to `write`, behind its
-/// virtio-net header, in the order of the first segment of each.
+/// Joins what can be joined; hands every packet (joined or not) to `write` with its
+/// virtio-net header apart (header, packet: one `writev`, no copy to put them together),
+/// in the order of the first segment of each.
 #[derive(Debug, Default)]
 pub struct Coalescer {
     /// The packet being built: its virtio-net header, then the first segment's headers
@@ -39,9 +40,6 @@ pub struct Coalescer {
     count: usize,
     next_seq: u32,
     psh: bool,
-    /// Where a packet that joins nothing gets its header: kept, so that pure ACKs (every
-    /// other packet against a bulk flow) cost no allocation.
-    plain: Vec<u8>,
 }
 
 impl Coalescer {
@@ -51,10 +49,10 @@ impl Coalescer {
 
     /// One packet from the tunnel. What cannot join the packet being built ends it
     /// (it is written) first.
-    pub fn push(&mut self, pkt: &[u8], write: &mut impl FnMut(&[u8])) {
+    pub fn push(&mut self, pkt: &[u8], write: &mut impl FnMut(&[u8], &[u8])) {
         let Some(s) = tcp_segment(pkt) else {
             self.flush(write);
-            self.write_plain(pkt, write);
+            write(&vnet::PLAIN, pkt);
             return;
         };
         if self.joins(pkt, &s) {
@@ -68,7 +66,7 @@ impl Coalescer {
         let payload = pkt.len() - s.headers;
         if payload == 0 || s.flags & !(ACK | PSH) != 0 || s.flags & PSH != 0 {
             // Nothing to join to it: pure ACKs, SYN/FIN/RST/URG/ECE/CWR, a push.
-            self.write_plain(pkt, write);
+            write(&vnet::PLAIN, pkt);
             return;
         }
         self.cur.clear();
@@ -101,21 +99,15 @@ impl Coalescer {
             && same_headers(first, pkt, s)
     }
 
-    fn write_plain(&mut self, pkt: &[u8], write: &mut impl FnMut(&[u8])) {
-        self.plain.clear();
-        self.plain.extend_from_slice(&VnetHdr::default().encode());
-        self.plain.extend_from_slice(pkt);
-        write(&self.plain);
-    }
-
     /// Writes the packet being built, if any.
-    pub fn flush(&mut self, write: &mut impl FnMut(&[u8])) {
+    pub fn flush(&mut self, write: &mut impl FnMut(&[u8], &[u8])) {
         let Some(s) = self.seg.take() else { return };
+        let (header, packet) = self.cur.split_at_mut(vnet::LEN);
         if self.count == 1 {
-            write(&self.cur);
+            write(header, packet);
             return;
         }
-        finish(&mut self.cur[vnet::LEN..], &s, self.psh);
+        finish(packet, &s, self.psh);
         let h = VnetHdr {
             flags: NEEDS_CSUM,
             gso_type: if s.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
@@ -124,8 +116,8 @@ impl Coalescer {
             csum_start: s.ip as u16,
             csum_offset: 16,
         };
-        self.cur[..vnet::LEN].copy_from_slice(&h.encode());
-        write(&self.cur);
+        header.copy_from_slice(&h.encode());
+        write(header, packet);
     }
 }
 

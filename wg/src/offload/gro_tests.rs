@@ -47,7 +47,7 @@ fn segments(v6: bool, data: &[u8], mss: u16, flags: u8) -> Vec<Vec<u8>> {
 fn coalesce(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut c = Coalescer::new();
     let mut out = Vec::new();
-    let mut write = |b: &[u8]| out.push(b.to_vec());
+    let mut write = |h: &[u8], b: &[u8]| out.push([h, b].concat());
     for p in packets {
         c.push(p, &mut write);
     }

@@ -6,6 +6,9 @@ use super::OffloadError;
 
 pub const LEN: usize = 10;
 
+/// The header of a packet that is whole and needs nothing done (all fields zero).
+pub const PLAIN: [u8; LEN] = [0; LEN];
+
 /// `flags`: the transport checksum is to be filled in from `csum_start`, at
 /// `csum_start + csum_offset` (it holds the pseudo-header sum so far).
 pub const NEEDS_CSUM: u8 = 1;

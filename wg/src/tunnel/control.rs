@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 
 use super::receive::receive;
-use super::{Shared, BUF};
+use super::{tun_write, Shared, BUF};
 use crate::offload;
 use crate::shed::Admit;
 use crate::udp::Udp;
@@ -150,7 +150,6 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: OwnedFd, tun: Arc<AsyncF
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     let mut budget = Budget::new();
-    let header = offload::VnetHdr::default().encode();
     loop {
         if let Err(wait) = budget.take(Instant::now()) {
             tokio::time::sleep(wait).await;
@@ -172,15 +171,8 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: OwnedFd, tun: Arc<AsyncF
         let Some(inner) = receive(&shared, datagram, r.from, Admit::Deliver, &mut out).await else {
             continue;
         };
-        let packet = std::io::IoSlice::new(&datagram[inner]);
-        let with_header = [std::io::IoSlice::new(&header), packet];
-        let slices = if shared.vnet {
-            &with_header[..]
-        } else {
-            &with_header[1..]
-        };
-        // A full TUN drops it, as a link would; the fd is non-blocking.
-        let _ = nix::sys::uio::writev(tun.get_ref(), slices);
+        let header = shared.vnet.then_some(&offload::vnet::PLAIN[..]);
+        tun_write(tun.get_ref(), header, &datagram[inner]);
     }
 }
 

@@ -505,6 +505,15 @@ fn control_socket(udp: &Udp, adopted: Option<OwnedFd>, cfg: &TunnelConfig) -> Op
         .ok()
 }
 
+/// Writes one packet to the TUN, behind `header` on a device with virtio-net headers. A
+/// full TUN drops it, as a link would (the descriptor is non-blocking).
+fn tun_write(fd: &OwnedFd, header: Option<&[u8]>, packet: &[u8]) {
+    let _ = match header {
+        Some(h) => nix::sys::uio::writev(fd, &[io::IoSlice::new(h), io::IoSlice::new(packet)]),
+        None => nix::unistd::write(fd, packet),
+    };
+}
+
 fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
     #[allow(unsafe_code)]
     // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for

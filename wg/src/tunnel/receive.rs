@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
-use super::{lock, note_handshake, roam, Shared, BUF};
+use super::{lock, note_handshake, roam, tun_write, Shared, BUF};
 use crate::noise::{self, Received};
 use crate::offload;
 use crate::shed::{self, Admit};
@@ -20,9 +20,7 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
     let mut out = vec![0u8; BUF];
     let mut shedder = shed::Shedder::default();
     let mut gro = offload::Coalescer::new();
-    let tun = |b: &[u8]| {
-        let _ = nix::unistd::write(fd.get_ref(), b);
-    };
+    let mut tun = |header: &[u8], packet: &[u8]| tun_write(fd.get_ref(), Some(header), packet);
     loop {
         let r = match shared.udp.recv(&mut buf).await {
             Ok(r) => r,
@@ -51,12 +49,12 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
             };
             if shared.vnet {
                 // The run's segments of one flow leave as one write (see `offload::gro`).
-                gro.push(&datagram[inner], &mut |b| tun(b));
+                gro.push(&datagram[inner], &mut tun);
             } else {
-                tun(&datagram[inner]);
+                tun_write(fd.get_ref(), None, &datagram[inner]);
             }
         }
-        gro.flush(&mut |b| tun(b));
+        gro.flush(&mut tun);
         // As in `tun_to_udp`: a busy socket always has the next run ready.
         tokio::task::yield_now().await;
     }
