@@ -7,7 +7,10 @@
 //! halving the gap; 5 s a try). Prints the CPU each tunnel process used and what a gigabit
 //! cost it, which is what limits a 2-core machine.
 //!
-//! `cargo bench -p crosslink-lab --bench wg_throughput [-- SECONDS]` (root).
+//! `cargo bench -p crosslink-lab --bench wg_throughput [-- SECONDS] [--tcp-only=RUNS]`
+//! (root). `--tcp-only=RUNS` measures one crosslink tunnel alone, TCP 1 and 8 streams
+//! RUNS times each, and prints their medians: to compare two builds of the agent
+//! (`CROSSLINK_BIN`) one after the other, on a machine whose speed drifts.
 
 use std::time::{Duration, Instant};
 
@@ -149,6 +152,28 @@ fn rows(lab: &Lab, secs: u64, name: &str, watch: &[(String, u32)]) -> (f64, f64)
     (one, eight)
 }
 
+/// One crosslink tunnel with TCP, 1 and 8 streams, `runs` times each in turn: each
+/// figure, then the medians.
+fn tcp_medians(lab: &Lab, secs: u64, runs: usize, watch: &[(String, u32)]) {
+    let (mut ones, mut eights) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (streams, all) in [(1, &mut ones), (8, &mut eights)] {
+            let (mbps, cpu) = iperf(lab, secs, streams, watch);
+            show(
+                &format!("one crosslink tunnel, {streams} stream(s)"),
+                mbps,
+                &cpu,
+            );
+            all.push(mbps);
+        }
+    }
+    for (streams, mut all) in [(1, ones), (8, eights)] {
+        all.sort_by(f64::total_cmp);
+        let median = all.get(all.len() / 2).copied().unwrap_or(0.0);
+        println!("  median of {runs}, {streams} stream(s): {median:.0} Mbit/s");
+    }
+}
+
 /// A foreign WireGuard (wireguard-go or boringtun-cli, by `argv`) on both gateways over
 /// uplink 1, configured with `wg` as an operator would, the lan routes pointed at it.
 /// Returns its processes.
@@ -233,6 +258,8 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
+    let tcp_only: Option<usize> =
+        std::env::args().find_map(|a| a.strip_prefix("--tcp-only=").and_then(|n| n.parse().ok()));
     let mut lab = Lab::up(LabOptions::new(GatewayMode::Crosslink)).expect("lab up");
     lab.spawn("iperf3-hb", Node::Hb, &["iperf3", "-s"]).unwrap();
     let agents: Vec<(String, u32)> = ["crosslink-gwa", "crosslink-gwb"]
@@ -264,6 +291,10 @@ fn main() {
 
     let (t1a, t1b) = (Tunnel(1).ifname(Side::A), Tunnel(1).ifname(Side::B));
     route_lans(&lab, &["dev", &t1a], &["dev", &t1b]);
+    if let Some(runs) = tcp_only {
+        tcp_medians(&lab, secs, runs, &agents);
+        return;
+    }
     let (one, one8) = rows(&lab, secs, "one crosslink tunnel", &agents);
 
     let go = foreign(&mut lab, "go", &["wireguard-go", "-f"], 78);

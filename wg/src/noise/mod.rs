@@ -9,6 +9,7 @@
 //! timer rules follow its §6 as wireguard-go implements them.
 
 mod crypto;
+mod data;
 mod handover;
 mod handshake;
 mod session;
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub use handover::{HandoverError, MAX_LEN as HANDOVER_MAX_LEN};
 use handshake::{Identity, Pending, COOKIE_REPLY, INITIATION, RESPONSE};
 pub use handshake::{COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
-use session::{Open, Session, DATA, DATA_HEADER, REJECT_AFTER_TIME};
-pub use session::{DATA_HEADER as DATA_OFFSET, PADDING};
+pub use session::{Opener, Sealer, DATA_HEADER as DATA_OFFSET, PADDING};
+use session::{Session, DATA, DATA_HEADER, REJECT_AFTER_TIME};
 
 pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -203,34 +204,6 @@ impl Peer {
             .is_some_and(|s| s.usable(now))
     }
 
-    /// Seals `packet` into `out` (which must hold `packet.len() + overhead()` bytes and
-    /// at least a handshake initiation) and returns the datagram's length. Without a
-    /// session, the packet waits and the datagram is an initiation, if one is due.
-    pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8], now: Instant) -> Option<usize> {
-        if let Some(s) = self.sessions.current.as_mut().filter(|s| s.usable(now)) {
-            if s.wants_rekey(now) {
-                self.rekey_wanted = true;
-            }
-            let len = s.seal(packet, self.mtu, out);
-            self.note_sent(now, !packet.is_empty());
-            return Some(len);
-        }
-        if self.queue.len() == QUEUE {
-            self.queue.pop_front();
-        }
-        self.queue.push_back(packet.to_vec());
-        self.initiate(out, now)
-    }
-
-    fn note_sent(&mut self, now: Instant, data: bool) {
-        self.last_traffic = Some(now);
-        self.keepalive_owed = None;
-        self.confirm_owed = false;
-        if data {
-            self.unanswered_since.get_or_insert(now);
-        }
-    }
-
     /// A new initiation into `out` unless one went out less than REKEY_TIMEOUT ago.
     pub fn initiate(&mut self, out: &mut [u8], now: Instant) -> Option<usize> {
         let recent = self.pending[0]
@@ -307,45 +280,6 @@ impl Peer {
             (COOKIE_REPLY, COOKIE_REPLY_LEN) => self.receive_cookie(datagram, now),
             _ => Err(Error::Malformed),
         }
-    }
-
-    fn receive_data(&mut self, datagram: &mut [u8], now: Instant) -> Result<Received, Error> {
-        let index = u32::from_le_bytes(datagram[4..8].try_into().expect("4 bytes"));
-        let (session, slot) = self.sessions.find(index).ok_or(Error::UnknownIndex)?;
-        let len = match session.open(datagram, now) {
-            Open::Data(len) => len,
-            Open::Refused => return Err(Error::Replay),
-        };
-        let stale = slot == Slot::Current
-            && session.initiator
-            && now.saturating_duration_since(session.created)
-                >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
-        if slot == Slot::Next {
-            // The initiator used the new session: it is confirmed (§5.4.6), a handshake
-            // of ours under way is no longer needed (a late response to it still
-            // completes), and what waited can go (`flush`).
-            let s = &mut self.sessions;
-            s.previous = s.current.take();
-            s.current = s.next.take();
-            self.last_handshake = Some(now);
-            self.attempt_since = None;
-            self.rekey_wanted = false;
-        }
-        self.last_traffic = Some(now);
-        if stale && self.attempt_since.is_none() {
-            self.rekey_wanted = true;
-        }
-        self.unanswered_since = None;
-        if len == 0 {
-            return Ok(Received::Keepalive);
-        }
-        self.keepalive_owed.get_or_insert(now);
-        let inner = &datagram[DATA_HEADER..DATA_HEADER + len];
-        let (total, src) = inner_header(inner).ok_or(Error::BadInner)?;
-        if total > len || total < 20 {
-            return Err(Error::BadInner);
-        }
-        Ok(Received::Data { len: total, src })
     }
 
     fn under_load(&mut self, now: Instant) -> bool {
@@ -592,24 +526,6 @@ fn source_bytes(from: SocketAddr) -> Vec<u8> {
     };
     b.extend_from_slice(&from.port().to_be_bytes());
     b
-}
-
-/// An inner packet's length from its IP header, and its source.
-fn inner_header(p: &[u8]) -> Option<(usize, IpAddr)> {
-    match p.first()? >> 4 {
-        4 if p.len() >= 20 => {
-            let src: [u8; 4] = p[12..16].try_into().ok()?;
-            Some((usize::from(u16::from_be_bytes([p[2], p[3]])), src.into()))
-        }
-        6 if p.len() >= 40 => {
-            let src: [u8; 16] = p[8..24].try_into().ok()?;
-            Some((
-                40 + usize::from(u16::from_be_bytes([p[4], p[5]])),
-                src.into(),
-            ))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

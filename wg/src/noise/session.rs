@@ -1,6 +1,15 @@
 //! A session's transport keys (whitepaper §5.4.6): the data messages it seals and opens,
 //! and the window that refuses replays (RFC 6479's ring of bitmap blocks).
+//!
+//! The cryptography runs outside the peer's lock: under it a sender reserves a run of
+//! counters (`Sealer`), a receiver takes the key that opens a message (`Opener`) and,
+//! once it authenticated, its counter (`Session::take`). The lock is then held for
+//! bookkeeping only, never for a burst's encryption: a thread that waits for it (the
+//! other direction, or the real-time path with a BFD packet) waits nanoseconds, not the
+//! tens of microseconds a burst takes to seal, or the milliseconds a holder preempted in
+//! the middle of one would cost.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::crypto::{AeadKey, Key, TAG};
@@ -83,21 +92,14 @@ pub struct Session {
     pub local_index: u32,
     /// The peer's: our data messages carry it.
     pub remote_index: u32,
-    pub(crate) send: AeadKey,
-    pub(crate) recv: AeadKey,
+    pub(crate) send: Arc<AeadKey>,
+    pub(crate) recv: Arc<AeadKey>,
     /// The next counter to send with.
     pub(crate) sent: u64,
     pub(crate) replay: Replay,
     pub created: Instant,
     /// Whether we sent the initiation: only the initiator rekeys on age (§6.2).
     pub initiator: bool,
-}
-
-pub enum Open {
-    /// The plaintext is `buf[DATA_HEADER..DATA_HEADER + len]` (0: a keepalive).
-    Data(usize),
-    /// Not authentic, a replay, or too old.
-    Refused,
 }
 
 impl Session {
@@ -112,8 +114,8 @@ impl Session {
         Session {
             local_index,
             remote_index,
-            send: AeadKey::new(send),
-            recv: AeadKey::new(recv),
+            send: Arc::new(AeadKey::new(send)),
+            recv: Arc::new(AeadKey::new(recv)),
             sent: 0,
             replay: Replay::default(),
             created,
@@ -142,33 +144,122 @@ impl Session {
 
     /// Seals `packet` as a data message into `out`, which must hold `sealed_len` bytes.
     pub fn seal(&mut self, packet: &[u8], mtu: usize, out: &mut [u8]) -> usize {
-        let len = Session::sealed_len(packet.len(), mtu);
-        let out = &mut out[..len];
         let counter = self.sent;
         self.sent += 1;
-        out[..4].copy_from_slice(&[DATA, 0, 0, 0]);
-        out[4..8].copy_from_slice(&self.remote_index.to_le_bytes());
-        out[8..16].copy_from_slice(&counter.to_le_bytes());
-        let body = &mut out[DATA_HEADER..];
-        body[..packet.len()].copy_from_slice(packet);
-        body[packet.len()..len - DATA_HEADER - TAG].fill(0);
-        self.send.seal(counter, &[], body);
-        len
+        seal(&self.send, self.remote_index, counter, packet, mtu, out)
     }
 
-    /// Opens the data message `buf` in place.
-    pub fn open(&mut self, buf: &mut [u8], now: Instant) -> Open {
-        if buf.len() < DATA_HEADER + TAG || !self.usable(now) {
-            return Open::Refused;
+    /// Reserves up to `n` counters for packets sealed outside the peer's lock; None when
+    /// the session has no counter left (it is then no longer usable).
+    pub fn reserve(&mut self, n: usize, mtu: usize) -> Option<Sealer> {
+        let n = (n as u64).min(REJECT_AFTER_MESSAGES.saturating_sub(self.sent));
+        if n == 0 {
+            return None;
         }
+        let next = self.sent;
+        self.sent += n;
+        Some(Sealer {
+            key: self.send.clone(),
+            remote_index: self.remote_index,
+            next,
+            end: next + n,
+            mtu,
+        })
+    }
+
+    /// The key for a data message to this session, to open it outside the peer's lock.
+    pub fn opener(&self, now: Instant) -> Option<Opener> {
+        self.usable(now).then(|| Opener(self.recv.clone()))
+    }
+
+    /// Takes the counter of a message `Opener::open` authenticated: false if it was
+    /// taken before or is too old (a replay).
+    pub fn take(&mut self, opened: &Opened) -> bool {
+        self.replay.take(opened.counter)
+    }
+}
+
+/// A run of counters reserved on a session (`Session::reserve`): seals that many packets
+/// without the peer's lock. Counters it leaves unused are a gap the receiver's window
+/// takes as it takes loss.
+pub struct Sealer {
+    key: Arc<AeadKey>,
+    remote_index: u32,
+    next: u64,
+    end: u64,
+    mtu: usize,
+}
+
+impl Sealer {
+    /// Seals `packet` into `out` (which must hold `sealed_len` bytes) with the next
+    /// counter reserved; None when all are used.
+    pub fn seal(&mut self, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+        if self.next == self.end {
+            return None;
+        }
+        let counter = self.next;
+        self.next += 1;
+        Some(seal(
+            &self.key,
+            self.remote_index,
+            counter,
+            packet,
+            self.mtu,
+            out,
+        ))
+    }
+}
+
+/// The key that opens data messages to one session (`Session::opener`).
+pub struct Opener(Arc<AeadKey>);
+
+impl Opener {
+    /// Authenticates and decrypts the data message `buf` in place; None if it is not
+    /// authentic. Its counter is not taken yet (`Session::take` must follow).
+    pub fn open(&self, buf: &mut [u8]) -> Option<Opened> {
+        if buf.len() < DATA_HEADER + TAG {
+            return None;
+        }
+        let index = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
         let counter = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
         let body = &mut buf[DATA_HEADER..];
         let len = body.len() - TAG;
-        if !self.recv.open(counter, &[], body) || !self.replay.take(counter) {
-            return Open::Refused;
-        }
-        Open::Data(len)
+        self.0.open(counter, &[], body).then_some(Opened {
+            index,
+            counter,
+            len,
+        })
     }
+}
+
+/// A data message that authenticated (`Opener::open`): its plaintext is
+/// `buf[DATA_HEADER..DATA_HEADER + len]` (0: a keepalive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub(super) index: u32,
+    counter: u64,
+    pub(super) len: usize,
+}
+
+/// A data message carrying `packet` into `out`: header, padded plaintext, tag.
+fn seal(
+    key: &AeadKey,
+    remote_index: u32,
+    counter: u64,
+    packet: &[u8],
+    mtu: usize,
+    out: &mut [u8],
+) -> usize {
+    let len = Session::sealed_len(packet.len(), mtu);
+    let out = &mut out[..len];
+    out[..4].copy_from_slice(&[DATA, 0, 0, 0]);
+    out[4..8].copy_from_slice(&remote_index.to_le_bytes());
+    out[8..16].copy_from_slice(&counter.to_le_bytes());
+    let body = &mut out[DATA_HEADER..];
+    body[..packet.len()].copy_from_slice(packet);
+    body[packet.len()..len - DATA_HEADER - TAG].fill(0);
+    key.seal(counter, &[], body);
+    len
 }
 
 #[cfg(test)]
@@ -212,15 +303,16 @@ mod tests {
         let n = a.seal(b"hello", 1420, &mut out);
         assert_eq!(n, 16 + 16 + 16);
         assert_eq!(out[4..8], 2u32.to_le_bytes());
-        match b.open(&mut out[..n], t) {
-            Open::Data(len) => assert_eq!(&out[16..16 + 5], b"hello", "{len}"),
-            Open::Refused => panic!("refused"),
-        }
+        assert_eq!(open(&mut b, &mut out[..n], t), Some(16));
+        assert_eq!(&out[16..16 + 5], b"hello");
         let n = a.seal(b"again", 1420, &mut out);
         let copy = out;
-        assert!(matches!(b.open(&mut out[..n], t), Open::Data(16)));
+        assert_eq!(open(&mut b, &mut out[..n], t), Some(16));
         let mut replayed = copy;
-        assert!(matches!(b.open(&mut replayed[..n], t), Open::Refused));
+        assert_eq!(open(&mut b, &mut replayed[..n], t), None, "a replay");
+        let mut forged = copy;
+        forged[20] ^= 1;
+        assert_eq!(open(&mut b, &mut forged[..n], t), None, "a flipped bit");
         let n = a.seal(&[], 1420, &mut out);
         assert_eq!(n, 32, "a keepalive");
         assert_eq!(
@@ -234,9 +326,51 @@ mod tests {
             16 + 1500 + 16,
             "larger than the MTU"
         );
-        assert!(matches!(
-            b.open(&mut out[..n], t + REJECT_AFTER_TIME),
-            Open::Refused
-        ));
+        assert_eq!(open(&mut b, &mut out[..n], t + REJECT_AFTER_TIME), None);
+    }
+
+    /// Opens `buf` and takes its counter, as the peer does; the plaintext's length.
+    fn open(s: &mut Session, buf: &mut [u8], now: Instant) -> Option<usize> {
+        let opened = s.opener(now)?.open(buf)?;
+        s.take(&opened).then_some(opened.len)
+    }
+
+    #[test]
+    fn a_sealer_uses_the_counters_it_reserved_and_no_more() {
+        let t = Instant::now();
+        let mut a = Session::new(1, 2, [1; 32], [2; 32], t, true);
+        let mut b = Session::new(2, 1, [2; 32], [1; 32], t, false);
+        let mut sealer = a.reserve(3, 1420).expect("counters");
+        let mut again = a.reserve(2, 1420).expect("counters after");
+        let mut out = [0u8; 64];
+        let mut sealed = Vec::new();
+        while let Some(n) = sealer.seal(b"x", &mut out) {
+            sealed.push(out[..n].to_vec());
+        }
+        assert_eq!(sealed.len(), 3);
+        let n = again.seal(b"y", &mut out).expect("its own");
+        let counter = |d: &[u8]| u64::from_le_bytes(d[8..16].try_into().unwrap());
+        assert_eq!(
+            sealed.iter().map(|d| counter(d)).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            counter(&out[..n]),
+            3,
+            "the second run starts after the first"
+        );
+        assert_eq!(a.seal(b"z", 1420, &mut [0u8; 64]), 48);
+        assert_eq!(a.sent, 6, "the unused counter is a gap, never reused");
+        // Opened in any order, each once.
+        assert_eq!(open(&mut b, &mut out[..n], t), Some(16));
+        for d in sealed.iter_mut().rev() {
+            assert_eq!(open(&mut b, d, t), Some(16));
+            assert_eq!(open(&mut b, d, t), None);
+        }
+        a.sent = REJECT_AFTER_MESSAGES - 1;
+        let mut last = a.reserve(10, 1420).expect("one left");
+        assert!(last.seal(b"w", &mut out).is_some());
+        assert!(last.seal(b"w", &mut out).is_none(), "only one was left");
+        assert!(a.reserve(1, 1420).is_none(), "none left");
     }
 }

@@ -4,8 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::*;
 
-const A_ADDR: &str = "192.0.2.1:51820";
-const B_ADDR: &str = "192.0.2.2:51820";
+pub(super) const A_ADDR: &str = "192.0.2.1:51820";
+pub(super) const B_ADDR: &str = "192.0.2.2:51820";
 
 fn keys() -> ([u8; 32], [u8; 32], [u8; 32], [u8; 32]) {
     let a = [0x11; 32];
@@ -15,7 +15,7 @@ fn keys() -> ([u8; 32], [u8; 32], [u8; 32], [u8; 32]) {
     (a, pa, b, pb)
 }
 
-fn peers(now: Instant) -> (Peer, Peer) {
+pub(super) fn peers(now: Instant) -> (Peer, Peer) {
     let (a, pa, b, pb) = keys();
     let cfg = |private, peer| Config {
         private_key: private,
@@ -31,7 +31,7 @@ fn peers(now: Instant) -> (Peer, Peer) {
 }
 
 /// An IPv4 packet of `len` bytes from `src`.
-fn packet(len: usize, src: [u8; 4], fill: u8) -> Vec<u8> {
+pub(super) fn packet(len: usize, src: [u8; 4], fill: u8) -> Vec<u8> {
     let mut p = vec![fill; len];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
@@ -44,7 +44,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// Delivers `datagram` to `to` and returns what it says, with the plaintext for data.
-fn deliver(
+pub(super) fn deliver(
     to: &mut Peer,
     from: &str,
     datagram: &[u8],
@@ -62,7 +62,7 @@ fn deliver(
 }
 
 /// a sends `first` with no session: the handshake runs and `first` arrives at b.
-fn establish(a: &mut Peer, b: &mut Peer, now: Instant) {
+pub(super) fn establish(a: &mut Peer, b: &mut Peer, now: Instant) {
     let mut out = vec![0u8; 2048];
     let first = packet(100, [10, 0, 0, 1], 1);
     let n = a.encapsulate(&first, &mut out, now).expect("an initiation");

@@ -70,11 +70,7 @@ pub(super) async fn receive(
     admit: Admit,
     out: &mut [u8],
 ) -> Option<Range<usize>> {
-    let (received, queued) = {
-        let mut peer = lock(&shared.peer);
-        let r = peer.decapsulate(datagram, from, out, Instant::now());
-        (r, peer.has_queued())
-    };
+    let (received, queued) = take_in(shared, datagram, from, out);
     if queued && matches!(received, Ok(Received::Data { .. } | Received::Keepalive)) {
         // The peer's first message on the session we answered confirmed it: what waited
         // for a session goes now, ahead of what is sealed from here on.
@@ -117,6 +113,27 @@ pub(super) async fn receive(
         Err(e) => tracing::trace!(error = %e, "WireGuard datagram not taken"),
     }
     None
+}
+
+/// Hands `datagram` to the peer: a data message is opened between two short holds of its
+/// lock (see `noise::Opener`), anything else under it. Also whether packets wait for a
+/// session.
+fn take_in(
+    shared: &Shared,
+    datagram: &mut [u8],
+    from: SocketAddr,
+    out: &mut [u8],
+) -> (Result<Received, noise::Error>, bool) {
+    let now = Instant::now();
+    let opener = lock(&shared.peer).opener(datagram, now);
+    let opened = opener.map(|o| o.open(datagram));
+    let mut peer = lock(&shared.peer);
+    let r = match opened {
+        Some(Some(opened)) => peer.accept(datagram, opened, now),
+        Some(None) => Err(noise::Error::Decrypt),
+        None => peer.decapsulate(datagram, from, out, now),
+    };
+    (r, peer.has_queued())
 }
 
 /// Sends what waited for a session, then the keepalive a new session may owe.

@@ -135,6 +135,11 @@ impl Sealed {
             && self.buf.len() - self.end >= (len + SEAL_OVERHEAD).max(noise::INITIATION_LEN)
     }
 
+    fn push(&mut self, len: usize) {
+        self.lens.push(len);
+        self.end += len;
+    }
+
     async fn send(&mut self, shared: &Shared) {
         if let Some(to) = shared.endpoint() {
             let (mut at, mut i) = (0, 0);
@@ -151,9 +156,11 @@ impl Sealed {
     }
 }
 
-/// Seals `segments` into `out`, one lock of the peer for as many as fit, sending what is
-/// sealed whenever it is full. Network control (BFD) is sealed and sent on its own at once,
-/// marked with its DSCP outside too, ahead of the bulk sealed before it (see `udp_steer`).
+/// Seals `segments` into `out`, sending what is sealed whenever it is full. The
+/// encryption runs outside the peer's lock, on counters reserved under it for as many
+/// packets as fit (see `noise::Sealer`). Network control (BFD) is sealed and sent on its
+/// own at once, marked with its DSCP outside too, ahead of the bulk sealed before it (see
+/// `udp_steer`).
 async fn seal_all<'a>(shared: &Shared, segments: impl Iterator<Item = &'a [u8]>, out: &mut Sealed) {
     let mut segments = segments.peekable();
     while let Some(&next) = segments.peek() {
@@ -162,19 +169,33 @@ async fn seal_all<'a>(shared: &Shared, segments: impl Iterator<Item = &'a [u8]>,
             send_control(shared, next, tos).await;
             continue;
         }
-        {
+        if !out.has_room(next.len()) {
+            out.send(shared).await;
+            continue;
+        }
+        let want = segments.size_hint().0.min(BURST - out.lens.len());
+        let sealer = lock(&shared.peer).sealer(want, Instant::now());
+        let Some(mut sealer) = sealer else {
+            // No session: each packet waits for the handshake its sealing starts.
             let mut peer = lock(&shared.peer);
             let now = Instant::now();
             while let Some(seg) = segments.next_if(|s| out.has_room(s.len()) && urgent(s).is_none())
             {
                 if let Some(len) = peer.encapsulate(seg, &mut out.buf[out.end..], now) {
-                    out.lens.push(len);
-                    out.end += len;
+                    out.push(len);
                 }
             }
-        }
-        if segments.peek().is_some_and(|s| !out.has_room(s.len())) {
-            out.send(shared).await;
+            continue;
+        };
+        while let Some(&seg) = segments.peek() {
+            if !out.has_room(seg.len()) || urgent(seg).is_some() {
+                break;
+            }
+            let Some(len) = sealer.seal(seg, &mut out.buf[out.end..]) else {
+                break;
+            };
+            segments.next();
+            out.push(len);
         }
     }
 }
