@@ -17,16 +17,25 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// The kernel's UDP_MAX_SEGMENTS on older kernels (newer allow 128).
 pub(crate) const MAX_SEGMENTS: usize = 64;
 /// Payload of one GSO datagram: the IPv4 limit less the IP and UDP headers.
 pub(crate) const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
+/// Sends that found the socket's buffer full and waited for room, before the datagram is
+/// given up (the buffer is 4 MiB: full means the uplink is gone, or nearly).
+const SEND_TRIES: usize = 3;
+
 pub(crate) struct Udp {
-    sock: UdpSocket,
+    /// Registered for reading only. A registration for writing has the kernel call back
+    /// into epoll each time it frees a sent datagram (every change of the write space),
+    /// and wake the runtime's thread parked there, for no one waiting. Sends are
+    /// non-blocking; the rare one that finds no room waits on a registration of its own
+    /// (`room`).
+    sock: AsyncFd<std::net::UdpSocket>,
     /// A dual-stack IPv6 socket: IPv4 peers are addressed as mapped addresses.
     v6: bool,
     /// Cleared when the kernel or the uplink refuses UDP_SEGMENT; then one send a datagram.
@@ -86,7 +95,13 @@ impl Udp {
 
     /// A bound socket as a `Udp` of the runtime this is called on.
     pub(crate) fn from_fd(fd: OwnedFd, v6: bool) -> io::Result<Udp> {
-        let sock = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
+        let sock = std::net::UdpSocket::from(fd);
+        sock.set_nonblocking(true)?;
+        #[allow(unsafe_code)]
+        // SAFETY: the AsyncFd owns the socket, so the descriptor stays open and the same
+        // for the AsyncFd's whole life.
+        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
+            .map_err(io::Error::from)?;
         Ok(Udp {
             sock,
             v6,
@@ -111,7 +126,7 @@ impl Udp {
 
     pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.sock.as_fd()
+        self.sock.get_ref().as_fd()
     }
 
     /// The socket address to send to, mapped for a dual-stack socket.
@@ -125,10 +140,7 @@ impl Udp {
     }
 
     pub(crate) async fn send(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.sock
-            .send_to(datagram, self.wire_addr(to))
-            .await
-            .map(drop)
+        self.send_with(datagram, to, &[]).await
     }
 
     /// Sends one datagram with `tos` in its IP header (TOS or traffic class), as the
@@ -158,19 +170,37 @@ impl Udp {
     ) -> io::Result<()> {
         let addr = SockaddrStorage::from(self.wire_addr(to));
         let fd = self.sock.as_raw_fd();
-        self.sock
-            .async_io(Interest::WRITABLE, || {
-                sendmsg(
-                    fd,
-                    &[IoSlice::new(data)],
-                    cmsg,
-                    MsgFlags::empty(),
-                    Some(&addr),
-                )
-                .map(drop)
-                .map_err(io::Error::from)
-            })
-            .await
+        let mut tries = 0;
+        loop {
+            let sent = sendmsg(
+                fd,
+                &[IoSlice::new(data)],
+                cmsg,
+                MsgFlags::MSG_DONTWAIT,
+                Some(&addr),
+            );
+            match sent {
+                Err(Errno::EAGAIN) if tries < SEND_TRIES => {
+                    tries += 1;
+                    self.room().await?;
+                }
+                r => return r.map(drop).map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// Waits until the socket's send buffer has room again. A registration for writing
+    /// of its own, on a duplicate descriptor (epoll keys a registration on the
+    /// descriptor), held only while waiting: see `sock`. Registering reports the room at
+    /// once if there is some by then, so no wake-up is missed.
+    async fn room(&self) -> io::Result<()> {
+        let dup = self.sock.get_ref().try_clone()?;
+        #[allow(unsafe_code)]
+        // SAFETY: as in `from_fd`: the AsyncFd owns the duplicate for its whole life.
+        let waiter = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+            .map_err(io::Error::from)?;
+        let _ready = waiter.writable().await?;
+        Ok(())
     }
 
     /// Sends `run` as datagrams of `segment` bytes (the last may be shorter); returns how
@@ -221,7 +251,7 @@ impl Udp {
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let fd = self.sock.as_raw_fd();
         self.sock
-            .async_io(Interest::READABLE, || {
+            .async_io(Interest::READABLE, |_| {
                 let mut cmsg = nix::cmsg_space!(i32, libc::timespec);
                 let mut iov = [IoSliceMut::new(buf)];
                 let msg =

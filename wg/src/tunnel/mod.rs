@@ -515,13 +515,16 @@ fn tun_write(fd: &OwnedFd, header: Option<&[u8]>, packet: &[u8]) {
     };
 }
 
+/// Registers a TUN queue for reading only: its writes never wait (a full TUN drops, see
+/// `tun_write`), and a registration for writing would wake a thread of the runtime each
+/// time the kernel frees a packet written to it (see `Udp`'s socket).
 fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
     #[allow(unsafe_code)]
     // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
     // the AsyncFd's whole life.
-    Ok(Arc::new(
-        unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?,
-    ))
+    let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)?;
+    Ok(Arc::new(fd))
 }
 
 fn note_handshake(shared: &Shared) {
