@@ -100,7 +100,7 @@ fn raise_priority() {
                 tracing::warn!(error = %e, ?cpus, "tunnel control thread not kept to its CPUs");
             }
         }
-        None => super::all_cpus(),
+        None => super::plane::all_cpus(),
     }
     tracing::debug!(priority = %how, cpus = ?CPUS.get(), "tunnel control thread started");
 }

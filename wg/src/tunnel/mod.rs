@@ -13,7 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
@@ -27,9 +27,12 @@ use crate::udp::Udp;
 use crate::{handover, link, steer, tun, uapi};
 
 mod control;
+mod plane;
 mod receive;
 mod send;
 pub use control::keep_control_on;
+use plane::Placement;
+pub use plane::DATA_PLANE_NICE;
 use receive::udp_to_tun;
 use send::tun_to_udp;
 
@@ -200,7 +203,7 @@ impl Drop for Tunnel {
 impl Tunnel {
     /// Creates or adopts the interface, configures it, binds the UDP socket, serves the
     /// UAPI socket and starts the handshake at once. The tunnel runs on the data plane's
-    /// runtime (see `data_plane`), whichever runtime awaits this.
+    /// threads (see `plane`), whichever runtime awaits this.
     pub async fn start(cfg: TunnelConfig) -> io::Result<Tunnel> {
         Tunnel::start_adopting(cfg, Adopted::default()).await
     }
@@ -208,13 +211,21 @@ impl Tunnel {
     /// As `start`, from the descriptors a previous run handed over where they still fit
     /// the config (see `adopt`): the interface never loses its carrier.
     pub async fn start_adopting(cfg: TunnelConfig, adopted: Adopted) -> io::Result<Tunnel> {
-        data_plane()?
-            .spawn(Tunnel::start_here(cfg, adopted))
+        let place = Placement::next()?;
+        place
+            .receiving()
+            .spawn(Tunnel::start_here(cfg, adopted, place.clone()))
             .await
             .map_err(|e| io::Error::other(format!("tunnel start: {e}")))?
     }
 
-    async fn start_here(cfg: TunnelConfig, mut adopted: Adopted) -> io::Result<Tunnel> {
+    /// Runs on the tunnel's receiving shard: what it registers there (the UDP socket)
+    /// is polled there.
+    async fn start_here(
+        cfg: TunnelConfig,
+        mut adopted: Adopted,
+        place: Placement,
+    ) -> io::Result<Tunnel> {
         let uplink = cfg.uplink.as_deref();
         let udp_error = |e: io::Error| {
             io::Error::new(
@@ -323,15 +334,12 @@ impl Tunnel {
             queues.push(c.clone());
             tasks.push(control_rt.spawn(tun_to_udp(shared.clone(), c.clone(), None)));
         }
-        for fd in fds {
-            let fd = register(fd)?;
+        for (i, fd) in fds.into_iter().enumerate() {
+            let shard = place.sending(i);
+            let fd = plane::on(shard, move || register(fd)).await??;
             queues.push(fd.clone());
             write_fd.get_or_insert_with(|| fd.clone());
-            tasks.push(tokio::spawn(tun_to_udp(
-                shared.clone(),
-                fd,
-                control.clone(),
-            )));
+            tasks.push(shard.spawn(tun_to_udp(shared.clone(), fd, control.clone())));
         }
         let write_fd = write_fd.ok_or_else(|| io::Error::other("no TUN queue"))?;
         let control_udp_kept = match &control_udp {
@@ -436,56 +444,6 @@ impl Tunnel {
         for t in tasks {
             let _ = t.await;
         }
-    }
-}
-
-/// Every tunnel's tasks run on a runtime of their own, apart from the agent's: a task
-/// there that parses a 100,000-prefix table or waits on netlink does not yield until it
-/// is done, and a packet whose task sits behind it on the same worker waits as long —
-/// measured in the lab, the BFD inside a tunnel then missed its detection time under
-/// table churn, on the idle tunnel as often as on the loaded one. As threads of their
-/// own, the kernel shares the cores between the two; and it gives them a little more
-/// (`DATA_PLANE_NICE`), as a router serves forwarding before its control plane.
-fn data_plane() -> io::Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<io::Result<tokio::runtime::Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .thread_name("wg")
-                .on_thread_start(enter_data_plane)
-                .enable_all()
-                .build()
-        })
-        .as_ref()
-        .map_err(|e| io::Error::new(e.kind(), format!("data plane runtime: {e}")))
-}
-
-/// Nice value of the data plane's threads: ahead of ordinary threads (the agent's BGP and
-/// route programming among them), behind the BFD thread (real-time, or nice -10).
-pub const DATA_PLANE_NICE: i32 = -5;
-
-/// Applies `DATA_PLANE_NICE` to the calling thread where allowed (root, CAP_SYS_NICE, or
-/// systemd's `LimitNICE=`; otherwise the thread stays at the process's priority), and
-/// every CPU of the process.
-fn enter_data_plane() {
-    #[allow(unsafe_code)]
-    // SAFETY: plain syscall; on Linux PRIO_PROCESS with id 0 is the calling thread.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DATA_PLANE_NICE) };
-    if r != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "data plane thread keeps its nice value");
-    }
-    all_cpus();
-}
-
-/// Lets the calling thread run on every CPU of the process. A thread inherits its
-/// creator's CPUs, and the runtime may be built from a thread the agent keeps to some of
-/// them (its control threads stay off the BFD CPU). The data plane needs every core the
-/// process has: those of the main thread, which the agent never narrows.
-fn all_cpus() {
-    use nix::sched::{sched_getaffinity, sched_setaffinity};
-    use nix::unistd::{getpid, Pid};
-    if let Ok(all) = sched_getaffinity(getpid()) {
-        let _ = sched_setaffinity(Pid::from_raw(0), &all);
     }
 }
 
