@@ -1,6 +1,7 @@
 //! One WireGuard tunnel: a TUN device, a UDP socket and the protocol's `noise::Peer`,
-//! driven by crosslink's own tokio tasks. Each TUN queue has a task that encrypts towards
-//! the network; one task decrypts towards the TUN; one runs WireGuard's timers. The tasks
+//! driven by crosslink's own tokio tasks on the data plane's threads (`plane`). Each TUN
+//! queue has a task that encrypts towards the network; one task decrypts towards the TUN;
+//! one runs WireGuard's timers. The tasks
 //! share the `Peer` behind a mutex held for its bookkeeping only: the cryptography runs
 //! outside it (`noise::Sealer`, `noise::Opener`), so the directions, the queues and the
 //! real-time path seal and open at the same time on both cores, and several tunnels run
