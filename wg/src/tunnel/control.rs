@@ -52,19 +52,7 @@ pub fn keep_control_on(cpus: Vec<usize>) {
 pub(super) fn runtime() -> io::Result<&'static tokio::runtime::Handle> {
     static RUNTIME: OnceLock<io::Result<tokio::runtime::Handle>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = rt.handle().clone();
-            std::thread::Builder::new()
-                .name("wg-control".into())
-                .spawn(move || {
-                    raise_priority();
-                    rt.block_on(std::future::pending::<()>());
-                })?;
-            Ok(handle)
-        })
+        .get_or_init(|| super::plane::runtime_thread("wg-control".into(), raise_priority))
         .as_ref()
         .map_err(|e| io::Error::new(e.kind(), format!("tunnel control runtime: {e}")))
 }
@@ -178,10 +166,7 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: OwnedFd, tun: Arc<AsyncF
 
 /// Registers `fd` with the control runtime (its readiness is then driven there).
 pub(super) async fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
-    runtime()?
-        .spawn(async move { super::register(fd) })
-        .await
-        .map_err(|e| io::Error::other(format!("tunnel control runtime: {e}")))?
+    super::plane::on(runtime()?, move || super::register(fd)).await?
 }
 
 #[cfg(test)]

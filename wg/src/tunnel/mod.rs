@@ -1,11 +1,10 @@
 //! One WireGuard tunnel: a TUN device, a UDP socket and the protocol's `noise::Peer`,
 //! driven by crosslink's own tokio tasks on the data plane's threads (`plane`). Each TUN
 //! queue has a task that encrypts towards the network; one task decrypts towards the TUN;
-//! one runs WireGuard's timers. The tasks
-//! share the `Peer` behind a mutex held for its bookkeeping only: the cryptography runs
-//! outside it (`noise::Sealer`, `noise::Opener`), so the directions, the queues and the
-//! real-time path seal and open at the same time on both cores, and several tunnels run
-//! in parallel.
+//! one runs WireGuard's timers. The tasks share the `Peer` behind a mutex held for its
+//! bookkeeping only: the cryptography runs outside it (`noise::Sealer`, `noise::Opener`),
+//! so the directions, the queues and the real-time path seal and open at the same time on
+//! both cores, and several tunnels run in parallel.
 //!
 //! Dropping a `Tunnel` stops its tasks and leaves the interface in place (persistent), so a
 //! restarting agent adopts it and the routes through it never vanish.

@@ -43,18 +43,22 @@ fn shards() -> io::Result<&'static [Handle]> {
         .map_err(|e| io::Error::new(e.kind(), format!("data plane runtime: {e}")))
 }
 
-/// Starts shard `i`: a thread that runs a single-threaded runtime until the process ends.
+/// Starts shard `i`.
 fn shard(i: usize) -> io::Result<Handle> {
+    runtime_thread(format!("wg-{i}"), enter_data_plane)
+}
+
+/// A thread named `name` that calls `enter` (its priority and CPUs), then runs a
+/// single-threaded runtime until the process ends: a shard, or the control thread.
+pub(super) fn runtime_thread(name: String, enter: fn()) -> io::Result<Handle> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let handle = rt.handle().clone();
-    std::thread::Builder::new()
-        .name(format!("wg-{i}"))
-        .spawn(move || {
-            enter_data_plane();
-            rt.block_on(std::future::pending::<()>());
-        })?;
+    std::thread::Builder::new().name(name).spawn(move || {
+        enter();
+        rt.block_on(std::future::pending::<()>());
+    })?;
     Ok(handle)
 }
 
