@@ -17,6 +17,7 @@ mod sim;
 #[cfg(test)]
 mod sim_timed;
 mod timed;
+mod verdict;
 pub use timed::{span, Timed};
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::core::events::EventKind;
 use crate::operator_state::Mark;
 use crate::select::{Candidate, CandidateKind};
+use verdict::verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Settings {
@@ -191,6 +193,9 @@ struct Path {
     /// When the operator's timed test ends (`failover --for`).
     ends: Option<timed::Ends>,
     admitted: bool,
+    /// In service only because nothing else is admitted (see `waive_if_nothing_admitted`),
+    /// and told so: the next pass that finds it so again says nothing.
+    waived: bool,
     /// Why it is not admitted, as last decided.
     why: String,
 }
@@ -208,6 +213,7 @@ impl Path {
             operator: Operator::Normal,
             ends: None,
             admitted: false,
+            waived: false,
             why: String::new(),
         }
     }
@@ -356,6 +362,9 @@ impl Policy {
             let why = verdict.err().unwrap_or_default();
             let was = p.admitted;
             p.admitted = admitted;
+            if admitted {
+                p.waived = false;
+            }
             p.why.clone_from(&why);
             if admitted && !was && p.held {
                 self.event(
@@ -468,6 +477,10 @@ impl Policy {
     /// and that the operator has not taken out is used (the selection still prefers lines).
     fn waive_if_nothing_admitted(&mut self, obs: &[Observation], out: &mut [Candidate]) {
         if out.iter().any(|c| c.healthy) {
+            // The waiver is over: the next one is news again.
+            for p in self.paths.values_mut() {
+                p.waived = false;
+            }
             return;
         }
         for (o, c) in obs.iter().zip(out.iter_mut()) {
@@ -476,6 +489,7 @@ impl Policy {
             };
             let operator_out = matches!(p.operator, Operator::Failover | Operator::Drained);
             if !o.up || operator_out {
+                p.waived = false;
                 continue;
             }
             // In service from now on: a path that comes back next waits for its own
@@ -483,6 +497,13 @@ impl Policy {
             p.admitted = true;
             c.healthy = true;
             c.why = String::new();
+            // Every pass while nothing is admitted comes here again (observations change
+            // many times a second under churn): told once, or the event log fills with
+            // the one message and loses what came before it.
+            if std::mem::replace(&mut p.waived, true) {
+                p.why.clear();
+                continue;
+            }
             let msg = if p.why.is_empty() {
                 format!("{} in service", o.name)
             } else {
@@ -557,45 +578,4 @@ impl Policy {
     pub fn take_events(&mut self) -> Vec<PolicyEvent> {
         std::mem::take(&mut self.events)
     }
-}
-
-/// Whether a tracked path may carry traffic at `now`; Err says why not.
-fn verdict(s: &Settings, p: &mut Path, now: Instant, o: &Observation) -> Result<(), String> {
-    match p.operator {
-        Operator::Failover => return Err("failed over by the operator".into()),
-        Operator::Drained => return Err("drained by the operator".into()),
-        Operator::Normal | Operator::Draining { .. } => {}
-    }
-    if !o.up {
-        return Err(o.why.clone());
-    }
-    if p.degraded {
-        return Err(format!(
-            "degraded: {:.0} % probe loss",
-            o.loss.unwrap_or(0.0) * 100.0
-        ));
-    }
-    if p.penalty.suppressed(&s.damping, now) {
-        let left = p
-            .penalty
-            .reuse_at(&s.damping, now)
-            .map_or(Duration::ZERO, |t| t - now);
-        return Err(format!(
-            "suppressed by flap damping (penalty {:.0}), reusable in {}",
-            p.penalty.value(&s.damping, now),
-            secs(left)
-        ));
-    }
-    if p.held && !p.admitted {
-        let since = p.up_since.unwrap_or(now);
-        let left = (since + s.hold_down).saturating_duration_since(now);
-        if !left.is_zero() {
-            return Err(format!("up again, hold-down {} left", secs(left)));
-        }
-    }
-    // On a return only: at a first start there is no alternative worth waiting on.
-    if p.held && !o.relearned && !p.admitted {
-        return Err("up again, waiting for its prefixes to be re-learned".into());
-    }
-    Ok(())
 }

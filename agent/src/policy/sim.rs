@@ -295,6 +295,45 @@ fn tunnels_down_in_failover_keep_the_last_group_and_a_tunnel_back_is_used_at_onc
 }
 
 #[test]
+fn a_waiver_is_told_once_however_often_the_policy_looks() {
+    const ALL: [&str; 4] = ["line1", "line2", "t1", "t2"];
+    let mut sim = Sim::new();
+    sim.secs(5);
+    // Three flaps each: every path suppressed by damping (1,000 a flap, suppress 2,000).
+    for _ in 0..3 {
+        ALL.iter().for_each(|p| sim.cut(p, true));
+        sim.secs(1);
+        ALL.iter().for_each(|p| sim.cut(p, false));
+        sim.secs(1);
+    }
+    // All up, none admitted: all are used, and the agent evaluates on every observation
+    // (here every 10 ms, as under churn), each pass finding them suppressed again.
+    for _ in 0..500 {
+        sim.now += STEP;
+        sim.step();
+    }
+    let told = |sim: &Sim, path: &str| {
+        sim.events()
+            .iter()
+            .filter(|e| e.1 == "path-return" && e.2 == path)
+            .count()
+    };
+    assert_eq!(told(&sim, "t1"), 3, "{:?}", sim.events());
+    let before = sim.events().len();
+    for _ in 0..500 {
+        sim.now += STEP;
+        sim.step();
+    }
+    assert_eq!(sim.events().len(), before, "{:?}", &sim.events()[before..]);
+    // Nothing admitted a next time is news again.
+    ALL.iter().for_each(|p| sim.cut(p, true));
+    sim.secs(1);
+    sim.cut("t1", false);
+    sim.secs(1);
+    assert_eq!(told(&sim, "t1"), 4, "{:?}", sim.events());
+}
+
+#[test]
 fn drain_during_a_failure_keeps_the_line_out_until_undrained() {
     let mut sim = Sim::new();
     sim.secs(5);
