@@ -20,6 +20,9 @@ const RX_HISTORY: usize = 8192;
 const MIN_JITTER: f64 = 0.75;
 /// A transmit timer may fire up to this fraction of the interval before its jittered time.
 const TX_WINDOW_DIVISOR: u32 = 8;
+/// The shortest stall of the driver that earns a detection its grace (see `Input::Stalled`):
+/// below it, a late wake-up is ordinary scheduling.
+pub const STALL_MIN: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -71,6 +74,13 @@ pub enum Input {
     SetDetectMult(u8),
     /// Start a Poll Sequence to sample the round-trip time (ignored while one runs).
     MeasureRtt,
+    /// The driver was kept from running this long (its wake-up came that late: a CPU busy
+    /// in a long system call, a vCPU the hypervisor paused). Packets that reached the host
+    /// meanwhile may not be in its sockets yet, and a peer on the same stalled host could
+    /// not send at all. A detection that expires before the driver has looked again for
+    /// as long (at most one receive interval) waits for that, once per silence: the stall
+    /// was ours, not the path's. A real failure is declared that much later, no more.
+    Stalled(Duration),
 }
 
 /// When an armed timer is to fire: at `at`, or anywhere from `earliest` on. The window lets
@@ -127,6 +137,8 @@ pub struct Stats {
     pub last_up_rx: Option<Instant>,
     /// When the session last fell from Up.
     pub down_at: Option<Instant>,
+    /// Detections that waited for the driver to look again after its stall.
+    pub stall_graces: u64,
 }
 
 pub struct Session {
@@ -155,6 +167,10 @@ pub struct Session {
     last_rx: Option<Instant>,
     last_tx: Option<Instant>,
     rx_times: VecDeque<Instant>,
+    /// Until when an expiring detection waits, after the driver's last stall.
+    stall_grace: Option<Instant>,
+    /// This silence already had its grace (cleared by the next packet).
+    grace_used: bool,
     stats: Stats,
     out: Vec<Output>,
 }
@@ -189,6 +205,8 @@ impl Session {
             last_rx: None,
             last_tx: None,
             rx_times: VecDeque::new(),
+            stall_grace: None,
+            grace_used: false,
             stats: Stats::default(),
             out: Vec::new(),
             cfg,
@@ -293,6 +311,10 @@ impl Session {
             Input::SetDetectMult(m) if m > 0 => self.cfg.detect_mult = m,
             Input::SetDetectMult(_) => {}
             Input::MeasureRtt => self.on_measure_rtt(now),
+            Input::Stalled(d) if d >= STALL_MIN => {
+                self.stall_grace = Some(now + d.min(self.rx_interval()));
+            }
+            Input::Stalled(_) => {}
         }
         std::mem::take(&mut self.out)
     }
@@ -395,6 +417,7 @@ impl Session {
         }
         self.stats.rx_packets += 1;
         self.last_rx = Some(arrived);
+        self.grace_used = false;
         if self.rx_times.len() == RX_HISTORY {
             self.rx_times.pop_front();
         }
@@ -531,6 +554,13 @@ impl Session {
             .last_rx
             .is_none_or(|t| now.saturating_duration_since(t) >= self.detection_time());
         if !silent || !matches!(self.state, State::Init | State::Up) {
+            return;
+        }
+        if let Some(until) = self.stall_grace.filter(|u| now < *u && !self.grace_used) {
+            self.grace_used = true;
+            self.stats.stall_graces += 1;
+            self.out
+                .push(Output::ArmTimer(Timer::Detect, Due::exactly(until)));
             return;
         }
         self.change(State::Down, Diag::ControlDetectionTimeExpired, now);

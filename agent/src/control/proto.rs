@@ -238,6 +238,10 @@ pub struct BfdStatus {
     pub tx_gap_p99_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx_gap_max_ms: Option<f64>,
+    /// Detections that waited once after the BFD thread itself was stalled (its wake-up
+    /// late by a millisecond or more): each a Down that our own stall would have faked.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stall_graces: u64,
     /// Not one packet from the peer since the session started (see the path's reason).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unanswered: bool,
@@ -297,6 +301,10 @@ pub struct LogEntry {
     /// Who asked, for an operator's command or a reload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -197,6 +197,7 @@ fn bfd_status(v: &BfdView, now: Now) -> BfdStatus {
         state_seconds: v.changed_at.map(|t| now.since(t).as_secs()),
         tx_gap_p99_ms: s.and_then(|s| s.tx_gap_p99).map(ms),
         tx_gap_max_ms: s.and_then(|s| s.tx_gap_max).map(ms),
+        stall_graces: s.map_or(0, |s| s.stall_graces),
         unanswered: v.unanswered(),
     }
 }

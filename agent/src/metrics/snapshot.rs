@@ -269,6 +269,7 @@ struct Bfd {
     loss: GaugeVec,
     detect: GaugeVec,
     tx_gap: GaugeVec,
+    stall_graces: IntCounterVec,
 }
 
 impl Bfd {
@@ -324,6 +325,13 @@ impl Bfd {
                  detection time, our own sender is starved.",
                 labels,
             ),
+            stall_graces: counter(
+                r,
+                "crosslink_bfd_stall_graces_total",
+                "Detections that waited once because the BFD thread itself had been stalled (woken a \
+                 millisecond or more late: a busy CPU, a paused vCPU); each a Down our own stall would have faked.",
+                labels,
+            ),
         }
     }
 
@@ -353,6 +361,9 @@ impl Bfd {
         if let Some(v) = b.loss {
             self.loss.with_label_values(&l).set(v);
         }
+        self.stall_graces
+            .with_label_values(&l)
+            .inc_by(b.stall_graces);
     }
 }
 

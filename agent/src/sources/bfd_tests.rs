@@ -29,6 +29,7 @@ fn poll(s: State) -> SessionStatus {
         discarded: 0,
         tx_gap_p99: None,
         tx_gap_max: None,
+        stall_graces: 0,
     }
 }
 

@@ -208,6 +208,7 @@ fn the_far_ends_silence_is_not_counted_as_the_paths_loss() {
             discarded: 0,
             tx_gap_p99: None,
             tx_gap_max: None,
+            stall_graces: 0,
         }),
         far_end_quiet: quiet.map(|f| (f, Instant::now())),
         heard: true,

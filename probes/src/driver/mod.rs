@@ -13,6 +13,13 @@
 //! next wake-up, which a peer timing its Poll Sequences (another crosslink) sees as
 //! round-trip time.
 //!
+//! A wake-up that comes `session::STALL_MIN` or more after its time means the thread was
+//! kept from running (a CPU inside a long system call on a kernel that does not preempt,
+//! a vCPU the hypervisor paused). Every session is told (`Input::Stalled`) before the
+//! timers fire: a detection expiring then waits once for the thread to have looked again
+//! for as long, at most one receive interval, since what the peer sent meanwhile may not
+//! have reached our sockets yet (and a peer on the same paused host could not send).
+//!
 //! Commands arrive on a channel (and a write to the eventfd); state changes leave on a
 //! tokio channel; status is answered on a oneshot.
 
@@ -36,7 +43,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::session::{AuthConfig, Due, Input, Output, Session, SessionConfig, Timer};
+use crate::session::{AuthConfig, Due, Input, Output, Session, SessionConfig, Timer, STALL_MIN};
 use crate::wire::{Diag, State};
 
 use timing::{aligned, rtt_due, Clock, WAKE_EARLY};
@@ -186,6 +193,10 @@ pub struct SessionStatus {
     pub tx_gap_p99: Option<Duration>,
     /// The largest of those gaps.
     pub tx_gap_max: Option<Duration>,
+    /// Detections that waited for this thread to look again after it was stalled
+    /// (`session::Input::Stalled`).
+    #[serde(default)]
+    pub stall_graces: u64,
 }
 
 enum Cmd {
@@ -482,7 +493,16 @@ impl Engine {
                     self.drain(i, &mut buf, &clock);
                 }
             }
-            self.fire_timers(Instant::now());
+            let now = Instant::now();
+            if let Some(late) = next.map(|t| now.saturating_duration_since(t)) {
+                if late >= STALL_MIN {
+                    for (id, e) in self.sessions.iter_mut() {
+                        let out = e.session.process(Input::Stalled(late), now);
+                        e.apply(*id, out, &mut Vec::new());
+                    }
+                }
+            }
+            self.fire_timers(now);
         }
     }
 
@@ -732,6 +752,7 @@ impl Engine {
                     tx_gap_p99: (!gaps.is_empty())
                         .then(|| gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)]),
                     tx_gap_max: gaps.last().copied(),
+                    stall_graces: stats.stall_graces,
                 }
             })
             .collect();

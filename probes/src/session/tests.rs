@@ -166,6 +166,23 @@ impl Sim {
         self.now = until;
     }
 
+    /// Both ends frozen for `d` (one VM paused, or the CPU both drivers run on busy):
+    /// nothing is sent, read or timed meanwhile, and the kernel stamps what reached it
+    /// when it runs again. Then each driver, woken that late, says so.
+    fn stall(&mut self, d: Duration) {
+        let resume = self.now + d;
+        for due in self.timers.values_mut() {
+            due.at = due.at.max(resume);
+        }
+        for w in &mut self.wire {
+            w.0 = w.0.max(resume);
+            w.3 = w.3.max(resume);
+        }
+        self.now = resume;
+        self.input(Side::A, Input::Stalled(d));
+        self.input(Side::B, Input::Stalled(d));
+    }
+
     fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         self.run_until(until);
@@ -490,6 +507,52 @@ fn round_trip_time_from_poll_and_final() {
     sim.input(Side::A, Input::MeasureRtt);
     sim.run_for(5 * MS);
     assert_eq!(sim.a.stats().last_rtt, Some(Duration::from_micros(1400)));
+}
+
+#[test]
+fn a_stall_of_both_ends_is_not_a_down() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    let changes = (sim.changes(Side::A).len(), sim.changes(Side::B).len());
+    // Longer than the detection time: without the grace both ends go down at once.
+    sim.stall(45 * MS);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.a.state(), State::Up);
+    assert_eq!(sim.b.state(), State::Up);
+    assert_eq!(
+        (sim.changes(Side::A).len(), sim.changes(Side::B).len()),
+        changes
+    );
+    assert_eq!(sim.a.stats().stall_graces + sim.b.stats().stall_graces, 2);
+}
+
+#[test]
+fn a_stall_delays_a_real_failure_by_one_interval_at_most() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    sim.cut = Some(Side::A);
+    sim.run_for(5 * MS);
+    // A tick of ordinary scheduling earns nothing.
+    sim.input(Side::A, Input::Stalled(STALL_MIN / 2));
+    sim.run_for(5 * MS);
+    sim.stall(40 * MS);
+    let resumed = sim.now;
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.last_change_at(Side::A, State::Down),
+        Some(resumed + 10 * MS)
+    );
+    assert_eq!(
+        sim.changes(Side::A).last().unwrap().2,
+        Diag::ControlDetectionTimeExpired
+    );
+    assert_eq!(sim.a.stats().stall_graces, 1);
+    // The next silence, without a stall, is timed as ever.
+    sim.cut = None;
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.a.state(), State::Up);
+    let (last_rx, down) = cut_towards_a(&mut sim);
+    assert_eq!(down, last_rx + sim.delay + 30 * MS);
 }
 
 #[test]

@@ -347,6 +347,7 @@ impl World {
                 discarded: 0,
                 tx_gap_p99: None,
                 tx_gap_max: None,
+                stall_graces: 0,
             })
             .collect();
         self.apply(Input::BfdPolled(sessions));
