@@ -27,22 +27,58 @@ fn bird_sessions(lab: &Lab, node: Node) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The agent's `bfd-down` events since the start: (path, message, seconds of the day).
-fn downs(lab: &Lab, gw: Node) -> Vec<(String, String, f64)> {
-    let out = lab.crosslink(gw, &["events", "--json"]).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["kind"] == "bfd-down")
-        .map(|e| {
-            (
-                e["path"].as_str().unwrap_or("").to_owned(),
-                e["message"].as_str().unwrap_or("").to_owned(),
-                e["at"].as_str().map_or(0.0, seconds_of_day),
-            )
-        })
-        .collect()
+/// Every `bfd-down` event of one agent, gathered by asking it after every table cycle:
+/// its event log keeps the last 1,024 events, which a busy ten minutes can pass, so one
+/// read at the end could miss the Downs of the first minutes.
+#[derive(Default)]
+struct DownLog {
+    /// (at, path, message): an event read twice is one.
+    seen: std::collections::BTreeSet<(String, String, String)>,
+    /// The newest event time read so far.
+    newest: Option<String>,
+    /// The log had moved past everything read before: events in between were not seen.
+    gap: bool,
+}
+
+impl DownLog {
+    /// Panics when the agent cannot be asked: a count it could not read is not a zero.
+    fn poll(&mut self, lab: &Lab, gw: Node) {
+        let out = lab
+            .crosslink(gw, &["events", "--json"])
+            .unwrap_or_else(|e| panic!("{gw}: crosslink events: {e:#}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{gw}: crosslink events: {e}"));
+        let events = v.as_array().cloned().unwrap_or_default();
+        let at = |e: &serde_json::Value| e["at"].as_str().unwrap_or("").to_owned();
+        if let (Some(newest), Some(oldest)) = (&self.newest, events.first()) {
+            self.gap |= at(oldest) > *newest;
+        }
+        if let Some(last) = events.last() {
+            self.newest = Some(at(last));
+        }
+        for e in events.iter().filter(|e| e["kind"] == "bfd-down") {
+            let field = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            self.seen.insert((at(e), field("path"), field("message")));
+        }
+    }
+
+    /// The Downs from `since` (seconds of the day, UTC) on: (path, message, seconds of
+    /// the day). Sessions that flapped while the lab came up are not the floor's to count.
+    fn since(&self, since: f64) -> Vec<(String, String, f64)> {
+        self.seen
+            .iter()
+            .map(|(at, p, m)| (p.clone(), m.clone(), seconds_of_day(at)))
+            .filter(|(_, _, at)| *at >= since)
+            .collect()
+    }
+}
+
+/// Now, in seconds of the day (UTC), as `seconds_of_day` reads the agent's events.
+fn now_of_day() -> f64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_secs_f64() % 86_400.0
 }
 
 /// `2026-11-24T09:10:11.123Z` -> 33011.123.
@@ -85,8 +121,9 @@ fn steal_ticks() -> u64 {
 
 /// Each BFD session's largest and 99th-percentile transmit gap: (path, neighbor, p99, max).
 fn tx_gaps(lab: &Lab, gw: Node) -> Vec<(String, String, f64, f64)> {
-    let out = lab.crosslink(gw, &["status", "--json"]).unwrap_or_default();
-    let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let s = lab
+        .status(gw)
+        .unwrap_or_else(|e| panic!("{gw}: crosslink status: {e:#}"));
     let mut v = Vec::new();
     for p in s["sites"][0]["paths"].as_array().into_iter().flatten() {
         for b in p["bfd"].as_array().into_iter().flatten() {
@@ -99,6 +136,20 @@ fn tx_gaps(lab: &Lab, gw: Node) -> Vec<(String, String, f64, f64)> {
         }
     }
     v
+}
+
+/// Detections that waited once because the gateway's BFD thread had been stalled.
+fn stall_graces(lab: &Lab, gw: Node) -> u64 {
+    let s = lab
+        .status(gw)
+        .unwrap_or_else(|e| panic!("{gw}: crosslink status: {e:#}"));
+    s["sites"][0]["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["bfd"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["stall_graces"].as_u64())
+        .sum()
 }
 
 fn all_up(lab: &Lab, gw: Node) -> bool {
@@ -144,9 +195,11 @@ fn main() {
 
     println!("BFD at {ms} ms x 3 for {minutes} min, table churn on gwa and iperf3 through inet1");
     let start = Instant::now();
+    let since = now_of_day();
     let steal0 = steal_ticks();
     let run = Duration::from_secs(minutes * 60);
     let mut churns = 0;
+    let mut logs = [DownLog::default(), DownLog::default()];
     while start.elapsed() < run {
         let full = 100_001;
         let _ = lab.birdc(Node::Lr1, "enable bench4");
@@ -158,6 +211,9 @@ fn main() {
             Ok(table::crosslink_received(&lab) <= 1)
         });
         churns += 1;
+        for (log, gw) in logs.iter_mut().zip([Node::Gwa, Node::Gwb]) {
+            log.poll(&lab, gw);
+        }
     }
     let birds_after = [
         bird_sessions(&lab, Node::Lr1),
@@ -173,8 +229,10 @@ fn main() {
     let steal_pct = steal as f64 / (start.elapsed().as_secs_f64() * 100.0 * 2.0) * 100.0;
     println!("  {churns} full-table announce/withdraw cycles; steal {steal_pct:.2} % of the vCPUs");
     let mut all_at = Vec::new();
-    for gw in [Node::Gwa, Node::Gwb] {
-        let d = downs(&lab, gw);
+    for (log, gw) in logs.iter_mut().zip([Node::Gwa, Node::Gwb]) {
+        log.poll(&lab, gw);
+        let d = log.since(since);
+        let before = log.since(0.0).len() - d.len();
         let with_router = d
             .iter()
             .filter(|(_, m, _)| m.starts_with("BFD with"))
@@ -190,6 +248,12 @@ fn main() {
         println!(
             "  {gw}: Down events: {with_router} with the line routers, {e2e_line} end to end over lines, {e2e_tunnel} end to end over tunnels"
         );
+        if before > 0 {
+            println!("    ({before} more while the lab came up, not counted)");
+        }
+        if log.gap {
+            println!("    (its event log moved on faster than it was read: Downs may be missing)");
+        }
         // Which session and why (timed out here, or the far end saw the silence first).
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for (p, m, at) in &d {
@@ -208,7 +272,9 @@ fn main() {
         let worst = gaps.iter().map(|g| g.3).fold(0.0, f64::max);
         let p99 = gaps.iter().map(|g| g.2).fold(0.0, f64::max);
         println!(
-            "    transmit gaps (last 4,096 per session): worst p99 {p99:.2} ms, max {worst:.2} ms"
+            "    transmit gaps (last 4,096 per session): worst p99 {p99:.2} ms, max {worst:.2} ms; \
+             {} detections waited for the stalled BFD thread",
+            stall_graces(&lab, gw)
         );
         for (path, peer, p99, max) in gaps.iter().filter(|g| g.3 > ms as f64 * 2.0) {
             println!("      {path} {peer}: p99 {p99:.2} ms, max {max:.2} ms");
