@@ -281,10 +281,17 @@ fn main() {
         }
     }
     let m = moments(all_at);
-    let sizes: Vec<usize> = m.iter().map(Vec::len).collect();
+    // How many moments took how many sessions: one list per moment is unreadable when
+    // BIRD's sessions flap by the hundred.
+    let mut sizes: std::collections::BTreeMap<usize, usize> = Default::default();
+    for w in &m {
+        *sizes.entry(w.len()).or_default() += 1;
+    }
+    let sizes: Vec<String> = sizes.iter().map(|(k, n)| format!("{n} of {k}")).collect();
     println!(
-        "  Down events fall in {} moments (50 ms apart), sizes {sizes:?}",
-        m.len()
+        "  Down events fall in {} moments (50 ms apart): {}",
+        m.len(),
+        sizes.join(", ")
     );
     // Which sessions went down together: a tunnel's Down beside a line's is the machine's.
     for (i, who) in m
