@@ -46,7 +46,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use crate::session::{AuthConfig, Due, Input, Output, Session, SessionConfig, Timer, STALL_MIN};
 use crate::wire::{Diag, State};
 
-use timing::{aligned, rtt_due, Clock, WAKE_EARLY};
+use timing::{aligned, p99_and_max, rtt_due, Clock, WAKE_EARLY};
 
 /// What to run: one session towards one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -730,8 +730,7 @@ impl Engine {
             .iter_mut()
             .map(|(id, e)| {
                 let stats = e.session.stats().clone();
-                let mut gaps: Vec<Duration> = e.tx_gaps.iter().copied().collect();
-                gaps.sort_unstable();
+                let (tx_gap_p99, tx_gap_max) = p99_and_max(e.tx_gaps.iter().copied().collect());
                 SessionStatus {
                     id: *id,
                     name: e.spec.name.clone(),
@@ -749,9 +748,8 @@ impl Engine {
                     tx_packets: stats.tx_packets,
                     rx_packets: stats.rx_packets,
                     discarded: stats.discarded,
-                    tx_gap_p99: (!gaps.is_empty())
-                        .then(|| gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)]),
-                    tx_gap_max: gaps.last().copied(),
+                    tx_gap_p99,
+                    tx_gap_max,
                     stall_graces: stats.stall_graces,
                 }
             })
