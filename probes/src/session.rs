@@ -171,6 +171,8 @@ pub struct Session {
     stall_grace: Option<Instant>,
     /// This silence already had its grace (cleared by the next packet).
     grace_used: bool,
+    /// Where the receive history starts when a long stall cut it (see `Input::Stalled`).
+    rx_history_from: Option<Instant>,
     stats: Stats,
     out: Vec<Output>,
 }
@@ -207,6 +209,7 @@ impl Session {
             rx_times: VecDeque::new(),
             stall_grace: None,
             grace_used: false,
+            rx_history_from: None,
             stats: Stats::default(),
             out: Vec::new(),
             cfg,
@@ -270,7 +273,10 @@ impl Session {
             .stats
             .up_since
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        let from = window.min(up_for);
+        let kept = self
+            .rx_history_from
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        let from = window.min(up_for).min(kept);
         let last = now.saturating_duration_since(*self.rx_times.back()?);
         let span = from.checked_sub(last)?;
         let mean = self.rx_in_use.max(self.remote_desired_tx).mul_f64(0.875);
@@ -313,6 +319,14 @@ impl Session {
             Input::MeasureRtt => self.on_measure_rtt(now),
             Input::Stalled(d) if d >= STALL_MIN => {
                 self.stall_grace = Some(now + d.min(self.rx_interval()));
+                // A stall that could hide a packet leaves a hole in the receive history
+                // that says nothing about the path: the loss estimate starts afresh
+                // (else a session kept Up by the grace, or a slow session the stall did
+                // not bring down, reads as lossy).
+                if d >= self.rx_interval() {
+                    self.rx_times.clear();
+                    self.rx_history_from = Some(now);
+                }
             }
             Input::Stalled(_) => {}
         }

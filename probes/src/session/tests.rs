@@ -527,6 +527,25 @@ fn a_stall_of_both_ends_is_not_a_down() {
 }
 
 #[test]
+fn a_stall_longer_than_the_detection_time_is_not_counted_as_loss() {
+    let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
+    sim.run_for(Duration::from_secs(3));
+    let window = Duration::from_secs(2);
+    sim.stall(500 * MS);
+    sim.run_for(5 * MS);
+    assert_eq!(sim.a.state(), State::Up);
+    let now = sim.now;
+    assert_eq!(
+        sim.a.loss(window, now),
+        None,
+        "what a stall hid is not loss"
+    );
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    assert_eq!(sim.a.loss(window, now), Some(0.0));
+}
+
+#[test]
 fn a_stall_delays_a_real_failure_by_one_interval_at_most() {
     let mut sim = Sim::new(cfg(1, 10, 3), cfg(2, 10, 3));
     sim.run_for(Duration::from_secs(3));
