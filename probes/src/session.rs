@@ -80,6 +80,7 @@ pub enum Input {
     /// not send at all. A detection that expires before the driver has looked again for
     /// as long (at most one receive interval) waits for that, once per silence: the stall
     /// was ours, not the path's. A real failure is declared that much later, no more.
+    /// A stall that could hide a packet also starts the loss estimate's span afresh.
     Stalled(Duration),
 }
 
@@ -171,7 +172,8 @@ pub struct Session {
     stall_grace: Option<Instant>,
     /// This silence already had its grace (cleared by the next packet).
     grace_used: bool,
-    /// Where the receive history starts when a long stall cut it (see `Input::Stalled`).
+    /// Where the loss estimate's span starts when a stall cut the receive history (see
+    /// `Input::Stalled`).
     rx_history_from: Option<Instant>,
     stats: Stats,
     out: Vec<Output>,
@@ -320,11 +322,10 @@ impl Session {
             Input::Stalled(d) if d >= STALL_MIN => {
                 self.stall_grace = Some(now + d.min(self.rx_interval()));
                 // A stall that could hide a packet leaves a hole in the receive history
-                // that says nothing about the path: the loss estimate starts afresh
+                // that says nothing about the path: the loss estimate's span starts here
                 // (else a session kept Up by the grace, or a slow session the stall did
-                // not bring down, reads as lossy).
+                // not bring down, reads as lossy). Older receive times fall outside it.
                 if d >= self.rx_interval() {
-                    self.rx_times.clear();
                     self.rx_history_from = Some(now);
                 }
             }
