@@ -9,6 +9,7 @@ pub mod key;
 pub mod link;
 pub mod noise;
 pub mod offload;
+pub mod pi;
 mod shed;
 pub mod steer;
 pub mod tun;

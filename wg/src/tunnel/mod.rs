@@ -1,10 +1,10 @@
 //! One WireGuard tunnel: a TUN device, a UDP socket and the protocol's `noise::Peer`,
 //! driven by crosslink's own tokio tasks on the data plane's threads (`plane`). Each TUN
 //! queue has a task that encrypts towards the network; one task decrypts towards the TUN;
-//! one runs WireGuard's timers. The tasks share the `Peer` behind a mutex held for its
-//! bookkeeping only: the cryptography runs outside it (`noise::Sealer`, `noise::Opener`),
-//! so the directions, the queues and the real-time path seal and open at the same time on
-//! both cores, and several tunnels run in parallel.
+//! one runs WireGuard's timers. The tasks share the `Peer` behind a priority-inheriting
+//! mutex (`pi`) held for its bookkeeping only: the cryptography runs outside it
+//! (`noise::Sealer`, `noise::Opener`), so the directions, the queues and the real-time path
+//! seal and open at the same time on both cores, and several tunnels run in parallel.
 //!
 //! Dropping a `Tunnel` stops its tasks and leaves the interface in place (persistent), so a
 //! restarting agent adopts it and the routes through it never vanish.
@@ -13,7 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::adopt::Adopted;
 use crate::key::{PublicKey, SecretKey};
 use crate::noise::{self, Peer};
+use crate::pi::{Mutex, MutexGuard};
 use crate::udp::Udp;
 use crate::{handover, link, steer, tun, uapi};
 
@@ -122,8 +123,10 @@ pub(crate) struct Shared {
     vnet: bool,
 }
 
+/// Every lock of `Shared` is priority-inheriting: the real-time control thread takes each
+/// of them (see `pi`).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 impl Shared {
@@ -211,6 +214,7 @@ impl Tunnel {
     /// As `start`, from the descriptors a previous run handed over where they still fit
     /// the config (see `adopt`): the interface never loses its carrier.
     pub async fn start_adopting(cfg: TunnelConfig, adopted: Adopted) -> io::Result<Tunnel> {
+        crate::pi::supported()?;
         let place = Placement::next()?;
         place
             .receiving()
