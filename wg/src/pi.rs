@@ -16,8 +16,10 @@
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A mutex with priority inheritance; no poisoning (a panic while holding it aborts the
-/// task, and the state under it is left consistent by every holder between its calls).
+/// A mutex with priority inheritance. It is not poisoned: a panic while holding it
+/// unlocks it on the way out, as the std locks here were used before (`into_inner`).
+/// Locks are never nested, so the kernel's deadlock check (EDEADLK, which the crate turns
+/// into a panic) has nothing to find; a holder must not log, a blocking write.
 pub type Mutex<T> = priority_inheriting_lock::PriorityInheritingLock<T>;
 pub type MutexGuard<'a, T> = priority_inheriting_lock::PriorityInheritingLockGuard<'a, T>;
 

@@ -38,6 +38,8 @@ fn a_real_time_waiter_lends_its_priority_to_the_holder() {
     let lock = Arc::new(wg::pi::Mutex::new(0u32));
     let (held_tx, held) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
+    let (released_tx, released) = mpsc::channel();
+    let (done, done_rx) = mpsc::channel::<()>();
     let holder = {
         let lock = lock.clone();
         std::thread::spawn(move || {
@@ -45,6 +47,10 @@ fn a_real_time_waiter_lends_its_priority_to_the_holder() {
             held_tx.send(nix::unistd::gettid().as_raw()).unwrap();
             release_rx.recv().unwrap();
             *g = 1;
+            drop(g);
+            released_tx.send(()).unwrap();
+            // Alive until its priority was read back.
+            let _ = done_rx.recv();
         })
     };
     let holder_tid = held.recv().unwrap();
@@ -70,7 +76,12 @@ fn a_real_time_waiter_lends_its_priority_to_the_holder() {
     assert_eq!(boosted, -10, "the holder runs at the waiter's SCHED_FIFO 9");
 
     release.send(()).unwrap();
-    // The waiter gets the lock with what the holder wrote under it.
+    released.recv().unwrap();
+    // The waiter gets the lock with what the holder wrote under it, and the holder's
+    // priority is its own again.
     assert_eq!(waiter.join().unwrap(), 1);
+    let after = priority_until(holder_tid, |p| p >= 0);
+    assert_eq!(after, before, "the boost ends with the hand-over");
+    done.send(()).unwrap();
     holder.join().unwrap();
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
@@ -112,8 +112,10 @@ struct Endpoint {
 pub(crate) struct Shared {
     pub(crate) cfg: TunnelConfig,
     /// The allowed IPs in force: they change with the site's prefixes while the tunnel
-    /// runs (see `Tunnel::set_allowed_ips`); `cfg`'s are the ones it started with.
-    allowed_ips: RwLock<Vec<IpNet>>,
+    /// runs (see `Tunnel::set_allowed_ips`); `cfg`'s are the ones it started with. Read for
+    /// every packet received, the real-time path's too, so a new list is built outside the
+    /// lock and swapped in (and the old one freed) by a short hold of it.
+    allowed_ips: Mutex<Arc<Vec<IpNet>>>,
     peer: Mutex<Peer>,
     udp: Udp,
     endpoint: Mutex<Endpoint>,
@@ -138,8 +140,11 @@ impl Shared {
 
     pub(crate) fn stats(&self) -> TunnelStats {
         let c = &self.counters;
+        // One lock at a time: none is ever held while another is taken.
+        let last_handshake = *lock(&self.last_handshake);
+        let endpoint = self.endpoint();
         TunnelStats {
-            last_handshake: *lock(&self.last_handshake),
+            last_handshake,
             rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
             tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
             rx_packets: c.rx_packets.load(Ordering::Relaxed),
@@ -148,7 +153,7 @@ impl Shared {
             rx_shed: c.rx_shed.load(Ordering::Relaxed),
             tx_malformed: c.tx_malformed.load(Ordering::Relaxed),
             rx_control: c.rx_control.load(Ordering::Relaxed),
-            endpoint: lock(&self.endpoint).current,
+            endpoint,
         }
     }
 
@@ -169,18 +174,11 @@ impl Shared {
     }
 
     fn allowed(&self, src: IpAddr) -> bool {
-        self.allowed_ips
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|n| n.contains(&src))
+        lock(&self.allowed_ips).iter().any(|n| n.contains(&src))
     }
 
     pub(crate) fn allowed_ips(&self) -> Vec<IpNet> {
-        self.allowed_ips
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.allowed_ips).to_vec()
     }
 }
 
@@ -318,7 +316,7 @@ impl Tunnel {
                 chosen_at: Instant::now(),
                 learned: false,
             }),
-            allowed_ips: RwLock::new(cfg.allowed_ips.clone()),
+            allowed_ips: Mutex::new(Arc::new(cfg.allowed_ips.clone())),
             cfg,
             peer: Mutex::new(peer),
             udp,
@@ -400,11 +398,8 @@ impl Tunnel {
     /// Replaces what the peer may send from, without touching the session (a site's
     /// prefixes changed; the handshake and the traffic carry on).
     pub fn set_allowed_ips(&self, allowed: Vec<IpNet>) {
-        *self
-            .shared
-            .allowed_ips
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = allowed;
+        let old = std::mem::replace(&mut *lock(&self.shared.allowed_ips), Arc::new(allowed));
+        drop(old);
     }
 
     /// Stops the tunnel for a successor to take over (`start_adopting`): its tasks stop
@@ -496,11 +491,17 @@ fn note_handshake(shared: &Shared) {
 
 /// The peer was heard, authenticated, from `from`: WireGuard follows it there.
 fn roam(shared: &Shared, from: SocketAddr) {
-    let mut e = lock(&shared.endpoint);
-    if e.current != Some(from) {
-        tracing::info!(interface = %shared.cfg.interface, endpoint = %from, "tunnel peer now at a new endpoint");
+    let moved = {
+        let mut e = lock(&shared.endpoint);
+        let moved = e.current != Some(from);
         e.current = Some(from);
-        e.learned = true;
+        e.learned |= moved;
+        moved
+    };
+    // Logged once the lock is free: a write to the journal can block, and the real-time
+    // control thread takes this lock for every packet.
+    if moved {
+        tracing::info!(interface = %shared.cfg.interface, endpoint = %from, "tunnel peer now at a new endpoint");
     }
 }
 
@@ -540,14 +541,18 @@ async fn timers(shared: Arc<Shared>) {
 /// handshake in its time. An endpoint the peer roamed to is kept.
 fn next_candidate_if_silent(shared: &Shared, since_handshake: Option<Duration>) {
     let candidates = &shared.cfg.endpoints;
-    let mut e = lock(&shared.endpoint);
-    let age = e.chosen_at.elapsed();
-    let answered = since_handshake.is_some_and(|d| d < age);
-    if e.learned || answered || candidates.len() < 2 || age < CANDIDATE_TIMEOUT {
-        return;
-    }
-    e.candidate = (e.candidate + 1) % candidates.len();
-    e.current = Some(candidates[e.candidate]);
-    e.chosen_at = Instant::now();
-    tracing::info!(interface = %shared.cfg.interface, endpoint = %candidates[e.candidate], "no handshake yet; trying the next endpoint");
+    let next = {
+        let mut e = lock(&shared.endpoint);
+        let age = e.chosen_at.elapsed();
+        let answered = since_handshake.is_some_and(|d| d < age);
+        if e.learned || answered || candidates.len() < 2 || age < CANDIDATE_TIMEOUT {
+            return;
+        }
+        e.candidate = (e.candidate + 1) % candidates.len();
+        e.current = Some(candidates[e.candidate]);
+        e.chosen_at = Instant::now();
+        candidates[e.candidate]
+    };
+    // As in `roam`: logged with the lock free.
+    tracing::info!(interface = %shared.cfg.interface, endpoint = %next, "no handshake yet; trying the next endpoint");
 }
