@@ -16,12 +16,83 @@
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use linux_futex::{PiFutex, Private};
+
 /// A mutex with priority inheritance. It is not poisoned: a panic while holding it
 /// unlocks it on the way out, as the std locks here were used before (`into_inner`).
-/// Locks are never nested, so the kernel's deadlock check (EDEADLK, which the crate turns
-/// into a panic) has nothing to find; a holder must not log, a blocking write.
-pub type Mutex<T> = priority_inheriting_lock::PriorityInheritingLock<T>;
-pub type MutexGuard<'a, T> = priority_inheriting_lock::PriorityInheritingLockGuard<'a, T>;
+/// Locks are never nested, so the kernel's deadlock check (EDEADLK, which `linux_futex`
+/// turns into a panic) has nothing to find; a holder must not log, a blocking write.
+pub type Mutex<T> = lock_api::Mutex<RawMutex, T>;
+pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
+
+/// Compare-and-swaps tried on a held lock before waiting in the kernel, as std's mutex
+/// does: the data plane's threads hold these locks for a few hundred nanoseconds, and a
+/// contended `FUTEX_LOCK_PI` costs a system call on both sides (the unlock too) where a
+/// short spin usually finds the lock free. Measured without it, one tunnel's TCP
+/// throughput lost ~10 %.
+const SPINS: u32 = 100;
+
+/// The futex word holds the owner's thread id (0 when free) and the kernel's waiters bit;
+/// the kernel's protocol for `FUTEX_LOCK_PI` (futex(2)).
+pub struct RawMutex(PiFutex<Private>);
+
+fn tid() -> u32 {
+    thread_local! {
+        static TID: u32 = nix::unistd::gettid().as_raw() as u32;
+    }
+    TID.with(|t| *t)
+}
+
+impl RawMutex {
+    fn try_acquire(&self, tid: u32) -> bool {
+        self.0
+            .value
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+#[allow(unsafe_code)]
+// SAFETY: the lock is exclusive: the word is set to the owner's id only from 0, by a
+// compare-and-swap or by the kernel, and reset only by its owner (a guard is not Send, so
+// the unlocking thread is the locking one).
+unsafe impl lock_api::RawMutex for RawMutex {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: RawMutex = RawMutex(PiFutex::new(0));
+    type GuardMarker = lock_api::GuardNoSend;
+
+    fn lock(&self) {
+        let tid = tid();
+        for _ in 0..SPINS {
+            let word = self.0.value.load(Ordering::Relaxed);
+            // Someone already sleeps in the kernel: queue behind them by priority there.
+            if word & PiFutex::<Private>::WAITERS != 0 {
+                break;
+            }
+            if word == 0 && self.try_acquire(tid) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        // EAGAIN: the owner is exiting; the kernel asks to try again.
+        while self.0.lock_pi().is_err() {}
+    }
+
+    fn try_lock(&self) -> bool {
+        self.try_acquire(tid())
+    }
+
+    unsafe fn unlock(&self) {
+        let released =
+            self.0
+                .value
+                .compare_exchange(tid(), 0, Ordering::Release, Ordering::Relaxed);
+        // A waiter set its bit: the kernel hands the lock over, to the highest priority.
+        if released.is_err() {
+            self.0.unlock_pi();
+        }
+    }
+}
 
 /// Whether this kernel has priority-inheriting futexes (`CONFIG_FUTEX_PI`, in every
 /// distribution's kernel). Without them a contended `Mutex` cannot wait at all, so a tunnel
