@@ -121,8 +121,10 @@ pub fn supported() -> io::Result<()> {
         ));
     }
     // The kernel wrote our thread id into the free word: ours, with no waiter to hand to.
-    let tid = nix::unistd::gettid().as_raw() as u32;
-    debug_assert_eq!(word.load(Ordering::Relaxed) & 0x3fff_ffff, tid);
+    debug_assert_eq!(
+        word.load(Ordering::Relaxed) & PiFutex::<Private>::TID_MASK,
+        tid()
+    );
     Ok(())
 }
 

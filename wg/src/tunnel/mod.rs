@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use crate::adopt::Adopted;
 use crate::key::{PublicKey, SecretKey};
 use crate::noise::{self, Peer};
-use crate::pi::{Mutex, MutexGuard};
+use crate::pi::Mutex;
 use crate::udp::Udp;
 use crate::{handover, link, steer, tun, uapi};
 
@@ -109,13 +109,15 @@ struct Endpoint {
     learned: bool,
 }
 
+/// What a tunnel's tasks share. Every lock here is priority-inheriting (`pi`): the
+/// real-time control thread takes each of them; none is held while another is taken.
 pub(crate) struct Shared {
     pub(crate) cfg: TunnelConfig,
     /// The allowed IPs in force: they change with the site's prefixes while the tunnel
     /// runs (see `Tunnel::set_allowed_ips`); `cfg`'s are the ones it started with. Read for
     /// every packet received, the real-time path's too, so a new list is built outside the
-    /// lock and swapped in (and the old one freed) by a short hold of it.
-    allowed_ips: Mutex<Arc<Vec<IpNet>>>,
+    /// lock and swapped in by a short hold of it (the old one freed after).
+    allowed_ips: Mutex<Vec<IpNet>>,
     peer: Mutex<Peer>,
     udp: Udp,
     endpoint: Mutex<Endpoint>,
@@ -125,23 +127,16 @@ pub(crate) struct Shared {
     vnet: bool,
 }
 
-/// Every lock of `Shared` is priority-inheriting: the real-time control thread takes each
-/// of them (see `pi`).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
-}
-
 impl Shared {
     /// Records the time since the last handshake as a wall-clock time (for the UAPI's
     /// epoch timestamps and the agent's handshake age).
     fn note_handshake(&self, since: Option<Duration>) {
-        *lock(&self.last_handshake) = since.and_then(|d| SystemTime::now().checked_sub(d));
+        *self.last_handshake.lock() = since.and_then(|d| SystemTime::now().checked_sub(d));
     }
 
     pub(crate) fn stats(&self) -> TunnelStats {
         let c = &self.counters;
-        // One lock at a time: none is ever held while another is taken.
-        let last_handshake = *lock(&self.last_handshake);
+        let last_handshake = *self.last_handshake.lock();
         let endpoint = self.endpoint();
         TunnelStats {
             last_handshake,
@@ -158,7 +153,7 @@ impl Shared {
     }
 
     fn endpoint(&self) -> Option<SocketAddr> {
-        lock(&self.endpoint).current
+        self.endpoint.lock().current
     }
 
     async fn send(&self, datagram: &[u8], to: SocketAddr) {
@@ -174,11 +169,11 @@ impl Shared {
     }
 
     fn allowed(&self, src: IpAddr) -> bool {
-        lock(&self.allowed_ips).iter().any(|n| n.contains(&src))
+        self.allowed_ips.lock().iter().any(|n| n.contains(&src))
     }
 
     pub(crate) fn allowed_ips(&self) -> Vec<IpNet> {
-        lock(&self.allowed_ips).to_vec()
+        self.allowed_ips.lock().clone()
     }
 }
 
@@ -316,7 +311,7 @@ impl Tunnel {
                 chosen_at: Instant::now(),
                 learned: false,
             }),
-            allowed_ips: Mutex::new(Arc::new(cfg.allowed_ips.clone())),
+            allowed_ips: Mutex::new(cfg.allowed_ips.clone()),
             cfg,
             peer: Mutex::new(peer),
             udp,
@@ -398,7 +393,7 @@ impl Tunnel {
     /// Replaces what the peer may send from, without touching the session (a site's
     /// prefixes changed; the handshake and the traffic carry on).
     pub fn set_allowed_ips(&self, allowed: Vec<IpNet>) {
-        let old = std::mem::replace(&mut *lock(&self.shared.allowed_ips), Arc::new(allowed));
+        let old = std::mem::replace(&mut *self.shared.allowed_ips.lock(), allowed);
         drop(old);
     }
 
@@ -408,7 +403,7 @@ impl Tunnel {
     pub async fn retire(mut self) -> io::Result<Adopted> {
         self.stop_tasks().await;
         let iface = &self.shared.cfg.interface;
-        let sessions = handover::write(&lock(&self.shared.peer), iface)
+        let sessions = handover::write(&self.shared.peer.lock(), iface)
             .inspect_err(|e| {
                 tracing::warn!(interface = %iface, error = %e,
                 "WireGuard sessions not handed over: the next run handshakes anew")
@@ -485,14 +480,14 @@ fn register(fd: OwnedFd) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
 }
 
 fn note_handshake(shared: &Shared) {
-    let since = lock(&shared.peer).time_since_last_handshake(Instant::now());
+    let since = shared.peer.lock().time_since_last_handshake(Instant::now());
     shared.note_handshake(since);
 }
 
 /// The peer was heard, authenticated, from `from`: WireGuard follows it there.
 fn roam(shared: &Shared, from: SocketAddr) {
     let moved = {
-        let mut e = lock(&shared.endpoint);
+        let mut e = shared.endpoint.lock();
         let moved = e.current != Some(from);
         e.current = Some(from);
         e.learned |= moved;
@@ -510,7 +505,7 @@ async fn timers(shared: Arc<Shared>) {
     // Start the handshake now, unless sessions were taken over: a restarted agent's
     // tunnel carries traffic again at once.
     let first = {
-        let mut peer = lock(&shared.peer);
+        let mut peer = shared.peer.lock();
         let now = Instant::now();
         (!peer.has_session(now))
             .then(|| peer.initiate(&mut out, now))
@@ -524,7 +519,7 @@ async fn timers(shared: Arc<Shared>) {
         tick.tick().await;
         let now = Instant::now();
         let (due, since) = {
-            let mut peer = lock(&shared.peer);
+            let mut peer = shared.peer.lock();
             (peer.tick(now), peer.time_since_last_handshake(now))
         };
         shared.note_handshake(since);
@@ -542,7 +537,7 @@ async fn timers(shared: Arc<Shared>) {
 fn next_candidate_if_silent(shared: &Shared, since_handshake: Option<Duration>) {
     let candidates = &shared.cfg.endpoints;
     let next = {
-        let mut e = lock(&shared.endpoint);
+        let mut e = shared.endpoint.lock();
         let age = e.chosen_at.elapsed();
         let answered = since_handshake.is_some_and(|d| d < age);
         if e.learned || answered || candidates.len() < 2 || age < CANDIDATE_TIMEOUT {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
-use super::{lock, note_handshake, roam, tun_write, Shared, BUF};
+use super::{note_handshake, roam, tun_write, Shared, BUF};
 use crate::noise::{self, Received};
 use crate::offload;
 use crate::shed::{self, Admit};
@@ -125,9 +125,9 @@ fn take_in(
     out: &mut [u8],
 ) -> (Result<Received, noise::Error>, bool) {
     let now = Instant::now();
-    let opener = lock(&shared.peer).opener(datagram, now);
+    let opener = shared.peer.lock().opener(datagram, now);
     let opened = opener.map(|o| o.open(datagram));
-    let mut peer = lock(&shared.peer);
+    let mut peer = shared.peer.lock();
     let r = match opened {
         Some(Some(opened)) => peer.accept(datagram, opened, now),
         Some(None) => Err(noise::Error::Decrypt),
@@ -139,7 +139,7 @@ fn take_in(
 /// Sends what waited for a session, then the keepalive a new session may owe.
 pub(super) async fn flush(shared: &Shared, to: SocketAddr, out: &mut [u8]) {
     loop {
-        let next = lock(&shared.peer).flush(out, Instant::now());
+        let next = shared.peer.lock().flush(out, Instant::now());
         let Some(len) = next else { break };
         shared.send(&out[..len], to).await;
     }

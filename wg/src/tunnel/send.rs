@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 
-use super::{lock, Shared, BUF};
+use super::{Shared, BUF};
 use crate::noise;
 use crate::offload;
 use crate::shed;
@@ -174,10 +174,10 @@ async fn seal_all<'a>(shared: &Shared, segments: impl Iterator<Item = &'a [u8]>,
             continue;
         }
         let want = segments.size_hint().0.min(BURST - out.lens.len());
-        let sealer = lock(&shared.peer).sealer(want, Instant::now());
+        let sealer = shared.peer.lock().sealer(want, Instant::now());
         let Some(mut sealer) = sealer else {
             // No session: each packet waits for the handshake its sealing starts.
-            let mut peer = lock(&shared.peer);
+            let mut peer = shared.peer.lock();
             let now = Instant::now();
             while let Some(seg) = segments.next_if(|s| out.has_room(s.len()) && urgent(s).is_none())
             {
@@ -211,7 +211,10 @@ fn urgent(packet: &[u8]) -> Option<u8> {
 /// Seals one control packet and sends it with `tos` in the outer header.
 async fn send_control(shared: &Shared, packet: &[u8], tos: u8) {
     let mut buf = [0u8; CONTROL_ROOM];
-    let sealed = lock(&shared.peer).encapsulate(packet, &mut buf, Instant::now());
+    let sealed = shared
+        .peer
+        .lock()
+        .encapsulate(packet, &mut buf, Instant::now());
     let (Some(len), Some(to)) = (sealed, shared.endpoint()) else {
         return;
     };
