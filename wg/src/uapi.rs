@@ -90,7 +90,7 @@ impl Server {
         }
     }
 
-    pub(crate) async fn serve(self, shared: Arc<Shared>) {
+    pub(crate) async fn serve(self, shared: Arc<Shared>) -> io::Result<()> {
         loop {
             let Ok((stream, _)) = self.listener.accept().await else {
                 continue;

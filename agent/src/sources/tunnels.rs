@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use wg::{PublicKey, SecretKey, Tunnel, TunnelConfig, TunnelStats};
@@ -141,7 +141,7 @@ pub async fn start(cfg: &Config, inputs: Inputs) -> Tunnels {
     let running = Running::default();
     let pending: Pending = Arc::new(Mutex::new((cfg.clone(), BTreeSet::new())));
     let tasks = vec![
-        tokio::spawn(poll(running.clone(), inputs.clone())),
+        tokio::spawn(poll(running.clone(), pending.clone(), inputs.clone())),
         tokio::spawn(retry(pending.clone(), running.clone(), inputs.clone())),
     ];
     let mut tunnels = Tunnels {
@@ -355,9 +355,10 @@ async fn retry(pending: Pending, running: Running, inputs: Inputs) {
 
 /// Counters and handshake times, twice a second, and every 50 ms while a tunnel waits for
 /// its handshake: after a restart the first handshake is what lets traffic back onto the
-/// tunnels, so it is noticed at once.
-async fn poll(running: Running, inputs: Inputs) {
+/// tunnels, so it is noticed at once. A tunnel found `broken` is started again (`repair`).
+async fn poll(running: Running, pending: Pending, inputs: Inputs) {
     let mut waiting = true;
+    let mut repaired = BTreeMap::new();
     loop {
         tokio::time::sleep(if waiting {
             Duration::from_millis(50)
@@ -365,6 +366,17 @@ async fn poll(running: Running, inputs: Inputs) {
             Duration::from_millis(500)
         })
         .await;
+        let broken: Vec<String> = lock(&running)
+            .iter()
+            .filter(|(_, t)| t.broken().is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in broken {
+            let Some(t) = lock(&running).remove(&name) else {
+                continue;
+            };
+            repair(name, t, &mut repaired, &running, &pending, &inputs).await;
+        }
         let now = SystemTime::now();
         let tunnels: Vec<(String, TunnelStats)> = lock(&running)
             .iter()
@@ -373,6 +385,68 @@ async fn poll(running: Running, inputs: Inputs) {
         waiting = tunnels.iter().any(|(_, s)| !fresh(s, now));
         inputs.send(Input::TunnelStats(tunnels));
     }
+}
+
+/// A tunnel that breaks again this soon after it was started again in place is stopped
+/// and left to the retry task, to start anew without its sessions: what it carried over
+/// may be what breaks it, and the retry paces the attempts.
+const REPAIR_QUIET: Duration = Duration::from_secs(60);
+
+/// Starts again a tunnel one of whose tasks ended (`Tunnel::broken`: a panic, or an error
+/// such as its interface deleted under it), which otherwise would keep a direction or a
+/// queue dead while the rest of it, its handshakes among them, looked alive. In place,
+/// with its descriptors and sessions, so traffic over it need not wait for a handshake.
+async fn repair(
+    name: String,
+    t: Tunnel,
+    repaired: &mut BTreeMap<String, Instant>,
+    running: &Running,
+    pending: &Pending,
+    inputs: &Inputs,
+) {
+    let iface = t.interface().to_owned();
+    let again = repaired
+        .get(&name)
+        .is_some_and(|at| at.elapsed() < REPAIR_QUIET);
+    let (why, started) = if again {
+        let why = t.stop().await;
+        (why, None)
+    } else {
+        repaired.insert(name.clone(), Instant::now());
+        let (why, started) = t.restart(true).await;
+        (why, Some(started))
+    };
+    let why = why.join("; ");
+    // What systemd keeps for the next run must be what runs now: a queue of a deleted
+    // interface is replaced, and a stopped tunnel's descriptors must not stay attached.
+    crate::fdstore::forget(&iface);
+    let msg = match started {
+        Some(Ok(tunnel)) => {
+            crate::fdstore::keep(&tunnel);
+            lock(running).insert(name.clone(), tunnel);
+            let msg = format!("tunnel {name}: {why}; started again in place, sessions kept");
+            tracing::error!("{msg}");
+            inputs.record(EventKind::TunnelError, Some(&name), msg);
+            return;
+        }
+        Some(Err(e)) => format!(
+            "tunnel {name}: {why}; it could not start again: {e:#}; retrying every {} s",
+            RETRY.as_secs()
+        ),
+        None => format!(
+            "tunnel {name}: {why}, again within {} s of its restart; stopped, to start anew without its sessions (retrying every {} s)",
+            REPAIR_QUIET.as_secs(),
+            RETRY.as_secs()
+        ),
+    };
+    tracing::error!("{msg}");
+    lock(pending).1.insert(name.clone());
+    inputs.record(EventKind::TunnelError, Some(&name), msg.clone());
+    inputs.send(Input::TunnelFailed {
+        name,
+        error: msg,
+        told: true,
+    });
 }
 
 fn fresh(s: &TunnelStats, now: SystemTime) -> bool {

@@ -126,15 +126,15 @@ impl Budget {
 
 /// Reads the control socket `fd` (see `Udp::bind_control`) and delivers what it carries to
 /// the TUN (`tun`), ahead of the bulk. Runs on the control runtime.
-pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: OwnedFd, tun: Arc<AsyncFd<OwnedFd>>) {
-    let udp = match Udp::from_fd(fd, shared.udp.is_v6()) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(interface = %shared.cfg.interface, error = %e,
-                "tunnel control socket unusable: control datagrams wait with the bulk");
-            return;
-        }
-    };
+pub(super) async fn udp_to_tun(
+    shared: Arc<Shared>,
+    fd: OwnedFd,
+    tun: Arc<AsyncFd<OwnedFd>>,
+) -> io::Result<()> {
+    // Unusable, it still takes the marked datagrams (it is in the socket group the
+    // steering program picks from): the task ends so the tunnel is started again.
+    let udp = Udp::from_fd(fd, shared.udp.is_v6())
+        .map_err(|e| io::Error::new(e.kind(), format!("the UDP control socket: {e}")))?;
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     let mut budget = Budget::new();

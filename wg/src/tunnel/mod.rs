@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use tokio::io::unix::AsyncFd;
-use tokio::task::JoinHandle;
 
 use crate::adopt::Adopted;
 use crate::key::{PublicKey, SecretKey};
@@ -28,10 +27,12 @@ use crate::udp::Udp;
 use crate::{handover, link, steer, tun, uapi};
 
 mod control;
+mod lifecycle;
 mod plane;
 mod receive;
 mod send;
 pub use control::keep_control_on;
+use lifecycle::Task;
 use plane::Placement;
 pub use plane::DATA_PLANE_NICE;
 use receive::udp_to_tun;
@@ -180,20 +181,12 @@ impl Shared {
 /// A running tunnel.
 pub struct Tunnel {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<Task>,
     /// The TUN queues in the order they were attached (see `descriptors`).
     queues: Vec<Arc<AsyncFd<OwnedFd>>>,
     /// The UDP control socket (see `udp_steer`), as its task has it: for a successor.
     control_udp: Option<OwnedFd>,
     _socket: uapi::SocketFile,
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 impl Tunnel {
@@ -304,6 +297,11 @@ impl Tunnel {
                     "the previous run's WireGuard sessions were not taken over; a new handshake instead"),
             }
         }
+        // Sessions taken over come with their handshake's time: a tunnel started again must
+        // not look, until its timers first run, as if it never had one.
+        let handshake_at = peer
+            .time_since_last_handshake(now)
+            .and_then(|d| SystemTime::now().checked_sub(d));
         let shared = Arc::new(Shared {
             endpoint: Mutex::new(Endpoint {
                 current: cfg.endpoints.first().copied(),
@@ -316,7 +314,7 @@ impl Tunnel {
             peer: Mutex::new(peer),
             udp,
             counters: Counters::default(),
-            last_handshake: Mutex::new(None),
+            last_handshake: Mutex::new(handshake_at),
             vnet,
         });
         let mut tasks = Vec::new();
@@ -329,14 +327,16 @@ impl Tunnel {
         };
         if let Some(c) = &control {
             queues.push(c.clone());
-            tasks.push(control_rt.spawn(tun_to_udp(shared.clone(), c.clone(), None)));
+            let handle = control_rt.spawn(tun_to_udp(shared.clone(), c.clone(), None));
+            tasks.push(Task::new("TUN control queue", handle));
         }
         for (i, fd) in fds.into_iter().enumerate() {
             let shard = place.sending(i);
             let fd = plane::on(shard, move || register(fd)).await??;
             queues.push(fd.clone());
             write_fd.get_or_insert_with(|| fd.clone());
-            tasks.push(shard.spawn(tun_to_udp(shared.clone(), fd, control.clone())));
+            let handle = shard.spawn(tun_to_udp(shared.clone(), fd, control.clone()));
+            tasks.push(Task::new(format!("TUN queue {i}"), handle));
         }
         let write_fd = write_fd.ok_or_else(|| io::Error::other("no TUN queue"))?;
         let control_udp_kept = match &control_udp {
@@ -345,12 +345,14 @@ impl Tunnel {
         };
         if let Some(fd) = control_udp {
             let task = control::udp_to_tun(shared.clone(), fd, write_fd.clone());
-            tasks.push(control_rt.spawn(task));
+            tasks.push(Task::new("UDP control socket", control_rt.spawn(task)));
         }
-        tasks.push(tokio::spawn(udp_to_tun(shared.clone(), write_fd)));
-        tasks.push(tokio::spawn(timers(shared.clone())));
+        let receiving = tokio::spawn(udp_to_tun(shared.clone(), write_fd));
+        tasks.push(Task::new("UDP receive", receiving));
+        tasks.push(Task::new("timers", tokio::spawn(timers(shared.clone()))));
         let socket = server.file();
-        tasks.push(tokio::spawn(server.serve(shared.clone())));
+        let uapi = tokio::spawn(server.serve(shared.clone()));
+        tasks.push(Task::new("UAPI socket", uapi));
         Ok(Tunnel {
             shared,
             tasks,
@@ -395,49 +397,6 @@ impl Tunnel {
     pub fn set_allowed_ips(&self, allowed: Vec<IpNet>) {
         let old = std::mem::replace(&mut *self.shared.allowed_ips.lock(), allowed);
         drop(old);
-    }
-
-    /// Stops the tunnel for a successor to take over (`start_adopting`): its tasks stop
-    /// first, so nothing is sealed after its sessions are written down, then the TUN
-    /// queues, the UDP socket and the sessions come back as a previous run's would.
-    pub async fn retire(mut self) -> io::Result<Adopted> {
-        self.stop_tasks().await;
-        let iface = &self.shared.cfg.interface;
-        let sessions = handover::write(&self.shared.peer.lock(), iface)
-            .inspect_err(|e| {
-                tracing::warn!(interface = %iface, error = %e,
-                "WireGuard sessions not handed over: the next run handshakes anew")
-            })
-            .ok();
-        let tun = self
-            .queues
-            .iter()
-            .map(|q| q.get_ref().try_clone())
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(Adopted {
-            tun,
-            udp: Some(self.shared.udp.as_fd().try_clone_to_owned()?),
-            udp_control: self.control_udp.take(),
-            sessions,
-        })
-    }
-
-    /// Stops the tunnel and waits until its UDP port and UAPI socket are released, so that
-    /// a tunnel started right after may take them. The interface stays (see `tun::remove`).
-    pub async fn stop(mut self) {
-        self.stop_tasks().await;
-    }
-
-    /// Aborts the tasks and waits until each has ended (an aborted task may still be in
-    /// its last step until awaited).
-    async fn stop_tasks(&mut self) {
-        let tasks = std::mem::take(&mut self.tasks);
-        for t in &tasks {
-            t.abort();
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
     }
 }
 
@@ -500,7 +459,7 @@ fn roam(shared: &Shared, from: SocketAddr) {
     }
 }
 
-async fn timers(shared: Arc<Shared>) {
+async fn timers(shared: Arc<Shared>) -> io::Result<()> {
     let mut out = vec![0u8; BUF];
     // Start the handshake now, unless sessions were taken over: a restarted agent's
     // tunnel carries traffic again at once.

@@ -1,6 +1,7 @@
 //! The receiving half of a tunnel: UDP GRO runs, opened in place, what they carry
 //! written to the TUN (behind a virtio-net header when the device has them).
 
+use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
@@ -15,7 +16,7 @@ use crate::noise::{self, Received};
 use crate::offload;
 use crate::shed::{self, Admit};
 
-pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) {
+pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     let mut shedder = shed::Shedder::default();

@@ -1,12 +1,14 @@
 //! The sending half of a tunnel: TUN reads, cut into packets where the kernel handed over
 //! a super-packet, sealed and sent as UDP GSO runs.
 
+use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use super::{Shared, BUF};
 use crate::noise;
@@ -59,7 +61,7 @@ pub(super) async fn tun_to_udp(
     shared: Arc<Shared>,
     fd: Arc<AsyncFd<OwnedFd>>,
     control: Option<Arc<AsyncFd<OwnedFd>>>,
-) {
+) -> io::Result<()> {
     let slot = usize::from(shared.cfg.mtu).max(1280);
     let mut plain = vec![0u8; READ_ROOM + BURST * slot];
     let mut out = Sealed {
@@ -70,9 +72,10 @@ pub(super) async fn tun_to_udp(
     let mut packets: Vec<(usize, usize)> = Vec::with_capacity(BURST);
     let mut splitter = offload::Splitter::new();
     loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
-        };
+        // A queue whose device is gone (the interface deleted) polls as an error only, never
+        // readable: waited for too, its read then fails and the task ends for the tunnel's
+        // owner to see (`Tunnel::broken`), instead of waiting forever.
+        let mut guard = fd.ready(Interest::READABLE | Interest::ERROR).await?;
         // Everything queued, a burst at a time, then back to waiting.
         let mut drained = false;
         while !drained {
@@ -90,8 +93,10 @@ pub(super) async fn tun_to_udp(
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(interface = %shared.cfg.interface, error = %e, "TUN read failed");
-                    return;
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("TUN read: {e}"),
+                    ))
                 }
             }
             for &(at, n) in &packets {
