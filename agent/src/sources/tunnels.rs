@@ -86,11 +86,17 @@ const RETRY: Duration = Duration::from_secs(5);
 type Running = Arc<Mutex<BTreeMap<String, Tunnel>>>;
 /// The config in force and the tunnels of it that could not start yet.
 type Pending = Arc<Mutex<(Config, BTreeSet<String>)>>;
+/// Held by whatever starts, stops or replaces a tunnel (a reload, the hand-over to a
+/// successor, the retry, a repair) across its awaits: each finds `running` as the last
+/// left it, never a tunnel taken out for a while by another (a reload would start it a
+/// second time on the same port and interface).
+type Lifecycle = Arc<tokio::sync::Mutex<()>>;
 
 /// The running tunnels; dropping them stops their tasks and leaves the interfaces.
 pub struct Tunnels {
     running: Running,
     pending: Pending,
+    lifecycle: Lifecycle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     inputs: Inputs,
 }
@@ -140,13 +146,25 @@ pub fn change(old: &TunnelConfig, new: &TunnelConfig) -> Option<Change> {
 pub async fn start(cfg: &Config, inputs: Inputs) -> Tunnels {
     let running = Running::default();
     let pending: Pending = Arc::new(Mutex::new((cfg.clone(), BTreeSet::new())));
+    let lifecycle = Lifecycle::default();
     let tasks = vec![
-        tokio::spawn(poll(running.clone(), pending.clone(), inputs.clone())),
-        tokio::spawn(retry(pending.clone(), running.clone(), inputs.clone())),
+        tokio::spawn(poll(
+            running.clone(),
+            pending.clone(),
+            lifecycle.clone(),
+            inputs.clone(),
+        )),
+        tokio::spawn(retry(
+            pending.clone(),
+            running.clone(),
+            lifecycle.clone(),
+            inputs.clone(),
+        )),
     ];
     let mut tunnels = Tunnels {
         running,
         pending,
+        lifecycle,
         tasks,
         inputs,
     };
@@ -201,6 +219,8 @@ impl Tunnels {
     /// takes over, named: the TUN queues, the UDP sockets and the WireGuard sessions.
     /// Nothing runs on the tunnels after this; packets wait in the kernel's queues.
     pub async fn hand_over(&mut self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let lifecycle = self.lifecycle.clone();
+        let _held = lifecycle.lock().await;
         let running = std::mem::take(&mut *lock(&self.running));
         let mut out = Vec::new();
         for (name, t) in running {
@@ -220,6 +240,8 @@ impl Tunnels {
     /// touched. A tunnel whose new config cannot be built (a key file unreadable) keeps
     /// running as it was. Returns what was done, for the reload's report.
     pub async fn apply(&mut self, cfg: &Config) -> Vec<String> {
+        let lifecycle = self.lifecycle.clone();
+        let _held = lifecycle.lock().await;
         let mut done = Vec::new();
         let mut want = BTreeMap::new();
         for t in &cfg.tunnels {
@@ -319,9 +341,10 @@ impl Tunnels {
 }
 
 /// Tries the tunnels that could not start, every RETRY.
-async fn retry(pending: Pending, running: Running, inputs: Inputs) {
+async fn retry(pending: Pending, running: Running, lifecycle: Lifecycle, inputs: Inputs) {
     loop {
         tokio::time::sleep(RETRY).await;
+        let _held = lifecycle.lock().await;
         let (cfg, names) = lock(&pending).clone();
         for name in names {
             let Some(t) = cfg.tunnels.iter().find(|t| t.name.get_ref() == &name) else {
@@ -356,7 +379,7 @@ async fn retry(pending: Pending, running: Running, inputs: Inputs) {
 /// Counters and handshake times, twice a second, and every 50 ms while a tunnel waits for
 /// its handshake: after a restart the first handshake is what lets traffic back onto the
 /// tunnels, so it is noticed at once. A tunnel found `broken` is started again (`repair`).
-async fn poll(running: Running, pending: Pending, inputs: Inputs) {
+async fn poll(running: Running, pending: Pending, lifecycle: Lifecycle, inputs: Inputs) {
     let mut waiting = true;
     let mut repaired = BTreeMap::new();
     loop {
@@ -372,10 +395,18 @@ async fn poll(running: Running, pending: Pending, inputs: Inputs) {
             .map(|(n, _)| n.clone())
             .collect();
         for name in broken {
-            let Some(t) = lock(&running).remove(&name) else {
-                continue;
+            let _held = lifecycle.lock().await;
+            // A reload may have replaced or removed it meanwhile.
+            let t = {
+                let mut r = lock(&running);
+                match r.get(&name).and_then(Tunnel::broken) {
+                    Some(_) => r.remove(&name),
+                    None => None,
+                }
             };
-            repair(name, t, &mut repaired, &running, &pending, &inputs).await;
+            if let Some(t) = t {
+                repair(name, t, &mut repaired, &running, &pending, &inputs).await;
+            }
         }
         let now = SystemTime::now();
         let tunnels: Vec<(String, TunnelStats)> = lock(&running)
@@ -412,7 +443,6 @@ async fn repair(
         let why = t.stop().await;
         (why, None)
     } else {
-        repaired.insert(name.clone(), Instant::now());
         let (why, started) = t.restart(true).await;
         (why, Some(started))
     };
@@ -423,8 +453,14 @@ async fn repair(
     let msg = match started {
         Some(Ok(tunnel)) => {
             crate::fdstore::keep(&tunnel);
+            repaired.insert(name.clone(), Instant::now());
+            let sessions = if tunnel.has_session() {
+                "its sessions carried over"
+            } else {
+                "handshaking anew"
+            };
             lock(running).insert(name.clone(), tunnel);
-            let msg = format!("tunnel {name}: {why}; started again in place, sessions kept");
+            let msg = format!("tunnel {name}: {why}; started again in place, {sessions}");
             tracing::error!("{msg}");
             inputs.record(EventKind::TunnelError, Some(&name), msg);
             return;

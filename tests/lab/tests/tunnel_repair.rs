@@ -75,7 +75,7 @@ fn a_tunnel_whose_interface_is_deleted_is_started_again_and_carries_traffic() {
     lab.wait_for("the tunnel restarted", Duration::from_secs(10), || {
         Ok(tunnel_errors(&lab, Node::Gwa)
             .iter()
-            .any(|m| m.contains("started again in place")))
+            .any(|m| m.contains("started again in place, its sessions carried over")))
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log_tails(40)));
     let errors = tunnel_errors(&lab, Node::Gwa);

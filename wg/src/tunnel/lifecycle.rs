@@ -7,7 +7,7 @@ use std::io;
 
 use tokio::task::JoinHandle;
 
-use super::{Adopted, Tunnel};
+use super::{Adopted, Tunnel, TunnelConfig};
 use crate::handover;
 
 /// One of a tunnel's tasks, named for the log. Each runs for the tunnel's whole life: one
@@ -93,7 +93,11 @@ impl Tunnel {
     /// handshake. A queue of a device that is gone (the interface was deleted) is not
     /// adopted: the interface is made again. Returns how the ended tasks ended.
     pub async fn restart(self, keep_sessions: bool) -> (Vec<String>, io::Result<Tunnel>) {
-        let cfg = self.shared.cfg.clone();
+        // As it runs now: the allowed IPs may have changed since it started.
+        let cfg = TunnelConfig {
+            allowed_ips: self.shared.allowed_ips(),
+            ..self.shared.cfg.clone()
+        };
         let (why, retired) = self.retire_telling().await;
         let started = match retired {
             Ok(mut adopted) => {

@@ -383,6 +383,11 @@ impl Tunnel {
         self.shared.stats()
     }
 
+    /// Whether a session can carry data now (one taken over from a previous run counts).
+    pub fn has_session(&self) -> bool {
+        self.shared.peer.lock().has_session(Instant::now())
+    }
+
     pub fn interface(&self) -> &str {
         &self.shared.cfg.interface
     }
