@@ -52,12 +52,6 @@ fn header(
     neighbors: &[(IpAddr, String)],
 ) {
     let ms = bfd.interval.as_millis().max(1);
-    // The benches' table (`bench4`, tests/lab/benches/common/table.rs) is announced, not
-    // installed in this router's own kernel: a real line router's FIB runs on its own
-    // CPUs, while here each insert into a 100,000-route trie may resize it, ms of
-    // non-preemptible kernel work on the CPU the gateways' BFD threads share (seen with
-    // tests/lab/flight-recorder.sh: BIRD in `fib_table_insert` -> `resize` for 8.6 ms
-    // while a woken SCHED_FIFO BFD thread waited, every session of both gateways Down).
     let neighbors: String = neighbors
         .iter()
         .map(|(a, dev)| format!("  neighbor {a} dev \"{dev}\";\n"))
@@ -68,7 +62,7 @@ fn header(
 timeformat protocol iso short;
 router id {router_id};
 protocol device {{ scan time 10; }}
-protocol kernel kernel4 {{ ipv4 {{ export where source ~ [RTS_BGP, RTS_STATIC] && proto != \"bench4\"; }}; }}
+protocol kernel kernel4 {{ ipv4 {{ export where source ~ [RTS_BGP, RTS_STATIC]; }}; }}
 protocol kernel kernel6 {{ ipv6 {{ export where source ~ [RTS_BGP, RTS_STATIC]; }}; }}
 protocol bfd {{
   interface \"{bfd_ifaces}\" {{ interval {ms} ms; multiplier {mult}; }};
