@@ -20,8 +20,9 @@ use linux_futex::{PiFutex, Private};
 
 /// A mutex with priority inheritance. It is not poisoned: a panic while holding it
 /// unlocks it on the way out, as the std locks here were used before (`into_inner`).
-/// Locks are never nested, so the kernel's deadlock check (EDEADLK, which `linux_futex`
-/// turns into a panic) has nothing to find; a holder must not log, a blocking write.
+/// Locks are nested in one order only (the peer's, then a session's replay window inside
+/// it, never the reverse), so the kernel's deadlock check (EDEADLK, which `linux_futex`
+/// turns into a panic) has no cycle to find; a holder must not log, a blocking write.
 pub type Mutex<T> = lock_api::Mutex<RawMutex, T>;
 pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
 

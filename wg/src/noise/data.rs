@@ -6,21 +6,23 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::session::{Opened, Opener, Sealer, DATA, DATA_HEADER};
+use super::QUEUE;
 use super::{crypto, Error, Peer, Received, Slot};
-use super::{KEEPALIVE_TIMEOUT, QUEUE, REJECT_AFTER_TIME, REKEY_TIMEOUT};
 
 impl Peer {
     /// Seals `packet` into `out` (which must hold `packet.len() + overhead()` bytes and
     /// at least a handshake initiation) and returns the datagram's length. Without a
     /// session, the packet waits and the datagram is an initiation, if one is due.
     pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8], now: Instant) -> Option<usize> {
+        self.catch_up(now);
         if let Some(s) = self.sessions.current.as_mut().filter(|s| s.usable(now)) {
             if s.wants_rekey(now) {
                 self.rekey_wanted = true;
             }
-            let len = s.seal(packet, self.mtu, out);
-            self.note_sent(now, !packet.is_empty());
-            return Some(len);
+            if let Some(len) = s.seal(packet, self.mtu, out) {
+                self.note_sent(now, !packet.is_empty());
+                return Some(len);
+            }
         }
         if self.queue.len() == QUEUE {
             self.queue.pop_front();
@@ -33,6 +35,7 @@ impl Peer {
     /// lock; counted as data sent now. None without a usable session: `encapsulate` each
     /// packet then, so that it waits for the handshake it starts.
     pub fn sealer(&mut self, n: usize, now: Instant) -> Option<Sealer> {
+        self.catch_up(now);
         let s = self.sessions.current.as_mut().filter(|s| s.usable(now))?;
         if s.wants_rekey(now) {
             self.rekey_wanted = true;
@@ -44,6 +47,7 @@ impl Peer {
 
     pub(super) fn note_sent(&mut self, now: Instant, data: bool) {
         self.last_traffic = Some(now);
+        self.last_sent = Some(now);
         self.keepalive_owed = None;
         self.confirm_owed = false;
         if data {
@@ -55,6 +59,7 @@ impl Peer {
     /// session that can take it; then `accept` what it opened. None: `decapsulate` it
     /// instead (a handshake message, or one to refuse, which that says why).
     pub fn opener(&mut self, datagram: &[u8], now: Instant) -> Option<Opener> {
+        self.catch_up(now);
         let index = data_index(datagram)?;
         self.sessions.find(index)?.0.opener(now)
     }
@@ -74,22 +79,12 @@ impl Peer {
         if !session.take(&opened) {
             return Err(Error::Replay);
         }
-        let stale = slot == Slot::Current
-            && session.initiator
-            && now.saturating_duration_since(session.created)
-                >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
+        let stale = slot == Slot::Current && session.keys.stale(now);
         if slot == Slot::Next {
-            // The initiator used the new session: it is confirmed (§5.4.6), a handshake
-            // of ours under way is no longer needed (a late response to it still
-            // completes), and what waited can go (`flush`).
-            let s = &mut self.sessions;
-            s.previous = s.current.take();
-            s.current = s.next.take();
-            self.last_handshake = Some(now);
-            self.attempt_since = None;
-            self.rekey_wanted = false;
+            self.confirm_next(now);
         }
         self.last_traffic = Some(now);
+        self.last_heard = Some(now);
         if stale && self.attempt_since.is_none() {
             self.rekey_wanted = true;
         }
@@ -123,7 +118,7 @@ impl Peer {
 }
 
 /// The receiver index of a data message, if `datagram` can be one.
-fn data_index(datagram: &[u8]) -> Option<u32> {
+pub(super) fn data_index(datagram: &[u8]) -> Option<u32> {
     match datagram.get(..8) {
         Some(&[DATA, 0, 0, 0, a, b, c, d]) if datagram.len() >= DATA_HEADER + crypto::TAG => {
             Some(u32::from_le_bytes([a, b, c, d]))
@@ -133,7 +128,7 @@ fn data_index(datagram: &[u8]) -> Option<u32> {
 }
 
 /// An inner packet's length from its IP header, and its source.
-fn inner_header(p: &[u8]) -> Option<(usize, IpAddr)> {
+pub(super) fn inner_header(p: &[u8]) -> Option<(usize, IpAddr)> {
     match p.first()? >> 4 {
         4 if p.len() >= 20 => {
             let src: [u8; 4] = p[12..16].try_into().ok()?;

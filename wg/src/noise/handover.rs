@@ -98,10 +98,12 @@ impl Peer {
             w.put(&[slot as u8 + 1]);
             w.put(&session.local_index.to_le_bytes());
             w.put(&session.remote_index.to_le_bytes());
-            w.put(session.send.bytes());
-            w.put(session.recv.bytes());
-            w.u64(session.sent);
-            let (next, ring) = session.replay.parts();
+            let (send, recv) = session.keys.key_bytes();
+            w.put(send);
+            w.put(recv);
+            w.u64(session.sent());
+            let replay = session.replay();
+            let (next, ring) = replay.parts();
             w.u64(next);
             for word in ring {
                 w.u64(*word);
@@ -160,9 +162,15 @@ impl Peer {
             let Some(created) = created else {
                 continue;
             };
-            let mut s = Session::new(local, remote, *send, *recv, created, initiator == 1);
-            s.sent = sent;
-            s.replay = Replay::from_parts(next, ring);
+            let s = Session::restore(
+                local,
+                remote,
+                (*send, *recv),
+                created,
+                initiator == 1,
+                sent,
+                Replay::from_parts(next, ring),
+            );
             sessions.push((slot, s));
         }
         if !r.0.is_empty() {
@@ -182,6 +190,7 @@ impl Peer {
             };
             *place = Some(s);
         }
+        self.publish();
         Ok(())
     }
 }

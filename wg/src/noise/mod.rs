@@ -12,15 +12,18 @@ mod crypto;
 mod data;
 mod handover;
 mod handshake;
+mod published;
 mod session;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use handover::{HandoverError, MAX_LEN as HANDOVER_MAX_LEN};
 use handshake::{Identity, Pending, COOKIE_REPLY, INITIATION, RESPONSE};
 pub use handshake::{COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
+pub use published::Published;
 pub use session::{Opener, Sealer, DATA_HEADER as DATA_OFFSET, PADDING};
 use session::{Session, DATA, DATA_HEADER, REJECT_AFTER_TIME};
 
@@ -150,7 +153,16 @@ pub struct Peer {
     keepalive_owed: Option<Instant>,
     /// The initiator's first message on a new session confirms it to the responder.
     confirm_owed: bool,
+    /// When an authenticated message was last sent and heard, by either path: how the
+    /// real-time path's activity orders against the locked path's (`note_published`).
+    last_sent: Option<Instant>,
+    last_heard: Option<Instant>,
     queue: VecDeque<Vec<u8>>,
+    /// The sessions for the real-time path, without this lock (see `published`).
+    published: Arc<Published>,
+    /// What `published` showed before its last change, freed at the next one here rather
+    /// than by the real-time thread.
+    retired: Option<Arc<published::Sessions>>,
 }
 
 impl Peer {
@@ -183,7 +195,17 @@ impl Peer {
             keepalive_owed: None,
             confirm_owed: false,
             queue: VecDeque::new(),
+            published: Arc::new(Published::new(cfg.mtu, now)),
+            retired: None,
+            last_sent: None,
+            last_heard: None,
         })
+    }
+
+    /// The sessions as the real-time path uses them when a data thread holds this peer's
+    /// lock (see `published`); the same for the peer's whole life.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.clone()
     }
 
     pub fn time_since_last_handshake(&self, now: Instant) -> Option<Duration> {
@@ -265,6 +287,7 @@ impl Peer {
         out: &mut [u8],
         now: Instant,
     ) -> Result<Received, Error> {
+        self.catch_up(now);
         // The type is a little-endian u32 (reserved bytes zero), and each handshake
         // message has one length: anything else is refused before any work or reply, so
         // a spoofed sender gets nothing back larger than what it sent.
@@ -363,6 +386,7 @@ impl Peer {
             now,
             false,
         ));
+        self.publish();
         Ok(Received::Reply(RESPONSE_LEN))
     }
 
@@ -391,6 +415,7 @@ impl Peer {
             None => s.current.take(),
         };
         s.current = Some(new);
+        self.publish();
         self.pending = [None, None];
         self.attempt_since = None;
         self.rekey_wanted = false;
@@ -438,6 +463,7 @@ impl Peer {
     pub fn tick(&mut self, now: Instant) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
         let mut out = vec![0u8; INITIATION_LEN.max(overhead())];
+        self.note_published(now);
         if self
             .last_handshake
             .is_some_and(|t| now.saturating_duration_since(t) >= REJECT_AFTER_TIME * 3)
@@ -450,6 +476,7 @@ impl Peer {
                 *slot = None;
             }
         }
+        self.publish();
         let mut initiation = false;
         if let Some(since) = self.attempt_since {
             if now.saturating_duration_since(since) >= REKEY_ATTEMPT_TIME {
@@ -505,6 +532,7 @@ impl Peer {
     /// Erases every key and what waited for one (§6.3: 3 × REJECT_AFTER_TIME unused).
     fn erase(&mut self) {
         self.sessions = Sessions::default();
+        self.publish();
         self.pending = [None, None];
         self.attempt_since = None;
         self.rekey_wanted = false;

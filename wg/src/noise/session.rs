@@ -8,11 +8,19 @@
 //! other direction, or the real-time path with a BFD packet) waits nanoseconds, not the
 //! tens of microseconds a burst takes to seal, or the milliseconds a holder preempted in
 //! the middle of one would cost.
+//!
+//! What sealing and opening need of a session (its keys, its send counter, an atomic, and
+//! its replay window, behind a lock of its own held for one bit's update) lives apart from
+//! the peer, in `Keys`: the real-time path uses it without the peer's lock when a data
+//! thread holds that (see `Published`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::crypto::{AeadKey, Key, TAG};
+use super::Error;
+use crate::pi::Mutex;
 
 /// Message type of transport data.
 pub const DATA: u8 = 4;
@@ -92,14 +100,105 @@ pub struct Session {
     pub local_index: u32,
     /// The peer's: our data messages carry it.
     pub remote_index: u32,
-    pub(crate) send: Arc<AeadKey>,
-    pub(crate) recv: Arc<AeadKey>,
-    /// The next counter to send with.
-    pub(crate) sent: u64,
-    pub(crate) replay: Replay,
+    pub(crate) keys: Arc<Keys>,
     pub created: Instant,
     /// Whether we sent the initiation: only the initiator rekeys on age (§6.2).
     pub initiator: bool,
+}
+
+/// What sealing and opening take of a session, shared by every thread that seals or opens
+/// on it, with the peer's lock or without (see the module's comment).
+///
+/// Each direction is a block of its own, shared apart: the threads that send write the
+/// counter and the reference count of `Sending` only, those that receive the window and
+/// the count of `Receiving`, so the two never write to the same cache line.
+pub(crate) struct Keys {
+    pub(crate) local_index: u32,
+    created: Instant,
+    initiator: bool,
+    send: Arc<Sending>,
+    recv: Arc<Receiving>,
+}
+
+pub(crate) struct Sending {
+    key: AeadKey,
+    remote_index: u32,
+    /// The next counter to send with.
+    sent: AtomicU64,
+}
+
+pub(crate) struct Receiving {
+    key: AeadKey,
+    replay: Mutex<Replay>,
+}
+
+impl Sending {
+    /// Up to `n` counters from the next, never past REJECT_AFTER_MESSAGES: the first and
+    /// how many. None when none is left.
+    fn reserve(&self, n: u64) -> Option<(u64, u64)> {
+        let first = self
+            .sent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sent| {
+                (sent < REJECT_AFTER_MESSAGES).then(|| sent + n.min(REJECT_AFTER_MESSAGES - sent))
+            })
+            .ok()?;
+        Some((first, n.min(REJECT_AFTER_MESSAGES - first)))
+    }
+}
+
+impl Receiving {
+    /// Takes `counter` of a message that authenticated: false for a replay.
+    fn take(&self, counter: u64) -> bool {
+        self.replay.lock().take(counter)
+    }
+}
+
+impl Keys {
+    /// Whether it may still carry messages either way.
+    pub(crate) fn usable(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
+            && self.sent() < REJECT_AFTER_MESSAGES
+    }
+
+    pub(crate) fn sent(&self) -> u64 {
+        self.send.sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new handshake is due when we send with it (§6.2).
+    pub(crate) fn wants_rekey(&self, now: Instant) -> bool {
+        self.sent() >= REKEY_AFTER_MESSAGES
+            || (self.initiator && now.saturating_duration_since(self.created) >= REKEY_AFTER_TIME)
+    }
+
+    /// Whether, as the current session, receiving on it should start a new handshake:
+    /// the initiator's session nears REJECT_AFTER_TIME (§6.2, as `Peer::accept`).
+    pub(crate) fn stale(&self, now: Instant) -> bool {
+        self.initiator
+            && now.saturating_duration_since(self.created)
+                >= REJECT_AFTER_TIME - super::KEEPALIVE_TIMEOUT - super::REKEY_TIMEOUT
+    }
+
+    /// Seals `packet` with the next counter; None when none is left.
+    pub(crate) fn seal(&self, packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
+        let (counter, _) = self.send.reserve(1)?;
+        let s = &self.send;
+        Some(seal(&s.key, s.remote_index, counter, packet, mtu, out))
+    }
+
+    /// Authenticates and decrypts the data message `buf` in place and takes its counter
+    /// (see `Opener::open`, `Session::take`).
+    pub(crate) fn open(&self, buf: &mut [u8]) -> Result<Opened, Error> {
+        let opened = open(&self.recv.key, buf).ok_or(Error::Decrypt)?;
+        if !self.recv.take(opened.counter) {
+            return Err(Error::Replay);
+        }
+        Ok(opened)
+    }
+
+    /// The send and receive keys, for a successor (see `handover`).
+    pub(crate) fn key_bytes(&self) -> (&[u8; 32], &[u8; 32]) {
+        (self.send.key.bytes(), self.recv.key.bytes())
+    }
 }
 
 impl Session {
@@ -111,13 +210,44 @@ impl Session {
         created: Instant,
         initiator: bool,
     ) -> Session {
+        Session::restore(
+            local_index,
+            remote_index,
+            (send, recv),
+            created,
+            initiator,
+            0,
+            Replay::default(),
+        )
+    }
+
+    /// A session as a previous run left it (see `handover`).
+    pub(crate) fn restore(
+        local_index: u32,
+        remote_index: u32,
+        (send, recv): (Key, Key),
+        created: Instant,
+        initiator: bool,
+        sent: u64,
+        replay: Replay,
+    ) -> Session {
         Session {
             local_index,
             remote_index,
-            send: Arc::new(AeadKey::new(send)),
-            recv: Arc::new(AeadKey::new(recv)),
-            sent: 0,
-            replay: Replay::default(),
+            keys: Arc::new(Keys {
+                local_index,
+                created,
+                initiator,
+                send: Arc::new(Sending {
+                    key: AeadKey::new(send),
+                    remote_index,
+                    sent: AtomicU64::new(sent),
+                }),
+                recv: Arc::new(Receiving {
+                    key: AeadKey::new(recv),
+                    replay: Mutex::new(replay),
+                }),
+            }),
             created,
             initiator,
         }
@@ -125,14 +255,22 @@ impl Session {
 
     /// Whether it may still carry messages either way.
     pub fn usable(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
-            && self.sent < REJECT_AFTER_MESSAGES
+        self.keys.usable(now)
+    }
+
+    /// The next counter to send with.
+    pub fn sent(&self) -> u64 {
+        self.keys.sent()
+    }
+
+    /// The replay window as it stands (see `handover`).
+    pub(crate) fn replay(&self) -> Replay {
+        self.keys.recv.replay.lock().clone()
     }
 
     /// Whether a new handshake is due when we send with it (§6.2).
     pub fn wants_rekey(&self, now: Instant) -> bool {
-        self.sent >= REKEY_AFTER_MESSAGES
-            || (self.initiator && now.saturating_duration_since(self.created) >= REKEY_AFTER_TIME)
+        self.keys.wants_rekey(now)
     }
 
     /// Length of a data message carrying `plain` bytes: padded to a multiple of 16, but
@@ -142,25 +280,18 @@ impl Session {
         DATA_HEADER + plain.next_multiple_of(PADDING).min(plain.max(mtu)) + TAG
     }
 
-    /// Seals `packet` as a data message into `out`, which must hold `sealed_len` bytes.
-    pub fn seal(&mut self, packet: &[u8], mtu: usize, out: &mut [u8]) -> usize {
-        let counter = self.sent;
-        self.sent += 1;
-        seal(&self.send, self.remote_index, counter, packet, mtu, out)
+    /// Seals `packet` as a data message into `out`, which must hold `sealed_len` bytes;
+    /// None when the session has no counter left (it is then no longer usable).
+    pub fn seal(&self, packet: &[u8], mtu: usize, out: &mut [u8]) -> Option<usize> {
+        self.keys.seal(packet, mtu, out)
     }
 
     /// Reserves up to `n` counters for packets sealed outside the peer's lock; None when
     /// the session has no counter left (it is then no longer usable).
-    pub fn reserve(&mut self, n: usize, mtu: usize) -> Option<Sealer> {
-        let n = (n as u64).min(REJECT_AFTER_MESSAGES.saturating_sub(self.sent));
-        if n == 0 {
-            return None;
-        }
-        let next = self.sent;
-        self.sent += n;
+    pub fn reserve(&self, n: usize, mtu: usize) -> Option<Sealer> {
+        let (next, n) = self.keys.send.reserve(n as u64).filter(|&(_, n)| n > 0)?;
         Some(Sealer {
-            key: self.send.clone(),
-            remote_index: self.remote_index,
+            keys: self.keys.send.clone(),
             next,
             end: next + n,
             mtu,
@@ -169,13 +300,13 @@ impl Session {
 
     /// The key for a data message to this session, to open it outside the peer's lock.
     pub fn opener(&self, now: Instant) -> Option<Opener> {
-        self.usable(now).then(|| Opener(self.recv.clone()))
+        self.usable(now).then(|| Opener(self.keys.recv.clone()))
     }
 
     /// Takes the counter of a message `Opener::open` authenticated: false if it was
     /// taken before or is too old (a replay).
-    pub fn take(&mut self, opened: &Opened) -> bool {
-        self.replay.take(opened.counter)
+    pub fn take(&self, opened: &Opened) -> bool {
+        self.keys.recv.take(opened.counter)
     }
 }
 
@@ -183,8 +314,7 @@ impl Session {
 /// without the peer's lock. Counters it leaves unused are a gap the receiver's window
 /// takes as it takes loss.
 pub struct Sealer {
-    key: Arc<AeadKey>,
-    remote_index: u32,
+    keys: Arc<Sending>,
     next: u64,
     end: u64,
     mtu: usize,
@@ -200,8 +330,8 @@ impl Sealer {
         let counter = self.next;
         self.next += 1;
         Some(seal(
-            &self.key,
-            self.remote_index,
+            &self.keys.key,
+            self.keys.remote_index,
             counter,
             packet,
             self.mtu,
@@ -211,25 +341,30 @@ impl Sealer {
 }
 
 /// The key that opens data messages to one session (`Session::opener`).
-pub struct Opener(Arc<AeadKey>);
+pub struct Opener(Arc<Receiving>);
 
 impl Opener {
     /// Authenticates and decrypts the data message `buf` in place; None if it is not
     /// authentic. Its counter is not taken yet (`Session::take` must follow).
     pub fn open(&self, buf: &mut [u8]) -> Option<Opened> {
-        if buf.len() < DATA_HEADER + TAG {
-            return None;
-        }
-        let index = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-        let counter = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
-        let body = &mut buf[DATA_HEADER..];
-        let len = body.len() - TAG;
-        self.0.open(counter, &[], body).then_some(Opened {
-            index,
-            counter,
-            len,
-        })
+        open(&self.0.key, buf)
     }
+}
+
+/// `buf` authenticated and decrypted in place by `key`, its counter not taken yet.
+fn open(key: &AeadKey, buf: &mut [u8]) -> Option<Opened> {
+    if buf.len() < DATA_HEADER + TAG {
+        return None;
+    }
+    let index = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    let counter = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
+    let body = &mut buf[DATA_HEADER..];
+    let len = body.len() - TAG;
+    key.open(counter, &[], body).then_some(Opened {
+        index,
+        counter,
+        len,
+    })
 }
 
 /// A data message that authenticated (`Opener::open`): its plaintext is
@@ -297,15 +432,15 @@ mod tests {
     #[test]
     fn sealed_and_opened_with_padding() {
         let t = Instant::now();
-        let mut a = Session::new(1, 2, [1; 32], [2; 32], t, true);
+        let a = Session::new(1, 2, [1; 32], [2; 32], t, true);
         let mut b = Session::new(2, 1, [2; 32], [1; 32], t, false);
         let mut out = [0u8; 128];
-        let n = a.seal(b"hello", 1420, &mut out);
+        let n = a.seal(b"hello", 1420, &mut out).unwrap();
         assert_eq!(n, 16 + 16 + 16);
         assert_eq!(out[4..8], 2u32.to_le_bytes());
         assert_eq!(open(&mut b, &mut out[..n], t), Some(16));
         assert_eq!(&out[16..16 + 5], b"hello");
-        let n = a.seal(b"again", 1420, &mut out);
+        let n = a.seal(b"again", 1420, &mut out).unwrap();
         let copy = out;
         assert_eq!(open(&mut b, &mut out[..n], t), Some(16));
         let mut replayed = copy;
@@ -313,7 +448,7 @@ mod tests {
         let mut forged = copy;
         forged[20] ^= 1;
         assert_eq!(open(&mut b, &mut forged[..n], t), None, "a flipped bit");
-        let n = a.seal(&[], 1420, &mut out);
+        let n = a.seal(&[], 1420, &mut out).unwrap();
         assert_eq!(n, 32, "a keepalive");
         assert_eq!(
             Session::sealed_len(1420, 1420),
@@ -338,7 +473,7 @@ mod tests {
     #[test]
     fn a_sealer_uses_the_counters_it_reserved_and_no_more() {
         let t = Instant::now();
-        let mut a = Session::new(1, 2, [1; 32], [2; 32], t, true);
+        let a = Session::new(1, 2, [1; 32], [2; 32], t, true);
         let mut b = Session::new(2, 1, [2; 32], [1; 32], t, false);
         let mut sealer = a.reserve(3, 1420).expect("counters");
         let mut again = a.reserve(2, 1420).expect("counters after");
@@ -359,15 +494,18 @@ mod tests {
             3,
             "the second run starts after the first"
         );
-        assert_eq!(a.seal(b"z", 1420, &mut [0u8; 64]), 48);
-        assert_eq!(a.sent, 6, "the unused counter is a gap, never reused");
+        assert_eq!(a.seal(b"z", 1420, &mut [0u8; 64]), Some(48));
+        assert_eq!(a.sent(), 6, "the unused counter is a gap, never reused");
         // Opened in any order, each once.
         assert_eq!(open(&mut b, &mut out[..n], t), Some(16));
         for d in sealed.iter_mut().rev() {
             assert_eq!(open(&mut b, d, t), Some(16));
             assert_eq!(open(&mut b, d, t), None);
         }
-        a.sent = REJECT_AFTER_MESSAGES - 1;
+        a.keys
+            .send
+            .sent
+            .store(REJECT_AFTER_MESSAGES - 1, Ordering::Relaxed);
         let mut last = a.reserve(10, 1420).expect("one left");
         assert!(last.seal(b"w", &mut out).is_some());
         assert!(last.seal(b"w", &mut out).is_none(), "only one was left");

@@ -156,7 +156,8 @@ pub(super) async fn udp_to_tun(
         c.rx_packets.fetch_add(1, Ordering::Relaxed);
         c.rx_control.fetch_add(1, Ordering::Relaxed);
         let datagram = &mut buf[..r.bytes];
-        let Some(inner) = receive(&shared, datagram, r.from, Admit::Deliver, &mut out).await else {
+        let Some(inner) = receive(&shared, datagram, r.from, Admit::Deliver, true, &mut out).await
+        else {
             continue;
         };
         let header = shared.vnet.then_some(&offload::vnet::PLAIN[..]);

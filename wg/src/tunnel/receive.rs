@@ -45,7 +45,8 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) -
                 c.rx_shed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(inner) = receive(&shared, datagram, r.from, admit, &mut out).await else {
+            let Some(inner) = receive(&shared, datagram, r.from, admit, false, &mut out).await
+            else {
                 continue;
             };
             if shared.vnet {
@@ -63,15 +64,16 @@ pub(super) async fn udp_to_tun(shared: Arc<Shared>, fd: Arc<AsyncFd<OwnedFd>>) -
 
 /// Decrypts one datagram from `from` in place; returns where in it the packet it carries
 /// is, when that is for the TUN (a late one, `Admit::ControlOnly`, only if it is network
-/// control).
+/// control). The `realtime` path never waits for the peer's lock (see `take_in`).
 pub(super) async fn receive(
     shared: &Shared,
     datagram: &mut [u8],
     from: SocketAddr,
     admit: Admit,
+    realtime: bool,
     out: &mut [u8],
 ) -> Option<Range<usize>> {
-    let (received, queued) = take_in(shared, datagram, from, out);
+    let (received, queued) = take_in(shared, datagram, from, realtime, out);
     if queued && matches!(received, Ok(Received::Data { .. } | Received::Keepalive)) {
         // The peer's first message on the session we answered confirmed it: what waited
         // for a session goes now, ahead of what is sealed from here on.
@@ -118,14 +120,29 @@ pub(super) async fn receive(
 
 /// Hands `datagram` to the peer: a data message is opened between two short holds of its
 /// lock (see `noise::Opener`), anything else under it. Also whether packets wait for a
-/// session.
+/// session. On the `realtime` path a message is taken whole under the lock when it is
+/// free, and on the published sessions when it is not (`noise::Published`).
 fn take_in(
     shared: &Shared,
     datagram: &mut [u8],
     from: SocketAddr,
+    realtime: bool,
     out: &mut [u8],
 ) -> (Result<Received, noise::Error>, bool) {
     let now = Instant::now();
+    if realtime {
+        match shared.peer.try_lock() {
+            Some(mut peer) => {
+                let r = peer.decapsulate(datagram, from, out, now);
+                return (r, peer.has_queued());
+            }
+            None => {
+                if let Some(r) = shared.published.open(datagram, now) {
+                    return (r, false);
+                }
+            }
+        }
+    }
     let opener = shared.peer.lock().opener(datagram, now);
     let opened = opener.map(|o| o.open(datagram));
     let mut peer = shared.peer.lock();

@@ -213,13 +213,20 @@ fn urgent(packet: &[u8]) -> Option<u8> {
     shed::network_control_tos(packet)
 }
 
-/// Seals one control packet and sends it with `tos` in the outer header.
+/// Seals one control packet and sends it with `tos` in the outer header: under the peer's
+/// lock when it is free, else on the published session (`noise::Published`), so that a
+/// BFD packet never waits for a data thread; only without a session at all does it wait
+/// for the lock, to queue behind the handshake it starts.
 async fn send_control(shared: &Shared, packet: &[u8], tos: u8) {
     let mut buf = [0u8; CONTROL_ROOM];
-    let sealed = shared
-        .peer
-        .lock()
-        .encapsulate(packet, &mut buf, Instant::now());
+    let now = Instant::now();
+    let sealed = match shared.peer.try_lock() {
+        Some(mut peer) => peer.encapsulate(packet, &mut buf, now),
+        None => match shared.published.seal(packet, &mut buf, now) {
+            Some(len) => Some(len),
+            None => shared.peer.lock().encapsulate(packet, &mut buf, now),
+        },
+    };
     let (Some(len), Some(to)) = (sealed, shared.endpoint()) else {
         return;
     };
