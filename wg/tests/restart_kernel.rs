@@ -8,13 +8,8 @@ use std::time::{Duration, Instant};
 
 use wg::{SecretKey, Tunnel, TunnelConfig};
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+#[path = "common/netns.rs"]
+mod netns;
 
 fn key(byte: u8) -> SecretKey {
     use base64::Engine;
@@ -33,26 +28,13 @@ fn exists(iface: &str) -> bool {
 
 #[test]
 fn a_restarted_tunnel_keeps_its_allowed_ips_and_a_deleted_interface_comes_back() {
-    let ns = Netns(format!("xl-restart-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
-    let name = ns.0.clone();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // Every thread the tunnel starts is made from this one, so in the namespace too.
+    netns::in_netns("restart", |_| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(scenario());
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 async fn scenario() {
@@ -77,7 +59,7 @@ async fn scenario() {
     let now = vec!["10.2.0.0/16".parse().unwrap()];
     tunnel.set_allowed_ips(now.clone());
 
-    let (why, restarted) = tunnel.restart(true).await;
+    let (why, restarted) = tunnel.restart().await;
     assert!(why.is_empty(), "nothing had ended: {why:?}");
     let tunnel = restarted.expect("restarts");
     assert_eq!(
@@ -106,7 +88,7 @@ async fn scenario() {
         task.as_deref().is_some_and(|t| t.starts_with("TUN")),
         "{task:?}"
     );
-    let (why, restarted) = tunnel.restart(true).await;
+    let (why, restarted) = tunnel.restart().await;
     assert!(
         why.iter()
             .any(|w| w.contains("TUN read") && w.contains("EBADFD")),

@@ -10,13 +10,9 @@ use std::time::Duration;
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+#[path = "common/netns.rs"]
+mod netns;
+use netns::in_netns;
 
 fn ip(ns: &str, args: &[&str]) {
     let out = Command::new("ip")
@@ -42,26 +38,6 @@ fn drain(fd: &OwnedFd) -> Vec<Vec<u8>> {
         }
     }
     out
-}
-
-/// Runs `f` on a thread inside a network namespace of its own (named `xl-TAG-PID`, given
-/// to `f`), deleted afterwards, also when `f` panics.
-fn in_netns(tag: &str, f: impl FnOnce(&str) + Send + 'static) {
-    let ns = Netns(format!("xl-{tag}-{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
-    let name = ns.0.clone();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f(&name)
-    })
-    .join()
-    .unwrap();
 }
 
 fn carries(packets: &[Vec<u8>], marker: &[u8]) -> usize {

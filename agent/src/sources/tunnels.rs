@@ -443,7 +443,7 @@ async fn repair(
         let why = t.stop().await;
         (why, None)
     } else {
-        let (why, started) = t.restart(true).await;
+        let (why, started) = t.restart().await;
         (why, Some(started))
     };
     let why = why.join("; ");

@@ -89,10 +89,10 @@ impl Tunnel {
 
     /// Starts a `broken` tunnel again as a successor would (`retire`, `start_adopting`):
     /// on its own TUN queues and sockets, so the interface keeps its carrier and routes,
-    /// and with its sessions when `keep_sessions`, so traffic need not wait for a
-    /// handshake. A queue of a device that is gone (the interface was deleted) is not
-    /// adopted: the interface is made again. Returns how the ended tasks ended.
-    pub async fn restart(self, keep_sessions: bool) -> (Vec<String>, io::Result<Tunnel>) {
+    /// and with its sessions, so traffic need not wait for a handshake. A queue of a
+    /// device that is gone (the interface was deleted) is not adopted: the interface is
+    /// made again. Returns how the ended tasks ended.
+    pub async fn restart(self) -> (Vec<String>, io::Result<Tunnel>) {
         // As it runs now: the allowed IPs may have changed since it started.
         let cfg = TunnelConfig {
             allowed_ips: self.shared.allowed_ips(),
@@ -100,12 +100,7 @@ impl Tunnel {
         };
         let (why, retired) = self.retire_telling().await;
         let started = match retired {
-            Ok(mut adopted) => {
-                if !keep_sessions {
-                    adopted.sessions = None;
-                }
-                Tunnel::start_adopting(cfg, adopted).await
-            }
+            Ok(adopted) => Tunnel::start_adopting(cfg, adopted).await,
             Err(e) => Err(e),
         };
         (why, started)

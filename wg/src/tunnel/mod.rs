@@ -104,7 +104,6 @@ struct Counters {
 }
 
 struct Endpoint {
-    current: Option<SocketAddr>,
     candidate: usize,
     chosen_at: Instant,
     /// Set when the peer was heard from an address of its own choosing (roaming).
@@ -130,7 +129,8 @@ pub(crate) struct Shared {
     published: Arc<noise::Published>,
     udp: Udp,
     endpoint: Mutex<Endpoint>,
-    /// `endpoint`'s current address, read without its lock (written under it).
+    /// Where datagrams to the peer go now, read without a lock; written under
+    /// `endpoint`'s, which keeps how it was chosen.
     endpoint_now: ArcSwapOption<SocketAddr>,
     counters: Counters,
     last_handshake: Mutex<Option<SystemTime>>,
@@ -315,7 +315,6 @@ impl Tunnel {
         let shared = Arc::new(Shared {
             endpoint_now: ArcSwapOption::from(cfg.endpoints.first().copied().map(Arc::new)),
             endpoint: Mutex::new(Endpoint {
-                current: cfg.endpoints.first().copied(),
                 candidate: 0,
                 chosen_at: Instant::now(),
                 learned: false,
@@ -467,10 +466,11 @@ fn roam(shared: &Shared, from: SocketAddr) {
     }
     let moved = {
         let mut e = shared.endpoint.lock();
-        let moved = e.current != Some(from);
-        e.current = Some(from);
+        let moved = shared.endpoint() != Some(from);
+        if moved {
+            shared.endpoint_now.store(Some(Arc::new(from)));
+        }
         e.learned |= moved;
-        shared.endpoint_now.store(Some(Arc::new(from)));
         moved
     };
     // Logged once the lock is free: a write to the journal can block, and the real-time
@@ -524,7 +524,6 @@ fn next_candidate_if_silent(shared: &Shared, since_handshake: Option<Duration>) 
             return;
         }
         e.candidate = (e.candidate + 1) % candidates.len();
-        e.current = Some(candidates[e.candidate]);
         shared
             .endpoint_now
             .store(Some(Arc::new(candidates[e.candidate])));

@@ -222,10 +222,10 @@ async fn send_control(shared: &Shared, packet: &[u8], tos: u8) {
     let now = Instant::now();
     let sealed = match shared.peer.try_lock() {
         Some(mut peer) => peer.encapsulate(packet, &mut buf, now),
-        None => match shared.published.seal(packet, &mut buf, now) {
-            Some(len) => Some(len),
-            None => shared.peer.lock().encapsulate(packet, &mut buf, now),
-        },
+        None => shared
+            .published
+            .seal(packet, &mut buf, now)
+            .or_else(|| shared.peer.lock().encapsulate(packet, &mut buf, now)),
     };
     let (Some(len), Some(to)) = (sealed, shared.endpoint()) else {
         return;
